@@ -1,1 +1,8 @@
-fn main(){}
+//! crm-sync: CRM (Salesforce, HubSpot) <-> local contacts, accounts and opportunities.
+//!
+//! `crm-sync [serve]` runs the service; `crm-sync migrate` applies database migrations and exits.
+
+#[tokio::main]
+async fn main() -> std::process::ExitCode {
+    shared::app::main(crm_sync::config, |c| c, crm_sync::run).await
+}

@@ -1,1 +1,8 @@
-fn main(){}
+//! user-sync: SCIM 2.0 server and LDAP/Active Directory pull into the local directory.
+//!
+//! `user-sync [serve]` runs the service; `user-sync migrate` applies database migrations and exits.
+
+#[tokio::main]
+async fn main() -> std::process::ExitCode {
+    shared::app::main(user_sync::config, |c| c, user_sync::run).await
+}

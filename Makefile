@@ -1,0 +1,38 @@
+# Developer entry points; every target just calls a script or cargo.
+#   make up | down | test | migrate | fmt | lint | validate-deploy | bench | ci
+# Extra arguments: make test ARGS="-E test(foo)"   make bench ARGS="--help"
+SHELL := bash
+ARGS ?=
+
+.DEFAULT_GOAL := help
+.PHONY: help up down test migrate fmt lint validate-deploy bench ci
+
+help:
+	@echo "targets: up down test migrate fmt lint validate-deploy bench ci"
+
+up:
+	./scripts/up.sh
+
+down:
+	./scripts/down.sh
+
+test:
+	./scripts/test.sh $(ARGS)
+
+migrate:
+	./scripts/migrate.sh
+
+fmt:
+	cargo fmt --all
+
+lint:
+	cargo clippy --workspace --all-targets -- -D warnings
+
+validate-deploy:
+	bash ./scripts/validate-deploy.sh
+
+bench:
+	cargo run --release -p inventory-sync --bin inventory-bench $(if $(ARGS),-- $(ARGS))
+
+ci:
+	bash .ci/run

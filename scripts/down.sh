@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# Stop what scripts/up.sh started: the six local service processes (.run/pids/), or,
+# when up.sh used docker compose, `docker compose down` (volumes are kept).
+# PostgreSQL and NATS started by the local path keep running (tests use them too).
+set -euo pipefail
+
+# shellcheck source=scripts/lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+cd "$DATASYNC_ROOT"
+
+mode="$(cat "$DATASYNC_RUN_DIR/mode" 2>/dev/null || true)"
+
+stop_local_services
+
+if [[ "$mode" == docker ]]; then
+    if have_docker_engine; then
+        log "docker compose down"
+        compose down || die "docker compose down failed"
+    else
+        warn "up.sh used docker compose but no docker engine is reachable now: nothing to stop there"
+    fi
+fi
+rm -f "$DATASYNC_RUN_DIR/mode"
+log "stopped"

@@ -1,0 +1,154 @@
+#!/usr/bin/env bash
+# Static validation of the deployment artefacts; needs no Docker engine and no cluster.
+#
+#   scripts/validate-deploy.sh
+#
+# 1. Renders deploy/k8s/base and every overlay with `kubectl kustomize` and validates the
+#    output against the Kubernetes OpenAPI schemas bundled in kubernetes-validate (offline,
+#    strict: unknown fields are errors).
+# 2. Validates docker-compose.yml against the Compose Specification JSON schema.
+# 3. Runs scripts/check_deploy.py: cross-file rules a schema cannot express (ports, probes,
+#    Secret references, grace periods, the crates the images build, nats.conf durability).
+#
+# Tools go into a Python venv under the cache dir, installed once and reused.
+#
+# Environment:
+#   DATASYNC_CACHE   cache dir (default ~/.cache/datasync): venv, downloaded schema
+#   K8S_VERSION      Kubernetes version to validate against (default 1.32.0)
+#   KUBECTL          kubectl binary (default: kubectl on PATH)
+#   COMPOSE_SCHEMA   path to compose-spec.json (default: ../shared/schemas/compose-spec.json
+#                    next to the repo if present, else downloaded into the cache dir)
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+CACHE="${DATASYNC_CACHE:-$HOME/.cache/datasync}"
+VENV="$CACHE/venv"
+K8S_VERSION="${K8S_VERSION:-1.32.0}"
+KUBECTL="${KUBECTL:-kubectl}"
+# Pinned so that a rerun validates against the same schemas; bump deliberately.
+PY_REQUIREMENTS=("kubernetes-validate==1.37.0" "check-jsonschema==0.39.0")
+COMPOSE_SCHEMA_URL="https://raw.githubusercontent.com/compose-spec/compose-spec/main/schema/compose-spec.json"
+
+fail() {
+    echo "FAIL $*" >&2
+    exit 1
+}
+ok() { echo "OK   $*"; }
+
+ensure_venv() {
+    command -v python3 >/dev/null || fail "python3 not found (needed for the validation venv)"
+    mkdir -p "$CACHE"
+    # Serialise concurrent runs while the venv is (re)built.
+    if command -v flock >/dev/null; then
+        exec 9>"$CACHE/.validate-deploy.lock"
+        flock 9
+    fi
+    # Recreate a venv whose interpreter has gone (e.g. Python upgraded underneath it).
+    if ! "$VENV/bin/python" -c 'import sys' >/dev/null 2>&1; then
+        rm -rf "$VENV"
+        python3 -m venv "$VENV" || fail "could not create a venv at $VENV (python3-venv missing?)"
+    fi
+    local stamp="$VENV/.datasync-requirements" want="${PY_REQUIREMENTS[*]}"
+    if [[ "$(cat "$stamp" 2>/dev/null)" != "$want" ]] ||
+        [[ ! -x "$VENV/bin/kubernetes-validate" || ! -x "$VENV/bin/check-jsonschema" ]]; then
+        echo "installing ${PY_REQUIREMENTS[*]} into $VENV"
+        "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check "${PY_REQUIREMENTS[@]}" ||
+            fail "pip install ${PY_REQUIREMENTS[*]} failed (is PyPI reachable?)"
+        printf '%s' "$want" >"$stamp"
+    fi
+}
+
+compose_schema() {
+    if [[ -n "${COMPOSE_SCHEMA:-}" ]]; then
+        [[ -f "$COMPOSE_SCHEMA" ]] || fail "COMPOSE_SCHEMA=$COMPOSE_SCHEMA does not exist"
+        echo "$COMPOSE_SCHEMA"
+    elif [[ -f "$ROOT/../shared/schemas/compose-spec.json" ]]; then
+        echo "$ROOT/../shared/schemas/compose-spec.json"
+    else
+        local cached="$CACHE/compose-spec.json"
+        if [[ ! -s "$cached" ]]; then
+            if ! curl -fsSL --max-time 60 -o "$cached.tmp" "$COMPOSE_SCHEMA_URL"; then
+                rm -f "$cached.tmp"
+                fail "could not download the Compose schema from $COMPOSE_SCHEMA_URL;" \
+                    "set COMPOSE_SCHEMA=/path/to/compose-spec.json"
+            fi
+            mv "$cached.tmp" "$cached"
+        fi
+        echo "$cached"
+    fi
+}
+
+validate_k8s() {
+    command -v "$KUBECTL" >/dev/null ||
+        fail "kubectl not found: install kubectl >= 1.27 (its built-in kustomize v5 renders the overlays) or set KUBECTL"
+    local tmp dir name out count
+    tmp="$(mktemp -d)"
+    # shellcheck disable=SC2064 # expand now: $tmp is local
+    trap "rm -rf '$tmp'" EXIT
+
+    for dir in "$ROOT/deploy/k8s/base" "$ROOT"/deploy/k8s/overlays/*/; do
+        dir="${dir%/}"
+        name="$(basename "$dir")"
+        [[ -f "$dir/kustomization.yaml" ]] || fail "$dir has no kustomization.yaml"
+
+        if ! "$KUBECTL" kustomize "$dir" >"$tmp/$name.yaml" 2>"$tmp/$name.err"; then
+            cat "$tmp/$name.err" >&2
+            fail "kustomize could not render ${dir#"$ROOT"/}"
+        fi
+        # Warnings mean deprecated kustomize fields: keep the files current.
+        if [[ -s "$tmp/$name.err" ]]; then
+            cat "$tmp/$name.err" >&2
+            fail "kustomize warned while rendering ${dir#"$ROOT"/}"
+        fi
+
+        # --quiet prints nothing for valid resources, so any output is a problem: an ERROR,
+        # or a WARN for a kind/apiVersion it has no schema for (which it would not check).
+        if ! out="$("$VENV/bin/kubernetes-validate" --strict --quiet -k "$K8S_VERSION" "$tmp/$name.yaml" 2>&1)" ||
+            [[ -n "$out" ]]; then
+            echo "$out" >&2
+            fail "${dir#"$ROOT"/} does not validate against Kubernetes $K8S_VERSION"
+        fi
+
+        "$VENV/bin/python" "$ROOT/scripts/check_deploy.py" k8s "$name" "$tmp/$name.yaml" ||
+            fail "${dir#"$ROOT"/} breaks the deployment rules above"
+
+        count="$(grep -c '^kind:' "$tmp/$name.yaml")"
+        ok "k8s ${dir#"$ROOT"/}: $count resources valid (Kubernetes $K8S_VERSION, strict) and consistent"
+    done
+
+    # Not part of any kustomization, but it must stay applicable.
+    local example
+    for example in "$ROOT"/deploy/k8s/overlays/*/secret.example.yaml; do
+        [[ -f "$example" ]] || continue
+        if ! out="$("$VENV/bin/kubernetes-validate" --strict --quiet -k "$K8S_VERSION" "$example" 2>&1)" ||
+            [[ -n "$out" ]]; then
+            echo "$out" >&2
+            fail "${example#"$ROOT"/} does not validate"
+        fi
+        ok "k8s ${example#"$ROOT"/}: valid"
+    done
+}
+
+validate_compose() {
+    local schema
+    schema="$(compose_schema)"
+    if ! out="$("$VENV/bin/check-jsonschema" --schemafile "$schema" "$ROOT/docker-compose.yml" 2>&1)"; then
+        echo "$out" >&2
+        fail "docker-compose.yml does not match the Compose schema ($schema)"
+    fi
+    "$VENV/bin/python" "$ROOT/scripts/check_deploy.py" compose "$ROOT/docker-compose.yml" ||
+        fail "docker-compose.yml breaks the deployment rules above"
+    ok "docker-compose.yml: valid against the Compose schema and consistent"
+}
+
+validate_files() {
+    "$VENV/bin/python" "$ROOT/scripts/check_deploy.py" files ||
+        fail "Dockerfile / .dockerignore / deploy/nats / deploy/otel break the rules above"
+    ok "Dockerfile, .dockerignore, deploy/nats/nats.conf, deploy/otel/collector.yaml: consistent"
+}
+
+ensure_venv
+validate_k8s
+validate_compose
+validate_files
+echo "deploy artefacts OK"

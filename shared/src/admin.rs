@@ -1,0 +1,110 @@
+//! Admin endpoints every service has (admin bearer token): runtime settings and the service's
+//! dead letters.
+
+use actix_web::{HttpResponse, get, post, put, web};
+use serde::Deserialize;
+use uuid::Uuid;
+
+use crate::{
+    app::Platform,
+    http::{Admin, ApiError, parse_json},
+};
+
+/// The runtime settings in force.
+#[utoipa::path(get, path = "/admin/settings", tag = "admin", security(("admin_token" = [])),
+    responses((status = 200, body = crate::settings::RuntimeSettings)))]
+#[get("/admin/settings")]
+pub async fn get_settings(_: Admin, platform: web::Data<Platform>) -> HttpResponse {
+    HttpResponse::Ok().json(&*platform.settings.current())
+}
+
+/// Sets one runtime setting for every service (body: the JSON value).
+#[utoipa::path(put, path = "/admin/settings/{key}", tag = "admin", security(("admin_token" = [])),
+    params(("key" = String, Path, description = "setting name")),
+    responses((status = 200, body = crate::settings::RuntimeSettings), (status = 422, description = "invalid value")))]
+#[put("/admin/settings/{key}")]
+pub async fn put_setting(
+    _: Admin,
+    platform: web::Data<Platform>,
+    key: web::Path<String>,
+    body: web::Bytes,
+) -> Result<HttpResponse, ApiError> {
+    let value: serde_json::Value = parse_json(&body)?;
+    let updated = platform.settings.set(&key, value).await?;
+    tracing::info!(setting = %key, "runtime setting changed by admin");
+    Ok(HttpResponse::Ok().json(updated))
+}
+
+#[derive(Deserialize)]
+pub struct DeadLetterQuery {
+    #[serde(default)]
+    all: bool,
+}
+
+/// Dead letters of this service, newest first (`?all=true` includes replayed ones).
+#[utoipa::path(get, path = "/admin/dead-letters", tag = "admin", security(("admin_token" = [])),
+    responses((status = 200, body = Vec<crate::bus::dead_letter::DeadLetter>)))]
+#[get("/admin/dead-letters")]
+pub async fn list_dead_letters(
+    _: Admin,
+    platform: web::Data<Platform>,
+    query: web::Query<DeadLetterQuery>,
+) -> Result<HttpResponse, ApiError> {
+    let rows = platform.dead_letters().list(query.all, 500).await?;
+    Ok(HttpResponse::Ok().json(rows))
+}
+
+/// Re-publishes a dead letter's original message.
+#[utoipa::path(post, path = "/admin/dead-letters/{id}/replay", tag = "admin", security(("admin_token" = [])),
+    params(("id" = Uuid, Path)),
+    responses((status = 202, body = crate::bus::dead_letter::DeadLetter), (status = 404, description = "no such unreplayed dead letter")))]
+#[post("/admin/dead-letters/{id}/replay")]
+pub async fn replay_dead_letter(
+    _: Admin,
+    platform: web::Data<Platform>,
+    id: web::Path<Uuid>,
+) -> Result<HttpResponse, ApiError> {
+    match platform.dead_letters().replay(*id).await? {
+        Some(row) => Ok(HttpResponse::Accepted().json(row)),
+        None => Err(ApiError::NotFound(format!("unreplayed dead letter {id}"))),
+    }
+}
+
+pub fn configure(cfg: &mut web::ServiceConfig) {
+    cfg.service(get_settings)
+        .service(put_setting)
+        .service(list_dead_letters)
+        .service(replay_dead_letter);
+}
+
+/// OpenAPI paths of the operator and admin endpoints, merged into every service's document.
+#[derive(utoipa::OpenApi)]
+#[openapi(
+    paths(
+        crate::health::healthz, crate::health::readyz, crate::health::metrics_endpoint,
+        get_settings, put_setting, list_dead_letters, replay_dead_letter
+    ),
+    modifiers(&SecuritySchemes)
+)]
+pub struct PlatformApi;
+
+struct SecuritySchemes;
+
+impl utoipa::Modify for SecuritySchemes {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityScheme};
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "admin_token",
+            SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
+        );
+        components.add_security_scheme(
+            "api_key",
+            SecurityScheme::ApiKey(ApiKey::Header(ApiKeyValue::new("X-API-Key"))),
+        );
+        components.add_security_scheme(
+            "signature",
+            SecurityScheme::ApiKey(ApiKey::Header(ApiKeyValue::new("X-Datasync-Signature"))),
+        );
+    }
+}

@@ -1,0 +1,332 @@
+//! Service bootstrap: everything between "config is loaded" and "serving", identical for the
+//! six services. A service describes itself with a [`ServiceSpec`], gets a connected
+//! [`Platform`], spawns its consumers on it, and wraps its routes in an [`Application`].
+//!
+//! One shutdown path: [`Application::run_until_stopped`] waits for the stop signal, stops the
+//! HTTP server (in-flight requests finish), cancels the token every background task watches,
+//! waits for them (consumers ack or nak what they hold, the outbox relay flushes) within the
+//! grace period, then returns so `main` can flush telemetry.
+
+use std::{future::Future, sync::Arc, time::Instant};
+
+use actix_web::{
+    App, Error, HttpServer,
+    body::MessageBody,
+    dev::{ServiceRequest, ServiceResponse},
+    middleware::{Next, from_fn},
+    web,
+};
+use serde::de::DeserializeOwned;
+use tokio_util::{sync::CancellationToken, task::TaskTracker};
+use tracing::Instrument;
+
+use crate::{
+    bus::{Bus, ConsumerSpec, Delivery, HandlerError, StreamSpec, dead_letter::DeadLetters, outbox::OutboxRelay},
+    config::CommonConfig,
+    db::PgPool,
+    http::AuthConfig,
+    settings::Settings,
+};
+
+/// What distinguishes one service's bootstrap from another's.
+pub struct ServiceSpec {
+    /// The PostgreSQL schema the service owns (outbox, inbox, dead letters live there).
+    pub schema: &'static str,
+    /// Streams the service publishes to or consumes from; the first is checked by `/readyz`.
+    pub streams: &'static [&'static StreamSpec],
+    /// The service's own OpenAPI document (the platform endpoints are merged in).
+    pub openapi: utoipa::openapi::OpenApi,
+}
+
+/// The connected plumbing of a running service. Cheap to clone.
+#[derive(Clone)]
+pub struct Platform {
+    pub config: Arc<CommonConfig>,
+    pub db: PgPool,
+    pub bus: Bus,
+    /// Outbound HTTP: connect and total timeouts, no redirects (see [`crate::outbound`]).
+    pub http: reqwest::Client,
+    pub settings: Settings,
+    /// Cancelled when the service stops; every background task watches it.
+    pub shutdown: CancellationToken,
+    pub schema: &'static str,
+    pub(crate) readiness_stream: &'static str,
+    pub(crate) openapi: Arc<utoipa::openapi::OpenApi>,
+    tasks: TaskTracker,
+}
+
+impl Platform {
+    /// Migrates the database, builds the pool, connects to NATS, declares the streams, opens the
+    /// settings bucket and starts the outbox relay.
+    pub async fn start(config: &CommonConfig, spec: ServiceSpec) -> anyhow::Result<Self> {
+        // rustls needs one process-wide crypto provider; ring is the one every crate shares.
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let applied = crate::db::migrate(&config.db.url).await?;
+        if applied > 0 {
+            tracing::info!(applied, "database migrations applied");
+        }
+        let db = crate::db::pool(&config.db)?;
+        let bus = Bus::connect(&config.nats, config.service).await?;
+        for stream in spec.streams {
+            bus.ensure_stream(stream).await?;
+        }
+        let shutdown = CancellationToken::new();
+        let settings = Settings::open(&bus, config.settings_defaults.clone(), shutdown.clone()).await?;
+        let mut openapi = spec.openapi;
+        openapi.merge(<crate::admin::PlatformApi as utoipa::OpenApi>::openapi());
+        openapi.info.title = config.service.to_owned();
+        let platform = Self {
+            config: Arc::new(config.clone()),
+            db,
+            bus,
+            http: crate::outbound::client()?,
+            settings,
+            shutdown,
+            schema: spec.schema,
+            readiness_stream: spec.streams.first().map_or("SYNC_EVENTS", |s| s.name),
+            openapi: Arc::new(openapi),
+            tasks: TaskTracker::new(),
+        };
+        let relay = OutboxRelay {
+            pool: platform.db.clone(),
+            db_url: config.db.url.clone(),
+            bus: platform.bus.clone(),
+            schema: spec.schema,
+        };
+        platform.spawn("outbox-relay", relay.run(platform.shutdown.clone()));
+        Ok(platform)
+    }
+
+    /// This service's dead letters.
+    pub fn dead_letters(&self) -> DeadLetters {
+        DeadLetters { pool: self.db.clone(), schema: self.schema, service: self.config.service }
+    }
+
+    /// Runs a background task until shutdown; shutdown waits for it.
+    pub fn spawn<F>(&self, name: &'static str, task: F)
+    where
+        F: Future<Output = ()> + Send + 'static,
+    {
+        self.tasks.spawn(task.instrument(tracing::info_span!("task", name)));
+    }
+
+    /// Starts a durable consumer (see [`crate::bus::consumer`] for its delivery semantics).
+    pub fn spawn_consumer<T, F, Fut>(&self, spec: ConsumerSpec, handler: F)
+    where
+        T: DeserializeOwned + Send + 'static,
+        F: Fn(Delivery<T>) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<(), HandlerError>> + Send + 'static,
+    {
+        let task = crate::bus::run_consumer(
+            self.bus.clone(),
+            spec,
+            self.dead_letters(),
+            self.shutdown.clone(),
+            handler,
+        );
+        self.tasks.spawn(task);
+    }
+}
+
+/// A built, listening service.
+pub struct Application {
+    port: u16,
+    server: actix_web::dev::Server,
+    platform: Platform,
+}
+
+impl Application {
+    /// Binds the HTTP server with the operator and admin routes, `routes`, and `state`
+    /// registered as the one `web::Data<S>`.
+    pub fn build<S>(
+        platform: Platform,
+        state: S,
+        auth: AuthConfig,
+        routes: fn(&mut web::ServiceConfig),
+    ) -> anyhow::Result<Self>
+    where
+        S: Send + Sync + 'static,
+    {
+        let cfg = platform.config.clone();
+        let listener = std::net::TcpListener::bind((cfg.http_host.as_str(), cfg.http_port))
+            .map_err(|e| anyhow::anyhow!("cannot bind {}:{} (HTTP_PORT): {e}", cfg.http_host, cfg.http_port))?;
+        let port = listener.local_addr()?.port();
+        let state = web::Data::new(state);
+        let platform_data = web::Data::new(platform.clone());
+        let auth = web::Data::new(AuthConfig {
+            admin_token: Some(cfg.admin_token.clone()),
+            ..auth
+        });
+        let server = HttpServer::new(move || {
+            App::new()
+                .wrap(from_fn(observe))
+                .app_data(state.clone())
+                .app_data(platform_data.clone())
+                .app_data(auth.clone())
+                .configure(crate::health::configure)
+                .configure(crate::admin::configure)
+                .configure(routes)
+        })
+        .disable_signals()
+        .shutdown_timeout(cfg.shutdown_grace.as_secs())
+        .listen(listener)?
+        .run();
+        tracing::info!(service = cfg.service, port, "listening");
+        Ok(Self { port, server, platform })
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    pub fn platform(&self) -> &Platform {
+        &self.platform
+    }
+
+    /// Serves until `stop` completes (or the server fails), then shuts down gracefully.
+    pub async fn run_until_stopped(self, stop: impl Future<Output = ()>) -> anyhow::Result<()> {
+        let handle = self.server.handle();
+        let mut server = tokio::spawn(self.server);
+        let result = tokio::select! {
+            r = &mut server => r.map_err(anyhow::Error::from).and_then(|r| r.map_err(Into::into)),
+            () = stop => Ok(()),
+        };
+        tracing::info!("shutting down");
+        handle.stop(true).await;
+        let platform = self.platform;
+        platform.shutdown.cancel();
+        platform.tasks.close();
+        if tokio::time::timeout(platform.config.shutdown_grace, platform.tasks.wait()).await.is_err() {
+            tracing::warn!("background tasks did not finish within the grace period");
+        }
+        platform.db.close();
+        tracing::info!("stopped");
+        result
+    }
+}
+
+/// Resolves on SIGTERM or SIGINT.
+pub async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! { _ = ctrl_c => {}, _ = term.recv() => {} }
+            }
+            Err(_) => {
+                let _ = ctrl_c.await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+}
+
+/// Per-request span (child of the caller's `traceparent`) and HTTP metrics.
+async fn observe(
+    req: ServiceRequest,
+    next: Next<impl MessageBody>,
+) -> Result<ServiceResponse<impl MessageBody>, Error> {
+    let route = req.match_pattern().unwrap_or_else(|| "unmatched".into());
+    let method = req.method().to_string();
+    let span = tracing::info_span!("http", %method, %route, status = tracing::field::Empty);
+    crate::telemetry::set_parent_from_http(&span, req.headers());
+    let started = Instant::now();
+    let response = next.call(req).instrument(span.clone()).await;
+    let status = match &response {
+        Ok(r) => r.status().as_u16(),
+        Err(e) => e.as_response_error().status_code().as_u16(),
+    };
+    span.record("status", status);
+    crate::health::metrics::HTTP_REQUESTS
+        .with_label_values(&[route.as_str(), method.as_str(), &status.to_string()])
+        .inc();
+    crate::health::metrics::HTTP_DURATION
+        .with_label_values(&[route.as_str(), method.as_str()])
+        .observe(started.elapsed().as_secs_f64());
+    response
+}
+
+/// The command line every service binary accepts: `serve` (default) or `migrate`.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Command {
+    Serve,
+    Migrate,
+}
+
+impl Command {
+    /// Parses `std::env::args()` (after the program name).
+    pub fn parse(args: impl IntoIterator<Item = String>) -> Result<Self, String> {
+        let args: Vec<String> = args.into_iter().collect();
+        match args.iter().map(String::as_str).collect::<Vec<_>>().as_slice() {
+            [] | ["serve"] => Ok(Self::Serve),
+            ["migrate"] => Ok(Self::Migrate),
+            other => Err(format!("usage: <service> [serve|migrate], got {other:?}")),
+        }
+    }
+}
+
+/// The whole of a service's `main`: parse the command, load config (exiting with one line
+/// naming the bad variable), initialise telemetry, then migrate or serve until SIGTERM.
+pub async fn main<C, Fut>(
+    load: fn() -> Result<C, crate::config::ConfigError>,
+    common: fn(&C) -> &CommonConfig,
+    serve: fn(C) -> Fut,
+) -> std::process::ExitCode
+where
+    Fut: Future<Output = anyhow::Result<()>>,
+{
+    crate::config::load_dotenv();
+    let command = match Command::parse(std::env::args().skip(1)) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("{e}");
+            return std::process::ExitCode::from(2);
+        }
+    };
+    let config = match load() {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("configuration error: {e}");
+            return std::process::ExitCode::from(2);
+        }
+    };
+    let telemetry = match crate::telemetry::init(common(&config)) {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!("telemetry error: {e:#}");
+            return std::process::ExitCode::from(2);
+        }
+    };
+    let result = match command {
+        Command::Migrate => crate::db::migrate(&common(&config).db.url)
+            .await
+            .map(|n| tracing::info!(applied = n, "migrations done")),
+        Command::Serve => serve(config).await,
+    };
+    let code = match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!(error = format!("{e:#}"), "exiting");
+            eprintln!("error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    };
+    telemetry.shutdown();
+    code
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Command;
+
+    #[test]
+    fn command_line_accepts_serve_migrate_and_nothing_else() {
+        let parse = |a: &[&str]| Command::parse(a.iter().map(|s| s.to_string()));
+        assert_eq!(parse(&[]), Ok(Command::Serve));
+        assert_eq!(parse(&["serve"]), Ok(Command::Serve));
+        assert_eq!(parse(&["migrate"]), Ok(Command::Migrate));
+        assert!(parse(&["migrate", "now"]).is_err());
+    }
+}

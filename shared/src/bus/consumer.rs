@@ -1,0 +1,244 @@
+//! Durable pull consumers: one loop, owned here, for every consumer of the platform.
+//!
+//! Delivery semantics: at-least-once. A handler's `Ok` acks the message; a retryable error naks
+//! it with a jittered exponential backoff (or the delay the handler asks for, e.g. a target's
+//! `Retry-After`); a permanent error, an undecodable message, or a failure on the last allowed
+//! delivery becomes a dead-letter row and the message is terminated. If the dead letter cannot
+//! be written (database down) the message is nak'ed instead, so nothing is dropped silently.
+//! Handlers must therefore be idempotent (inbox, unique keys, or version checks).
+
+use std::{future::Future, time::Duration};
+
+use async_nats::jetstream::{
+    AckKind,
+    consumer::{AckPolicy, DeliverPolicy, pull},
+};
+use futures::StreamExt;
+use serde::de::DeserializeOwned;
+use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
+
+use super::{Bus, StreamSpec, dead_letter::DeadLetters};
+use crate::schemas::Envelope;
+
+/// A durable consumer declaration.
+#[derive(Clone, Debug)]
+pub struct ConsumerSpec {
+    /// Durable name without prefix; replicas of a service share it and split the work.
+    pub durable: String,
+    pub stream: &'static StreamSpec,
+    /// Filter subjects without prefix.
+    pub filter_subject: String,
+    /// Hard cap on deliveries; the handler's last failure before it is dead-lettered.
+    pub max_deliver: i64,
+    /// Longer than the slowest handler (outbound HTTP has a 10 s total timeout).
+    pub ack_wait: Duration,
+    /// Messages handled at once per replica.
+    pub concurrency: usize,
+}
+
+impl ConsumerSpec {
+    pub fn new(durable: &str, stream: &'static StreamSpec, filter_subject: &str) -> Self {
+        Self {
+            durable: durable.to_owned(),
+            stream,
+            filter_subject: filter_subject.to_owned(),
+            max_deliver: 10,
+            ack_wait: Duration::from_secs(30),
+            concurrency: 16,
+        }
+    }
+}
+
+/// One received message, decoded.
+#[derive(Debug)]
+pub struct Delivery<T> {
+    /// Subject without the installation prefix.
+    pub subject: String,
+    pub envelope: Envelope<T>,
+    /// 1 on first delivery.
+    pub delivered: i64,
+}
+
+/// How a handler failed.
+#[derive(Debug)]
+pub enum HandlerError {
+    /// Try again later (after `after`, or the consumer's backoff).
+    Retry { error: anyhow::Error, after: Option<Duration> },
+    /// Will never succeed: dead-letter now.
+    Permanent(anyhow::Error),
+}
+
+impl From<anyhow::Error> for HandlerError {
+    fn from(error: anyhow::Error) -> Self {
+        Self::Retry { error, after: None }
+    }
+}
+
+impl From<diesel::result::Error> for HandlerError {
+    fn from(error: diesel::result::Error) -> Self {
+        Self::Retry { error: error.into(), after: None }
+    }
+}
+
+/// Exponential backoff with ±20% jitter: 1 s, 2 s, 4 s ... capped at 5 minutes.
+pub fn backoff(delivered: i64) -> Duration {
+    let exp = delivered.clamp(1, 20) as u32 - 1;
+    let base = Duration::from_secs(1).saturating_mul(2u32.saturating_pow(exp));
+    let base = base.min(Duration::from_secs(300));
+    let jitter = rand::random_range(0.8..1.2);
+    base.mul_f64(jitter)
+}
+
+/// Runs `handler` for every message of the consumer until `shutdown` fires; in-flight messages
+/// are finished (acked or nak'ed) before it returns. Reconnects by itself after NATS outages.
+pub async fn run_consumer<T, F, Fut>(
+    bus: Bus,
+    spec: ConsumerSpec,
+    dead_letters: DeadLetters,
+    shutdown: CancellationToken,
+    handler: F,
+) where
+    T: DeserializeOwned,
+    F: Fn(Delivery<T>) -> Fut,
+    Fut: Future<Output = Result<(), HandlerError>>,
+{
+    let mut failures = 0;
+    while !shutdown.is_cancelled() {
+        match consume(&bus, &spec, &dead_letters, &shutdown, &handler).await {
+            Ok(()) => failures = 0,
+            Err(e) => {
+                failures += 1;
+                tracing::warn!(consumer = %spec.durable, error = %e, "consumer interrupted, restarting");
+            }
+        }
+        let pause = backoff(failures).min(Duration::from_secs(5));
+        tokio::select! {
+            _ = shutdown.cancelled() => break,
+            _ = tokio::time::sleep(pause) => {}
+        }
+    }
+    tracing::info!(consumer = %spec.durable, "consumer stopped");
+}
+
+async fn consume<T, F, Fut>(
+    bus: &Bus,
+    spec: &ConsumerSpec,
+    dead_letters: &DeadLetters,
+    shutdown: &CancellationToken,
+    handler: &F,
+) -> anyhow::Result<()>
+where
+    T: DeserializeOwned,
+    F: Fn(Delivery<T>) -> Fut,
+    Fut: Future<Output = Result<(), HandlerError>>,
+{
+    let stream = bus.js.get_stream(bus.name(spec.stream.name)).await?;
+    let consumer: async_nats::jetstream::consumer::PullConsumer = stream
+        .create_consumer(pull::Config {
+            durable_name: Some(bus.name(&spec.durable)),
+            filter_subject: bus.subject(&spec.filter_subject),
+            ack_policy: AckPolicy::Explicit,
+            deliver_policy: DeliverPolicy::All,
+            ack_wait: spec.ack_wait,
+            max_deliver: spec.max_deliver,
+            max_ack_pending: (spec.concurrency * 4) as i64,
+            ..Default::default()
+        })
+        .await
+        .map_err(|e| anyhow::anyhow!("declaring consumer {}: {e}", spec.durable))?;
+    let messages = consumer
+        .stream()
+        .max_messages_per_batch(spec.concurrency)
+        .heartbeat(Duration::from_secs(5))
+        .expires(Duration::from_secs(30))
+        .messages()
+        .await?;
+    tracing::info!(consumer = %spec.durable, "consuming");
+    let mut first_error = None;
+    messages
+        .take_until(shutdown.cancelled())
+        .take_while(|m| {
+            let ok = m.is_ok();
+            if let Err(e) = m {
+                first_error = Some(anyhow::anyhow!("message stream: {e}"));
+            }
+            futures::future::ready(ok)
+        })
+        .filter_map(|m| futures::future::ready(m.ok()))
+        .for_each_concurrent(spec.concurrency, |msg| {
+            process(bus, spec, dead_letters, handler, msg)
+        })
+        .await;
+    first_error.map_or(Ok(()), Err)
+}
+
+async fn process<T, F, Fut>(
+    bus: &Bus,
+    spec: &ConsumerSpec,
+    dead_letters: &DeadLetters,
+    handler: &F,
+    msg: async_nats::jetstream::Message,
+) where
+    T: DeserializeOwned,
+    F: Fn(Delivery<T>) -> Fut,
+    Fut: Future<Output = Result<(), HandlerError>>,
+{
+    let subject = bus.strip_prefix(msg.subject.as_str()).to_owned();
+    let delivered = msg.info().map(|i| i.delivered).unwrap_or(1);
+    let span = tracing::info_span!("consume", consumer = %spec.durable, %subject, delivered);
+    crate::telemetry::set_parent_from_nats(&span, msg.headers.as_ref());
+    async {
+        let outcome = match serde_json::from_slice::<Envelope<T>>(&msg.payload) {
+            Err(e) => Err(HandlerError::Permanent(anyhow::anyhow!("undecodable message: {e}"))),
+            Ok(envelope) => handler(Delivery { subject: subject.clone(), envelope, delivered }).await,
+        };
+        let ack = match outcome {
+            Ok(()) => {
+                crate::health::metrics::consumed(&spec.durable, "ok");
+                AckKind::Ack
+            }
+            Err(HandlerError::Retry { error, after }) if delivered < spec.max_deliver => {
+                let delay = after.unwrap_or_else(|| backoff(delivered));
+                tracing::warn!(error = format!("{error:#}"), retry_in_ms = delay.as_millis() as u64, "handler failed, will retry");
+                crate::health::metrics::consumed(&spec.durable, "retry");
+                AckKind::Nak(Some(delay))
+            }
+            Err(HandlerError::Retry { error, .. } | HandlerError::Permanent(error)) => {
+                let reason = format!("{error:#}");
+                match dead_letters
+                    .record(&spec.durable, &subject, &msg.payload, &reason, delivered)
+                    .await
+                {
+                    Ok(id) => {
+                        tracing::error!(error = %reason, dead_letter = %id, "message dead-lettered");
+                        crate::health::metrics::consumed(&spec.durable, "dead_letter");
+                        AckKind::Term
+                    }
+                    Err(e) => {
+                        tracing::error!(error = %reason, dead_letter_error = %e, "cannot write dead letter, will retry");
+                        AckKind::Nak(Some(backoff(delivered)))
+                    }
+                }
+            }
+        };
+        if let Err(e) = msg.ack_with(ack).await {
+            // The message will be redelivered after ack_wait; handlers are idempotent.
+            tracing::warn!(error = %e, "ack failed");
+        }
+    }
+    .instrument(span)
+    .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_grows_exponentially_and_is_capped() {
+        assert!(backoff(1) <= Duration::from_millis(1200));
+        assert!(backoff(3) >= Duration::from_millis(3200));
+        assert!(backoff(100) <= Duration::from_secs(360));
+    }
+}

@@ -1,0 +1,142 @@
+//! Dead letters: messages that exhausted their retries or can never succeed. Each becomes a row
+//! in `<schema>.dead_letters` (with the error and the original message) and a
+//! `MessageDeadLettered` event for sync-monitor; an operator can replay it, which re-publishes
+//! the original message through the outbox.
+
+use chrono::{DateTime, Utc};
+use diesel::sql_types::{BigInt, Jsonb, Nullable, Text, Timestamptz};
+use diesel_async::{AsyncConnection, RunQueryDsl};
+use serde::Serialize;
+use uuid::Uuid;
+
+use super::outbox::{self, OutboxRow};
+use crate::{
+    db::PgPool,
+    schemas::{Envelope, sync::MessageDeadLettered},
+};
+
+/// Dead letters of one service (one schema).
+#[derive(Clone)]
+pub struct DeadLetters {
+    pub pool: PgPool,
+    pub schema: &'static str,
+    pub service: &'static str,
+}
+
+/// A dead-letter row as operators see it.
+#[derive(Debug, Serialize, diesel::QueryableByName, utoipa::ToSchema)]
+pub struct DeadLetter {
+    #[diesel(sql_type = diesel::sql_types::Uuid)]
+    pub id: Uuid,
+    #[diesel(sql_type = Text)]
+    pub consumer: String,
+    #[diesel(sql_type = Text)]
+    pub subject: String,
+    #[diesel(sql_type = Jsonb)]
+    pub payload: serde_json::Value,
+    #[diesel(sql_type = Text)]
+    pub error: String,
+    #[diesel(sql_type = BigInt)]
+    pub deliveries: i64,
+    #[diesel(sql_type = Timestamptz)]
+    pub created_at: DateTime<Utc>,
+    #[diesel(sql_type = Nullable<Timestamptz>)]
+    pub replayed_at: Option<DateTime<Utc>>,
+}
+
+impl DeadLetters {
+    /// Stores a dead letter and announces it, in one transaction.
+    pub async fn record(
+        &self,
+        consumer: &str,
+        subject: &str,
+        payload: &[u8],
+        error: &str,
+        deliveries: i64,
+    ) -> anyhow::Result<Uuid> {
+        let id = Uuid::now_v7();
+        // Undecodable payloads are kept as a JSON string so nothing is lost.
+        let payload: serde_json::Value = serde_json::from_slice(payload)
+            .unwrap_or_else(|_| serde_json::Value::String(String::from_utf8_lossy(payload).into()));
+        let event = Envelope::new(
+            self.service,
+            MessageDeadLettered {
+                service: self.service.to_owned(),
+                consumer: consumer.to_owned(),
+                dead_letter_id: id,
+                subject: subject.to_owned(),
+                error: error.to_owned(),
+                deliveries,
+            },
+        );
+        let schema = self.schema;
+        let mut conn = self.pool.get().await?;
+        conn.transaction::<_, diesel::result::Error, _>(async |conn| {
+            diesel::sql_query(format!(
+                "INSERT INTO {schema}.dead_letters (id, consumer, subject, payload, error, deliveries) \
+                 VALUES ($1, $2, $3, $4, $5, $6)"
+            ))
+            .bind::<diesel::sql_types::Uuid, _>(id)
+            .bind::<Text, _>(consumer)
+            .bind::<Text, _>(subject)
+            .bind::<Jsonb, _>(&payload)
+            .bind::<Text, _>(error)
+            .bind::<BigInt, _>(deliveries)
+            .execute(conn)
+            .await?;
+            outbox::enqueue(conn, schema, &[OutboxRow::new(&event)]).await
+        })
+        .await?;
+        Ok(id)
+    }
+
+    /// The most recent dead letters, newest first.
+    pub async fn list(&self, include_replayed: bool, limit: i64) -> anyhow::Result<Vec<DeadLetter>> {
+        let mut conn = self.pool.get().await?;
+        let rows = diesel::sql_query(format!(
+            "SELECT id, consumer, subject, payload, error, deliveries, created_at, replayed_at \
+             FROM {}.dead_letters WHERE $1 OR replayed_at IS NULL ORDER BY created_at DESC LIMIT $2",
+            self.schema
+        ))
+        .bind::<diesel::sql_types::Bool, _>(include_replayed)
+        .bind::<BigInt, _>(limit)
+        .load(&mut conn)
+        .await?;
+        Ok(rows)
+    }
+
+    /// Re-publishes the original message (new message id, same envelope, so consumers' inboxes
+    /// still recognise work already done) and marks the row replayed. `None` if there is no
+    /// such unreplayed dead letter.
+    pub async fn replay(&self, id: Uuid) -> anyhow::Result<Option<DeadLetter>> {
+        let schema = self.schema;
+        let mut conn = self.pool.get().await?;
+        let row = conn
+            .transaction::<_, diesel::result::Error, _>(async |conn| {
+                let row: Option<DeadLetter> = diesel::sql_query(format!(
+                    "UPDATE {schema}.dead_letters SET replayed_at = now() \
+                     WHERE id = $1 AND replayed_at IS NULL \
+                     RETURNING id, consumer, subject, payload, error, deliveries, created_at, replayed_at"
+                ))
+                .bind::<diesel::sql_types::Uuid, _>(id)
+                .get_result(conn)
+                .await
+                .map(Some)
+                .or_else(|e| match e {
+                    diesel::result::Error::NotFound => Ok(None),
+                    e => Err(e),
+                })?;
+                if let Some(row) = &row {
+                    let replay = OutboxRow {
+                        id: Uuid::now_v7(),
+                        subject: row.subject.clone(),
+                        payload: row.payload.clone(),
+                    };
+                    outbox::enqueue(conn, schema, &[replay]).await?;
+                }
+                Ok(row)
+            })
+            .await?;
+        Ok(row)
+    }
+}

@@ -1,0 +1,23 @@
+//! The inbox: a consumer records each message id in the same transaction as the message's
+//! effect, so a redelivered message finds its id and does nothing.
+
+use diesel::sql_types::Text;
+use diesel_async::{AsyncPgConnection, RunQueryDsl};
+
+/// Records `(consumer, message_id)` in `<schema>.inbox`; `true` on the first delivery, `false`
+/// when the message was already processed. Call inside the effect's transaction.
+pub async fn first_delivery(
+    conn: &mut AsyncPgConnection,
+    schema: &'static str,
+    consumer: &str,
+    message_id: &str,
+) -> diesel::QueryResult<bool> {
+    let inserted = diesel::sql_query(format!(
+        "INSERT INTO {schema}.inbox (consumer, message_id) VALUES ($1, $2) ON CONFLICT DO NOTHING"
+    ))
+    .bind::<Text, _>(consumer)
+    .bind::<Text, _>(message_id)
+    .execute(conn)
+    .await?;
+    Ok(inserted == 1)
+}

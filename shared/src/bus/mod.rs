@@ -1,0 +1,149 @@
+//! The NATS JetStream bus: connection, stream declarations, publishing with `Nats-Msg-Id`,
+//! durable pull consumers, the transactional outbox relay, the inbox and dead letters.
+//!
+//! Every name on the bus (stream, subject, consumer, KV bucket) goes through [`Bus`], which
+//! applies the installation prefix (`NATS_PREFIX`), so parallel tests and several installations
+//! can share one NATS server without seeing each other's messages.
+
+pub mod consumer;
+pub mod dead_letter;
+pub mod inbox;
+pub mod outbox;
+pub mod streams;
+
+use std::time::Duration;
+
+use async_nats::jetstream::{self, context::PublishAckFuture};
+use bytes::Bytes;
+
+use crate::{config::NatsConfig, schemas::Envelope};
+
+pub use consumer::{ConsumerSpec, Delivery, HandlerError, run_consumer};
+pub use streams::StreamSpec;
+
+/// How long a publish may wait for its PubAck before it counts as failed (and is retried).
+const PUBLISH_ACK_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// A connected bus. Cheap to clone.
+#[derive(Clone)]
+pub struct Bus {
+    pub client: async_nats::Client,
+    pub js: jetstream::Context,
+    prefix: String,
+}
+
+impl Bus {
+    /// Connects to NATS, retrying for a few seconds so that services started together with
+    /// NATS (docker compose, Kubernetes) do not fail on the first attempt. Once connected the
+    /// client reconnects by itself forever.
+    pub async fn connect(cfg: &NatsConfig, service: &str) -> anyhow::Result<Self> {
+        let mut attempt = 0u32;
+        let client = loop {
+            let opts = async_nats::ConnectOptions::new()
+                .name(service)
+                .connection_timeout(Duration::from_secs(3))
+                .max_reconnects(None);
+            match opts.connect(cfg.url.as_str()).await {
+                Ok(client) => break client,
+                Err(e) if attempt < 10 => {
+                    attempt += 1;
+                    tracing::warn!(attempt, error = %e, "NATS not reachable yet, retrying");
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                }
+                Err(e) => anyhow::bail!("cannot connect to NATS (NATS_URL={}): {e}", cfg.url),
+            }
+        };
+        let mut js = jetstream::new(client.clone());
+        js.set_timeout(PUBLISH_ACK_TIMEOUT);
+        Ok(Self { client, js, prefix: cfg.prefix.clone() })
+    }
+
+    /// The installation prefix ("" in production).
+    pub fn prefix(&self) -> &str {
+        &self.prefix
+    }
+
+    /// A subject with the installation prefix applied.
+    pub fn subject(&self, subject: &str) -> String {
+        if self.prefix.is_empty() {
+            subject.to_owned()
+        } else {
+            format!("{}.{subject}", self.prefix)
+        }
+    }
+
+    /// A stream, consumer or bucket name with the installation prefix applied.
+    pub fn name(&self, name: &str) -> String {
+        if self.prefix.is_empty() {
+            name.to_owned()
+        } else {
+            format!("{}_{name}", self.prefix)
+        }
+    }
+
+    /// The subject without the installation prefix (for routing on received messages).
+    pub fn strip_prefix<'a>(&self, subject: &'a str) -> &'a str {
+        if self.prefix.is_empty() {
+            return subject;
+        }
+        subject
+            .strip_prefix(self.prefix.as_str())
+            .and_then(|s| s.strip_prefix('.'))
+            .unwrap_or(subject)
+    }
+
+    /// Sends one message with `Nats-Msg-Id` = `msg_id` (JetStream drops a duplicate within the
+    /// stream's duplicate window) and the current trace context; returns the PubAck future so
+    /// callers can pipeline several publishes before awaiting their acks.
+    pub async fn send(
+        &self,
+        subject: &str,
+        msg_id: &str,
+        traceparent: Option<&str>,
+        payload: Bytes,
+    ) -> anyhow::Result<PublishAckFuture> {
+        let mut headers = async_nats::HeaderMap::new();
+        headers.insert(async_nats::header::NATS_MESSAGE_ID, msg_id);
+        match traceparent {
+            Some(tp) => headers.insert("traceparent", tp),
+            None => crate::telemetry::inject_nats(&mut headers),
+        }
+        let ack = self
+            .js
+            .send_publish(
+                self.subject(subject),
+                jetstream::message::PublishMessage::build().payload(payload).headers(headers),
+            )
+            .await?;
+        Ok(ack)
+    }
+
+    /// Publishes an envelope on `subject` and waits for its PubAck. The envelope id is the
+    /// message id, so publishing the same envelope twice stores it once.
+    pub async fn publish<T: serde::Serialize>(
+        &self,
+        subject: &str,
+        envelope: &Envelope<T>,
+    ) -> anyhow::Result<()> {
+        let payload = Bytes::from(serde_json::to_vec(envelope)?);
+        let ack = self
+            .send(subject, &envelope.id.to_string(), envelope.trace.as_deref(), payload)
+            .await?
+            .await?;
+        if ack.duplicate {
+            tracing::debug!(subject, msg_id = %envelope.id, "duplicate publish dropped by JetStream");
+        }
+        Ok(())
+    }
+
+    /// Round trip to the server and a JetStream request: used by `/readyz`.
+    pub async fn check(&self, stream: &str) -> anyhow::Result<()> {
+        tokio::time::timeout(Duration::from_secs(2), async {
+            self.client.flush().await?;
+            self.js.get_stream_no_info(self.name(stream)).await?;
+            anyhow::Ok(())
+        })
+        .await
+        .map_err(|_| anyhow::anyhow!("NATS did not answer within 2s"))?
+    }
+}

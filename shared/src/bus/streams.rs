@@ -1,0 +1,117 @@
+//! The JetStream streams of the platform, declared idempotently at start-up by each service
+//! that uses them. File storage everywhere: a stream is the durable hand-off between services.
+
+use std::time::Duration;
+
+use async_nats::jetstream::stream::{self, DiscardPolicy, RetentionPolicy, StorageType};
+
+use super::Bus;
+
+/// Duplicate window for `Nats-Msg-Id`: longer than the outbox relay's retry horizon (a row
+/// stays in the outbox until its PubAck arrives, so a re-send after a crash happens within
+/// minutes; two hours leaves room for a long NATS outage).
+pub const DUPLICATE_WINDOW: Duration = Duration::from_secs(2 * 60 * 60);
+
+const WEEK: Duration = Duration::from_secs(7 * 24 * 60 * 60);
+
+/// A stream declaration.
+#[derive(Debug)]
+pub struct StreamSpec {
+    pub name: &'static str,
+    /// Subject patterns, without the installation prefix.
+    pub subjects: &'static [&'static str],
+    pub retention: RetentionPolicy,
+    /// Messages kept per subject (`-1` = unlimited); `1` turns a stream into a
+    /// "latest value per key" table, which is how per-target stock levels coalesce.
+    pub max_messages_per_subject: i64,
+    /// Age after which messages are dropped (`ZERO` = never).
+    pub max_age: Duration,
+}
+
+/// Verified raw inbound webhooks; each message is work for exactly one consumer.
+pub const WEBHOOKS: StreamSpec = StreamSpec {
+    name: "WEBHOOKS",
+    subjects: &["webhooks.>"],
+    retention: RetentionPolicy::WorkQueue,
+    max_messages_per_subject: -1,
+    max_age: Duration::ZERO,
+};
+
+/// Audit trail of every sync in either direction; the monitor's input.
+pub const SYNC_EVENTS: StreamSpec = StreamSpec {
+    name: "SYNC_EVENTS",
+    subjects: &["sync.events.>"],
+    retention: RetentionPolicy::Limits,
+    max_messages_per_subject: -1,
+    max_age: WEEK,
+};
+
+/// Conflict lifecycle.
+pub const SYNC_CONFLICTS: StreamSpec = StreamSpec {
+    name: "SYNC_CONFLICTS",
+    subjects: &["sync.conflicts.>"],
+    retention: RetentionPolicy::Limits,
+    max_messages_per_subject: -1,
+    max_age: WEEK,
+};
+
+/// Stock ledger events (`inventory.adjusted.<sku>`), one per applied adjustment.
+pub const INVENTORY: StreamSpec = StreamSpec {
+    name: "INVENTORY",
+    subjects: &["inventory.adjusted.>"],
+    retention: RetentionPolicy::Limits,
+    max_messages_per_subject: -1,
+    max_age: WEEK,
+};
+
+/// "This sku/warehouse changed, push it to this target": `inventory.level.<target>.<warehouse>.<sku>`.
+/// One message per subject, so a burst of changes leaves one pending push per target and
+/// record. (A separate stream from `INVENTORY` because the per-subject limit is stream-wide
+/// and must not truncate the ledger events.)
+pub const INVENTORY_LEVELS: StreamSpec = StreamSpec {
+    name: "INVENTORY_LEVELS",
+    subjects: &["inventory.level.>"],
+    retention: RetentionPolicy::Limits,
+    max_messages_per_subject: 1,
+    max_age: Duration::ZERO,
+};
+
+/// Local changes to push to an external system.
+pub const OUTBOUND: StreamSpec = StreamSpec {
+    name: "OUTBOUND",
+    subjects: &["outbound.>"],
+    retention: RetentionPolicy::WorkQueue,
+    max_messages_per_subject: -1,
+    max_age: Duration::ZERO,
+};
+
+/// Alerts for sync-monitor to route (`alerts.<severity>`).
+pub const ALERTS: StreamSpec = StreamSpec {
+    name: "ALERTS",
+    subjects: &["alerts.>"],
+    retention: RetentionPolicy::Limits,
+    max_messages_per_subject: -1,
+    max_age: WEEK,
+};
+
+impl Bus {
+    /// Creates the stream or updates it to this declaration.
+    pub async fn ensure_stream(&self, spec: &StreamSpec) -> anyhow::Result<()> {
+        let config = stream::Config {
+            name: self.name(spec.name),
+            subjects: spec.subjects.iter().map(|s| self.subject(s)).collect(),
+            retention: spec.retention,
+            storage: StorageType::File,
+            max_messages_per_subject: spec.max_messages_per_subject,
+            max_age: spec.max_age,
+            duplicate_window: DUPLICATE_WINDOW,
+            discard: DiscardPolicy::Old,
+            ..Default::default()
+        };
+        self.js
+            .create_or_update_stream(config)
+            .await
+            .map_err(|e| anyhow::anyhow!("declaring stream {}: {e}", spec.name))?;
+        Ok(())
+    }
+}

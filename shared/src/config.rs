@@ -1,0 +1,226 @@
+//! Typed configuration read once from the environment (and a `.env` file in development).
+//!
+//! Every reader names the variable it failed on, so a bad deployment exits with one line that
+//! says what to fix. Nothing here is stored in a global: services build their config struct at
+//! start and pass it down explicitly, and tests change fields on that struct.
+
+use std::{fmt::Display, str::FromStr, time::Duration};
+
+use secrecy::SecretString;
+
+/// A configuration error naming the offending variable.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("environment variable {0} is required but not set")]
+    Missing(String),
+    #[error("environment variable {name} is invalid: {reason}")]
+    Invalid { name: String, reason: String },
+}
+
+/// Loads `.env` from the working directory if there is one (development convenience only).
+pub fn load_dotenv() {
+    let _ = dotenvy::dotenv();
+}
+
+/// The variable's value, if set and not empty.
+pub fn var(name: &str) -> Option<String> {
+    std::env::var(name).ok().filter(|v| !v.trim().is_empty())
+}
+
+/// The variable's value, or an error naming it.
+pub fn required_var(name: &str) -> Result<String, ConfigError> {
+    var(name).ok_or_else(|| ConfigError::Missing(name.to_owned()))
+}
+
+/// The parsed variable, `default` when unset, or an error naming it when it does not parse.
+pub fn var_parsed<T>(name: &str, default: T) -> Result<T, ConfigError>
+where
+    T: FromStr,
+    T::Err: Display,
+{
+    match var(name) {
+        None => Ok(default),
+        Some(raw) => raw.trim().parse().map_err(|e: T::Err| ConfigError::Invalid {
+            name: name.to_owned(),
+            reason: e.to_string(),
+        }),
+    }
+}
+
+/// A required secret, never printed by `Debug`.
+pub fn required_secret(name: &str) -> Result<SecretString, ConfigError> {
+    required_var(name).map(SecretString::from)
+}
+
+/// A comma-separated list of secrets (several are accepted at once during a rotation).
+pub fn secret_list(name: &str) -> Vec<SecretString> {
+    var(name)
+        .map(|raw| {
+            raw.split(',')
+                .map(str::trim)
+                .filter(|s| !s.is_empty())
+                .map(|s| SecretString::from(s.to_owned()))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// An `http(s)://` base URL without trailing slash, or `None` when unset.
+pub fn url_var(name: &str) -> Result<Option<String>, ConfigError> {
+    let Some(raw) = var(name) else { return Ok(None) };
+    if !(raw.starts_with("http://") || raw.starts_with("https://")) {
+        return Err(ConfigError::Invalid {
+            name: name.to_owned(),
+            reason: format!("expected an http:// or https:// URL, got {raw:?}"),
+        });
+    }
+    Ok(Some(raw.trim_end_matches('/').to_owned()))
+}
+
+/// PostgreSQL settings.
+#[derive(Clone, Debug)]
+pub struct DbConfig {
+    /// `DATABASE_URL`, default `postgres://postgres@127.0.0.1:5432/datasync`.
+    pub url: String,
+    /// `DATABASE_POOL_SIZE`, default 16 connections per replica.
+    pub pool_size: usize,
+    /// `DATABASE_POOL_TIMEOUT_MS`, default 5000: how long a request waits for a connection
+    /// before failing with 503 instead of queueing forever.
+    pub pool_timeout: Duration,
+}
+
+/// NATS settings.
+#[derive(Clone, Debug)]
+pub struct NatsConfig {
+    /// `NATS_URL`, default `nats://127.0.0.1:4222`.
+    pub url: String,
+    /// `NATS_PREFIX`, default empty. Prepended to every stream name, subject, consumer and KV
+    /// bucket so that several installations (or parallel tests) share one NATS server.
+    pub prefix: String,
+}
+
+/// Everything every service needs, read from the same variables in every service.
+#[derive(Clone, Debug)]
+pub struct CommonConfig {
+    /// Service name, used in logs, traces, metrics and consumer names.
+    pub service: &'static str,
+    /// `HTTP_HOST`, default `0.0.0.0`.
+    pub http_host: String,
+    /// `HTTP_PORT`, default the service's own port (8081..8086); 0 picks a free port.
+    pub http_port: u16,
+    pub db: DbConfig,
+    pub nats: NatsConfig,
+    /// `ADMIN_TOKEN` (required): bearer token for the admin endpoints.
+    pub admin_token: SecretString,
+    /// `OTEL_EXPORTER_OTLP_ENDPOINT`: OTLP/HTTP collector; traces are exported only when set.
+    pub otlp_endpoint: Option<String>,
+    /// `LOG_FORMAT`: `json` (default) or `pretty`.
+    pub log_format: LogFormat,
+    /// `SHUTDOWN_GRACE_SECS`, default 30: time allowed for in-flight work at shutdown.
+    pub shutdown_grace: Duration,
+    /// `SETTINGS_DEFAULTS`: JSON object overriding built-in runtime-setting defaults; values
+    /// stored in the `settings` KV bucket override these in turn.
+    pub settings_defaults: crate::settings::RuntimeSettings,
+}
+
+/// Log output format.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LogFormat {
+    Json,
+    Pretty,
+}
+
+impl FromStr for LogFormat {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "json" => Ok(Self::Json),
+            "pretty" => Ok(Self::Pretty),
+            other => Err(format!("expected json or pretty, got {other:?}")),
+        }
+    }
+}
+
+impl CommonConfig {
+    /// Reads the common variables; `default_port` is the service's own port.
+    pub fn from_env(service: &'static str, default_port: u16) -> Result<Self, ConfigError> {
+        Ok(Self {
+            service,
+            http_host: var("HTTP_HOST").unwrap_or_else(|| "0.0.0.0".into()),
+            http_port: var_parsed("HTTP_PORT", default_port)?,
+            db: DbConfig {
+                url: var("DATABASE_URL")
+                    .unwrap_or_else(|| "postgres://postgres@127.0.0.1:5432/datasync".into()),
+                pool_size: var_parsed("DATABASE_POOL_SIZE", 16)?,
+                pool_timeout: Duration::from_millis(var_parsed("DATABASE_POOL_TIMEOUT_MS", 5000)?),
+            },
+            nats: NatsConfig {
+                url: var("NATS_URL").unwrap_or_else(|| "nats://127.0.0.1:4222".into()),
+                prefix: var("NATS_PREFIX").unwrap_or_default(),
+            },
+            admin_token: required_secret("ADMIN_TOKEN")?,
+            otlp_endpoint: url_var("OTEL_EXPORTER_OTLP_ENDPOINT")?,
+            log_format: var_parsed("LOG_FORMAT", LogFormat::Json)?,
+            shutdown_grace: Duration::from_secs(var_parsed("SHUTDOWN_GRACE_SECS", 30)?),
+            settings_defaults: crate::settings::RuntimeSettings::from_env()?,
+        }
+        .validated()?)
+    }
+
+    fn validated(self) -> Result<Self, ConfigError> {
+        if !self.db.url.starts_with("postgres://") && !self.db.url.starts_with("postgresql://") {
+            return Err(ConfigError::Invalid {
+                name: "DATABASE_URL".into(),
+                reason: "expected a postgres:// URL".into(),
+            });
+        }
+        if self.db.pool_size == 0 {
+            return Err(ConfigError::Invalid {
+                name: "DATABASE_POOL_SIZE".into(),
+                reason: "must be at least 1".into(),
+            });
+        }
+        if !self.nats.prefix.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
+            return Err(ConfigError::Invalid {
+                name: "NATS_PREFIX".into(),
+                reason: "only letters, digits and _ are allowed".into(),
+            });
+        }
+        Ok(self)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn var_parsed_names_the_variable_that_does_not_parse() {
+        // SAFETY of the test: the variable name is unique to this test.
+        unsafe_set("DATASYNC_TEST_PORT_XYZ", "eighty");
+        let err = var_parsed::<u16>("DATASYNC_TEST_PORT_XYZ", 1).unwrap_err();
+        assert!(err.to_string().contains("DATASYNC_TEST_PORT_XYZ"), "{err}");
+    }
+
+    #[test]
+    fn url_var_rejects_a_url_without_scheme() {
+        unsafe_set("DATASYNC_TEST_URL_XYZ", "erp.local");
+        let err = url_var("DATASYNC_TEST_URL_XYZ").unwrap_err();
+        assert!(err.to_string().contains("DATASYNC_TEST_URL_XYZ"));
+    }
+
+    #[test]
+    fn log_format_rejects_unknown_values() {
+        assert!("xml".parse::<LogFormat>().is_err());
+        assert_eq!("json".parse::<LogFormat>(), Ok(LogFormat::Json));
+    }
+
+    fn unsafe_set(name: &str, value: &str) {
+        // Only ever called with variable names unique to one test, so parallel tests
+        // cannot observe each other's writes.
+        #[expect(unsafe_code, reason = "set_var is unsafe in edition 2024; names are unique per test")]
+        unsafe {
+            std::env::set_var(name, value)
+        };
+    }
+}

@@ -1,0 +1,83 @@
+//! PostgreSQL: the diesel-async connection pool and the one embedded migration set.
+
+use std::time::Duration;
+
+use diesel::{connection::SimpleConnection, sql_types::BigInt};
+use diesel_async::{
+    AsyncConnection, AsyncPgConnection, RunQueryDsl,
+    async_connection_wrapper::AsyncConnectionWrapper,
+    pooled_connection::{AsyncDieselConnectionManager, deadpool},
+};
+use diesel_migrations::{EmbeddedMigrations, MigrationHarness, embed_migrations};
+
+use crate::config::DbConfig;
+
+/// The pool every service uses.
+pub type PgPool = deadpool::Pool<AsyncPgConnection>;
+/// Why a connection could not be checked out.
+pub type PoolError = deadpool::PoolError;
+/// A connection checked out of the pool.
+pub type PooledConn = deadpool::Object<AsyncPgConnection>;
+
+/// All schemas' migrations, embedded in every binary (each service only touches its own
+/// schema, but one ordered set keeps `migrate` a single step for compose and Kubernetes).
+pub const MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations");
+
+/// Arbitrary but fixed key of the advisory lock that serialises migration runs.
+const MIGRATION_LOCK_KEY: i64 = 0x6461_7461_7379_6e63; // "datasync"
+
+/// Builds the pool: `max_size` from config, and a wait timeout so that an exhausted pool answers
+/// 503 quickly instead of queueing requests forever.
+pub fn pool(cfg: &DbConfig) -> anyhow::Result<PgPool> {
+    let manager = AsyncDieselConnectionManager::<AsyncPgConnection>::new(&cfg.url);
+    Ok(deadpool::Pool::builder(manager)
+        .max_size(cfg.pool_size)
+        .wait_timeout(Some(cfg.pool_timeout))
+        .create_timeout(Some(Duration::from_secs(5)))
+        .recycle_timeout(Some(Duration::from_secs(5)))
+        .runtime(::deadpool::Runtime::Tokio1)
+        .build()?)
+}
+
+/// A connection outside the pool (for LISTEN, whose state must not leak into pooled ones).
+pub async fn connect(url: &str) -> diesel::ConnectionResult<AsyncPgConnection> {
+    AsyncPgConnection::establish(url).await
+}
+
+/// Runs pending migrations under a PostgreSQL advisory lock, so that several services or
+/// replicas starting together apply them once, one after the other. Runs on a blocking thread
+/// because diesel's migration harness is synchronous.
+pub async fn migrate(url: &str) -> anyhow::Result<usize> {
+    let url = url.to_owned();
+    tokio::task::spawn_blocking(move || -> anyhow::Result<usize> {
+        let mut conn: AsyncConnectionWrapper<AsyncPgConnection> =
+            diesel::Connection::establish(&url)
+                .map_err(|e| anyhow::anyhow!("cannot connect to PostgreSQL (DATABASE_URL): {e}"))?;
+        conn.batch_execute("SET lock_timeout = '60s'")?;
+        diesel::RunQueryDsl::execute(
+            diesel::sql_query("SELECT pg_advisory_lock($1)").bind::<BigInt, _>(MIGRATION_LOCK_KEY),
+            &mut conn,
+        )?;
+        let result = conn
+            .run_pending_migrations(MIGRATIONS)
+            .map(|applied| applied.len())
+            .map_err(|e| anyhow::anyhow!("migration failed: {e}"));
+        diesel::RunQueryDsl::execute(
+            diesel::sql_query("SELECT pg_advisory_unlock($1)").bind::<BigInt, _>(MIGRATION_LOCK_KEY),
+            &mut conn,
+        )?;
+        result
+    })
+    .await?
+}
+
+/// `SELECT 1` within two seconds: used by `/readyz`.
+pub async fn check(pool: &PgPool) -> anyhow::Result<()> {
+    tokio::time::timeout(Duration::from_secs(2), async {
+        let mut conn = pool.get().await?;
+        diesel::sql_query("SELECT 1").execute(&mut conn).await?;
+        anyhow::Ok(())
+    })
+    .await
+    .map_err(|_| anyhow::anyhow!("PostgreSQL did not answer within 2s"))?
+}

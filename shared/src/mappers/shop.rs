@@ -1,0 +1,47 @@
+//! E-commerce (Shopify-style Admin API): inventory levels are set per inventory item and
+//! location (`POST /admin/api/2024-10/inventory_levels/set.json`), and a product is made
+//! unavailable (`inventory_policy: deny`) when it runs out everywhere.
+
+use reqwest::Method;
+use serde_json::json;
+
+use crate::{outbound::OutboundRequest, schemas::inventory::StockLevel};
+
+pub const API_VERSION: &str = "2024-10";
+
+pub fn stock_level(level: &StockLevel) -> OutboundRequest {
+    OutboundRequest {
+        method: Method::POST,
+        path: format!("/admin/api/{API_VERSION}/inventory_levels/set.json"),
+        body: json!({
+            "inventory_item_id": level.sku,
+            "location_id": level.warehouse,
+            "available": level.on_hand,
+        }),
+    }
+}
+
+/// Enables or disables selling the product.
+pub fn product_availability(sku: &str, available: bool) -> OutboundRequest {
+    OutboundRequest {
+        method: Method::PUT,
+        path: format!("/admin/api/{API_VERSION}/products/{sku}.json"),
+        body: json!({"product": {
+            "id": sku,
+            "available": available,
+            "inventory_policy": if available { "continue" } else { "deny" },
+        }}),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn disabling_a_product_denies_overselling() {
+        let req = product_availability("A-1", false);
+        assert_eq!(req.body["product"]["available"], false);
+        assert_eq!(req.body["product"]["inventory_policy"], "deny");
+    }
+}

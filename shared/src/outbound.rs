@@ -1,0 +1,168 @@
+//! Outbound HTTP to external systems: one client configuration (timeouts, no redirects) and one
+//! classification of responses into "done", "retry later" and "give up", used by every
+//! connector's push worker together with the consumer's retry/dead-letter handling.
+
+use std::time::Duration;
+
+use reqwest::{Method, StatusCode, header::RETRY_AFTER};
+use secrecy::{ExposeSecret, SecretString};
+
+use crate::bus::HandlerError;
+
+/// Connection establishment limit.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
+/// Whole-request limit; consumers' `ack_wait` (30 s) stays well above it.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+/// Longest `Retry-After` honoured; longer waits are capped (the message is nak'ed that long).
+const MAX_RETRY_AFTER: Duration = Duration::from_secs(600);
+
+/// The shared client. Redirects are not followed: an API that redirects elsewhere is a
+/// misconfiguration to surface, not to obey with credentials attached.
+pub fn client() -> anyhow::Result<reqwest::Client> {
+    Ok(reqwest::Client::builder()
+        .connect_timeout(CONNECT_TIMEOUT)
+        .timeout(REQUEST_TIMEOUT)
+        .redirect(reqwest::redirect::Policy::none())
+        .user_agent(concat!("datasync/", env!("CARGO_PKG_VERSION")))
+        .build()?)
+}
+
+/// How a target authenticates us.
+#[derive(Clone, Debug)]
+pub enum TargetAuth {
+    /// `Authorization: Bearer <secret>`.
+    Bearer(SecretString),
+    /// A custom header carrying the secret (e.g. `X-API-Key`, `X-Shopify-Access-Token`).
+    Header(&'static str, SecretString),
+}
+
+/// A request to an external system, built by a mapper.
+#[derive(Clone, Debug, PartialEq)]
+pub struct OutboundRequest {
+    pub method: Method,
+    /// Path below the target's base URL, starting with `/`.
+    pub path: String,
+    pub body: serde_json::Value,
+}
+
+/// A configured external system.
+#[derive(Clone, Debug)]
+pub struct Endpoint {
+    pub base_url: String,
+    pub auth: TargetAuth,
+}
+
+/// What came back, classified.
+#[derive(Debug)]
+pub enum Outcome {
+    Delivered(StatusCode),
+    /// 5xx, 429, timeouts and connection errors: retry (after `Retry-After` if given).
+    Retry { status: Option<StatusCode>, after: Option<Duration>, error: String },
+    /// 410: the resource or integration is gone; retrying cannot help.
+    Gone,
+    /// Other 4xx: the request itself is wrong; retrying cannot help.
+    Rejected { status: StatusCode, body: String },
+}
+
+impl Outcome {
+    pub fn status(&self) -> Option<u16> {
+        match self {
+            Outcome::Delivered(s) | Outcome::Rejected { status: s, .. } => Some(s.as_u16()),
+            Outcome::Retry { status, .. } => status.map(|s| s.as_u16()),
+            Outcome::Gone => Some(410),
+        }
+    }
+
+    /// The consumer error for a non-delivered outcome.
+    pub fn into_handler_error(self, what: &str) -> HandlerError {
+        match self {
+            Outcome::Delivered(_) => HandlerError::Permanent(anyhow::anyhow!("{what}: not an error")),
+            Outcome::Retry { after, error, .. } => {
+                HandlerError::Retry { error: anyhow::anyhow!("{what}: {error}"), after }
+            }
+            Outcome::Gone => HandlerError::Permanent(anyhow::anyhow!("{what}: target answered 410 Gone")),
+            Outcome::Rejected { status, body } => {
+                HandlerError::Permanent(anyhow::anyhow!("{what}: target rejected with {status}: {body}"))
+            }
+        }
+    }
+}
+
+/// Sends `request` to `endpoint` and classifies the answer.
+pub async fn send(client: &reqwest::Client, endpoint: &Endpoint, request: &OutboundRequest) -> Outcome {
+    let url = format!("{}{}", endpoint.base_url, request.path);
+    let builder = client.request(request.method.clone(), &url).json(&request.body);
+    let builder = match &endpoint.auth {
+        TargetAuth::Bearer(token) => builder.bearer_auth(token.expose_secret()),
+        TargetAuth::Header(name, value) => builder.header(*name, value.expose_secret()),
+    };
+    let response = match builder.send().await {
+        Ok(r) => r,
+        Err(e) => {
+            return Outcome::Retry {
+                status: None,
+                after: None,
+                error: format!("request to {} failed: {}", endpoint.base_url, without_url(&e)),
+            };
+        }
+    };
+    classify(response).await
+}
+
+async fn classify(response: reqwest::Response) -> Outcome {
+    let status = response.status();
+    if status.is_success() {
+        return Outcome::Delivered(status);
+    }
+    let after = response
+        .headers()
+        .get(RETRY_AFTER)
+        .and_then(|v| v.to_str().ok())
+        .and_then(parse_retry_after);
+    let body: String = response.text().await.unwrap_or_default().chars().take(500).collect();
+    match status {
+        StatusCode::TOO_MANY_REQUESTS | StatusCode::REQUEST_TIMEOUT => {
+            Outcome::Retry { status: Some(status), after, error: format!("{status}") }
+        }
+        s if s.is_server_error() => Outcome::Retry { status: Some(s), after, error: format!("{s}: {body}") },
+        StatusCode::GONE => Outcome::Gone,
+        s => Outcome::Rejected { status: s, body },
+    }
+}
+
+/// `Retry-After` as delay-seconds or an HTTP date, capped at [`MAX_RETRY_AFTER`].
+pub fn parse_retry_after(value: &str) -> Option<Duration> {
+    let delay = match value.trim().parse::<u64>() {
+        Ok(secs) => Duration::from_secs(secs),
+        Err(_) => {
+            let at = chrono::DateTime::parse_from_rfc2822(value.trim()).ok()?;
+            (at.with_timezone(&chrono::Utc) - chrono::Utc::now()).to_std().unwrap_or_default()
+        }
+    };
+    Some(delay.min(MAX_RETRY_AFTER))
+}
+
+fn without_url(e: &reqwest::Error) -> String {
+    // reqwest errors include the URL; ours carry no secrets in URLs, but keep messages short.
+    let kind = if e.is_timeout() {
+        "timeout"
+    } else if e.is_connect() {
+        "connection refused or unreachable"
+    } else {
+        "transport error"
+    };
+    kind.to_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retry_after_accepts_seconds_and_dates_and_is_capped() {
+        assert_eq!(parse_retry_after("7"), Some(Duration::from_secs(7)));
+        assert_eq!(parse_retry_after("999999"), Some(MAX_RETRY_AFTER));
+        assert_eq!(parse_retry_after("Wed, 21 Oct 2015 07:28:00 GMT"), Some(Duration::ZERO));
+        assert_eq!(parse_retry_after("soon"), None);
+    }
+}

@@ -1,0 +1,37 @@
+//! The ERP's webhook envelope, as erp-sync publishes it (verified, unchanged) on
+//! `webhooks.erp.<entity>`.
+
+use serde::{Deserialize, Serialize};
+
+use super::Event;
+
+/// `{eventType, entity, entityId, payload}` as the ERP sends it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ErpWebhook {
+    pub event_type: String,
+    pub entity: String,
+    pub entity_id: String,
+    pub payload: serde_json::Value,
+}
+
+impl Event for ErpWebhook {
+    const TYPE: &'static str = "erp.webhook_received";
+    fn subject(&self) -> String {
+        format!("webhooks.erp.{}", self.entity)
+    }
+}
+
+/// The ERP's inventory payload (`entity = "inventory"`, `entityId` = sku).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ErpInventory {
+    pub qty_on_hand: i64,
+    pub warehouse: String,
+    #[serde(default)]
+    pub qty_available: Option<i64>,
+    #[serde(default)]
+    pub qty_reserved: Option<i64>,
+    #[serde(default)]
+    pub bin_location: Option<String>,
+}

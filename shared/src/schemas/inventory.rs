@@ -1,0 +1,134 @@
+//! Inventory records and events.
+
+use serde::{Deserialize, Serialize};
+
+use super::Event;
+
+/// The systems that hold stock levels besides datasync. Their names are also the adjustment
+/// `source` values, which is how a change is kept from being pushed back where it came from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, PartialOrd, Ord)]
+#[serde(rename_all = "lowercase")]
+pub enum Target {
+    Erp,
+    Ecommerce,
+    Pos,
+    Wms,
+}
+
+impl Target {
+    pub const ALL: [Target; 4] = [Target::Erp, Target::Ecommerce, Target::Pos, Target::Wms];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Target::Erp => "erp",
+            Target::Ecommerce => "ecommerce",
+            Target::Pos => "pos",
+            Target::Wms => "wms",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|t| t.as_str() == s)
+    }
+}
+
+/// Kinds of stock adjustment.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum AdjustmentType {
+    /// Goods received: adds.
+    Receipt,
+    /// Transfer into this warehouse: adds.
+    TransferIn,
+    /// Goods shipped: subtracts.
+    Shipment,
+    /// Transfer out of this warehouse: subtracts.
+    TransferOut,
+    /// Manual correction: sets the absolute level.
+    Adjustment,
+    /// Stock count: sets the absolute level.
+    Count,
+}
+
+impl AdjustmentType {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Receipt => "receipt",
+            Self::TransferIn => "transfer_in",
+            Self::Shipment => "shipment",
+            Self::TransferOut => "transfer_out",
+            Self::Adjustment => "adjustment",
+            Self::Count => "count",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        [
+            Self::Receipt,
+            Self::TransferIn,
+            Self::Shipment,
+            Self::TransferOut,
+            Self::Adjustment,
+            Self::Count,
+        ]
+        .into_iter()
+        .find(|t| t.as_str() == s)
+    }
+
+    /// The level after applying `quantity` to `before` (may be negative: the caller rejects).
+    pub fn apply(self, before: i64, quantity: i64) -> i64 {
+        match self {
+            Self::Receipt | Self::TransferIn => before.saturating_add(quantity),
+            Self::Shipment | Self::TransferOut => before.saturating_sub(quantity),
+            Self::Adjustment | Self::Count => quantity,
+        }
+    }
+}
+
+/// One applied adjustment: published on `inventory.adjusted.<sku>` for every change.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct StockAdjusted {
+    pub ledger_id: i64,
+    pub source: String,
+    pub reference: String,
+    pub sku: String,
+    pub warehouse: String,
+    #[serde(rename = "type")]
+    pub kind: AdjustmentType,
+    pub quantity: i64,
+    pub quantity_before: i64,
+    pub quantity_after: i64,
+    pub reason: Option<String>,
+}
+
+impl Event for StockAdjusted {
+    const TYPE: &'static str = "inventory.stock_adjusted";
+    fn subject(&self) -> String {
+        format!("inventory.adjusted.{}", self.sku)
+    }
+}
+
+/// "Push the current level of this sku/warehouse to this target". Carries no quantity: the
+/// pusher reads the latest level when it runs, so stale or reordered messages are harmless and
+/// the stream keeps only the last one per subject.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct StockLevelChanged {
+    pub target: Target,
+    pub sku: String,
+    pub warehouse: String,
+}
+
+impl Event for StockLevelChanged {
+    const TYPE: &'static str = "inventory.level_changed";
+    fn subject(&self) -> String {
+        format!("inventory.level.{}.{}.{}", self.target.as_str(), self.warehouse, self.sku)
+    }
+}
+
+/// The level a target is told about.
+#[derive(Clone, Debug, PartialEq)]
+pub struct StockLevel {
+    pub sku: String,
+    pub warehouse: String,
+    pub on_hand: i64,
+}
