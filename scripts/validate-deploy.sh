@@ -21,7 +21,7 @@
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-CACHE="${DATASYNC_CACHE:-$HOME/.cache/datasync}"
+CACHE="${DATASYNC_CACHE:-${HOME:-/tmp}/.cache/datasync}"
 VENV="$CACHE/venv"
 K8S_VERSION="${K8S_VERSION:-1.32.0}"
 KUBECTL="${KUBECTL:-kubectl}"

@@ -1,1 +1,251 @@
+//! Test harness. Every test gets its own PostgreSQL database (created from scratch, dropped
+//! when the test ends) and its own NATS prefix (streams, subjects, consumers and the settings
+//! bucket are all prefixed; they are deleted when the test ends), so tests run in parallel
+//! against the real servers on 127.0.0.1 without seeing each other.
+//!
+//! `TEST_DATABASE_URL` (default `postgres://postgres@127.0.0.1:5432/postgres`) must be able to
+//! `CREATE DATABASE`; `TEST_NATS_URL` defaults to `nats://127.0.0.1:4222`.
 
+use std::{future::Future, time::Duration};
+
+use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
+use futures::StreamExt;
+use secrecy::SecretString;
+use shared::{
+    app::Application,
+    config::{CommonConfig, DbConfig, LogFormat, NatsConfig},
+    settings::RuntimeSettings,
+};
+use tokio_util::sync::CancellationToken;
+
+/// The admin token every test service is configured with.
+pub const ADMIN_TOKEN: &str = "test-admin-token-0123456789";
+
+fn admin_db_url() -> String {
+    std::env::var("TEST_DATABASE_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
+}
+
+fn nats_url() -> String {
+    std::env::var("TEST_NATS_URL").unwrap_or_else(|_| "nats://127.0.0.1:4222".into())
+}
+
+fn unique(prefix: &str) -> String {
+    format!("{prefix}{}", uuid::Uuid::new_v4().simple())
+}
+
+/// Runs `f` to completion on a fresh runtime in another thread (for cleanup in `Drop`, which
+/// may run inside or outside a runtime).
+fn block_on_thread<F: Future<Output = ()> + Send + 'static>(f: F) {
+    let _ = std::thread::spawn(move || {
+        if let Ok(rt) = tokio::runtime::Builder::new_current_thread().enable_all().build() {
+            rt.block_on(f);
+        }
+    })
+    .join();
+}
+
+/// A fresh database, dropped (with its connections) when this value drops.
+pub struct TestDb {
+    pub name: String,
+    pub url: String,
+}
+
+impl TestDb {
+    pub async fn new() -> Self {
+        let admin = admin_db_url();
+        let name = unique("datasync_test_");
+        let mut conn = AsyncPgConnection::establish(&admin)
+            .await
+            .unwrap_or_else(|e| panic!("PostgreSQL at {admin} (TEST_DATABASE_URL): {e}"));
+        diesel::sql_query(format!("CREATE DATABASE {name}"))
+            .execute(&mut conn)
+            .await
+            .unwrap_or_else(|e| panic!("CREATE DATABASE {name}: {e}"));
+        let base = admin.rsplit_once('/').map_or(admin.as_str(), |(b, _)| b);
+        Self { url: format!("{base}/{name}"), name }
+    }
+
+    /// A direct connection to the test database.
+    pub async fn connect(&self) -> AsyncPgConnection {
+        AsyncPgConnection::establish(&self.url)
+            .await
+            .unwrap_or_else(|e| panic!("connect {}: {e}", self.url))
+    }
+}
+
+impl Drop for TestDb {
+    fn drop(&mut self) {
+        let name = self.name.clone();
+        block_on_thread(async move {
+            if let Ok(mut conn) = AsyncPgConnection::establish(&admin_db_url()).await {
+                let _ = diesel::sql_query(format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+                    .execute(&mut conn)
+                    .await;
+            }
+        });
+    }
+}
+
+/// A NATS prefix of its own; everything under it is deleted when this value drops.
+pub struct TestNats {
+    pub url: String,
+    pub prefix: String,
+}
+
+impl TestNats {
+    pub fn new() -> Self {
+        Self { url: nats_url(), prefix: unique("T") }
+    }
+
+    pub async fn client(&self) -> async_nats::Client {
+        async_nats::connect(&self.url)
+            .await
+            .unwrap_or_else(|e| panic!("NATS at {} (TEST_NATS_URL): {e}", self.url))
+    }
+
+    /// Prefixed subject.
+    pub fn subject(&self, s: &str) -> String {
+        format!("{}.{s}", self.prefix)
+    }
+}
+
+impl Default for TestNats {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Drop for TestNats {
+    fn drop(&mut self) {
+        let (url, prefix) = (self.url.clone(), self.prefix.clone());
+        block_on_thread(async move {
+            let Ok(client) = async_nats::connect(&url).await else { return };
+            let js = async_nats::jetstream::new(client);
+            let names: Vec<String> = js
+                .stream_names()
+                .filter_map(|n| async move { n.ok() })
+                .collect()
+                .await;
+            for name in names {
+                if name.starts_with(&format!("{prefix}_")) || name == format!("KV_{prefix}_settings") {
+                    let _ = js.delete_stream(&name).await;
+                }
+            }
+        });
+    }
+}
+
+/// The configuration a service gets in tests: port 0 on loopback, the test database and prefix.
+pub fn common_config(service: &'static str, db: &TestDb, nats: &TestNats) -> CommonConfig {
+    CommonConfig {
+        service,
+        http_host: "127.0.0.1".into(),
+        http_port: 0,
+        db: DbConfig { url: db.url.clone(), pool_size: 8, pool_timeout: Duration::from_secs(5) },
+        nats: NatsConfig { url: nats.url.clone(), prefix: nats.prefix.clone() },
+        admin_token: SecretString::from(ADMIN_TOKEN),
+        otlp_endpoint: None,
+        log_format: LogFormat::Json,
+        shutdown_grace: Duration::from_secs(10),
+        settings_defaults: RuntimeSettings::default(),
+    }
+}
+
+/// Installs the log subscriber once when `TEST_LOG` is set (filter with `RUST_LOG`).
+pub fn init_logs() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        if std::env::var_os("TEST_LOG").is_some() {
+            let cfg = CommonConfig {
+                service: "test",
+                http_host: String::new(),
+                http_port: 0,
+                db: DbConfig { url: String::new(), pool_size: 1, pool_timeout: Duration::ZERO },
+                nats: NatsConfig { url: String::new(), prefix: String::new() },
+                admin_token: SecretString::from(""),
+                otlp_endpoint: None,
+                log_format: LogFormat::Pretty,
+                shutdown_grace: Duration::ZERO,
+                settings_defaults: RuntimeSettings::default(),
+            };
+            // The guard lives for the whole test process.
+            std::mem::forget(shared::telemetry::init(&cfg));
+        }
+    });
+}
+
+/// A service running in-process on a free port.
+pub struct TestApp {
+    pub address: String,
+    pub port: u16,
+    pub http: reqwest::Client,
+    stop: CancellationToken,
+    task: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
+}
+
+impl TestApp {
+    /// Starts `app` in the background.
+    pub fn spawn(app: Application) -> Self {
+        let port = app.port();
+        let stop = CancellationToken::new();
+        let token = stop.clone();
+        let task = tokio::spawn(app.run_until_stopped(async move { token.cancelled().await }));
+        Self {
+            address: format!("http://127.0.0.1:{port}"),
+            port,
+            http: reqwest::Client::new(),
+            stop,
+            task: Some(task),
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.address)
+    }
+
+    /// `GET path` as admin.
+    pub async fn admin_get(&self, path: &str) -> reqwest::Response {
+        self.http
+            .get(self.url(path))
+            .bearer_auth(ADMIN_TOKEN)
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("GET {path}: {e}"))
+    }
+
+    /// Stops the service gracefully (as SIGTERM would) and waits until it has.
+    pub async fn stop(mut self) {
+        self.stop.cancel();
+        if let Some(task) = self.task.take() {
+            match tokio::time::timeout(Duration::from_secs(30), task).await {
+                Ok(Ok(Ok(()))) => {}
+                other => panic!("service did not stop cleanly: {other:?}"),
+            }
+        }
+    }
+}
+
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        self.stop.cancel();
+    }
+}
+
+/// Polls `check` every 50 ms until it returns `Some` or `timeout` passes.
+pub async fn eventually<T, F, Fut>(timeout: Duration, mut check: F) -> Option<T>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        if let Some(v) = check().await {
+            return Some(v);
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return None;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}

@@ -1,0 +1,364 @@
+//! The HTTP systems.
+
+use std::{
+    collections::{BTreeMap, VecDeque},
+    sync::{Arc, Mutex, MutexGuard},
+    time::Duration,
+};
+
+use actix_web::{App, HttpRequest, HttpResponse, HttpServer, web};
+use serde_json::{Value, json};
+
+/// Which system a [`SimServer`] simulates.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum System {
+    /// CRM REST API (`/api/contacts`, `/api/accounts`, `/api/opportunities`), bearer token.
+    Crm,
+    /// ERP REST API (`PUT /api/inventory/{sku}`), bearer token.
+    Erp,
+    /// Shopify-style Admin API, `X-Shopify-Access-Token`.
+    Shop,
+    /// Point of sale (`POST /inventory/update`), `X-API-Key`.
+    Pos,
+    /// Warehouse management (`PUT /api/inventory`), bearer token.
+    Wms,
+    /// Slack incoming webhook: the secret is the URL path.
+    Slack,
+    /// PagerDuty Events API v2 (`POST /v2/enqueue`): the secret is the routing key.
+    PagerDuty,
+}
+
+impl System {
+    /// The credential the simulated system accepts.
+    pub fn credential(self) -> &'static str {
+        match self {
+            System::Crm => "sandbox-crm-token-0123456789",
+            System::Erp => "sandbox-erp-token-0123456789",
+            System::Shop => "sandbox-shop-token-0123456789",
+            System::Pos => "sandbox-pos-key-0123456789",
+            System::Wms => "sandbox-wms-token-0123456789",
+            System::Slack => "/services/T0SANDBOX/B0SANDBOX/sandboxsecret",
+            System::PagerDuty => "sandboxroutingkey0123456789abcd",
+        }
+    }
+}
+
+/// A fault to answer the next request with.
+#[derive(Clone, Debug)]
+pub enum Fault {
+    /// Answer with this status.
+    Status(u16),
+    /// 429 with `Retry-After: <secs>`.
+    RateLimited { retry_after_secs: u64 },
+}
+
+/// One request as the system received it, and what it answered.
+#[derive(Clone, Debug)]
+pub struct Recorded {
+    pub method: String,
+    pub path: String,
+    pub headers: BTreeMap<String, String>,
+    pub body: Value,
+    pub status: u16,
+}
+
+#[derive(Default)]
+struct State {
+    requests: Vec<Recorded>,
+    faults: VecDeque<Fault>,
+    latency: Option<Duration>,
+    /// (sku, location) -> quantity, for the stock-holding systems.
+    levels: BTreeMap<(String, String), i64>,
+    /// sku -> sellable, for the shop.
+    products: BTreeMap<String, bool>,
+    /// id -> record, for the CRM.
+    records: BTreeMap<String, Value>,
+}
+
+struct Inner {
+    system: System,
+    state: Mutex<State>,
+}
+
+/// A running simulated system. Cheap to clone; the server stops with the test process.
+#[derive(Clone)]
+pub struct SimServer {
+    inner: Arc<Inner>,
+    base_url: String,
+}
+
+impl SimServer {
+    /// Starts the system on a free loopback port.
+    pub fn start(system: System) -> anyhow::Result<Self> {
+        let inner = Arc::new(Inner { system, state: Mutex::new(State::default()) });
+        let data = web::Data::from(inner.clone());
+        let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
+        let port = listener.local_addr()?.port();
+        let server = HttpServer::new(move || {
+            App::new().app_data(data.clone()).default_service(web::to(handle))
+        })
+        .workers(1)
+        .disable_signals()
+        .listen(listener)?
+        .run();
+        tokio::spawn(server);
+        Ok(Self { inner, base_url: format!("http://127.0.0.1:{port}") })
+    }
+
+    pub fn system(&self) -> System {
+        self.inner.system
+    }
+
+    pub fn base_url(&self) -> &str {
+        &self.base_url
+    }
+
+    /// The URL clients are configured with (Slack's includes its secret path).
+    pub fn url(&self) -> String {
+        match self.inner.system {
+            System::Slack => format!("{}{}", self.base_url, System::Slack.credential()),
+            _ => self.base_url.clone(),
+        }
+    }
+
+    pub fn credential(&self) -> &'static str {
+        self.inner.system.credential()
+    }
+
+    fn state(&self) -> MutexGuard<'_, State> {
+        self.inner.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Every request received so far.
+    pub fn requests(&self) -> Vec<Recorded> {
+        self.state().requests.clone()
+    }
+
+    /// Requests answered with 2xx.
+    pub fn accepted(&self) -> Vec<Recorded> {
+        self.requests().into_iter().filter(|r| (200..300).contains(&r.status)).collect()
+    }
+
+    /// Answers the next `n` requests with `fault`.
+    pub fn fail_next(&self, n: usize, fault: Fault) {
+        let mut state = self.state();
+        state.faults.extend(std::iter::repeat_n(fault, n));
+    }
+
+    /// Delays every answer (to simulate a slow system).
+    pub fn set_latency(&self, latency: Option<Duration>) {
+        self.state().latency = latency;
+    }
+
+    /// The stock level the system holds for `sku` at `location`.
+    pub fn level(&self, sku: &str, location: &str) -> Option<i64> {
+        self.state().levels.get(&(sku.to_owned(), location.to_owned())).copied()
+    }
+
+    /// Whether the shop sells `sku` (None if never set).
+    pub fn product_available(&self, sku: &str) -> Option<bool> {
+        self.state().products.get(sku).copied()
+    }
+
+    /// A CRM record by id.
+    pub fn record(&self, id: &str) -> Option<Value> {
+        self.state().records.get(id).cloned()
+    }
+
+    /// Polls until `check` holds or `timeout` passes; returns whether it held.
+    pub async fn wait_until(&self, timeout: Duration, check: impl Fn(&SimServer) -> bool) -> bool {
+        let deadline = tokio::time::Instant::now() + timeout;
+        while tokio::time::Instant::now() < deadline {
+            if check(self) {
+                return true;
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+        check(self)
+    }
+}
+
+fn problem(status: u16, message: &str) -> (u16, Value) {
+    (status, json!({"errors": message}))
+}
+
+async fn handle(req: HttpRequest, body: web::Bytes, sim: web::Data<Inner>) -> HttpResponse {
+    let headers: BTreeMap<String, String> = req
+        .headers()
+        .iter()
+        .map(|(k, v)| (k.as_str().to_owned(), v.to_str().unwrap_or_default().to_owned()))
+        .collect();
+    let parsed: Option<Value> = serde_json::from_slice(&body).ok();
+    let method = req.method().as_str().to_owned();
+    let path = req.path().to_owned();
+    let latency = sim.state.lock().map(|s| s.latency).unwrap_or(None);
+    if let Some(latency) = latency {
+        tokio::time::sleep(latency).await;
+    }
+    let (status, response, retry_after) = {
+        let mut state = sim.state.lock().unwrap_or_else(|p| p.into_inner());
+        let authorized = authorized(sim.system, &headers, &path, parsed.as_ref());
+        let (status, response, retry_after) = if !authorized {
+            let (s, b) = problem(401, "invalid credentials");
+            (s, b, None)
+        } else if let Some(fault) = state.faults.pop_front() {
+            match fault {
+                Fault::Status(s) => (s, json!({"errors": "injected fault"}), None),
+                Fault::RateLimited { retry_after_secs } => {
+                    (429, json!({"errors": "rate limited"}), Some(retry_after_secs))
+                }
+            }
+        } else {
+            let (s, b) = match parsed.as_ref() {
+                None if !body.is_empty() => problem(400, "body is not JSON"),
+                _ => route(sim.system, &mut state, &method, &path, parsed.as_ref().unwrap_or(&Value::Null)),
+            };
+            (s, b, None)
+        };
+        state.requests.push(Recorded {
+            method,
+            path,
+            headers,
+            body: parsed.unwrap_or(Value::Null),
+            status,
+        });
+        (status, response, retry_after)
+    };
+    let mut builder = HttpResponse::build(
+        actix_web::http::StatusCode::from_u16(status)
+            .unwrap_or(actix_web::http::StatusCode::INTERNAL_SERVER_ERROR),
+    );
+    if let Some(secs) = retry_after {
+        builder.insert_header(("Retry-After", secs.to_string()));
+    }
+    if sim.system == System::Slack && status == 200 {
+        return builder.content_type("text/plain").body("ok");
+    }
+    builder.json(response)
+}
+
+fn authorized(system: System, headers: &BTreeMap<String, String>, path: &str, body: Option<&Value>) -> bool {
+    let bearer = headers.get("authorization").and_then(|v| v.strip_prefix("Bearer "));
+    match system {
+        System::Crm | System::Erp | System::Wms => bearer == Some(system.credential()),
+        System::Shop => headers.get("x-shopify-access-token").map(String::as_str) == Some(system.credential()),
+        System::Pos => headers.get("x-api-key").map(String::as_str) == Some(system.credential()),
+        System::Slack => path == system.credential(),
+        System::PagerDuty => {
+            body.and_then(|b| b.get("routing_key")).and_then(Value::as_str) == Some(system.credential())
+        }
+    }
+}
+
+fn str_field<'a>(body: &'a Value, name: &str) -> Result<&'a str, (u16, Value)> {
+    body.get(name)
+        .and_then(Value::as_str)
+        .filter(|s| !s.is_empty())
+        .ok_or_else(|| problem(422, &format!("{name} is required and must be a string")))
+}
+
+fn int_field(body: &Value, name: &str) -> Result<i64, (u16, Value)> {
+    body.get(name)
+        .and_then(Value::as_i64)
+        .ok_or_else(|| problem(422, &format!("{name} is required and must be an integer")))
+}
+
+fn route(system: System, state: &mut State, method: &str, path: &str, body: &Value) -> (u16, Value) {
+    let result: Result<(u16, Value), (u16, Value)> = (|| {
+        let segments: Vec<&str> = path.trim_matches('/').split('/').collect();
+        match (system, method, segments.as_slice()) {
+            (System::Erp, "PUT", ["api", "inventory", sku]) => {
+                if str_field(body, "sku")? != *sku {
+                    return Err(problem(422, "sku does not match the URL"));
+                }
+                let warehouse = str_field(body, "warehouseCode")?;
+                let qty = int_field(body, "qtyOnHand")?;
+                state.levels.insert(((*sku).to_owned(), warehouse.to_owned()), qty);
+                Ok((200, json!({"sku": sku, "warehouseCode": warehouse, "qtyOnHand": qty})))
+            }
+            (System::Shop, "POST", ["admin", "api", _, "inventory_levels", "set.json"]) => {
+                let item = str_field(body, "inventory_item_id")?;
+                let location = str_field(body, "location_id")?;
+                let available = int_field(body, "available")?;
+                state.levels.insert((item.to_owned(), location.to_owned()), available);
+                Ok((200, json!({"inventory_level": {
+                    "inventory_item_id": item, "location_id": location, "available": available}})))
+            }
+            (System::Shop, "PUT", ["admin", "api", _, "products", file]) => {
+                let sku = file.strip_suffix(".json").ok_or_else(|| problem(404, "not found"))?;
+                let product = body.get("product").ok_or_else(|| problem(422, "product is required"))?;
+                let available = product
+                    .get("available")
+                    .and_then(Value::as_bool)
+                    .ok_or_else(|| problem(422, "product.available must be a boolean"))?;
+                let policy = str_field(product, "inventory_policy")?;
+                if !matches!(policy, "deny" | "continue") {
+                    return Err(problem(422, "product.inventory_policy must be deny or continue"));
+                }
+                state.products.insert(sku.to_owned(), available);
+                Ok((200, json!({"product": {"id": sku, "available": available, "inventory_policy": policy}})))
+            }
+            (System::Pos, "POST", ["inventory", "update"]) => {
+                let item = str_field(body, "item_id")?;
+                let location = str_field(body, "location_id")?;
+                let qty = int_field(body, "quantity")?;
+                state.levels.insert((item.to_owned(), location.to_owned()), qty);
+                Ok((200, json!({"status": "ok"})))
+            }
+            (System::Wms, "PUT", ["api", "inventory"]) => {
+                let sku = str_field(body, "sku")?;
+                let location = str_field(body, "location")?;
+                let qty = int_field(body, "qty")?;
+                state.levels.insert((sku.to_owned(), location.to_owned()), qty);
+                Ok((200, json!({"sku": sku, "location": location, "qty": qty})))
+            }
+            (System::Crm, "POST", ["api", kind @ ("contacts" | "accounts" | "opportunities")]) => {
+                if !body.is_object() {
+                    return Err(problem(422, "body must be an object"));
+                }
+                let id = format!("{}-{}", &kind[..3], uuid::Uuid::new_v4().simple());
+                let mut record = body.clone();
+                record["id"] = json!(id);
+                state.records.insert(id.clone(), record.clone());
+                Ok((201, record))
+            }
+            (System::Crm, "PUT", ["api", "contacts" | "accounts" | "opportunities", id]) => {
+                let record = state.records.get_mut(*id).ok_or_else(|| problem(404, "not found"))?;
+                if let (Some(target), Some(update)) = (record.as_object_mut(), body.as_object()) {
+                    target.extend(update.clone());
+                }
+                Ok((200, record.clone()))
+            }
+            (System::Crm, "GET", ["api", "contacts" | "accounts" | "opportunities", id]) => {
+                state.records.get(*id).cloned().map(|r| (200, r)).ok_or_else(|| problem(404, "not found"))
+            }
+            (System::Slack, "POST", _) => {
+                str_field(body, "text")?;
+                Ok((200, Value::Null))
+            }
+            (System::PagerDuty, "POST", ["v2", "enqueue"]) => {
+                let action = str_field(body, "event_action")?;
+                if !matches!(action, "trigger" | "acknowledge" | "resolve") {
+                    return Err(problem(400, "event_action must be trigger, acknowledge or resolve"));
+                }
+                let dedup_key = body
+                    .get("dedup_key")
+                    .and_then(Value::as_str)
+                    .map(str::to_owned)
+                    .unwrap_or_else(|| uuid::Uuid::new_v4().simple().to_string());
+                if action == "trigger" {
+                    let payload = body.get("payload").ok_or_else(|| problem(400, "payload is required"))?;
+                    str_field(payload, "summary")?;
+                    str_field(payload, "source")?;
+                    let severity = str_field(payload, "severity")?;
+                    if !matches!(severity, "critical" | "error" | "warning" | "info") {
+                        return Err(problem(400, "payload.severity is invalid"));
+                    }
+                }
+                Ok((202, json!({"status": "success", "message": "Event processed", "dedup_key": dedup_key})))
+            }
+            _ => Err(problem(404, "no such endpoint")),
+        }
+    })();
+    result.unwrap_or_else(|e| e)
+}
