@@ -251,6 +251,33 @@ impl FromRequest for Admin {
     }
 }
 
+/// A read-only caller: a valid `X-API-Key` or the admin bearer token.
+#[derive(Debug)]
+pub struct Reader {
+    /// The API key's client name, or `"admin"`.
+    pub client: String,
+}
+
+impl FromRequest for Reader {
+    type Error = ApiError;
+    type Future = Ready<Result<Self, Self::Error>>;
+
+    fn from_request(req: &HttpRequest, payload: &mut Payload) -> Self::Future {
+        ready((|| {
+            if let Some(key) = req.headers().get(API_KEY_HEADER) {
+                let key = key.to_str().map_err(|_| ApiError::Unauthorized("invalid API key"))?;
+                let client = verify_api_key(&auth_config(req)?.api_keys, key)
+                    .ok_or(ApiError::Unauthorized("invalid API key"))?;
+                return Ok(Self { client });
+            }
+            match Admin::from_request(req, payload).into_inner() {
+                Ok(Admin) => Ok(Self { client: "admin".into() }),
+                Err(_) => Err(ApiError::Unauthorized("missing X-API-Key or admin bearer token")),
+            }
+        })())
+    }
+}
+
 /// A request body whose sender is authenticated, by `X-API-Key` or by an HMAC signature over
 /// the raw bytes (`X-Datasync-Signature: t=<unix>,v1=<hex>`, HMAC-SHA256 of `"<t>.<body>"`).
 #[derive(Debug)]

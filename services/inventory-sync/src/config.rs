@@ -1,0 +1,62 @@
+//! inventory-sync configuration.
+
+use std::collections::BTreeMap;
+
+use secrecy::SecretString;
+use shared::{
+    config::{CommonConfig, ConfigError, required_secret, url_var, var_parsed},
+    http::AuthConfig,
+    outbound::{Endpoint, TargetAuth},
+    schemas::inventory::Target,
+};
+
+use crate::domain::adjuster::AdjusterConfig;
+
+#[derive(Clone, Debug)]
+pub struct Config {
+    pub common: CommonConfig,
+    /// `INVENTORY_API_KEYS`: `name:key` pairs; the name is the only `source` the key may claim.
+    pub api_keys: Vec<(String, SecretString)>,
+    /// `INVENTORY_HMAC_SECRETS`: secrets for signed requests (any source).
+    pub hmac_secrets: Vec<SecretString>,
+    /// Configured targets (`<TARGET>_BASE_URL` plus its credential); unset = not pushed to.
+    pub targets: BTreeMap<Target, Endpoint>,
+    /// `ADJUST_WORKERS` (default 4) and `ADJUST_MAX_BATCH` (default 256).
+    pub adjuster: AdjusterConfig,
+}
+
+impl Config {
+    pub fn from_env() -> Result<Self, ConfigError> {
+        let mut targets = BTreeMap::new();
+        for (target, url_name, secret_name) in [
+            (Target::Erp, "ERP_BASE_URL", "ERP_API_KEY"),
+            (Target::Ecommerce, "SHOP_BASE_URL", "SHOP_ACCESS_TOKEN"),
+            (Target::Pos, "POS_BASE_URL", "POS_API_KEY"),
+            (Target::Wms, "WMS_BASE_URL", "WMS_API_KEY"),
+        ] {
+            if let Some(base_url) = url_var(url_name)? {
+                let secret = required_secret(secret_name)?;
+                targets.insert(target, Endpoint { base_url, auth: target_auth(target, secret) });
+            }
+        }
+        Ok(Self {
+            common: CommonConfig::from_env(crate::SERVICE, crate::PORT)?,
+            api_keys: AuthConfig::parse_api_keys("INVENTORY_API_KEYS")?,
+            hmac_secrets: shared::config::secret_list("INVENTORY_HMAC_SECRETS"),
+            targets,
+            adjuster: AdjusterConfig {
+                workers: var_parsed("ADJUST_WORKERS", 4)?,
+                max_batch: var_parsed("ADJUST_MAX_BATCH", 256)?,
+            },
+        })
+    }
+}
+
+/// How each target authenticates us.
+pub fn target_auth(target: Target, secret: SecretString) -> TargetAuth {
+    match target {
+        Target::Erp | Target::Wms => TargetAuth::Bearer(secret),
+        Target::Ecommerce => TargetAuth::Header("X-Shopify-Access-Token", secret),
+        Target::Pos => TargetAuth::Header("X-API-Key", secret),
+    }
+}

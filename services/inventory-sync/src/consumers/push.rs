@@ -1,0 +1,206 @@
+//! Pushes stock levels to one target (ERP, e-commerce, POS or WMS).
+//!
+//! Input: `inventory.level.<target>.<warehouse>.<sku>` (latest message per subject only). The
+//! message carries no quantity: the level is read from `stock` when the push runs, so bursts
+//! coalesce into one push of the final level and reordered messages are harmless. A
+//! transaction-scoped advisory lock per (target, sku, warehouse) serialises pushes of the same
+//! record across replicas, and `target_state` remembers the version the target already has,
+//! so a redelivered or duplicate message does not push again.
+//!
+//! Failures: 5xx, 429 (honouring `Retry-After`) and transport errors are retried with backoff
+//! up to the `push_max_attempts` setting, then dead-lettered (replayable); 410 and other 4xx
+//! are dead-lettered at once. Every attempt is written to `target_sync_log` and announced on
+//! `sync.events.<target>.outbound.stock_level`.
+
+use diesel::sql_types::{BigInt, Bool, Integer, Nullable, Text};
+use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
+use shared::{
+    bus::{Delivery, HandlerError, outbox},
+    mappers,
+    outbound::{self, Endpoint, Outcome, OutboundRequest},
+    schemas::{
+        Envelope,
+        inventory::{StockLevel, StockLevelChanged, Target},
+        sync::{Direction, SyncRecorded, SyncStatus},
+    },
+};
+
+use crate::{AppState, SCHEMA};
+
+#[derive(diesel::QueryableByName)]
+struct Current {
+    #[diesel(sql_type = BigInt)]
+    on_hand: i64,
+    #[diesel(sql_type = BigInt)]
+    version: i64,
+    #[diesel(sql_type = Nullable<BigInt>)]
+    pushed_version: Option<i64>,
+}
+
+#[derive(diesel::QueryableByName)]
+struct Availability {
+    #[diesel(sql_type = Bool)]
+    in_stock: bool,
+    #[diesel(sql_type = Nullable<Bool>)]
+    shop_available: Option<bool>,
+}
+
+fn request_for(target: Target, level: &StockLevel) -> OutboundRequest {
+    match target {
+        Target::Erp => mappers::erp::stock_level(level),
+        Target::Ecommerce => mappers::shop::stock_level(level),
+        Target::Pos => mappers::pos::stock_level(level),
+        Target::Wms => mappers::wms::stock_level(level),
+    }
+}
+
+#[tracing::instrument(skip_all, fields(target = %delivery.envelope.data.target.as_str(), sku = %delivery.envelope.data.sku, warehouse = %delivery.envelope.data.warehouse))]
+pub async fn handle(state: &AppState, delivery: Delivery<StockLevelChanged>) -> Result<(), HandlerError> {
+    let msg = delivery.envelope.data;
+    let Some(endpoint) = state.targets.get(&msg.target) else {
+        return Ok(());
+    };
+    let budget = i64::from(state.platform.settings.current().push_max_attempts.max(1));
+    let mut conn = state.platform.db.get().await.map_err(anyhow::Error::from)?;
+    let outcome = conn
+        .transaction::<_, anyhow::Error, _>(async |conn| {
+            push_locked(state, conn, endpoint, &msg, delivery.delivered, budget).await
+        })
+        .await?;
+    outcome
+}
+
+/// Runs inside a transaction holding the record's advisory lock; returns the consumer outcome
+/// (the transaction commits either way so the sync log keeps failed attempts too).
+async fn push_locked(
+    state: &AppState,
+    conn: &mut AsyncPgConnection,
+    endpoint: &Endpoint,
+    msg: &StockLevelChanged,
+    attempt: i64,
+    budget: i64,
+) -> anyhow::Result<Result<(), HandlerError>> {
+    let target = msg.target.as_str();
+    diesel::sql_query("SELECT pg_advisory_xact_lock(hashtextextended($1, 0))")
+        .bind::<Text, _>(format!("push/{target}/{}/{}", msg.warehouse, msg.sku))
+        .execute(conn)
+        .await?;
+    let current: Current = diesel::sql_query(
+        "SELECT s.on_hand, s.version, t.pushed_version FROM inventory.stock s \
+         LEFT JOIN inventory.target_state t ON t.target = $1 AND t.sku = s.sku AND t.warehouse = s.warehouse \
+         WHERE s.sku = $2 AND s.warehouse = $3",
+    )
+    .bind::<Text, _>(target)
+    .bind::<Text, _>(&msg.sku)
+    .bind::<Text, _>(&msg.warehouse)
+    .get_result(conn)
+    .await?;
+    if current.pushed_version.is_some_and(|v| v >= current.version) {
+        tracing::debug!("target already has this version");
+        return Ok(Ok(()));
+    }
+    let level = StockLevel { sku: msg.sku.clone(), warehouse: msg.warehouse.clone(), on_hand: current.on_hand };
+    let mut outcome = outbound::send(&state.platform.http, endpoint, &request_for(msg.target, &level)).await;
+    if matches!(outcome, Outcome::Delivered(_)) {
+        diesel::sql_query(
+            "INSERT INTO inventory.target_state (target, sku, warehouse, pushed_version, pushed_quantity) \
+             VALUES ($1, $2, $3, $4, $5) ON CONFLICT (target, sku, warehouse) DO UPDATE \
+             SET pushed_version = excluded.pushed_version, pushed_quantity = excluded.pushed_quantity, pushed_at = now()",
+        )
+        .bind::<Text, _>(target)
+        .bind::<Text, _>(&msg.sku)
+        .bind::<Text, _>(&msg.warehouse)
+        .bind::<BigInt, _>(current.version)
+        .bind::<BigInt, _>(current.on_hand)
+        .execute(conn)
+        .await?;
+        if msg.target == Target::Ecommerce {
+            outcome = sync_shop_availability(state, conn, endpoint, &msg.sku).await?;
+        }
+    }
+    let status = match &outcome {
+        Outcome::Delivered(_) => SyncStatus::Synced,
+        Outcome::Retry { .. } if attempt < budget => SyncStatus::Failed,
+        _ => SyncStatus::DeadLettered,
+    };
+    let error = match &outcome {
+        Outcome::Delivered(_) => None,
+        Outcome::Retry { error, .. } => Some(error.clone()),
+        Outcome::Gone => Some("410 Gone".to_owned()),
+        Outcome::Rejected { status, body } => Some(format!("{status}: {body}")),
+    };
+    diesel::sql_query(
+        "INSERT INTO inventory.target_sync_log (target, sku, warehouse, quantity, version, status, http_status, error, attempt) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+    )
+    .bind::<Text, _>(target)
+    .bind::<Text, _>(&msg.sku)
+    .bind::<Text, _>(&msg.warehouse)
+    .bind::<BigInt, _>(current.on_hand)
+    .bind::<BigInt, _>(current.version)
+    .bind::<Text, _>(match status {
+        SyncStatus::Synced => "synced",
+        SyncStatus::DeadLettered => "dead_lettered",
+        _ => "retrying",
+    })
+    .bind::<Nullable<Integer>, _>(outcome.status().map(i32::from))
+    .bind::<Nullable<Text>, _>(error.clone())
+    .bind::<BigInt, _>(attempt)
+    .execute(conn)
+    .await?;
+    let event = Envelope::new(
+        crate::SERVICE,
+        SyncRecorded {
+            system: target.to_owned(),
+            direction: Direction::Outbound,
+            entity: "stock_level".into(),
+            record_id: format!("{}/{}", msg.warehouse, msg.sku),
+            status,
+            http_status: outcome.status(),
+            detail: error,
+        },
+    );
+    outbox::enqueue(conn, SCHEMA, &[outbox::OutboxRow::new(&event)]).await?;
+    Ok(match outcome {
+        Outcome::Delivered(_) => {
+            tracing::info!(quantity = current.on_hand, "level pushed");
+            Ok(())
+        }
+        Outcome::Retry { .. } if attempt >= budget => {
+            Err(HandlerError::Permanent(anyhow::anyhow!("retry budget of {budget} attempts exhausted")))
+        }
+        other => Err(other.into_handler_error(&format!("push to {target}"))),
+    })
+}
+
+/// Disables the product on the shop when it is out of stock everywhere, re-enables it when
+/// stock returns; no request when the shop already has the right state.
+async fn sync_shop_availability(
+    state: &AppState,
+    conn: &mut AsyncPgConnection,
+    endpoint: &Endpoint,
+    sku: &str,
+) -> anyhow::Result<Outcome> {
+    let availability: Availability = diesel::sql_query(
+        "SELECT COALESCE(SUM(s.on_hand), 0) > 0 AS in_stock, p.shop_available \
+         FROM inventory.products p LEFT JOIN inventory.stock s ON s.sku = p.sku \
+         WHERE p.sku = $1 GROUP BY p.shop_available",
+    )
+    .bind::<Text, _>(sku)
+    .get_result(conn)
+    .await?;
+    if availability.shop_available == Some(availability.in_stock) {
+        return Ok(Outcome::Delivered(reqwest::StatusCode::OK));
+    }
+    let request = mappers::shop::product_availability(sku, availability.in_stock);
+    let outcome = outbound::send(&state.platform.http, endpoint, &request).await;
+    if matches!(outcome, Outcome::Delivered(_)) {
+        diesel::sql_query("UPDATE inventory.products SET shop_available = $2, updated_at = now() WHERE sku = $1")
+            .bind::<Text, _>(sku)
+            .bind::<Bool, _>(availability.in_stock)
+            .execute(conn)
+            .await?;
+        tracing::info!(available = availability.in_stock, "shop availability changed");
+    }
+    Ok(outcome)
+}

@@ -1,0 +1,499 @@
+//! Applying stock adjustments: atomically, never below zero, idempotently, and fast on a hot sku.
+//!
+//! Requests are queued to a few executor tasks. Each executor takes every request waiting at
+//! that moment (up to a batch limit) and applies them in ONE transaction: it locks the affected
+//! stock rows in a fixed order (no deadlocks between executors or replicas), reads their
+//! current levels, then walks the requests in arrival order, validating each against the running
+//! level (so each keeps its own validation and ledger row), and writes all ledger rows, the new
+//! levels and the outbox events with a few set-based statements. Concurrent adjustments on one
+//! sku therefore share a transaction and a commit instead of queueing on the row lock one by one.
+//!
+//! Idempotency: `(source, reference)` is unique in the ledger. Rows are locked before the ledger
+//! is consulted, so a concurrent retry of the same adjustment waits for the first and then finds
+//! its answer. The rare conflict left (the same key used for a different sku at the same moment)
+//! aborts the transaction with a unique violation; the batch is then retried and the key reuse is
+//! reported.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+
+use chrono::{DateTime, Utc};
+use diesel::{
+    result::{DatabaseErrorKind, Error as DieselError},
+    sql_types::{Array, BigInt, Nullable, Text, Timestamptz},
+};
+use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
+use serde::Serialize;
+use shared::{
+    bus::outbox::{self, OutboxRow},
+    db::PgPool,
+    schemas::{
+        Envelope,
+        inventory::{AdjustmentType, StockAdjusted, StockLevelChanged, Target},
+    },
+    settings::Settings,
+};
+use tokio::sync::{Mutex, mpsc, oneshot};
+
+use super::alerts;
+use crate::SCHEMA;
+
+/// A validated adjustment request.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Adjustment {
+    pub source: String,
+    pub reference: String,
+    pub sku: String,
+    pub warehouse: String,
+    pub kind: AdjustmentType,
+    pub quantity: i64,
+    pub expected_on_hand: Option<i64>,
+    pub reason: Option<String>,
+}
+
+/// The answer to an adjustment (stored in the ledger; replayed on retries).
+#[derive(Clone, Debug, PartialEq, Serialize, utoipa::ToSchema)]
+pub struct Applied {
+    pub ledger_id: i64,
+    pub source: String,
+    pub reference: String,
+    pub sku: String,
+    pub warehouse: String,
+    #[serde(rename = "type")]
+    pub kind: AdjustmentType,
+    pub quantity: i64,
+    pub quantity_before: i64,
+    pub new_quantity: i64,
+    pub created_at: DateTime<Utc>,
+    /// True when this is the stored answer of an earlier identical request.
+    pub replayed: bool,
+}
+
+/// Why an adjustment was refused. Nothing was written for it.
+#[derive(Debug, thiserror::Error)]
+pub enum Refused {
+    #[error("unknown product {0}")]
+    UnknownProduct(String),
+    #[error("Inventory cannot be negative")]
+    Negative { current_qty: i64, attempted_qty: i64 },
+    #[error("on hand is {current_qty}, not the expected {expected_on_hand}")]
+    ExpectedMismatch { current_qty: i64, expected_on_hand: i64 },
+    #[error("reference {reference} of source {origin} was already used for a different adjustment")]
+    KeyReused { origin: String, reference: String },
+    #[error("adjustment could not be applied: {0}")]
+    Failed(String),
+}
+
+struct Job {
+    adjustment: Adjustment,
+    reply: oneshot::Sender<Result<Applied, Refused>>,
+}
+
+/// Handle to the executors. Cheap to clone.
+#[derive(Clone)]
+pub struct Adjuster {
+    tx: mpsc::Sender<Job>,
+}
+
+/// Tuning of the executors.
+#[derive(Clone, Copy, Debug)]
+pub struct AdjusterConfig {
+    /// Concurrent transactions per replica (`ADJUST_WORKERS`).
+    pub workers: usize,
+    /// Most requests per transaction (`ADJUST_MAX_BATCH`).
+    pub max_batch: usize,
+}
+
+/// How often a batch is retried after a serialization failure, deadlock or key race.
+const BATCH_ATTEMPTS: usize = 3;
+
+impl Adjuster {
+    /// Starts the executors; they stop when every `Adjuster` handle is dropped and the queue
+    /// is drained, so requests accepted before shutdown are still answered.
+    pub fn start(pool: PgPool, settings: Settings, config: AdjusterConfig) -> Self {
+        let (tx, rx) = mpsc::channel::<Job>(config.max_batch * config.workers * 4);
+        let rx = std::sync::Arc::new(Mutex::new(rx));
+        for _ in 0..config.workers.max(1) {
+            let (rx, pool, settings) = (rx.clone(), pool.clone(), settings.clone());
+            tokio::spawn(async move {
+                loop {
+                    let mut jobs = Vec::new();
+                    {
+                        let mut rx = rx.lock().await;
+                        match rx.recv().await {
+                            Some(job) => jobs.push(job),
+                            None => return,
+                        }
+                        while jobs.len() < config.max_batch {
+                            match rx.try_recv() {
+                                Ok(job) => jobs.push(job),
+                                Err(_) => break,
+                            }
+                        }
+                    }
+                    execute(&pool, &settings, jobs).await;
+                }
+            });
+        }
+        Self { tx }
+    }
+
+    /// Applies one adjustment (possibly batched with concurrent ones).
+    pub async fn apply(&self, adjustment: Adjustment) -> Result<Applied, Refused> {
+        let (reply, answer) = oneshot::channel();
+        self.tx
+            .send(Job { adjustment, reply })
+            .await
+            .map_err(|_| Refused::Failed("service is shutting down".into()))?;
+        answer.await.map_err(|_| Refused::Failed("executor stopped".into()))?
+    }
+}
+
+async fn execute(pool: &PgPool, settings: &Settings, jobs: Vec<Job>) {
+    let adjustments: Vec<Adjustment> = jobs.iter().map(|j| j.adjustment.clone()).collect();
+    let low_stock_alerts = settings.current().low_stock_alerts;
+    for attempt in 1..=BATCH_ATTEMPTS {
+        let result = async {
+            let mut conn = pool.get().await.map_err(|e| DieselError::QueryBuilderError(e.into()))?;
+            conn.transaction::<_, DieselError, _>(async |conn| {
+                apply_batch(conn, &adjustments, low_stock_alerts).await
+            })
+            .await
+        }
+        .await;
+        match result {
+            Ok(answers) => {
+                crate::metrics::BATCH_SIZE.observe(jobs.len() as f64);
+                for (job, answer) in jobs.into_iter().zip(answers) {
+                    let _ = job.reply.send(answer);
+                }
+                return;
+            }
+            Err(e) if retryable(&e) && attempt < BATCH_ATTEMPTS => {
+                tracing::debug!(error = %e, attempt, "adjustment batch conflicted, retrying");
+            }
+            Err(e) => {
+                tracing::error!(error = %e, batch = jobs.len(), "adjustment batch failed");
+                break;
+            }
+        }
+    }
+    for job in jobs {
+        let _ = job.reply.send(Err(Refused::Failed("database unavailable, retry later".into())));
+    }
+}
+
+fn retryable(e: &DieselError) -> bool {
+    matches!(
+        e,
+        DieselError::DatabaseError(
+            DatabaseErrorKind::UniqueViolation | DatabaseErrorKind::SerializationFailure,
+            _
+        )
+    ) || e.to_string().contains("deadlock detected")
+}
+
+#[derive(diesel::QueryableByName)]
+struct ProductRow {
+    #[diesel(sql_type = Text)]
+    sku: String,
+    #[diesel(sql_type = Text)]
+    name: String,
+    #[diesel(sql_type = BigInt)]
+    reorder_point: i64,
+}
+
+#[derive(diesel::QueryableByName)]
+struct StockRow {
+    #[diesel(sql_type = Text)]
+    sku: String,
+    #[diesel(sql_type = Text)]
+    warehouse: String,
+    #[diesel(sql_type = BigInt)]
+    on_hand: i64,
+    #[diesel(sql_type = BigInt)]
+    version: i64,
+}
+
+#[derive(diesel::QueryableByName)]
+struct LedgerRow {
+    #[diesel(sql_type = BigInt)]
+    id: i64,
+    #[diesel(sql_type = Text)]
+    source: String,
+    #[diesel(sql_type = Text)]
+    reference: String,
+    #[diesel(sql_type = Text)]
+    sku: String,
+    #[diesel(sql_type = Text)]
+    warehouse: String,
+    #[diesel(sql_type = Text)]
+    r#type: String,
+    #[diesel(sql_type = BigInt)]
+    quantity: i64,
+    #[diesel(sql_type = Nullable<BigInt>)]
+    expected_on_hand: Option<i64>,
+    #[diesel(sql_type = BigInt)]
+    quantity_before: i64,
+    #[diesel(sql_type = BigInt)]
+    quantity_after: i64,
+    #[diesel(sql_type = Timestamptz)]
+    created_at: DateTime<Utc>,
+}
+
+impl LedgerRow {
+    fn answer(&self, replayed: bool) -> Applied {
+        Applied {
+            ledger_id: self.id,
+            source: self.source.clone(),
+            reference: self.reference.clone(),
+            sku: self.sku.clone(),
+            warehouse: self.warehouse.clone(),
+            kind: AdjustmentType::parse(&self.r#type).unwrap_or(AdjustmentType::Adjustment),
+            quantity: self.quantity,
+            quantity_before: self.quantity_before,
+            new_quantity: self.quantity_after,
+            created_at: self.created_at,
+            replayed,
+        }
+    }
+
+    fn same_request(&self, a: &Adjustment) -> bool {
+        self.sku == a.sku
+            && self.warehouse == a.warehouse
+            && self.r#type == a.kind.as_str()
+            && self.quantity == a.quantity
+            && self.expected_on_hand == a.expected_on_hand
+    }
+}
+
+const LEDGER_COLUMNS: &str = "id, source, reference, sku, warehouse, type, quantity, \
+    expected_on_hand, quantity_before, quantity_after, created_at";
+
+/// One transaction for a batch; returns one answer per adjustment, in order.
+async fn apply_batch(
+    conn: &mut AsyncPgConnection,
+    batch: &[Adjustment],
+    low_stock_alerts: bool,
+) -> Result<Vec<Result<Applied, Refused>>, DieselError> {
+    // 1. Products (reorder points for alerts; unknown skus are refused).
+    let skus: Vec<&str> = batch.iter().map(|a| a.sku.as_str()).collect::<BTreeSet<_>>().into_iter().collect();
+    let products: HashMap<String, ProductRow> = diesel::sql_query(
+        "SELECT sku, name, reorder_point FROM inventory.products WHERE sku = ANY($1)",
+    )
+    .bind::<Array<Text>, _>(&skus)
+    .load::<ProductRow>(conn)
+    .await?
+    .into_iter()
+    .map(|p| (p.sku.clone(), p))
+    .collect();
+
+    // 2. Lock the stock rows in a fixed order, creating missing ones.
+    let keys: BTreeSet<(&str, &str)> = batch
+        .iter()
+        .filter(|a| products.contains_key(&a.sku))
+        .map(|a| (a.sku.as_str(), a.warehouse.as_str()))
+        .collect();
+    let (key_skus, key_warehouses): (Vec<&str>, Vec<&str>) = keys.iter().copied().unzip();
+    let mut levels: BTreeMap<(String, String), (i64, i64)> = BTreeMap::new();
+    if !keys.is_empty() {
+        diesel::sql_query(
+            "INSERT INTO inventory.stock (sku, warehouse) \
+             SELECT * FROM unnest($1::text[], $2::text[]) ORDER BY 1, 2 ON CONFLICT DO NOTHING",
+        )
+        .bind::<Array<Text>, _>(&key_skus)
+        .bind::<Array<Text>, _>(&key_warehouses)
+        .execute(conn)
+        .await?;
+        let rows: Vec<StockRow> = diesel::sql_query(
+            "SELECT sku, warehouse, on_hand, version FROM inventory.stock \
+             WHERE (sku, warehouse) IN (SELECT * FROM unnest($1::text[], $2::text[])) \
+             ORDER BY sku, warehouse FOR UPDATE",
+        )
+        .bind::<Array<Text>, _>(&key_skus)
+        .bind::<Array<Text>, _>(&key_warehouses)
+        .load(conn)
+        .await?;
+        levels = rows.into_iter().map(|r| ((r.sku, r.warehouse), (r.on_hand, r.version))).collect();
+    }
+
+    // 3. Earlier answers for these idempotency keys.
+    let sources: Vec<&str> = batch.iter().map(|a| a.source.as_str()).collect();
+    let references: Vec<&str> = batch.iter().map(|a| a.reference.as_str()).collect();
+    let existing: HashMap<(String, String), LedgerRow> = diesel::sql_query(format!(
+        "SELECT {LEDGER_COLUMNS} FROM inventory.ledger \
+         WHERE (source, reference) IN (SELECT * FROM unnest($1::text[], $2::text[]))"
+    ))
+    .bind::<Array<Text>, _>(&sources)
+    .bind::<Array<Text>, _>(&references)
+    .load::<LedgerRow>(conn)
+    .await?
+    .into_iter()
+    .map(|r| ((r.source.clone(), r.reference.clone()), r))
+    .collect();
+
+    // 4. Walk the batch in order against the running levels.
+    enum Plan {
+        Done(Result<Applied, Refused>),
+        /// Index into `new_rows`.
+        Insert(usize),
+        /// Same key as an earlier request of this batch.
+        SameAs(usize),
+    }
+    struct NewRow<'a> {
+        adjustment: &'a Adjustment,
+        before: i64,
+        after: i64,
+    }
+    let mut plans = Vec::with_capacity(batch.len());
+    let mut new_rows: Vec<NewRow> = Vec::new();
+    let mut batch_keys: HashMap<(&str, &str), usize> = HashMap::new();
+    for (i, a) in batch.iter().enumerate() {
+        let key = (a.source.clone(), a.reference.clone());
+        if let Some(row) = existing.get(&key) {
+            plans.push(Plan::Done(if row.same_request(a) {
+                Ok(row.answer(true))
+            } else {
+                Err(Refused::KeyReused { origin: a.source.clone(), reference: a.reference.clone() })
+            }));
+            continue;
+        }
+        if let Some(&first) = batch_keys.get(&(a.source.as_str(), a.reference.as_str())) {
+            plans.push(Plan::SameAs(first));
+            continue;
+        }
+        batch_keys.insert((a.source.as_str(), a.reference.as_str()), i);
+        let Some((on_hand, version)) = levels.get_mut(&(a.sku.clone(), a.warehouse.clone())) else {
+            plans.push(Plan::Done(Err(Refused::UnknownProduct(a.sku.clone()))));
+            continue;
+        };
+        if let Some(expected) = a.expected_on_hand
+            && expected != *on_hand
+        {
+            plans.push(Plan::Done(Err(Refused::ExpectedMismatch {
+                current_qty: *on_hand,
+                expected_on_hand: expected,
+            })));
+            continue;
+        }
+        let after = a.kind.apply(*on_hand, a.quantity);
+        if after < 0 {
+            plans.push(Plan::Done(Err(Refused::Negative { current_qty: *on_hand, attempted_qty: after })));
+            continue;
+        }
+        new_rows.push(NewRow { adjustment: a, before: *on_hand, after });
+        *on_hand = after;
+        *version += 1;
+        plans.push(Plan::Insert(new_rows.len() - 1));
+    }
+
+    // 5. Write ledger rows, levels and events.
+    let mut inserted: Vec<Applied> = Vec::new();
+    if !new_rows.is_empty() {
+        let col = |f: fn(&NewRow) -> String| new_rows.iter().map(f).collect::<Vec<String>>();
+        let num = |f: fn(&NewRow) -> i64| new_rows.iter().map(f).collect::<Vec<i64>>();
+        let rows: Vec<LedgerRow> = diesel::sql_query(format!(
+            "INSERT INTO inventory.ledger (source, reference, sku, warehouse, type, quantity, \
+                 expected_on_hand, delta, quantity_before, quantity_after, reason) \
+             SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], \
+                 $6::bigint[], $7::bigint[], $8::bigint[], $9::bigint[], $10::bigint[], $11::text[]) \
+             RETURNING {LEDGER_COLUMNS}"
+        ))
+        .bind::<Array<Text>, _>(col(|r| r.adjustment.source.clone()))
+        .bind::<Array<Text>, _>(col(|r| r.adjustment.reference.clone()))
+        .bind::<Array<Text>, _>(col(|r| r.adjustment.sku.clone()))
+        .bind::<Array<Text>, _>(col(|r| r.adjustment.warehouse.clone()))
+        .bind::<Array<Text>, _>(col(|r| r.adjustment.kind.as_str().to_owned()))
+        .bind::<Array<BigInt>, _>(num(|r| r.adjustment.quantity))
+        .bind::<Array<Nullable<BigInt>>, _>(new_rows.iter().map(|r| r.adjustment.expected_on_hand).collect::<Vec<_>>())
+        .bind::<Array<BigInt>, _>(num(|r| r.after - r.before))
+        .bind::<Array<BigInt>, _>(num(|r| r.before))
+        .bind::<Array<BigInt>, _>(num(|r| r.after))
+        .bind::<Array<Nullable<Text>>, _>(new_rows.iter().map(|r| r.adjustment.reason.clone()).collect::<Vec<_>>())
+        .load(conn)
+        .await?;
+        let by_key: HashMap<(String, String), LedgerRow> =
+            rows.into_iter().map(|r| ((r.source.clone(), r.reference.clone()), r)).collect();
+        for row in &new_rows {
+            let key = (row.adjustment.source.clone(), row.adjustment.reference.clone());
+            let ledger = by_key.get(&key).ok_or(DieselError::NotFound)?;
+            inserted.push(ledger.answer(false));
+        }
+
+        let changed: Vec<(&(String, String), &(i64, i64))> = levels
+            .iter()
+            .filter(|(k, _)| new_rows.iter().any(|r| r.adjustment.sku == k.0 && r.adjustment.warehouse == k.1))
+            .collect();
+        diesel::sql_query(
+            "UPDATE inventory.stock s SET on_hand = v.on_hand, version = v.version, updated_at = now() \
+             FROM unnest($1::text[], $2::text[], $3::bigint[], $4::bigint[]) AS v(sku, warehouse, on_hand, version) \
+             WHERE s.sku = v.sku AND s.warehouse = v.warehouse",
+        )
+        .bind::<Array<Text>, _>(changed.iter().map(|(k, _)| k.0.as_str()).collect::<Vec<_>>())
+        .bind::<Array<Text>, _>(changed.iter().map(|(k, _)| k.1.as_str()).collect::<Vec<_>>())
+        .bind::<Array<BigInt>, _>(changed.iter().map(|(_, v)| v.0).collect::<Vec<_>>())
+        .bind::<Array<BigInt>, _>(changed.iter().map(|(_, v)| v.1).collect::<Vec<_>>())
+        .execute(conn)
+        .await?;
+
+        outbox::enqueue(conn, SCHEMA, &events(&inserted, &products, low_stock_alerts)).await?;
+    }
+
+    // 6. Answers in request order.
+    let mut answers: Vec<Result<Applied, Refused>> = Vec::with_capacity(batch.len());
+    for plan in plans {
+        let answer = match plan {
+            Plan::Done(answer) => answer,
+            Plan::Insert(i) => Ok(inserted[i].clone()),
+            Plan::SameAs(first) => match &answers[first] {
+                Ok(applied) => Ok(Applied { replayed: true, ..applied.clone() }),
+                Err(_) => Err(Refused::Failed("an identical request in flight was refused".into())),
+            },
+        };
+        answers.push(answer);
+    }
+    Ok(answers)
+}
+
+/// Outbox rows for applied adjustments: one `StockAdjusted` each, one `StockLevelChanged` per
+/// changed sku/warehouse and target (except the systems the changes came from, unless another
+/// change in the batch came from elsewhere), and threshold-crossing alerts.
+fn events(applied: &[Applied], products: &HashMap<String, ProductRow>, low_stock_alerts: bool) -> Vec<OutboxRow> {
+    let mut rows = Vec::with_capacity(applied.len() * 2);
+    let mut targets: BTreeMap<(&str, &str), BTreeSet<Target>> = BTreeMap::new();
+    for a in applied {
+        rows.push(OutboxRow::new(&Envelope::new(
+            crate::SERVICE,
+            StockAdjusted {
+                ledger_id: a.ledger_id,
+                source: a.source.clone(),
+                reference: a.reference.clone(),
+                sku: a.sku.clone(),
+                warehouse: a.warehouse.clone(),
+                kind: a.kind,
+                quantity: a.quantity,
+                quantity_before: a.quantity_before,
+                quantity_after: a.new_quantity,
+                reason: None,
+            },
+        )));
+        let origin = Target::parse(&a.source);
+        targets
+            .entry((a.sku.as_str(), a.warehouse.as_str()))
+            .or_default()
+            .extend(Target::ALL.into_iter().filter(|t| Some(*t) != origin));
+        if let Some(product) = products.get(&a.sku) {
+            for alert in alerts::crossings(a, &product.name, product.reorder_point, low_stock_alerts) {
+                rows.push(OutboxRow::new(&Envelope::new(crate::SERVICE, alert)));
+            }
+        }
+    }
+    for ((sku, warehouse), targets) in targets {
+        for target in targets {
+            rows.push(OutboxRow::new(&Envelope::new(
+                crate::SERVICE,
+                StockLevelChanged { target, sku: sku.to_owned(), warehouse: warehouse.to_owned() },
+            )));
+        }
+    }
+    rows
+}

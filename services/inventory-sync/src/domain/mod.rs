@@ -1,0 +1,4 @@
+//! The stock ledger's domain logic.
+
+pub mod adjuster;
+pub mod alerts;

@@ -1,0 +1,127 @@
+//! `POST /adjustments`.
+
+use actix_web::{HttpResponse, http::StatusCode, post, web};
+use serde::Deserialize;
+use serde_json::json;
+use shared::{
+    http::{ApiError, Authenticated, parse_json},
+    schemas::{inventory::AdjustmentType, is_subject_safe},
+};
+
+use crate::{
+    AppState,
+    domain::adjuster::{Adjustment, Applied, Refused},
+};
+
+/// The request body. Unknown fields are refused, so a typo cannot silently drop a value.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AdjustmentRequest {
+    /// Where the change happened: `erp`, `ecommerce`, `pos`, `wms`, or another system name.
+    pub source: String,
+    pub sku: String,
+    pub warehouse: String,
+    #[serde(rename = "type")]
+    pub kind: AdjustmentType,
+    /// Units moved, or the absolute level for `adjustment`/`count`. Never negative.
+    pub quantity: i64,
+    pub reason: Option<String>,
+    /// The caller's id for this adjustment; with `source`, the idempotency key.
+    pub reference: String,
+    /// Compare-and-set: apply only if on hand is exactly this now.
+    pub expected_on_hand: Option<i64>,
+}
+
+impl AdjustmentRequest {
+    /// Checks every field, naming the first bad one.
+    pub fn validate(self) -> Result<Adjustment, ApiError> {
+        for (field, value) in [("source", &self.source), ("sku", &self.sku), ("warehouse", &self.warehouse)] {
+            if !is_subject_safe(value) {
+                return Err(ApiError::field(
+                    field,
+                    format!("{field} must be 1-64 letters, digits, '.', '_' or '-'"),
+                ));
+            }
+        }
+        if self.reference.trim().is_empty() || self.reference.len() > 200 {
+            return Err(ApiError::field("reference", "reference must be 1-200 characters"));
+        }
+        if self.quantity < 0 {
+            return Err(ApiError::field("quantity", "quantity must not be negative"));
+        }
+        let absolute = matches!(self.kind, AdjustmentType::Adjustment | AdjustmentType::Count);
+        if !absolute && self.quantity == 0 {
+            return Err(ApiError::field("quantity", format!("quantity must be positive for {}", self.kind.as_str())));
+        }
+        if self.expected_on_hand.is_some_and(|e| e < 0) {
+            return Err(ApiError::field("expected_on_hand", "expected_on_hand must not be negative"));
+        }
+        if self.reason.as_ref().is_some_and(|r| r.len() > 500) {
+            return Err(ApiError::field("reason", "reason must be at most 500 characters"));
+        }
+        Ok(Adjustment {
+            source: self.source,
+            reference: self.reference,
+            sku: self.sku,
+            warehouse: self.warehouse,
+            kind: self.kind,
+            quantity: self.quantity,
+            expected_on_hand: self.expected_on_hand,
+            reason: self.reason,
+        })
+    }
+}
+
+impl From<Refused> for ApiError {
+    fn from(refused: Refused) -> Self {
+        let detail = refused.to_string();
+        match refused {
+            Refused::UnknownProduct(_) => ApiError::field("sku", detail),
+            Refused::Negative { current_qty, attempted_qty } => ApiError::Rejected {
+                detail,
+                extra: json!({"current_qty": current_qty, "attempted_qty": attempted_qty}),
+            },
+            Refused::ExpectedMismatch { current_qty, expected_on_hand } => ApiError::Conflict {
+                detail,
+                extra: json!({"current_qty": current_qty, "expected_on_hand": expected_on_hand}),
+            },
+            Refused::KeyReused { .. } => ApiError::Conflict { detail, extra: serde_json::Value::Null },
+            Refused::Failed(reason) => ApiError::Unavailable(reason),
+        }
+    }
+}
+
+/// Applies a stock adjustment atomically and answers with the new quantity.
+///
+/// Authenticated by `X-API-Key` (the key's name must equal `source`) or by an HMAC signature.
+/// Retrying with the same `(source, reference)` returns the first answer (200, `replayed`).
+#[utoipa::path(post, path = "/adjustments", tag = "inventory",
+    security(("api_key" = []), ("signature" = [])),
+    request_body = AdjustmentRequest,
+    responses(
+        (status = 201, description = "applied", body = Applied),
+        (status = 200, description = "replay of an earlier identical request", body = Applied),
+        (status = 401, description = "not authenticated"),
+        (status = 409, description = "expected_on_hand mismatch, or reference reused"),
+        (status = 422, description = "invalid field, unknown product, or stock would go negative"),
+        (status = 503, description = "database unavailable: retry")))]
+#[post("/adjustments")]
+#[tracing::instrument(skip_all, fields(client = %auth.client))]
+pub async fn post_adjustment(state: web::Data<AppState>, auth: Authenticated) -> Result<HttpResponse, ApiError> {
+    let request: AdjustmentRequest = parse_json(&auth.body)?;
+    let adjustment = request.validate()?;
+    if auth.client != "hmac" && auth.client != adjustment.source {
+        return Err(ApiError::Invalid {
+            status: StatusCode::FORBIDDEN,
+            field: Some("source".into()),
+            detail: format!("this API key may only submit adjustments for source {}", auth.client),
+        });
+    }
+    let applied = state.adjuster.apply(adjustment).await?;
+    tracing::info!(
+        sku = %applied.sku, warehouse = %applied.warehouse, ledger_id = applied.ledger_id,
+        new_quantity = applied.new_quantity, replayed = applied.replayed, "adjustment answered"
+    );
+    let status = if applied.replayed { StatusCode::OK } else { StatusCode::CREATED };
+    Ok(HttpResponse::build(status).json(applied))
+}

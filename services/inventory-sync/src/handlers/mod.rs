@@ -1,0 +1,3 @@
+pub mod adjustments;
+pub mod products;
+pub mod stock;

@@ -1,0 +1,73 @@
+//! inventory-sync owns the `inventory` schema and is the only writer of stock.
+//!
+//! - `POST /adjustments` applies an adjustment synchronously (see [`domain::adjuster`]).
+//! - The ERP's inventory messages (`webhooks.erp.inventory`) arrive as `count` adjustments.
+//! - Every change leaves `inventory.adjusted.<sku>` and, per target other than its origin,
+//!   `inventory.level.<target>.<warehouse>.<sku>`; one durable consumer per target pushes the
+//!   latest level ([`consumers::push`]).
+//! - Threshold crossings raise `alerts.*`; a periodic reconciliation checks ledger sums.
+
+pub mod config;
+pub mod consumers;
+pub mod domain;
+pub mod handlers;
+pub mod metrics;
+pub mod reconcile;
+pub mod routes;
+
+use std::{collections::BTreeMap, sync::Arc};
+
+pub use config::Config;
+use shared::{
+    app::{Application, Platform, ServiceSpec},
+    bus::streams,
+    http::AuthConfig,
+    outbound::Endpoint,
+    schemas::inventory::Target,
+};
+
+use crate::domain::adjuster::Adjuster;
+
+pub const SERVICE: &str = "inventory-sync";
+/// Default `HTTP_PORT`.
+pub const PORT: u16 = 8083;
+/// The PostgreSQL schema this service owns.
+pub const SCHEMA: &str = "inventory";
+
+/// Shared state of handlers and consumers.
+#[derive(Clone)]
+pub struct AppState {
+    pub platform: Platform,
+    pub adjuster: Adjuster,
+    pub targets: Arc<BTreeMap<Target, Endpoint>>,
+}
+
+/// Connects everything, starts the consumers and binds the HTTP server (port 0 in tests).
+pub async fn build(config: Config) -> anyhow::Result<Application> {
+    let spec = ServiceSpec {
+        schema: SCHEMA,
+        streams: &[
+            &streams::INVENTORY,
+            &streams::INVENTORY_LEVELS,
+            &streams::SYNC_EVENTS,
+            &streams::ALERTS,
+            &streams::WEBHOOKS,
+        ],
+        openapi: <routes::ApiDoc as utoipa::OpenApi>::openapi(),
+    };
+    let platform = Platform::start(&config.common, spec).await?;
+    let state = AppState {
+        adjuster: Adjuster::start(platform.db.clone(), platform.settings.clone(), config.adjuster),
+        targets: Arc::new(config.targets),
+        platform: platform.clone(),
+    };
+    consumers::spawn_all(&state);
+    platform.spawn("reconcile", reconcile::run_periodically(state.clone()));
+    let auth = AuthConfig { api_keys: config.api_keys, hmac_secrets: config.hmac_secrets, ..Default::default() };
+    Application::build(platform, state, auth, routes::configure)
+}
+
+/// Serves until SIGTERM/SIGINT.
+pub async fn run(config: Config) -> anyhow::Result<()> {
+    build(config).await?.run_until_stopped(shared::app::shutdown_signal()).await
+}
