@@ -315,6 +315,9 @@ async fn apply_batch(
         .await?;
         levels = rows.into_iter().map(|r| ((r.sku, r.warehouse), (r.on_hand, r.version))).collect();
     }
+    // Rows that never changed before this batch (their first receipt is not "back in stock").
+    let mut fresh: BTreeSet<(String, String)> =
+        levels.iter().filter(|(_, (_, version))| *version == 0).map(|(k, _)| k.clone()).collect();
 
     // 3. Earlier answers for these idempotency keys.
     let sources: Vec<&str> = batch.iter().map(|a| a.source.as_str()).collect();
@@ -435,7 +438,7 @@ async fn apply_batch(
         .execute(conn)
         .await?;
 
-        outbox::enqueue(conn, SCHEMA, &events(&inserted, &products, low_stock_alerts)).await?;
+        outbox::enqueue(conn, SCHEMA, &events(&inserted, &products, &mut fresh, low_stock_alerts)).await?;
     }
 
     // 6. Answers in request order.
@@ -457,7 +460,12 @@ async fn apply_batch(
 /// Outbox rows for applied adjustments: one `StockAdjusted` each, one `StockLevelChanged` per
 /// changed sku/warehouse and target (except the systems the changes came from, unless another
 /// change in the batch came from elsewhere), and threshold-crossing alerts.
-fn events(applied: &[Applied], products: &HashMap<String, ProductRow>, low_stock_alerts: bool) -> Vec<OutboxRow> {
+fn events(
+    applied: &[Applied],
+    products: &HashMap<String, ProductRow>,
+    fresh: &mut BTreeSet<(String, String)>,
+    low_stock_alerts: bool,
+) -> Vec<OutboxRow> {
     let mut rows = Vec::with_capacity(applied.len() * 2);
     let mut targets: BTreeMap<(&str, &str), BTreeSet<Target>> = BTreeMap::new();
     for a in applied {
@@ -481,7 +489,10 @@ fn events(applied: &[Applied], products: &HashMap<String, ProductRow>, low_stock
             .entry((a.sku.as_str(), a.warehouse.as_str()))
             .or_default()
             .extend(Target::ALL.into_iter().filter(|t| Some(*t) != origin));
-        if let Some(product) = products.get(&a.sku) {
+        let first_change = fresh.remove(&(a.sku.clone(), a.warehouse.clone()));
+        if let Some(product) = products.get(&a.sku)
+            && !first_change
+        {
             for alert in alerts::crossings(a, &product.name, product.reorder_point, low_stock_alerts) {
                 rows.push(OutboxRow::new(&Envelope::new(crate::SERVICE, alert)));
             }
