@@ -21,7 +21,10 @@ use tokio_util::{sync::CancellationToken, task::TaskTracker};
 use tracing::Instrument;
 
 use crate::{
-    bus::{Bus, ConsumerSpec, Delivery, HandlerError, StreamSpec, dead_letter::DeadLetters, outbox::OutboxRelay},
+    bus::{
+        Bus, ConsumerSpec, Delivery, HandlerError, StreamSpec, dead_letter::DeadLetters,
+        outbox::OutboxRelay,
+    },
     config::CommonConfig,
     db::PgPool,
     http::AuthConfig,
@@ -59,8 +62,7 @@ impl Platform {
     /// Migrates the database, builds the pool, connects to NATS, declares the streams, opens the
     /// settings bucket and starts the outbox relay.
     pub async fn start(config: &CommonConfig, spec: ServiceSpec) -> anyhow::Result<Self> {
-        // rustls needs one process-wide crypto provider; ring is the one every crate shares.
-        let _ = rustls::crypto::ring::default_provider().install_default();
+        crate::outbound::install_crypto_provider();
         let applied = crate::db::migrate(&config.db.url).await?;
         if applied > 0 {
             tracing::info!(applied, "database migrations applied");
@@ -71,7 +73,8 @@ impl Platform {
             bus.ensure_stream(stream).await?;
         }
         let shutdown = CancellationToken::new();
-        let settings = Settings::open(&bus, config.settings_defaults.clone(), shutdown.clone()).await?;
+        let settings =
+            Settings::open(&bus, config.settings_defaults.clone(), shutdown.clone()).await?;
         let mut openapi = spec.openapi;
         openapi.merge(<crate::admin::PlatformApi as utoipa::OpenApi>::openapi());
         openapi.info.title = config.service.to_owned();
@@ -99,7 +102,11 @@ impl Platform {
 
     /// This service's dead letters.
     pub fn dead_letters(&self) -> DeadLetters {
-        DeadLetters { pool: self.db.clone(), schema: self.schema, service: self.config.service }
+        DeadLetters {
+            pool: self.db.clone(),
+            schema: self.schema,
+            service: self.config.service,
+        }
     }
 
     /// Runs a background task until shutdown; shutdown waits for it.
@@ -107,7 +114,8 @@ impl Platform {
     where
         F: Future<Output = ()> + Send + 'static,
     {
-        self.tasks.spawn(task.instrument(tracing::info_span!("task", name)));
+        self.tasks
+            .spawn(task.instrument(tracing::info_span!("task", name)));
     }
 
     /// Starts a durable consumer (see [`crate::bus::consumer`] for its delivery semantics).
@@ -149,7 +157,13 @@ impl Application {
     {
         let cfg = platform.config.clone();
         let listener = std::net::TcpListener::bind((cfg.http_host.as_str(), cfg.http_port))
-            .map_err(|e| anyhow::anyhow!("cannot bind {}:{} (HTTP_PORT): {e}", cfg.http_host, cfg.http_port))?;
+            .map_err(|e| {
+                anyhow::anyhow!(
+                    "cannot bind {}:{} (HTTP_PORT): {e}",
+                    cfg.http_host,
+                    cfg.http_port
+                )
+            })?;
         let port = listener.local_addr()?.port();
         let state = web::Data::new(state);
         let platform_data = web::Data::new(platform.clone());
@@ -172,7 +186,11 @@ impl Application {
         .listen(listener)?
         .run();
         tracing::info!(service = cfg.service, port, "listening");
-        Ok(Self { port, server, platform })
+        Ok(Self {
+            port,
+            server,
+            platform,
+        })
     }
 
     pub fn port(&self) -> u16 {
@@ -196,7 +214,10 @@ impl Application {
         let platform = self.platform;
         platform.shutdown.cancel();
         platform.tasks.close();
-        if tokio::time::timeout(platform.config.shutdown_grace, platform.tasks.wait()).await.is_err() {
+        if tokio::time::timeout(platform.config.shutdown_grace, platform.tasks.wait())
+            .await
+            .is_err()
+        {
             tracing::warn!("background tasks did not finish within the grace period");
         }
         platform.db.close();
@@ -259,7 +280,12 @@ impl Command {
     /// Parses `std::env::args()` (after the program name).
     pub fn parse(args: impl IntoIterator<Item = String>) -> Result<Self, String> {
         let args: Vec<String> = args.into_iter().collect();
-        match args.iter().map(String::as_str).collect::<Vec<_>>().as_slice() {
+        match args
+            .iter()
+            .map(String::as_str)
+            .collect::<Vec<_>>()
+            .as_slice()
+        {
             [] | ["serve"] => Ok(Self::Serve),
             ["migrate"] => Ok(Self::Migrate),
             other => Err(format!("usage: <service> [serve|migrate], got {other:?}")),

@@ -40,10 +40,13 @@ where
 {
     match var(name) {
         None => Ok(default),
-        Some(raw) => raw.trim().parse().map_err(|e: T::Err| ConfigError::Invalid {
-            name: name.to_owned(),
-            reason: e.to_string(),
-        }),
+        Some(raw) => raw
+            .trim()
+            .parse()
+            .map_err(|e: T::Err| ConfigError::Invalid {
+                name: name.to_owned(),
+                reason: e.to_string(),
+            }),
     }
 }
 
@@ -67,7 +70,9 @@ pub fn secret_list(name: &str) -> Vec<SecretString> {
 
 /// An `http(s)://` base URL without trailing slash, or `None` when unset.
 pub fn url_var(name: &str) -> Result<Option<String>, ConfigError> {
-    let Some(raw) = var(name) else { return Ok(None) };
+    let Some(raw) = var(name) else {
+        return Ok(None);
+    };
     if !(raw.starts_with("http://") || raw.starts_with("https://")) {
         return Err(ConfigError::Invalid {
             name: name.to_owned(),
@@ -144,7 +149,7 @@ impl FromStr for LogFormat {
 impl CommonConfig {
     /// Reads the common variables; `default_port` is the service's own port.
     pub fn from_env(service: &'static str, default_port: u16) -> Result<Self, ConfigError> {
-        Ok(Self {
+        Self {
             service,
             http_host: var("HTTP_HOST").unwrap_or_else(|| "0.0.0.0".into()),
             http_port: var_parsed("HTTP_PORT", default_port)?,
@@ -164,7 +169,7 @@ impl CommonConfig {
             shutdown_grace: Duration::from_secs(var_parsed("SHUTDOWN_GRACE_SECS", 30)?),
             settings_defaults: crate::settings::RuntimeSettings::from_env()?,
         }
-        .validated()?)
+        .validated()
     }
 
     fn validated(self) -> Result<Self, ConfigError> {
@@ -180,7 +185,12 @@ impl CommonConfig {
                 reason: "must be at least 1".into(),
             });
         }
-        if !self.nats.prefix.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
+        if !self
+            .nats
+            .prefix
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_')
+        {
             return Err(ConfigError::Invalid {
                 name: "NATS_PREFIX".into(),
                 reason: "only letters, digits and _ are allowed".into(),
@@ -218,7 +228,10 @@ mod tests {
     fn unsafe_set(name: &str, value: &str) {
         // Only ever called with variable names unique to one test, so parallel tests
         // cannot observe each other's writes.
-        #[expect(unsafe_code, reason = "set_var is unsafe in edition 2024; names are unique per test")]
+        #[expect(
+            unsafe_code,
+            reason = "set_var is unsafe in edition 2024; names are unique per test"
+        )]
         unsafe {
             std::env::set_var(name, value)
         };

@@ -16,8 +16,14 @@ struct Check {
 impl Check {
     fn from(result: anyhow::Result<()>) -> Self {
         match result {
-            Ok(()) => Self { status: "ok", error: None },
-            Err(e) => Self { status: "fail", error: Some(e.to_string()) },
+            Ok(()) => Self {
+                status: "ok",
+                error: None,
+            },
+            Err(e) => Self {
+                status: "fail",
+                error: Some(e.to_string()),
+            },
         }
     }
 }
@@ -42,7 +48,11 @@ pub async fn readyz(platform: web::Data<Platform>) -> HttpResponse {
     let ready = db.error.is_none() && nats.error.is_none();
     metrics::READY.set(i64::from(ready));
     let body = serde_json::json!({"status": if ready { "ok" } else { "fail" }, "postgres": db, "nats": nats});
-    if ready { HttpResponse::Ok().json(body) } else { HttpResponse::ServiceUnavailable().json(body) }
+    if ready {
+        HttpResponse::Ok().json(body)
+    } else {
+        HttpResponse::ServiceUnavailable().json(body)
+    }
 }
 
 /// Prometheus metrics of this process.
@@ -66,7 +76,10 @@ pub async fn openapi(platform: web::Data<Platform>) -> HttpResponse {
 
 /// Mounts the operator endpoints.
 pub fn configure(cfg: &mut web::ServiceConfig) {
-    cfg.service(healthz).service(readyz).service(metrics_endpoint).service(openapi);
+    cfg.service(healthz)
+        .service(readyz)
+        .service(metrics_endpoint)
+        .service(openapi);
 }
 
 /// The platform's own metrics, registered once per process in the default registry.

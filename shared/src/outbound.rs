@@ -19,12 +19,19 @@ const MAX_RETRY_AFTER: Duration = Duration::from_secs(600);
 /// The shared client. Redirects are not followed: an API that redirects elsewhere is a
 /// misconfiguration to surface, not to obey with credentials attached.
 pub fn client() -> anyhow::Result<reqwest::Client> {
+    install_crypto_provider();
     Ok(reqwest::Client::builder()
         .connect_timeout(CONNECT_TIMEOUT)
         .timeout(REQUEST_TIMEOUT)
         .redirect(reqwest::redirect::Policy::none())
         .user_agent(concat!("datasync/", env!("CARGO_PKG_VERSION")))
         .build()?)
+}
+
+/// Installs ring as the process-wide rustls provider (reqwest, async-nats and lettre all use
+/// rustls; one provider for all of them avoids a second C crypto build). Idempotent.
+pub fn install_crypto_provider() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
 }
 
 /// How a target authenticates us.
@@ -57,11 +64,18 @@ pub struct Endpoint {
 pub enum Outcome {
     Delivered(StatusCode),
     /// 5xx, 429, timeouts and connection errors: retry (after `Retry-After` if given).
-    Retry { status: Option<StatusCode>, after: Option<Duration>, error: String },
+    Retry {
+        status: Option<StatusCode>,
+        after: Option<Duration>,
+        error: String,
+    },
     /// 410: the resource or integration is gone; retrying cannot help.
     Gone,
     /// Other 4xx: the request itself is wrong; retrying cannot help.
-    Rejected { status: StatusCode, body: String },
+    Rejected {
+        status: StatusCode,
+        body: String,
+    },
 }
 
 impl Outcome {
@@ -76,22 +90,33 @@ impl Outcome {
     /// The consumer error for a non-delivered outcome.
     pub fn into_handler_error(self, what: &str) -> HandlerError {
         match self {
-            Outcome::Delivered(_) => HandlerError::Permanent(anyhow::anyhow!("{what}: not an error")),
-            Outcome::Retry { after, error, .. } => {
-                HandlerError::Retry { error: anyhow::anyhow!("{what}: {error}"), after }
+            Outcome::Delivered(_) => {
+                HandlerError::Permanent(anyhow::anyhow!("{what}: not an error"))
             }
-            Outcome::Gone => HandlerError::Permanent(anyhow::anyhow!("{what}: target answered 410 Gone")),
-            Outcome::Rejected { status, body } => {
-                HandlerError::Permanent(anyhow::anyhow!("{what}: target rejected with {status}: {body}"))
+            Outcome::Retry { after, error, .. } => HandlerError::Retry {
+                error: anyhow::anyhow!("{what}: {error}"),
+                after,
+            },
+            Outcome::Gone => {
+                HandlerError::Permanent(anyhow::anyhow!("{what}: target answered 410 Gone"))
             }
+            Outcome::Rejected { status, body } => HandlerError::Permanent(anyhow::anyhow!(
+                "{what}: target rejected with {status}: {body}"
+            )),
         }
     }
 }
 
 /// Sends `request` to `endpoint` and classifies the answer.
-pub async fn send(client: &reqwest::Client, endpoint: &Endpoint, request: &OutboundRequest) -> Outcome {
+pub async fn send(
+    client: &reqwest::Client,
+    endpoint: &Endpoint,
+    request: &OutboundRequest,
+) -> Outcome {
     let url = format!("{}{}", endpoint.base_url, request.path);
-    let builder = client.request(request.method.clone(), &url).json(&request.body);
+    let builder = client
+        .request(request.method.clone(), &url)
+        .json(&request.body);
     let builder = match &endpoint.auth {
         TargetAuth::Bearer(token) => builder.bearer_auth(token.expose_secret()),
         TargetAuth::Header(name, value) => builder.header(*name, value.expose_secret()),
@@ -102,7 +127,11 @@ pub async fn send(client: &reqwest::Client, endpoint: &Endpoint, request: &Outbo
             return Outcome::Retry {
                 status: None,
                 after: None,
-                error: format!("request to {} failed: {}", endpoint.base_url, without_url(&e)),
+                error: format!(
+                    "request to {} failed: {}",
+                    endpoint.base_url,
+                    without_url(&e)
+                ),
             };
         }
     };
@@ -119,12 +148,24 @@ async fn classify(response: reqwest::Response) -> Outcome {
         .get(RETRY_AFTER)
         .and_then(|v| v.to_str().ok())
         .and_then(parse_retry_after);
-    let body: String = response.text().await.unwrap_or_default().chars().take(500).collect();
+    let body: String = response
+        .text()
+        .await
+        .unwrap_or_default()
+        .chars()
+        .take(500)
+        .collect();
     match status {
-        StatusCode::TOO_MANY_REQUESTS | StatusCode::REQUEST_TIMEOUT => {
-            Outcome::Retry { status: Some(status), after, error: format!("{status}") }
-        }
-        s if s.is_server_error() => Outcome::Retry { status: Some(s), after, error: format!("{s}: {body}") },
+        StatusCode::TOO_MANY_REQUESTS | StatusCode::REQUEST_TIMEOUT => Outcome::Retry {
+            status: Some(status),
+            after,
+            error: format!("{status}"),
+        },
+        s if s.is_server_error() => Outcome::Retry {
+            status: Some(s),
+            after,
+            error: format!("{s}: {body}"),
+        },
         StatusCode::GONE => Outcome::Gone,
         s => Outcome::Rejected { status: s, body },
     }
@@ -136,7 +177,9 @@ pub fn parse_retry_after(value: &str) -> Option<Duration> {
         Ok(secs) => Duration::from_secs(secs),
         Err(_) => {
             let at = chrono::DateTime::parse_from_rfc2822(value.trim()).ok()?;
-            (at.with_timezone(&chrono::Utc) - chrono::Utc::now()).to_std().unwrap_or_default()
+            (at.with_timezone(&chrono::Utc) - chrono::Utc::now())
+                .to_std()
+                .unwrap_or_default()
         }
     };
     Some(delay.min(MAX_RETRY_AFTER))
@@ -162,7 +205,10 @@ mod tests {
     fn retry_after_accepts_seconds_and_dates_and_is_capped() {
         assert_eq!(parse_retry_after("7"), Some(Duration::from_secs(7)));
         assert_eq!(parse_retry_after("999999"), Some(MAX_RETRY_AFTER));
-        assert_eq!(parse_retry_after("Wed, 21 Oct 2015 07:28:00 GMT"), Some(Duration::ZERO));
+        assert_eq!(
+            parse_retry_after("Wed, 21 Oct 2015 07:28:00 GMT"),
+            Some(Duration::ZERO)
+        );
         assert_eq!(parse_retry_after("soon"), None);
     }
 }

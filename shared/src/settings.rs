@@ -45,7 +45,10 @@ impl Default for RuntimeSettings {
             sync_priority_source: "local".into(),
             max_sync_lag_secs: BTreeMap::new(),
             alert_routes: BTreeMap::from([
-                (Severity::Critical, vec!["pagerduty".into(), "slack".into(), "email".into()]),
+                (
+                    Severity::Critical,
+                    vec!["pagerduty".into(), "slack".into(), "email".into()],
+                ),
                 (Severity::Warning, vec!["slack".into()]),
                 (Severity::Info, vec![]),
             ]),
@@ -69,7 +72,10 @@ impl RuntimeSettings {
 }
 
 fn invalid(reason: String) -> crate::config::ConfigError {
-    crate::config::ConfigError::Invalid { name: "SETTINGS_DEFAULTS".into(), reason }
+    crate::config::ConfigError::Invalid {
+        name: "SETTINGS_DEFAULTS".into(),
+        reason,
+    }
 }
 
 fn merge(
@@ -78,7 +84,11 @@ fn merge(
 ) -> Result<RuntimeSettings, ApiError> {
     let mut map = match serde_json::to_value(base) {
         Ok(serde_json::Value::Object(map)) => map,
-        _ => return Err(ApiError::Unexpected(anyhow::anyhow!("settings are not an object"))),
+        _ => {
+            return Err(ApiError::Unexpected(anyhow::anyhow!(
+                "settings are not an object"
+            )));
+        }
     };
     map.extend(overrides.iter().map(|(k, v)| (k.clone(), v.clone())));
     let body = serde_json::to_vec(&map).map_err(anyhow::Error::from)?;
@@ -124,7 +134,11 @@ impl Settings {
         let kv = bus.js.get_key_value(&bucket).await?;
         let defaults = Arc::new(defaults);
         let (tx, current) = watch::channel(defaults.clone());
-        let settings = Self { kv, defaults, current };
+        let settings = Self {
+            kv,
+            defaults,
+            current,
+        };
         let mut entries = settings.kv.watch_with_history(">").await?;
         // Apply what is stored now before the service starts serving.
         let mut overrides = serde_json::Map::new();
@@ -140,7 +154,11 @@ impl Settings {
                 }
             }
         }
-        tokio::spawn(settings.clone().watch(bus.clone(), tx, overrides, entries, shutdown));
+        tokio::spawn(
+            settings
+                .clone()
+                .watch(bus.clone(), tx, overrides, entries, shutdown),
+        );
         Ok(settings)
     }
 
@@ -212,19 +230,28 @@ impl Settings {
     }
 
     /// Validates and stores one field; every service picks it up through its watch.
-    pub async fn set(&self, key: &str, value: serde_json::Value) -> Result<RuntimeSettings, ApiError> {
+    pub async fn set(
+        &self,
+        key: &str,
+        value: serde_json::Value,
+    ) -> Result<RuntimeSettings, ApiError> {
         let fields = serde_json::to_value(&*self.defaults).map_err(anyhow::Error::from)?;
         if fields.get(key).is_none() {
             return Err(ApiError::field(key, format!("unknown setting {key:?}")));
         }
         let current = self.current();
-        let candidate = merge(&current, &serde_json::Map::from_iter([(key.to_owned(), value.clone())]))
-            .map_err(|e| match e {
-                ApiError::Invalid { status, detail, .. } => {
-                    ApiError::Invalid { status, field: Some(key.to_owned()), detail }
-                }
-                other => other,
-            })?;
+        let candidate = merge(
+            &current,
+            &serde_json::Map::from_iter([(key.to_owned(), value.clone())]),
+        )
+        .map_err(|e| match e {
+            ApiError::Invalid { status, detail, .. } => ApiError::Invalid {
+                status,
+                field: Some(key.to_owned()),
+                detail,
+            },
+            other => other,
+        })?;
         let bytes = serde_json::to_vec(&value).map_err(anyhow::Error::from)?;
         self.kv
             .put(key, bytes.into())
@@ -242,7 +269,10 @@ mod tests {
     fn merge_rejects_a_wrongly_typed_field_and_names_it() {
         let overrides = serde_json::json!({"push_max_attempts": "many"});
         let err = merge(&RuntimeSettings::default(), overrides.as_object().unwrap()).unwrap_err();
-        assert!(matches!(err, ApiError::Invalid { field: Some(ref f), .. } if f == "push_max_attempts"), "{err:?}");
+        assert!(
+            matches!(err, ApiError::Invalid { field: Some(ref f), .. } if f == "push_max_attempts"),
+            "{err:?}"
+        );
     }
 
     #[test]
@@ -250,6 +280,9 @@ mod tests {
         let overrides = serde_json::json!({"sync_priority_source": "crm"});
         let merged = merge(&RuntimeSettings::default(), overrides.as_object().unwrap()).unwrap();
         assert_eq!(merged.sync_priority_source, "crm");
-        assert_eq!(merged.push_max_attempts, RuntimeSettings::default().push_max_attempts);
+        assert_eq!(
+            merged.push_max_attempts,
+            RuntimeSettings::default().push_max_attempts
+        );
     }
 }

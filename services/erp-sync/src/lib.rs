@@ -28,22 +28,33 @@ pub struct AppState {
 }
 
 #[derive(utoipa::OpenApi)]
-#[openapi(info(description = "ERP -> local orders, lines, invoices, purchase orders and shipments"))]
+#[openapi(info(
+    description = "ERP -> local orders, lines, invoices, purchase orders and shipments"
+))]
 struct ApiDoc;
 
 /// Connects everything and binds the HTTP server (port 0 in tests).
 pub async fn build(config: CommonConfig) -> anyhow::Result<Application> {
     let spec = ServiceSpec {
         schema: SCHEMA,
-        streams: &[&streams::WEBHOOKS, &streams::SYNC_EVENTS, &streams::OUTBOUND],
+        streams: &[
+            &streams::WEBHOOKS,
+            &streams::SYNC_EVENTS,
+            &streams::OUTBOUND,
+        ],
         openapi: <ApiDoc as utoipa::OpenApi>::openapi(),
     };
     let platform = Platform::start(&config, spec).await?;
-    let state = AppState { platform: platform.clone() };
+    let state = AppState {
+        platform: platform.clone(),
+    };
     Application::build(platform, state, AuthConfig::default(), |_| {})
 }
 
 /// Serves until SIGTERM/SIGINT.
 pub async fn run(config: CommonConfig) -> anyhow::Result<()> {
-    build(config).await?.run_until_stopped(shared::app::shutdown_signal()).await
+    build(config)
+        .await?
+        .run_until_stopped(shared::app::shutdown_signal())
+        .await
 }

@@ -57,17 +57,28 @@ pub async fn build(config: Config) -> anyhow::Result<Application> {
     };
     let platform = Platform::start(&config.common, spec).await?;
     let state = AppState {
-        adjuster: Adjuster::start(platform.db.clone(), platform.settings.clone(), config.adjuster),
+        adjuster: Adjuster::start(
+            platform.db.clone(),
+            platform.settings.clone(),
+            config.adjuster,
+        ),
         targets: Arc::new(config.targets),
         platform: platform.clone(),
     };
     consumers::spawn_all(&state);
     platform.spawn("reconcile", reconcile::run_periodically(state.clone()));
-    let auth = AuthConfig { api_keys: config.api_keys, hmac_secrets: config.hmac_secrets, ..Default::default() };
+    let auth = AuthConfig {
+        api_keys: config.api_keys,
+        hmac_secrets: config.hmac_secrets,
+        ..Default::default()
+    };
     Application::build(platform, state, auth, routes::configure)
 }
 
 /// Serves until SIGTERM/SIGINT.
 pub async fn run(config: Config) -> anyhow::Result<()> {
-    build(config).await?.run_until_stopped(shared::app::shutdown_signal()).await
+    build(config)
+        .await?
+        .run_until_stopped(shared::app::shutdown_signal())
+        .await
 }

@@ -47,12 +47,17 @@ pub async fn check(state: &AppState) -> anyhow::Result<Report> {
     )
     .load(&mut conn)
     .await?;
-    let rows: Count = diesel::sql_query("SELECT count(*) AS n FROM inventory.stock").get_result(&mut conn).await?;
+    let rows: Count = diesel::sql_query("SELECT count(*) AS n FROM inventory.stock")
+        .get_result(&mut conn)
+        .await?;
     crate::metrics::RECONCILIATION_MISMATCHES.set(mismatches.len() as i64);
     if !mismatches.is_empty() {
         tracing::error!(mismatches = mismatches.len(), "ledger and stock disagree");
     }
-    Ok(Report { rows_checked: rows.n, mismatches })
+    Ok(Report {
+        rows_checked: rows.n,
+        mismatches,
+    })
 }
 
 pub async fn run_periodically(state: AppState) {

@@ -28,22 +28,33 @@ pub struct AppState {
 }
 
 #[derive(utoipa::OpenApi)]
-#[openapi(info(description = "SCIM 2.0 server and LDAP/Active Directory pull into the local directory"))]
+#[openapi(info(
+    description = "SCIM 2.0 server and LDAP/Active Directory pull into the local directory"
+))]
 struct ApiDoc;
 
 /// Connects everything and binds the HTTP server (port 0 in tests).
 pub async fn build(config: CommonConfig) -> anyhow::Result<Application> {
     let spec = ServiceSpec {
         schema: SCHEMA,
-        streams: &[&streams::WEBHOOKS, &streams::SYNC_EVENTS, &streams::SYNC_CONFLICTS],
+        streams: &[
+            &streams::WEBHOOKS,
+            &streams::SYNC_EVENTS,
+            &streams::SYNC_CONFLICTS,
+        ],
         openapi: <ApiDoc as utoipa::OpenApi>::openapi(),
     };
     let platform = Platform::start(&config, spec).await?;
-    let state = AppState { platform: platform.clone() };
+    let state = AppState {
+        platform: platform.clone(),
+    };
     Application::build(platform, state, AuthConfig::default(), |_| {})
 }
 
 /// Serves until SIGTERM/SIGINT.
 pub async fn run(config: CommonConfig) -> anyhow::Result<()> {
-    build(config).await?.run_until_stopped(shared::app::shutdown_signal()).await
+    build(config)
+        .await?
+        .run_until_stopped(shared::app::shutdown_signal())
+        .await
 }

@@ -64,7 +64,10 @@ pub struct Delivery<T> {
 #[derive(Debug)]
 pub enum HandlerError {
     /// Try again later (after `after`, or the consumer's backoff).
-    Retry { error: anyhow::Error, after: Option<Duration> },
+    Retry {
+        error: anyhow::Error,
+        after: Option<Duration>,
+    },
     /// Will never succeed: dead-letter now.
     Permanent(anyhow::Error),
 }
@@ -77,7 +80,10 @@ impl From<anyhow::Error> for HandlerError {
 
 impl From<diesel::result::Error> for HandlerError {
     fn from(error: diesel::result::Error) -> Self {
-        Self::Retry { error: error.into(), after: None }
+        Self::Retry {
+            error: error.into(),
+            after: None,
+        }
     }
 }
 

@@ -91,7 +91,11 @@ impl DeadLetters {
     }
 
     /// The most recent dead letters, newest first.
-    pub async fn list(&self, include_replayed: bool, limit: i64) -> anyhow::Result<Vec<DeadLetter>> {
+    pub async fn list(
+        &self,
+        include_replayed: bool,
+        limit: i64,
+    ) -> anyhow::Result<Vec<DeadLetter>> {
         let mut conn = self.pool.get().await?;
         let rows = diesel::sql_query(format!(
             "SELECT id, consumer, subject, payload, error, deliveries, created_at, replayed_at \

@@ -55,7 +55,11 @@ impl Bus {
         };
         let mut js = jetstream::new(client.clone());
         js.set_timeout(PUBLISH_ACK_TIMEOUT);
-        Ok(Self { client, js, prefix: cfg.prefix.clone() })
+        Ok(Self {
+            client,
+            js,
+            prefix: cfg.prefix.clone(),
+        })
     }
 
     /// The installation prefix ("" in production).
@@ -112,7 +116,9 @@ impl Bus {
             .js
             .send_publish(
                 self.subject(subject),
-                jetstream::message::PublishMessage::build().payload(payload).headers(headers),
+                jetstream::message::PublishMessage::build()
+                    .payload(payload)
+                    .headers(headers),
             )
             .await?;
         Ok(ack)
@@ -127,7 +133,12 @@ impl Bus {
     ) -> anyhow::Result<()> {
         let payload = Bytes::from(serde_json::to_vec(envelope)?);
         let ack = self
-            .send(subject, &envelope.id.to_string(), envelope.trace.as_deref(), payload)
+            .send(
+                subject,
+                &envelope.id.to_string(),
+                envelope.trace.as_deref(),
+                payload,
+            )
             .await?
             .await?;
         if ack.duplicate {

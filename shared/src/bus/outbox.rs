@@ -108,7 +108,11 @@ impl OutboxRelay {
                 Ok(_) => failures = 0,
                 Err(e) => {
                     failures += 1;
-                    tracing::warn!(schema = self.schema, error = format!("{e:#}"), "outbox relay failed, will retry");
+                    tracing::warn!(
+                        schema = self.schema,
+                        error = format!("{e:#}"),
+                        "outbox relay failed, will retry"
+                    );
                 }
             }
             let wait = if failures > 0 {
@@ -127,7 +131,11 @@ impl OutboxRelay {
             }
         }
         if let Err(e) = self.drain().await {
-            tracing::warn!(schema = self.schema, error = format!("{e:#}"), "outbox not fully flushed at shutdown; rows stay for the next start");
+            tracing::warn!(
+                schema = self.schema,
+                error = format!("{e:#}"),
+                "outbox not fully flushed at shutdown; rows stay for the next start"
+            );
         }
     }
 
@@ -139,7 +147,10 @@ impl OutboxRelay {
                 return None;
             }
         };
-        match diesel::sql_query(format!("LISTEN {channel}")).execute(&mut conn).await {
+        match diesel::sql_query(format!("LISTEN {channel}"))
+            .execute(&mut conn)
+            .await
+        {
             Ok(_) => Some(conn),
             Err(e) => {
                 tracing::warn!(error = %e, "LISTEN failed; polling");
@@ -178,7 +189,10 @@ impl OutboxRelay {
             total += published;
             crate::health::metrics::outbox_published(self.schema, published);
             if published < claimed {
-                anyhow::bail!("{} of {claimed} outbox rows not acknowledged by NATS", claimed - published);
+                anyhow::bail!(
+                    "{} of {claimed} outbox rows not acknowledged by NATS",
+                    claimed - published
+                );
             }
             if claimed < BATCH as usize {
                 return Ok(total);
@@ -192,7 +206,11 @@ impl OutboxRelay {
         for row in rows {
             let trace = row.payload.get("trace").and_then(|t| t.as_str());
             let body = bytes::Bytes::from(serde_json::to_vec(&row.payload).unwrap_or_default());
-            match self.bus.send(&row.subject, &row.id.to_string(), trace, body).await {
+            match self
+                .bus
+                .send(&row.subject, &row.id.to_string(), trace, body)
+                .await
+            {
                 Ok(ack) => pending.push((row.id, ack)),
                 Err(e) => {
                     tracing::warn!(subject = %row.subject, error = %e, "outbox publish failed");

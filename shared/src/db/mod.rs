@@ -63,7 +63,8 @@ pub async fn migrate(url: &str) -> anyhow::Result<usize> {
             .map(|applied| applied.len())
             .map_err(|e| anyhow::anyhow!("migration failed: {e}"));
         diesel::RunQueryDsl::execute(
-            diesel::sql_query("SELECT pg_advisory_unlock($1)").bind::<BigInt, _>(MIGRATION_LOCK_KEY),
+            diesel::sql_query("SELECT pg_advisory_unlock($1)")
+                .bind::<BigInt, _>(MIGRATION_LOCK_KEY),
             &mut conn,
         )?;
         result

@@ -2,8 +2,8 @@
 //! `{id, type, source, occurred_at, trace, data}`; event types are past tense and know their
 //! own subject.
 
-pub mod inventory;
 pub mod erp;
+pub mod inventory;
 pub mod sync;
 
 use chrono::{DateTime, Utc};
@@ -58,7 +58,9 @@ impl<T: Event> Envelope<T> {
 pub fn is_subject_safe(token: &str) -> bool {
     !token.is_empty()
         && token.len() <= 64
-        && token.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'))
+        && token
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'))
         && !token.starts_with('.')
         && !token.ends_with('.')
         && !token.contains("..")

@@ -11,7 +11,10 @@ use harness::{TestDb, TestNats};
 use serde::{Deserialize, Serialize};
 use shared::{
     bus::{
-        Bus, ConsumerSpec, HandlerError, dead_letter::DeadLetters, inbox, outbox::{self, OutboxRelay, OutboxRow},
+        Bus, ConsumerSpec, HandlerError,
+        dead_letter::DeadLetters,
+        inbox,
+        outbox::{self, OutboxRelay, OutboxRow},
         streams,
     },
     config::NatsConfig,
@@ -36,7 +39,15 @@ async fn setup() -> (TestDb, TestNats, Bus, shared::db::PgPool) {
     let nats = TestNats::new();
     shared::db::migrate(&db.url).await.unwrap();
     let pool = shared::db::pool(&harness::common_config("test", &db, &nats).db).unwrap();
-    let bus = Bus::connect(&NatsConfig { url: nats.url.clone(), prefix: nats.prefix.clone() }, "test").await.unwrap();
+    let bus = Bus::connect(
+        &NatsConfig {
+            url: nats.url.clone(),
+            prefix: nats.prefix.clone(),
+        },
+        "test",
+    )
+    .await
+    .unwrap();
     bus.ensure_stream(&streams::SYNC_EVENTS).await.unwrap();
     (db, nats, bus, pool)
 }
@@ -44,10 +55,19 @@ async fn setup() -> (TestDb, TestNats, Bus, shared::db::PgPool) {
 async fn stored(bus: &Bus) -> Vec<Envelope<Pinged>> {
     let stream = bus.js.get_stream(bus.name("SYNC_EVENTS")).await.unwrap();
     let consumer: async_nats::jetstream::consumer::PullConsumer = stream
-        .create_consumer(pull::Config { deliver_policy: DeliverPolicy::All, ..Default::default() })
+        .create_consumer(pull::Config {
+            deliver_policy: DeliverPolicy::All,
+            ..Default::default()
+        })
         .await
         .unwrap();
-    let mut batch = consumer.fetch().max_messages(100).expires(Duration::from_millis(500)).messages().await.unwrap();
+    let mut batch = consumer
+        .fetch()
+        .max_messages(100)
+        .expires(Duration::from_millis(500))
+        .messages()
+        .await
+        .unwrap();
     let mut out = Vec::new();
     while let Some(Ok(m)) = batch.next().await {
         out.push(serde_json::from_slice(&m.payload).unwrap());
@@ -61,9 +81,11 @@ async fn outbox_rows_are_published_only_if_their_transaction_commits_and_survive
     let mut conn = db.connect().await;
     let committed = Envelope::new("test", Pinged { n: 1 });
     let rolled_back = Envelope::new("test", Pinged { n: 2 });
-    conn.transaction::<_, diesel::result::Error, _>(async |c| outbox::enqueue(c, "crm", &[OutboxRow::new(&committed)]).await)
-        .await
-        .unwrap();
+    conn.transaction::<_, diesel::result::Error, _>(async |c| {
+        outbox::enqueue(c, "crm", &[OutboxRow::new(&committed)]).await
+    })
+    .await
+    .unwrap();
     let _ = conn
         .transaction::<(), diesel::result::Error, _>(async |c| {
             outbox::enqueue(c, "crm", &[OutboxRow::new(&rolled_back)]).await?;
@@ -72,7 +94,12 @@ async fn outbox_rows_are_published_only_if_their_transaction_commits_and_survive
         .await;
 
     // No relay was running: the row waits. A relay started now (as after a crash) sends it.
-    let relay = OutboxRelay { pool: pool.clone(), db_url: db.url.clone(), bus: bus.clone(), schema: "crm" };
+    let relay = OutboxRelay {
+        pool: pool.clone(),
+        db_url: db.url.clone(),
+        bus: bus.clone(),
+        schema: "crm",
+    };
     let stop = CancellationToken::new();
     let task = tokio::spawn(relay.clone().run(stop.clone()));
     let published = harness::eventually(Duration::from_secs(10), || async {
@@ -83,23 +110,47 @@ async fn outbox_rows_are_published_only_if_their_transaction_commits_and_survive
     .unwrap();
     assert_eq!(published, vec![committed.clone()]);
 
-    // Woken by NOTIFY: a new row goes out well before the 1 s poll would find it... and a
-    // re-send of an already published id is dropped by JetStream's duplicate window.
-    let again = OutboxRow::new(&committed);
-    outbox::enqueue(&mut conn, "crm", &[again]).await.unwrap();
-    let fresh = Envelope::new("test", Pinged { n: 3 });
-    outbox::enqueue(&mut conn, "crm", &[OutboxRow::new(&fresh)]).await.unwrap();
-    assert!(harness::eventually(Duration::from_secs(5), || async { (stored(&bus).await.len() == 2).then_some(()) }).await.is_some());
-    stop.cancel();
-    task.await.unwrap();
-
     #[derive(diesel::QueryableByName)]
     struct N {
         #[diesel(sql_type = BigInt)]
         n: i64,
     }
-    let left: N = diesel::sql_query("SELECT count(*) AS n FROM crm.outbox").get_result(&mut conn).await.unwrap();
-    assert_eq!(left.n, 0, "published rows are removed");
+    let pending = async || {
+        let mut c = db.connect().await;
+        diesel::sql_query("SELECT count(*) AS n FROM crm.outbox")
+            .get_result::<N>(&mut c)
+            .await
+            .unwrap()
+            .n
+    };
+    assert!(
+        harness::eventually(Duration::from_secs(5), || async {
+            (pending().await == 0).then_some(())
+        })
+        .await
+        .is_some(),
+        "published rows are removed"
+    );
+
+    // Woken by NOTIFY: a new row goes out well before the 1 s poll would find it... and a
+    // re-send of an already published id is dropped by JetStream's duplicate window.
+    let again = OutboxRow::new(&committed);
+    outbox::enqueue(&mut conn, "crm", &[again]).await.unwrap();
+    let fresh = Envelope::new("test", Pinged { n: 3 });
+    outbox::enqueue(&mut conn, "crm", &[OutboxRow::new(&fresh)])
+        .await
+        .unwrap();
+    assert!(
+        harness::eventually(Duration::from_secs(5), || async {
+            (stored(&bus).await.len() == 2).then_some(())
+        })
+        .await
+        .is_some()
+    );
+    stop.cancel();
+    task.await.unwrap();
+
+    assert_eq!(pending().await, 0);
     assert_eq!(stored(&bus).await.len(), 2);
 }
 
@@ -109,21 +160,42 @@ async fn the_inbox_reports_a_redelivered_message() {
     shared::db::migrate(&db.url).await.unwrap();
     let mut conn = db.connect().await;
 
-    assert!(inbox::first_delivery(&mut conn, "erp", "orders", "m-1").await.unwrap());
-    assert!(!inbox::first_delivery(&mut conn, "erp", "orders", "m-1").await.unwrap());
-    assert!(inbox::first_delivery(&mut conn, "erp", "invoices", "m-1").await.unwrap());
+    assert!(
+        inbox::first_delivery(&mut conn, "erp", "orders", "m-1")
+            .await
+            .unwrap()
+    );
+    assert!(
+        !inbox::first_delivery(&mut conn, "erp", "orders", "m-1")
+            .await
+            .unwrap()
+    );
+    assert!(
+        inbox::first_delivery(&mut conn, "erp", "invoices", "m-1")
+            .await
+            .unwrap()
+    );
 }
 
 #[tokio::test]
 async fn consumers_ack_retry_and_dead_letter_according_to_the_handler() {
     let (db, _nats, bus, pool) = setup().await;
     for n in 1..=3 {
-        bus.publish(&Pinged { n }.subject(), &Envelope::new("test", Pinged { n })).await.unwrap();
+        bus.publish(
+            &Pinged { n }.subject(),
+            &Envelope::new("test", Pinged { n }),
+        )
+        .await
+        .unwrap();
     }
     let mut headers = async_nats::HeaderMap::new();
     headers.insert("Nats-Msg-Id", "garbage-1");
     bus.js
-        .publish_with_headers(bus.subject("sync.events.test.inbound.garbage"), headers, "not json".into())
+        .publish_with_headers(
+            bus.subject("sync.events.test.inbound.garbage"),
+            headers,
+            "not json".into(),
+        )
         .await
         .unwrap()
         .await
@@ -131,19 +203,35 @@ async fn consumers_ack_retry_and_dead_letter_according_to_the_handler() {
     let attempts = Arc::new(Mutex::new(Vec::new()));
     let seen = attempts.clone();
     let stop = CancellationToken::new();
-    let dead_letters = DeadLetters { pool: pool.clone(), schema: "crm", service: "test" };
-    let spec = ConsumerSpec { max_deliver: 3, ..ConsumerSpec::new("test-consumer", &streams::SYNC_EVENTS, "sync.events.test.>") };
-    let task = tokio::spawn(shared::bus::run_consumer(bus.clone(), spec, dead_letters.clone(), stop.clone(), move |d: shared::bus::Delivery<Pinged>| {
-        seen.lock().unwrap().push((d.envelope.data.n, d.delivered));
-        async move {
-            match d.envelope.data.n {
-                1 => Ok(()),
-                2 if d.delivered < 2 => Err(HandlerError::Retry { error: anyhow::anyhow!("flaky"), after: Some(Duration::from_millis(100)) }),
-                2 => Ok(()),
-                _ => Err(HandlerError::Permanent(anyhow::anyhow!("never"))),
+    let dead_letters = DeadLetters {
+        pool: pool.clone(),
+        schema: "crm",
+        service: "test",
+    };
+    let spec = ConsumerSpec {
+        max_deliver: 3,
+        ..ConsumerSpec::new("test-consumer", &streams::SYNC_EVENTS, "sync.events.test.>")
+    };
+    let task = tokio::spawn(shared::bus::run_consumer(
+        bus.clone(),
+        spec,
+        dead_letters.clone(),
+        stop.clone(),
+        move |d: shared::bus::Delivery<Pinged>| {
+            seen.lock().unwrap().push((d.envelope.data.n, d.delivered));
+            async move {
+                match d.envelope.data.n {
+                    1 => Ok(()),
+                    2 if d.delivered < 2 => Err(HandlerError::Retry {
+                        error: anyhow::anyhow!("flaky"),
+                        after: Some(Duration::from_millis(100)),
+                    }),
+                    2 => Ok(()),
+                    _ => Err(HandlerError::Permanent(anyhow::anyhow!("never"))),
+                }
             }
-        }
-    }));
+        },
+    ));
 
     let dead = harness::eventually(Duration::from_secs(15), || async {
         let rows = dead_letters.list(true, 10).await.ok()?;
@@ -159,7 +247,15 @@ async fn consumers_ack_retry_and_dead_letter_according_to_the_handler() {
     assert!(errors[0] == "never", "{errors:?}");
     assert!(errors[1].starts_with("undecodable message"), "{errors:?}");
     let attempts = attempts.lock().unwrap().clone();
-    assert_eq!(attempts.iter().filter(|(n, _)| *n == 1).count(), 1, "acked messages are not redelivered: {attempts:?}");
-    assert_eq!(attempts.iter().filter(|(n, _)| *n == 3).count(), 1, "permanent failures are not retried: {attempts:?}");
+    assert_eq!(
+        attempts.iter().filter(|(n, _)| *n == 1).count(),
+        1,
+        "acked messages are not redelivered: {attempts:?}"
+    );
+    assert_eq!(
+        attempts.iter().filter(|(n, _)| *n == 3).count(),
+        1,
+        "permanent failures are not retried: {attempts:?}"
+    );
     drop(db);
 }

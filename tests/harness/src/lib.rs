@@ -38,7 +38,10 @@ fn unique(prefix: &str) -> String {
 /// may run inside or outside a runtime).
 fn block_on_thread<F: Future<Output = ()> + Send + 'static>(f: F) {
     let _ = std::thread::spawn(move || {
-        if let Ok(rt) = tokio::runtime::Builder::new_current_thread().enable_all().build() {
+        if let Ok(rt) = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+        {
             rt.block_on(f);
         }
     })
@@ -63,7 +66,10 @@ impl TestDb {
             .await
             .unwrap_or_else(|e| panic!("CREATE DATABASE {name}: {e}"));
         let base = admin.rsplit_once('/').map_or(admin.as_str(), |(b, _)| b);
-        Self { url: format!("{base}/{name}"), name }
+        Self {
+            url: format!("{base}/{name}"),
+            name,
+        }
     }
 
     /// A direct connection to the test database.
@@ -95,7 +101,10 @@ pub struct TestNats {
 
 impl TestNats {
     pub fn new() -> Self {
-        Self { url: nats_url(), prefix: unique("T") }
+        Self {
+            url: nats_url(),
+            prefix: unique("T"),
+        }
     }
 
     pub async fn client(&self) -> async_nats::Client {
@@ -120,7 +129,9 @@ impl Drop for TestNats {
     fn drop(&mut self) {
         let (url, prefix) = (self.url.clone(), self.prefix.clone());
         block_on_thread(async move {
-            let Ok(client) = async_nats::connect(&url).await else { return };
+            let Ok(client) = async_nats::connect(&url).await else {
+                return;
+            };
             let js = async_nats::jetstream::new(client);
             let names: Vec<String> = js
                 .stream_names()
@@ -128,7 +139,9 @@ impl Drop for TestNats {
                 .collect()
                 .await;
             for name in names {
-                if name.starts_with(&format!("{prefix}_")) || name == format!("KV_{prefix}_settings") {
+                if name.starts_with(&format!("{prefix}_"))
+                    || name == format!("KV_{prefix}_settings")
+                {
                     let _ = js.delete_stream(&name).await;
                 }
             }
@@ -142,8 +155,15 @@ pub fn common_config(service: &'static str, db: &TestDb, nats: &TestNats) -> Com
         service,
         http_host: "127.0.0.1".into(),
         http_port: 0,
-        db: DbConfig { url: db.url.clone(), pool_size: 8, pool_timeout: Duration::from_secs(5) },
-        nats: NatsConfig { url: nats.url.clone(), prefix: nats.prefix.clone() },
+        db: DbConfig {
+            url: db.url.clone(),
+            pool_size: 8,
+            pool_timeout: Duration::from_secs(5),
+        },
+        nats: NatsConfig {
+            url: nats.url.clone(),
+            prefix: nats.prefix.clone(),
+        },
         admin_token: SecretString::from(ADMIN_TOKEN),
         otlp_endpoint: None,
         log_format: LogFormat::Json,
@@ -161,8 +181,15 @@ pub fn init_logs() {
                 service: "test",
                 http_host: String::new(),
                 http_port: 0,
-                db: DbConfig { url: String::new(), pool_size: 1, pool_timeout: Duration::ZERO },
-                nats: NatsConfig { url: String::new(), prefix: String::new() },
+                db: DbConfig {
+                    url: String::new(),
+                    pool_size: 1,
+                    pool_timeout: Duration::ZERO,
+                },
+                nats: NatsConfig {
+                    url: String::new(),
+                    prefix: String::new(),
+                },
                 admin_token: SecretString::from(""),
                 otlp_endpoint: None,
                 log_format: LogFormat::Pretty,
@@ -173,6 +200,12 @@ pub fn init_logs() {
             std::mem::forget(shared::telemetry::init(&cfg));
         }
     });
+}
+
+/// An HTTP client for tests (the platform's crypto provider installed).
+pub fn test_client() -> reqwest::Client {
+    shared::outbound::install_crypto_provider();
+    reqwest::Client::new()
 }
 
 /// A service running in-process on a free port.
@@ -194,7 +227,7 @@ impl TestApp {
         Self {
             address: format!("http://127.0.0.1:{port}"),
             port,
-            http: reqwest::Client::new(),
+            http: test_client(),
             stop,
             task: Some(task),
         }
@@ -247,5 +280,97 @@ where
             return None;
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Running the real service binaries (as an operator or Kubernetes would).
+pub mod process {
+    use std::{
+        process::{Command, Stdio},
+        time::Duration,
+    };
+
+    use super::{ADMIN_TOKEN, TestDb, TestNats};
+
+    /// A free loopback port (bound then released).
+    pub fn free_port() -> u16 {
+        std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .map(|a| a.port())
+            .unwrap_or_else(|e| panic!("no free port: {e}"))
+    }
+
+    fn command(bin: &str, db: &TestDb, nats: &TestNats, port: u16) -> Command {
+        let mut cmd = Command::new(bin);
+        cmd.env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .env("DATABASE_URL", &db.url)
+            .env("NATS_URL", &nats.url)
+            .env("NATS_PREFIX", &nats.prefix)
+            .env("ADMIN_TOKEN", ADMIN_TOKEN)
+            .env("HTTP_HOST", "127.0.0.1")
+            .env("HTTP_PORT", port.to_string())
+            .env("SHUTDOWN_GRACE_SECS", "10")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+        cmd
+    }
+
+    /// Runs `bin` with one variable broken; returns (exit code, stderr).
+    pub fn run_with_bad_env(
+        bin: &str,
+        db: &TestDb,
+        nats: &TestNats,
+        name: &str,
+        value: &str,
+    ) -> (Option<i32>, String) {
+        let output = command(bin, db, nats, free_port())
+            .env(name, value)
+            .output()
+            .unwrap_or_else(|e| panic!("cannot run {bin}: {e}"));
+        (
+            output.status.code(),
+            String::from_utf8_lossy(&output.stderr).into_owned(),
+        )
+    }
+
+    /// Starts `bin serve`, waits for `/readyz` 200, sends SIGTERM and returns the exit code.
+    pub async fn serve_until_sigterm(bin: &str, db: &TestDb, nats: &TestNats) -> Option<i32> {
+        let port = free_port();
+        let mut child = command(bin, db, nats, port)
+            .arg("serve")
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {bin}: {e}"));
+        let client = super::test_client();
+        let url = format!("http://127.0.0.1:{port}/readyz");
+        let ready = super::eventually(Duration::from_secs(60), || async {
+            let r = client.get(&url).send().await.ok()?;
+            (r.status() == 200).then_some(())
+        })
+        .await;
+        if ready.is_none() {
+            let _ = child.kill();
+            let output = child.wait_with_output().ok();
+            panic!(
+                "{bin} never became ready: {:?}",
+                output.map(|o| String::from_utf8_lossy(&o.stderr).into_owned())
+            );
+        }
+        let status = Command::new("kill")
+            .args(["-TERM", &child.id().to_string()])
+            .status()
+            .unwrap_or_else(|e| panic!("kill: {e}"));
+        assert!(status.success());
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Ok(Some(status)) = child.try_wait() {
+                return status.code();
+            }
+            if std::time::Instant::now() > deadline {
+                let _ = child.kill();
+                panic!("{bin} did not exit within 30 s of SIGTERM");
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
     }
 }

@@ -90,19 +90,27 @@ pub struct SimServer {
 impl SimServer {
     /// Starts the system on a free loopback port.
     pub fn start(system: System) -> anyhow::Result<Self> {
-        let inner = Arc::new(Inner { system, state: Mutex::new(State::default()) });
+        let inner = Arc::new(Inner {
+            system,
+            state: Mutex::new(State::default()),
+        });
         let data = web::Data::from(inner.clone());
         let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
         let port = listener.local_addr()?.port();
         let server = HttpServer::new(move || {
-            App::new().app_data(data.clone()).default_service(web::to(handle))
+            App::new()
+                .app_data(data.clone())
+                .default_service(web::to(handle))
         })
         .workers(1)
         .disable_signals()
         .listen(listener)?
         .run();
         tokio::spawn(server);
-        Ok(Self { inner, base_url: format!("http://127.0.0.1:{port}") })
+        Ok(Self {
+            inner,
+            base_url: format!("http://127.0.0.1:{port}"),
+        })
     }
 
     pub fn system(&self) -> System {
@@ -136,7 +144,10 @@ impl SimServer {
 
     /// Requests answered with 2xx.
     pub fn accepted(&self) -> Vec<Recorded> {
-        self.requests().into_iter().filter(|r| (200..300).contains(&r.status)).collect()
+        self.requests()
+            .into_iter()
+            .filter(|r| (200..300).contains(&r.status))
+            .collect()
     }
 
     /// Answers the next `n` requests with `fault`.
@@ -152,7 +163,10 @@ impl SimServer {
 
     /// The stock level the system holds for `sku` at `location`.
     pub fn level(&self, sku: &str, location: &str) -> Option<i64> {
-        self.state().levels.get(&(sku.to_owned(), location.to_owned())).copied()
+        self.state()
+            .levels
+            .get(&(sku.to_owned(), location.to_owned()))
+            .copied()
     }
 
     /// Whether the shop sells `sku` (None if never set).
@@ -186,7 +200,12 @@ async fn handle(req: HttpRequest, body: web::Bytes, sim: web::Data<Inner>) -> Ht
     let headers: BTreeMap<String, String> = req
         .headers()
         .iter()
-        .map(|(k, v)| (k.as_str().to_owned(), v.to_str().unwrap_or_default().to_owned()))
+        .map(|(k, v)| {
+            (
+                k.as_str().to_owned(),
+                v.to_str().unwrap_or_default().to_owned(),
+            )
+        })
         .collect();
     let parsed: Option<Value> = serde_json::from_slice(&body).ok();
     let method = req.method().as_str().to_owned();
@@ -204,14 +223,22 @@ async fn handle(req: HttpRequest, body: web::Bytes, sim: web::Data<Inner>) -> Ht
         } else if let Some(fault) = state.faults.pop_front() {
             match fault {
                 Fault::Status(s) => (s, json!({"errors": "injected fault"}), None),
-                Fault::RateLimited { retry_after_secs } => {
-                    (429, json!({"errors": "rate limited"}), Some(retry_after_secs))
-                }
+                Fault::RateLimited { retry_after_secs } => (
+                    429,
+                    json!({"errors": "rate limited"}),
+                    Some(retry_after_secs),
+                ),
             }
         } else {
             let (s, b) = match parsed.as_ref() {
                 None if !body.is_empty() => problem(400, "body is not JSON"),
-                _ => route(sim.system, &mut state, &method, &path, parsed.as_ref().unwrap_or(&Value::Null)),
+                _ => route(
+                    sim.system,
+                    &mut state,
+                    &method,
+                    &path,
+                    parsed.as_ref().unwrap_or(&Value::Null),
+                ),
             };
             (s, b, None)
         };
@@ -237,15 +264,26 @@ async fn handle(req: HttpRequest, body: web::Bytes, sim: web::Data<Inner>) -> Ht
     builder.json(response)
 }
 
-fn authorized(system: System, headers: &BTreeMap<String, String>, path: &str, body: Option<&Value>) -> bool {
-    let bearer = headers.get("authorization").and_then(|v| v.strip_prefix("Bearer "));
+fn authorized(
+    system: System,
+    headers: &BTreeMap<String, String>,
+    path: &str,
+    body: Option<&Value>,
+) -> bool {
+    let bearer = headers
+        .get("authorization")
+        .and_then(|v| v.strip_prefix("Bearer "));
     match system {
         System::Crm | System::Erp | System::Wms => bearer == Some(system.credential()),
-        System::Shop => headers.get("x-shopify-access-token").map(String::as_str) == Some(system.credential()),
+        System::Shop => {
+            headers.get("x-shopify-access-token").map(String::as_str) == Some(system.credential())
+        }
         System::Pos => headers.get("x-api-key").map(String::as_str) == Some(system.credential()),
         System::Slack => path == system.credential(),
         System::PagerDuty => {
-            body.and_then(|b| b.get("routing_key")).and_then(Value::as_str) == Some(system.credential())
+            body.and_then(|b| b.get("routing_key"))
+                .and_then(Value::as_str)
+                == Some(system.credential())
         }
     }
 }
@@ -263,7 +301,13 @@ fn int_field(body: &Value, name: &str) -> Result<i64, (u16, Value)> {
         .ok_or_else(|| problem(422, &format!("{name} is required and must be an integer")))
 }
 
-fn route(system: System, state: &mut State, method: &str, path: &str, body: &Value) -> (u16, Value) {
+fn route(
+    system: System,
+    state: &mut State,
+    method: &str,
+    path: &str,
+    body: &Value,
+) -> (u16, Value) {
     let result: Result<(u16, Value), (u16, Value)> = (|| {
         let segments: Vec<&str> = path.trim_matches('/').split('/').collect();
         match (system, method, segments.as_slice()) {
@@ -273,43 +317,67 @@ fn route(system: System, state: &mut State, method: &str, path: &str, body: &Val
                 }
                 let warehouse = str_field(body, "warehouseCode")?;
                 let qty = int_field(body, "qtyOnHand")?;
-                state.levels.insert(((*sku).to_owned(), warehouse.to_owned()), qty);
-                Ok((200, json!({"sku": sku, "warehouseCode": warehouse, "qtyOnHand": qty})))
+                state
+                    .levels
+                    .insert(((*sku).to_owned(), warehouse.to_owned()), qty);
+                Ok((
+                    200,
+                    json!({"sku": sku, "warehouseCode": warehouse, "qtyOnHand": qty}),
+                ))
             }
             (System::Shop, "POST", ["admin", "api", _, "inventory_levels", "set.json"]) => {
                 let item = str_field(body, "inventory_item_id")?;
                 let location = str_field(body, "location_id")?;
                 let available = int_field(body, "available")?;
-                state.levels.insert((item.to_owned(), location.to_owned()), available);
-                Ok((200, json!({"inventory_level": {
-                    "inventory_item_id": item, "location_id": location, "available": available}})))
+                state
+                    .levels
+                    .insert((item.to_owned(), location.to_owned()), available);
+                Ok((
+                    200,
+                    json!({"inventory_level": {
+                    "inventory_item_id": item, "location_id": location, "available": available}}),
+                ))
             }
             (System::Shop, "PUT", ["admin", "api", _, "products", file]) => {
-                let sku = file.strip_suffix(".json").ok_or_else(|| problem(404, "not found"))?;
-                let product = body.get("product").ok_or_else(|| problem(422, "product is required"))?;
+                let sku = file
+                    .strip_suffix(".json")
+                    .ok_or_else(|| problem(404, "not found"))?;
+                let product = body
+                    .get("product")
+                    .ok_or_else(|| problem(422, "product is required"))?;
                 let available = product
                     .get("available")
                     .and_then(Value::as_bool)
                     .ok_or_else(|| problem(422, "product.available must be a boolean"))?;
                 let policy = str_field(product, "inventory_policy")?;
                 if !matches!(policy, "deny" | "continue") {
-                    return Err(problem(422, "product.inventory_policy must be deny or continue"));
+                    return Err(problem(
+                        422,
+                        "product.inventory_policy must be deny or continue",
+                    ));
                 }
                 state.products.insert(sku.to_owned(), available);
-                Ok((200, json!({"product": {"id": sku, "available": available, "inventory_policy": policy}})))
+                Ok((
+                    200,
+                    json!({"product": {"id": sku, "available": available, "inventory_policy": policy}}),
+                ))
             }
             (System::Pos, "POST", ["inventory", "update"]) => {
                 let item = str_field(body, "item_id")?;
                 let location = str_field(body, "location_id")?;
                 let qty = int_field(body, "quantity")?;
-                state.levels.insert((item.to_owned(), location.to_owned()), qty);
+                state
+                    .levels
+                    .insert((item.to_owned(), location.to_owned()), qty);
                 Ok((200, json!({"status": "ok"})))
             }
             (System::Wms, "PUT", ["api", "inventory"]) => {
                 let sku = str_field(body, "sku")?;
                 let location = str_field(body, "location")?;
                 let qty = int_field(body, "qty")?;
-                state.levels.insert((sku.to_owned(), location.to_owned()), qty);
+                state
+                    .levels
+                    .insert((sku.to_owned(), location.to_owned()), qty);
                 Ok((200, json!({"sku": sku, "location": location, "qty": qty})))
             }
             (System::Crm, "POST", ["api", kind @ ("contacts" | "accounts" | "opportunities")]) => {
@@ -323,15 +391,21 @@ fn route(system: System, state: &mut State, method: &str, path: &str, body: &Val
                 Ok((201, record))
             }
             (System::Crm, "PUT", ["api", "contacts" | "accounts" | "opportunities", id]) => {
-                let record = state.records.get_mut(*id).ok_or_else(|| problem(404, "not found"))?;
+                let record = state
+                    .records
+                    .get_mut(*id)
+                    .ok_or_else(|| problem(404, "not found"))?;
                 if let (Some(target), Some(update)) = (record.as_object_mut(), body.as_object()) {
                     target.extend(update.clone());
                 }
                 Ok((200, record.clone()))
             }
-            (System::Crm, "GET", ["api", "contacts" | "accounts" | "opportunities", id]) => {
-                state.records.get(*id).cloned().map(|r| (200, r)).ok_or_else(|| problem(404, "not found"))
-            }
+            (System::Crm, "GET", ["api", "contacts" | "accounts" | "opportunities", id]) => state
+                .records
+                .get(*id)
+                .cloned()
+                .map(|r| (200, r))
+                .ok_or_else(|| problem(404, "not found")),
             (System::Slack, "POST", _) => {
                 str_field(body, "text")?;
                 Ok((200, Value::Null))
@@ -339,7 +413,10 @@ fn route(system: System, state: &mut State, method: &str, path: &str, body: &Val
             (System::PagerDuty, "POST", ["v2", "enqueue"]) => {
                 let action = str_field(body, "event_action")?;
                 if !matches!(action, "trigger" | "acknowledge" | "resolve") {
-                    return Err(problem(400, "event_action must be trigger, acknowledge or resolve"));
+                    return Err(problem(
+                        400,
+                        "event_action must be trigger, acknowledge or resolve",
+                    ));
                 }
                 let dedup_key = body
                     .get("dedup_key")
@@ -347,7 +424,9 @@ fn route(system: System, state: &mut State, method: &str, path: &str, body: &Val
                     .map(str::to_owned)
                     .unwrap_or_else(|| uuid::Uuid::new_v4().simple().to_string());
                 if action == "trigger" {
-                    let payload = body.get("payload").ok_or_else(|| problem(400, "payload is required"))?;
+                    let payload = body
+                        .get("payload")
+                        .ok_or_else(|| problem(400, "payload is required"))?;
                     str_field(payload, "summary")?;
                     str_field(payload, "source")?;
                     let severity = str_field(payload, "severity")?;
@@ -355,7 +434,10 @@ fn route(system: System, state: &mut State, method: &str, path: &str, body: &Val
                         return Err(problem(400, "payload.severity is invalid"));
                     }
                 }
-                Ok((202, json!({"status": "success", "message": "Event processed", "dedup_key": dedup_key})))
+                Ok((
+                    202,
+                    json!({"status": "success", "message": "Event processed", "dedup_key": dedup_key}),
+                ))
             }
             _ => Err(problem(404, "no such endpoint")),
         }

@@ -44,7 +44,10 @@ impl SmtpSink {
     }
 }
 
-async fn session(socket: tokio::net::TcpStream, store: Arc<Mutex<Vec<Mail>>>) -> std::io::Result<()> {
+async fn session(
+    socket: tokio::net::TcpStream,
+    store: Arc<Mutex<Vec<Mail>>>,
+) -> std::io::Result<()> {
     let (read, mut write) = socket.into_split();
     let mut lines = BufReader::new(read).lines();
     write.write_all(b"220 sandbox ESMTP ready\r\n").await?;
@@ -56,7 +59,10 @@ async fn session(socket: tokio::net::TcpStream, store: Arc<Mutex<Vec<Mail>>>) ->
         } else if upper.starts_with("HELO") || upper.starts_with("NOOP") {
             b"250 OK\r\n"
         } else if upper.starts_with("MAIL FROM:") {
-            mail = Mail { from: address(&line[10..]), ..Mail::default() };
+            mail = Mail {
+                from: address(&line[10..]),
+                ..Mail::default()
+            };
             b"250 OK\r\n"
         } else if upper.starts_with("RCPT TO:") {
             mail.to.push(address(&line[8..]));
@@ -91,5 +97,10 @@ async fn session(socket: tokio::net::TcpStream, store: Arc<Mutex<Vec<Mail>>>) ->
 }
 
 fn address(raw: &str) -> String {
-    raw.trim().trim_start_matches('<').split('>').next().unwrap_or_default().to_owned()
+    raw.trim()
+        .trim_start_matches('<')
+        .split('>')
+        .next()
+        .unwrap_or_default()
+        .to_owned()
 }

@@ -14,17 +14,14 @@ use shared::{
     },
 };
 
-use crate::{
-    AppState,
-    domain::adjuster::Refused,
-    handlers::adjustments::AdjustmentRequest,
-};
+use crate::{AppState, domain::adjuster::Refused, handlers::adjustments::AdjustmentRequest};
 
 #[tracing::instrument(skip_all, fields(sku = %delivery.envelope.data.entity_id))]
 pub async fn handle(state: &AppState, delivery: Delivery<ErpWebhook>) -> Result<(), HandlerError> {
     let webhook = delivery.envelope.data;
-    let inventory: ErpInventory = serde_json::from_value(webhook.payload)
-        .map_err(|e| HandlerError::Permanent(anyhow::anyhow!("invalid ERP inventory payload: {e}")))?;
+    let inventory: ErpInventory = serde_json::from_value(webhook.payload).map_err(|e| {
+        HandlerError::Permanent(anyhow::anyhow!("invalid ERP inventory payload: {e}"))
+    })?;
     let adjustment = AdjustmentRequest {
         source: "erp".into(),
         sku: webhook.entity_id,
@@ -39,10 +36,16 @@ pub async fn handle(state: &AppState, delivery: Delivery<ErpWebhook>) -> Result<
     .map_err(|e| HandlerError::Permanent(anyhow::anyhow!("invalid ERP inventory message: {e}")))?;
     match state.adjuster.apply(adjustment).await {
         Ok(applied) => {
-            tracing::info!(new_quantity = applied.new_quantity, replayed = applied.replayed, "ERP count applied");
+            tracing::info!(
+                new_quantity = applied.new_quantity,
+                replayed = applied.replayed,
+                "ERP count applied"
+            );
             Ok(())
         }
         Err(Refused::Failed(reason)) => Err(anyhow::anyhow!(reason).into()),
-        Err(refused) => Err(HandlerError::Permanent(anyhow::anyhow!(refused.to_string()))),
+        Err(refused) => Err(HandlerError::Permanent(anyhow::anyhow!(
+            refused.to_string()
+        ))),
     }
 }

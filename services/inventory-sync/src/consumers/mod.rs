@@ -20,12 +20,19 @@ pub fn spawn_all(state: &AppState) {
             )
         };
         let state = state.clone();
-        state.platform.clone().spawn_consumer(spec, move |delivery| {
-            let state = state.clone();
-            async move { push::handle(&state, delivery).await }
-        });
+        state
+            .platform
+            .clone()
+            .spawn_consumer(spec, move |delivery| {
+                let state = state.clone();
+                async move { push::handle(&state, delivery).await }
+            });
     }
-    let spec = ConsumerSpec::new("inventory-erp-counts", &streams::WEBHOOKS, "webhooks.erp.inventory");
+    let spec = ConsumerSpec::new(
+        "inventory-erp-counts",
+        &streams::WEBHOOKS,
+        "webhooks.erp.inventory",
+    );
     let consumer_state = state.clone();
     state.platform.spawn_consumer(spec, move |delivery| {
         let state = consumer_state.clone();

@@ -17,7 +17,7 @@ use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
 use shared::{
     bus::{Delivery, HandlerError, outbox},
     mappers,
-    outbound::{self, Endpoint, Outcome, OutboundRequest},
+    outbound::{self, Endpoint, OutboundRequest, Outcome},
     schemas::{
         Envelope,
         inventory::{StockLevel, StockLevelChanged, Target},
@@ -55,19 +55,20 @@ fn request_for(target: Target, level: &StockLevel) -> OutboundRequest {
 }
 
 #[tracing::instrument(skip_all, fields(target = %delivery.envelope.data.target.as_str(), sku = %delivery.envelope.data.sku, warehouse = %delivery.envelope.data.warehouse))]
-pub async fn handle(state: &AppState, delivery: Delivery<StockLevelChanged>) -> Result<(), HandlerError> {
+pub async fn handle(
+    state: &AppState,
+    delivery: Delivery<StockLevelChanged>,
+) -> Result<(), HandlerError> {
     let msg = delivery.envelope.data;
     let Some(endpoint) = state.targets.get(&msg.target) else {
         return Ok(());
     };
     let budget = i64::from(state.platform.settings.current().push_max_attempts.max(1));
     let mut conn = state.platform.db.get().await.map_err(anyhow::Error::from)?;
-    let outcome = conn
-        .transaction::<_, anyhow::Error, _>(async |conn| {
-            push_locked(state, conn, endpoint, &msg, delivery.delivered, budget).await
-        })
-        .await?;
-    outcome
+    conn.transaction::<_, anyhow::Error, _>(async |conn| {
+        push_locked(state, conn, endpoint, &msg, delivery.delivered, budget).await
+    })
+    .await?
 }
 
 /// Runs inside a transaction holding the record's advisory lock; returns the consumer outcome
@@ -99,8 +100,17 @@ async fn push_locked(
         tracing::debug!("target already has this version");
         return Ok(Ok(()));
     }
-    let level = StockLevel { sku: msg.sku.clone(), warehouse: msg.warehouse.clone(), on_hand: current.on_hand };
-    let mut outcome = outbound::send(&state.platform.http, endpoint, &request_for(msg.target, &level)).await;
+    let level = StockLevel {
+        sku: msg.sku.clone(),
+        warehouse: msg.warehouse.clone(),
+        on_hand: current.on_hand,
+    };
+    let mut outcome = outbound::send(
+        &state.platform.http,
+        endpoint,
+        &request_for(msg.target, &level),
+    )
+    .await;
     if matches!(outcome, Outcome::Delivered(_)) {
         diesel::sql_query(
             "INSERT INTO inventory.target_state (target, sku, warehouse, pushed_version, pushed_quantity) \
@@ -166,9 +176,9 @@ async fn push_locked(
             tracing::info!(quantity = current.on_hand, "level pushed");
             Ok(())
         }
-        Outcome::Retry { .. } if attempt >= budget => {
-            Err(HandlerError::Permanent(anyhow::anyhow!("retry budget of {budget} attempts exhausted")))
-        }
+        Outcome::Retry { .. } if attempt >= budget => Err(HandlerError::Permanent(
+            anyhow::anyhow!("retry budget of {budget} attempts exhausted"),
+        )),
         other => Err(other.into_handler_error(&format!("push to {target}"))),
     })
 }
@@ -195,12 +205,17 @@ async fn sync_shop_availability(
     let request = mappers::shop::product_availability(sku, availability.in_stock);
     let outcome = outbound::send(&state.platform.http, endpoint, &request).await;
     if matches!(outcome, Outcome::Delivered(_)) {
-        diesel::sql_query("UPDATE inventory.products SET shop_available = $2, updated_at = now() WHERE sku = $1")
-            .bind::<Text, _>(sku)
-            .bind::<Bool, _>(availability.in_stock)
-            .execute(conn)
-            .await?;
-        tracing::info!(available = availability.in_stock, "shop availability changed");
+        diesel::sql_query(
+            "UPDATE inventory.products SET shop_available = $2, updated_at = now() WHERE sku = $1",
+        )
+        .bind::<Text, _>(sku)
+        .bind::<Bool, _>(availability.in_stock)
+        .execute(conn)
+        .await?;
+        tracing::info!(
+            available = availability.in_stock,
+            "shop availability changed"
+        );
     }
     Ok(outcome)
 }

@@ -74,9 +74,15 @@ pub enum Refused {
     #[error("unknown product {0}")]
     UnknownProduct(String),
     #[error("Inventory cannot be negative")]
-    Negative { current_qty: i64, attempted_qty: i64 },
+    Negative {
+        current_qty: i64,
+        attempted_qty: i64,
+    },
     #[error("on hand is {current_qty}, not the expected {expected_on_hand}")]
-    ExpectedMismatch { current_qty: i64, expected_on_hand: i64 },
+    ExpectedMismatch {
+        current_qty: i64,
+        expected_on_hand: i64,
+    },
     #[error("reference {reference} of source {origin} was already used for a different adjustment")]
     KeyReused { origin: String, reference: String },
     #[error("adjustment could not be applied: {0}")]
@@ -102,6 +108,11 @@ pub struct AdjusterConfig {
     /// Most requests per transaction (`ADJUST_MAX_BATCH`).
     pub max_batch: usize,
 }
+
+/// A stock row: (sku, warehouse).
+type RowKey = (String, String);
+/// A stock row's (on_hand, version).
+type Level = (i64, i64);
 
 /// How often a batch is retried after a serialization failure, deadlock or key race.
 const BATCH_ATTEMPTS: usize = 3;
@@ -144,7 +155,9 @@ impl Adjuster {
             .send(Job { adjustment, reply })
             .await
             .map_err(|_| Refused::Failed("service is shutting down".into()))?;
-        answer.await.map_err(|_| Refused::Failed("executor stopped".into()))?
+        answer
+            .await
+            .map_err(|_| Refused::Failed("executor stopped".into()))?
     }
 }
 
@@ -153,7 +166,10 @@ async fn execute(pool: &PgPool, settings: &Settings, jobs: Vec<Job>) {
     let low_stock_alerts = settings.current().low_stock_alerts;
     for attempt in 1..=BATCH_ATTEMPTS {
         let result = async {
-            let mut conn = pool.get().await.map_err(|e| DieselError::QueryBuilderError(e.into()))?;
+            let mut conn = pool
+                .get()
+                .await
+                .map_err(|e| DieselError::QueryBuilderError(e.into()))?;
             conn.transaction::<_, DieselError, _>(async |conn| {
                 apply_batch(conn, &adjustments, low_stock_alerts).await
             })
@@ -178,7 +194,9 @@ async fn execute(pool: &PgPool, settings: &Settings, jobs: Vec<Job>) {
         }
     }
     for job in jobs {
-        let _ = job.reply.send(Err(Refused::Failed("database unavailable, retry later".into())));
+        let _ = job.reply.send(Err(Refused::Failed(
+            "database unavailable, retry later".into(),
+        )));
     }
 }
 
@@ -276,7 +294,12 @@ async fn apply_batch(
     low_stock_alerts: bool,
 ) -> Result<Vec<Result<Applied, Refused>>, DieselError> {
     // 1. Products (reorder points for alerts; unknown skus are refused).
-    let skus: Vec<&str> = batch.iter().map(|a| a.sku.as_str()).collect::<BTreeSet<_>>().into_iter().collect();
+    let skus: Vec<&str> = batch
+        .iter()
+        .map(|a| a.sku.as_str())
+        .collect::<BTreeSet<_>>()
+        .into_iter()
+        .collect();
     let products: HashMap<String, ProductRow> = diesel::sql_query(
         "SELECT sku, name, reorder_point FROM inventory.products WHERE sku = ANY($1)",
     )
@@ -294,7 +317,7 @@ async fn apply_batch(
         .map(|a| (a.sku.as_str(), a.warehouse.as_str()))
         .collect();
     let (key_skus, key_warehouses): (Vec<&str>, Vec<&str>) = keys.iter().copied().unzip();
-    let mut levels: BTreeMap<(String, String), (i64, i64)> = BTreeMap::new();
+    let mut levels: BTreeMap<RowKey, Level> = BTreeMap::new();
     if !keys.is_empty() {
         diesel::sql_query(
             "INSERT INTO inventory.stock (sku, warehouse) \
@@ -313,11 +336,17 @@ async fn apply_batch(
         .bind::<Array<Text>, _>(&key_warehouses)
         .load(conn)
         .await?;
-        levels = rows.into_iter().map(|r| ((r.sku, r.warehouse), (r.on_hand, r.version))).collect();
+        levels = rows
+            .into_iter()
+            .map(|r| ((r.sku, r.warehouse), (r.on_hand, r.version)))
+            .collect();
     }
     // Rows that never changed before this batch (their first receipt is not "back in stock").
-    let mut fresh: BTreeSet<(String, String)> =
-        levels.iter().filter(|(_, (_, version))| *version == 0).map(|(k, _)| k.clone()).collect();
+    let mut fresh: BTreeSet<(String, String)> = levels
+        .iter()
+        .filter(|(_, (_, version))| *version == 0)
+        .map(|(k, _)| k.clone())
+        .collect();
 
     // 3. Earlier answers for these idempotency keys.
     let sources: Vec<&str> = batch.iter().map(|a| a.source.as_str()).collect();
@@ -356,7 +385,10 @@ async fn apply_batch(
             plans.push(Plan::Done(if row.same_request(a) {
                 Ok(row.answer(true))
             } else {
-                Err(Refused::KeyReused { origin: a.source.clone(), reference: a.reference.clone() })
+                Err(Refused::KeyReused {
+                    origin: a.source.clone(),
+                    reference: a.reference.clone(),
+                })
             }));
             continue;
         }
@@ -380,10 +412,17 @@ async fn apply_batch(
         }
         let after = a.kind.apply(*on_hand, a.quantity);
         if after < 0 {
-            plans.push(Plan::Done(Err(Refused::Negative { current_qty: *on_hand, attempted_qty: after })));
+            plans.push(Plan::Done(Err(Refused::Negative {
+                current_qty: *on_hand,
+                attempted_qty: after,
+            })));
             continue;
         }
-        new_rows.push(NewRow { adjustment: a, before: *on_hand, after });
+        new_rows.push(NewRow {
+            adjustment: a,
+            before: *on_hand,
+            after,
+        });
         *on_hand = after;
         *version += 1;
         plans.push(Plan::Insert(new_rows.len() - 1));
@@ -414,17 +453,26 @@ async fn apply_batch(
         .bind::<Array<Nullable<Text>>, _>(new_rows.iter().map(|r| r.adjustment.reason.clone()).collect::<Vec<_>>())
         .load(conn)
         .await?;
-        let by_key: HashMap<(String, String), LedgerRow> =
-            rows.into_iter().map(|r| ((r.source.clone(), r.reference.clone()), r)).collect();
+        let by_key: HashMap<(String, String), LedgerRow> = rows
+            .into_iter()
+            .map(|r| ((r.source.clone(), r.reference.clone()), r))
+            .collect();
         for row in &new_rows {
-            let key = (row.adjustment.source.clone(), row.adjustment.reference.clone());
+            let key = (
+                row.adjustment.source.clone(),
+                row.adjustment.reference.clone(),
+            );
             let ledger = by_key.get(&key).ok_or(DieselError::NotFound)?;
             inserted.push(ledger.answer(false));
         }
 
-        let changed: Vec<(&(String, String), &(i64, i64))> = levels
+        let changed: Vec<(&RowKey, &Level)> = levels
             .iter()
-            .filter(|(k, _)| new_rows.iter().any(|r| r.adjustment.sku == k.0 && r.adjustment.warehouse == k.1))
+            .filter(|(k, _)| {
+                new_rows
+                    .iter()
+                    .any(|r| r.adjustment.sku == k.0 && r.adjustment.warehouse == k.1)
+            })
             .collect();
         diesel::sql_query(
             "UPDATE inventory.stock s SET on_hand = v.on_hand, version = v.version, updated_at = now() \
@@ -438,7 +486,12 @@ async fn apply_batch(
         .execute(conn)
         .await?;
 
-        outbox::enqueue(conn, SCHEMA, &events(&inserted, &products, &mut fresh, low_stock_alerts)).await?;
+        outbox::enqueue(
+            conn,
+            SCHEMA,
+            &events(&inserted, &products, &mut fresh, low_stock_alerts),
+        )
+        .await?;
     }
 
     // 6. Answers in request order.
@@ -448,8 +501,13 @@ async fn apply_batch(
             Plan::Done(answer) => answer,
             Plan::Insert(i) => Ok(inserted[i].clone()),
             Plan::SameAs(first) => match &answers[first] {
-                Ok(applied) => Ok(Applied { replayed: true, ..applied.clone() }),
-                Err(_) => Err(Refused::Failed("an identical request in flight was refused".into())),
+                Ok(applied) => Ok(Applied {
+                    replayed: true,
+                    ..applied.clone()
+                }),
+                Err(_) => Err(Refused::Failed(
+                    "an identical request in flight was refused".into(),
+                )),
             },
         };
         answers.push(answer);
@@ -493,7 +551,9 @@ fn events(
         if let Some(product) = products.get(&a.sku)
             && !first_change
         {
-            for alert in alerts::crossings(a, &product.name, product.reorder_point, low_stock_alerts) {
+            for alert in
+                alerts::crossings(a, &product.name, product.reorder_point, low_stock_alerts)
+            {
                 rows.push(OutboxRow::new(&Envelope::new(crate::SERVICE, alert)));
             }
         }
@@ -502,7 +562,11 @@ fn events(
         for target in targets {
             rows.push(OutboxRow::new(&Envelope::new(
                 crate::SERVICE,
-                StockLevelChanged { target, sku: sku.to_owned(), warehouse: warehouse.to_owned() },
+                StockLevelChanged {
+                    target,
+                    sku: sku.to_owned(),
+                    warehouse: warehouse.to_owned(),
+                },
             )));
         }
     }

@@ -32,16 +32,20 @@ pub struct StockReport {
     pub warehouses: Vec<StockLevel>,
 }
 
-async fn ensure_product(conn: &mut diesel_async::AsyncPgConnection, sku: &str) -> Result<(), ApiError> {
+async fn ensure_product(
+    conn: &mut diesel_async::AsyncPgConnection,
+    sku: &str,
+) -> Result<(), ApiError> {
     #[derive(diesel::QueryableByName)]
     struct Found {
         #[diesel(sql_type = BigInt)]
         n: i64,
     }
-    let found: Found = diesel::sql_query("SELECT count(*) AS n FROM inventory.products WHERE sku = $1")
-        .bind::<Text, _>(sku)
-        .get_result(conn)
-        .await?;
+    let found: Found =
+        diesel::sql_query("SELECT count(*) AS n FROM inventory.products WHERE sku = $1")
+            .bind::<Text, _>(sku)
+            .get_result(conn)
+            .await?;
     if found.n == 0 {
         return Err(ApiError::NotFound(format!("product {sku}")));
     }
@@ -52,7 +56,11 @@ async fn ensure_product(conn: &mut diesel_async::AsyncPgConnection, sku: &str) -
 #[utoipa::path(get, path = "/stock/{sku}", tag = "inventory", security(("api_key" = []), ("admin_token" = [])),
     responses((status = 200, body = StockReport), (status = 404, description = "unknown product")))]
 #[get("/stock/{sku}")]
-pub async fn get_stock(_: Reader, state: web::Data<AppState>, sku: web::Path<String>) -> Result<HttpResponse, ApiError> {
+pub async fn get_stock(
+    _: Reader,
+    state: web::Data<AppState>,
+    sku: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
     let mut conn = state.platform.db.get().await?;
     ensure_product(&mut conn, &sku).await?;
     let warehouses: Vec<StockLevel> = diesel::sql_query(
@@ -63,7 +71,11 @@ pub async fn get_stock(_: Reader, state: web::Data<AppState>, sku: web::Path<Str
     .load(&mut conn)
     .await?;
     let on_hand = warehouses.iter().map(|w| w.on_hand).sum();
-    Ok(HttpResponse::Ok().json(StockReport { sku: sku.into_inner(), on_hand, warehouses }))
+    Ok(HttpResponse::Ok().json(StockReport {
+        sku: sku.into_inner(),
+        on_hand,
+        warehouses,
+    }))
 }
 
 #[derive(Debug, Serialize, diesel::QueryableByName, utoipa::ToSchema)]
@@ -135,7 +147,10 @@ pub async fn get_ledger(
     responses((status = 200, description = "all rows agree", body = crate::reconcile::Report),
               (status = 409, description = "mismatches found", body = crate::reconcile::Report)))]
 #[get("/reconciliation")]
-pub async fn get_reconciliation(_: Reader, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+pub async fn get_reconciliation(
+    _: Reader,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
     let report = crate::reconcile::check(&state).await?;
     Ok(if report.mismatches.is_empty() {
         HttpResponse::Ok().json(report)

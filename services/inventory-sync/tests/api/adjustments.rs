@@ -8,7 +8,9 @@ async fn a_receipt_adds_stock_and_answers_with_the_new_quantity() {
     let t = spawn().await;
     t.put_product("MUG-1", 5).await;
 
-    let (status, body) = t.adjust(&adjustment("pos", "MUG-1", "receipt", 12, "r-1")).await;
+    let (status, body) = t
+        .adjust(&adjustment("pos", "MUG-1", "receipt", 12, "r-1"))
+        .await;
 
     assert_eq!(status, 201, "{body}");
     assert_eq!(body["new_quantity"], 12);
@@ -24,29 +26,48 @@ async fn a_receipt_adds_stock_and_answers_with_the_new_quantity() {
 async fn each_adjustment_type_moves_stock_the_right_way() {
     let t = spawn().await;
     t.put_product("MUG-2", 0).await;
-    let steps = [("receipt", 10, 10), ("transfer_in", 5, 15), ("shipment", 3, 12), ("transfer_out", 2, 10), ("count", 7, 7), ("adjustment", 9, 9)];
+    let steps = [
+        ("receipt", 10, 10),
+        ("transfer_in", 5, 15),
+        ("shipment", 3, 12),
+        ("transfer_out", 2, 10),
+        ("count", 7, 7),
+        ("adjustment", 9, 9),
+    ];
     for (i, (kind, qty, expected)) in steps.into_iter().enumerate() {
-        let (status, body) = t.adjust(&adjustment("wms", "MUG-2", kind, qty, &format!("s-{i}"))).await;
+        let (status, body) = t
+            .adjust(&adjustment("wms", "MUG-2", kind, qty, &format!("s-{i}")))
+            .await;
         assert_eq!(status, 201, "{kind}: {body}");
         assert_eq!(body["new_quantity"], expected, "{kind}");
     }
-    assert_eq!(t.count("SELECT sum(delta)::bigint AS n FROM inventory.ledger WHERE sku = 'MUG-2'").await, 9);
+    assert_eq!(
+        t.count("SELECT sum(delta)::bigint AS n FROM inventory.ledger WHERE sku = 'MUG-2'")
+            .await,
+        9
+    );
 }
 
 #[tokio::test]
 async fn a_shipment_below_zero_is_refused_with_both_quantities_and_writes_nothing() {
     let t = spawn().await;
     t.put_product("MUG-3", 0).await;
-    t.adjust(&adjustment("pos", "MUG-3", "receipt", 2, "in")).await;
+    t.adjust(&adjustment("pos", "MUG-3", "receipt", 2, "in"))
+        .await;
 
-    let (status, body) = t.adjust(&adjustment("pos", "MUG-3", "shipment", 5, "out")).await;
+    let (status, body) = t
+        .adjust(&adjustment("pos", "MUG-3", "shipment", 5, "out"))
+        .await;
 
     assert_eq!(status, 422, "{body}");
     assert_eq!(body["current_qty"], 2);
     assert_eq!(body["attempted_qty"], -3);
     assert_eq!(body["detail"], "Inventory cannot be negative");
     assert_eq!(t.on_hand("MUG-3", "W1").await, 2);
-    assert_eq!(t.count("SELECT count(*) AS n FROM inventory.ledger").await, 1);
+    assert_eq!(
+        t.count("SELECT count(*) AS n FROM inventory.ledger").await,
+        1
+    );
 }
 
 #[tokio::test]
@@ -69,9 +90,12 @@ async fn a_retry_returns_the_first_answer_and_changes_nothing() {
 async fn reusing_a_reference_for_a_different_adjustment_is_a_conflict() {
     let t = spawn().await;
     t.put_product("MUG-5", 0).await;
-    t.adjust(&adjustment("pos", "MUG-5", "receipt", 4, "dup")).await;
+    t.adjust(&adjustment("pos", "MUG-5", "receipt", 4, "dup"))
+        .await;
 
-    let (status, body) = t.adjust(&adjustment("pos", "MUG-5", "receipt", 5, "dup")).await;
+    let (status, body) = t
+        .adjust(&adjustment("pos", "MUG-5", "receipt", 5, "dup"))
+        .await;
 
     assert_eq!(status, 409, "{body}");
     assert_eq!(t.on_hand("MUG-5", "W1").await, 4);
@@ -81,7 +105,8 @@ async fn reusing_a_reference_for_a_different_adjustment_is_a_conflict() {
 async fn compare_and_set_refuses_when_on_hand_moved() {
     let t = spawn().await;
     t.put_product("MUG-6", 0).await;
-    t.adjust(&adjustment("pos", "MUG-6", "receipt", 4, "a")).await;
+    t.adjust(&adjustment("pos", "MUG-6", "receipt", 4, "a"))
+        .await;
     let mut request = adjustment("pos", "MUG-6", "count", 10, "b");
     request["expected_on_hand"] = json!(3);
 
@@ -91,7 +116,13 @@ async fn compare_and_set_refuses_when_on_hand_moved() {
     let (ok_status, ok) = t.adjust(&request).await;
 
     assert_eq!(status, 409, "{body}");
-    assert_eq!((body["current_qty"].clone(), body["expected_on_hand"].clone()), (json!(4), json!(3)));
+    assert_eq!(
+        (
+            body["current_qty"].clone(),
+            body["expected_on_hand"].clone()
+        ),
+        (json!(4), json!(3))
+    );
     assert_eq!(ok_status, 201, "{ok}");
     assert_eq!(ok["new_quantity"], 10);
 }
@@ -101,23 +132,61 @@ async fn bad_input_is_a_client_error_naming_the_field() {
     let t = spawn().await;
     t.put_product("MUG-7", 0).await;
     let cases = [
-        (json!({"source": "pos", "sku": "MUG-7", "warehouse": "W1", "type": "teleport", "quantity": 1, "reference": "x"}), 422, "type"),
-        (json!({"source": "pos", "sku": "MUG-7", "warehouse": "W1", "type": "receipt", "quantity": -1, "reference": "x"}), 422, "quantity"),
-        (json!({"source": "pos", "warehouse": "W1", "type": "receipt", "quantity": 1, "reference": "x"}), 422, "sku"),
-        (json!({"source": "pos", "sku": "NOPE", "warehouse": "W1", "type": "receipt", "quantity": 1, "reference": "x"}), 422, "sku"),
-        (json!({"source": "pos", "sku": "MUG 7", "warehouse": "W1", "type": "receipt", "quantity": 1, "reference": "x"}), 422, "sku"),
-        (json!({"source": "pos", "sku": "MUG-7", "warehouse": "W1", "type": "receipt", "quantity": 1}), 422, "reference"),
-        (json!({"source": "pos", "sku": "MUG-7", "warehouse": "W1", "type": "receipt", "quantity": 1, "reference": "x", "qty": 3}), 422, "qty"),
+        (
+            json!({"source": "pos", "sku": "MUG-7", "warehouse": "W1", "type": "teleport", "quantity": 1, "reference": "x"}),
+            422,
+            "type",
+        ),
+        (
+            json!({"source": "pos", "sku": "MUG-7", "warehouse": "W1", "type": "receipt", "quantity": -1, "reference": "x"}),
+            422,
+            "quantity",
+        ),
+        (
+            json!({"source": "pos", "warehouse": "W1", "type": "receipt", "quantity": 1, "reference": "x"}),
+            422,
+            "sku",
+        ),
+        (
+            json!({"source": "pos", "sku": "NOPE", "warehouse": "W1", "type": "receipt", "quantity": 1, "reference": "x"}),
+            422,
+            "sku",
+        ),
+        (
+            json!({"source": "pos", "sku": "MUG 7", "warehouse": "W1", "type": "receipt", "quantity": 1, "reference": "x"}),
+            422,
+            "sku",
+        ),
+        (
+            json!({"source": "pos", "sku": "MUG-7", "warehouse": "W1", "type": "receipt", "quantity": 1}),
+            422,
+            "reference",
+        ),
+        (
+            json!({"source": "pos", "sku": "MUG-7", "warehouse": "W1", "type": "receipt", "quantity": 1, "reference": "x", "qty": 3}),
+            422,
+            "qty",
+        ),
     ];
     for (body, expected_status, field) in cases {
         let (status, problem) = t.adjust(&body).await;
         assert_eq!(status, expected_status, "{body} -> {problem}");
         assert_eq!(problem["field"], field, "{body} -> {problem}");
     }
-    let not_json = t.app.http.post(t.app.url("/adjustments")).header("X-API-Key", crate::helpers::api_key("pos"))
-        .body("{").send().await.unwrap();
+    let not_json = t
+        .app
+        .http
+        .post(t.app.url("/adjustments"))
+        .header("X-API-Key", crate::helpers::api_key("pos"))
+        .body("{")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(not_json.status(), 400);
-    assert_eq!(t.count("SELECT count(*) AS n FROM inventory.ledger").await, 0);
+    assert_eq!(
+        t.count("SELECT count(*) AS n FROM inventory.ledger").await,
+        0
+    );
 }
 
 #[tokio::test]
@@ -127,7 +196,12 @@ async fn only_authenticated_callers_may_adjust_and_only_for_their_own_source() {
     let body = adjustment("erp", "MUG-8", "receipt", 1, "auth-1");
     let raw = serde_json::to_vec(&body).unwrap();
     let post = |headers: Vec<(&'static str, String)>| {
-        let mut request = t.app.http.post(t.app.url("/adjustments")).header("Content-Type", "application/json").body(raw.clone());
+        let mut request = t
+            .app
+            .http
+            .post(t.app.url("/adjustments"))
+            .header("Content-Type", "application/json")
+            .body(raw.clone());
         for (k, v) in headers {
             request = request.header(k, v);
         }
@@ -137,13 +211,52 @@ async fn only_authenticated_callers_may_adjust_and_only_for_their_own_source() {
 
     assert_eq!(post(vec![]).await, 401);
     assert_eq!(post(vec![("X-API-Key", "wrong".into())]).await, 401);
-    assert_eq!(post(vec![("X-API-Key", crate::helpers::api_key("pos"))]).await, 403, "pos key cannot claim source erp");
-    assert_eq!(post(vec![("X-Datasync-Signature", shared::http::sign(HMAC_SECRET, now - 600, &raw))]).await, 401, "stale");
-    assert_eq!(post(vec![("X-Datasync-Signature", shared::http::sign("other-secret", now, &raw))]).await, 401);
-    assert_eq!(t.count("SELECT count(*) AS n FROM inventory.ledger").await, 0);
-    assert_eq!(post(vec![("X-Datasync-Signature", shared::http::sign(HMAC_SECRET, now, &raw))]).await, 201);
-    assert_eq!(post(vec![("X-API-Key", crate::helpers::api_key("erp"))]).await, 200, "same reference replays");
-    let unauthenticated_read = t.app.http.get(t.app.url("/stock/MUG-8")).send().await.unwrap();
+    assert_eq!(
+        post(vec![("X-API-Key", crate::helpers::api_key("pos"))]).await,
+        403,
+        "pos key cannot claim source erp"
+    );
+    assert_eq!(
+        post(vec![(
+            "X-Datasync-Signature",
+            shared::http::sign(HMAC_SECRET, now - 600, &raw)
+        )])
+        .await,
+        401,
+        "stale"
+    );
+    assert_eq!(
+        post(vec![(
+            "X-Datasync-Signature",
+            shared::http::sign("other-secret", now, &raw)
+        )])
+        .await,
+        401
+    );
+    assert_eq!(
+        t.count("SELECT count(*) AS n FROM inventory.ledger").await,
+        0
+    );
+    assert_eq!(
+        post(vec![(
+            "X-Datasync-Signature",
+            shared::http::sign(HMAC_SECRET, now, &raw)
+        )])
+        .await,
+        201
+    );
+    assert_eq!(
+        post(vec![("X-API-Key", crate::helpers::api_key("erp"))]).await,
+        200,
+        "same reference replays"
+    );
+    let unauthenticated_read = t
+        .app
+        .http
+        .get(t.app.url("/stock/MUG-8"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(unauthenticated_read.status(), 401);
 }
 
@@ -151,7 +264,8 @@ async fn only_authenticated_callers_may_adjust_and_only_for_their_own_source() {
 async fn concurrent_shipments_never_oversell_and_each_is_applied_once() {
     let t = spawn().await;
     t.put_product("HOT-1", 0).await;
-    t.adjust(&adjustment("wms", "HOT-1", "receipt", 100, "stock-in")).await;
+    t.adjust(&adjustment("wms", "HOT-1", "receipt", 100, "stock-in"))
+        .await;
 
     let answers = join_all((0..150).map(|i| {
         let body = adjustment("pos", "HOT-1", "shipment", 1, &format!("sale-{i}"));
@@ -163,7 +277,11 @@ async fn concurrent_shipments_never_oversell_and_each_is_applied_once() {
     assert_eq!(answers.iter().filter(|s| **s == 201).count(), 100);
     assert_eq!(answers.iter().filter(|s| **s == 422).count(), 50);
     assert_eq!(t.on_hand("HOT-1", "W1").await, 0);
-    assert_eq!(t.count("SELECT count(*) AS n FROM inventory.ledger WHERE sku = 'HOT-1'").await, 101);
+    assert_eq!(
+        t.count("SELECT count(*) AS n FROM inventory.ledger WHERE sku = 'HOT-1'")
+            .await,
+        101
+    );
     let reconciliation = t.app.admin_get("/reconciliation").await;
     assert_eq!(reconciliation.status(), 200);
 }

@@ -12,23 +12,56 @@ async fn every_target_except_the_source_receives_the_new_level_in_its_own_format
     let t = spawn().await;
     t.put_product("TEE-1", 0).await;
 
-    let (status, _) = t.adjust(&adjustment("pos", "TEE-1", "receipt", 7, "r1")).await;
+    let (status, _) = t
+        .adjust(&adjustment("pos", "TEE-1", "receipt", 7, "r1"))
+        .await;
     assert_eq!(status, 201);
 
     let s = &t.sandbox;
     for sim in [&s.erp, &s.shop, &s.wms] {
-        assert!(sim.wait_until(WAIT, |x| x.level("TEE-1", "W1") == Some(7)).await, "{:?} got {:?}", sim.system(), sim.requests());
+        assert!(
+            sim.wait_until(WAIT, |x| x.level("TEE-1", "W1") == Some(7))
+                .await,
+            "{:?} got {:?}",
+            sim.system(),
+            sim.requests()
+        );
     }
-    assert!(s.pos.requests().is_empty(), "the source is never pushed back to");
+    assert!(
+        s.pos.requests().is_empty(),
+        "the source is never pushed back to"
+    );
     let erp = &s.erp.accepted()[0];
-    assert_eq!((erp.method.as_str(), erp.path.as_str()), ("PUT", "/api/inventory/TEE-1"));
-    assert_eq!(erp.body, json!({"sku": "TEE-1", "warehouseCode": "W1", "qtyOnHand": 7}));
+    assert_eq!(
+        (erp.method.as_str(), erp.path.as_str()),
+        ("PUT", "/api/inventory/TEE-1")
+    );
+    assert_eq!(
+        erp.body,
+        json!({"sku": "TEE-1", "warehouseCode": "W1", "qtyOnHand": 7})
+    );
     let wms = &s.wms.accepted()[0];
-    assert_eq!(wms.body, json!({"sku": "TEE-1", "location": "W1", "qty": 7}));
-    let shop = s.shop.accepted().into_iter().find(|r| r.path.ends_with("inventory_levels/set.json")).unwrap();
-    assert_eq!(shop.body, json!({"inventory_item_id": "TEE-1", "location_id": "W1", "available": 7}));
-    let log = t.count("SELECT count(*) AS n FROM inventory.target_sync_log WHERE status = 'synced'").await;
-    assert_eq!(log, 3);
+    assert_eq!(
+        wms.body,
+        json!({"sku": "TEE-1", "location": "W1", "qty": 7})
+    );
+    let shop = s
+        .shop
+        .accepted()
+        .into_iter()
+        .find(|r| r.path.ends_with("inventory_levels/set.json"))
+        .unwrap();
+    assert_eq!(
+        shop.body,
+        json!({"inventory_item_id": "TEE-1", "location_id": "W1", "available": 7})
+    );
+    let logged = harness::eventually(WAIT, || async {
+        (t.count("SELECT count(*) AS n FROM inventory.target_sync_log WHERE status = 'synced'")
+            .await
+            == 3)
+            .then_some(())
+    });
+    assert!(logged.await.is_some(), "every push is logged");
 }
 
 #[tokio::test]
@@ -36,47 +69,108 @@ async fn failing_targets_are_retried_honouring_retry_after_until_they_accept() {
     let t = spawn().await;
     t.put_product("TEE-2", 0).await;
     t.sandbox.erp.fail_next(2, Fault::Status(503));
-    t.sandbox.erp.fail_next(1, Fault::RateLimited { retry_after_secs: 1 });
+    t.sandbox.erp.fail_next(
+        1,
+        Fault::RateLimited {
+            retry_after_secs: 1,
+        },
+    );
 
-    t.adjust(&adjustment("wms", "TEE-2", "receipt", 3, "r1")).await;
+    t.adjust(&adjustment("wms", "TEE-2", "receipt", 3, "r1"))
+        .await;
 
-    assert!(t.sandbox.erp.wait_until(WAIT * 2, |x| x.level("TEE-2", "W1") == Some(3)).await, "{:?}", t.sandbox.erp.requests());
+    assert!(
+        t.sandbox
+            .erp
+            .wait_until(WAIT * 2, |x| x.level("TEE-2", "W1") == Some(3))
+            .await,
+        "{:?}",
+        t.sandbox.erp.requests()
+    );
     let statuses: Vec<u16> = t.sandbox.erp.requests().iter().map(|r| r.status).collect();
     assert_eq!(statuses, [503, 503, 429, 200]);
-    assert_eq!(t.count("SELECT count(*) AS n FROM inventory.target_sync_log WHERE target = 'erp' AND status = 'retrying'").await, 3);
-    assert_eq!(t.count("SELECT count(*) AS n FROM inventory.dead_letters").await, 0);
+    let logged = harness::eventually(WAIT, || async {
+        (t.count("SELECT count(*) AS n FROM inventory.target_sync_log WHERE target = 'erp' AND status = 'retrying'").await == 3).then_some(())
+    });
+    assert!(logged.await.is_some(), "failed attempts are logged");
+    assert_eq!(
+        t.count("SELECT count(*) AS n FROM inventory.dead_letters")
+            .await,
+        0
+    );
 }
 
 #[tokio::test]
 async fn a_target_that_keeps_failing_becomes_a_dead_letter_that_can_be_replayed() {
     let t = spawn().await;
     t.put_product("TEE-3", 0).await;
-    let set = t.app.http.put(t.app.url("/admin/settings/push_max_attempts")).bearer_auth(harness::ADMIN_TOKEN)
-        .json(&json!(2)).send().await.unwrap();
+    let set = t
+        .app
+        .http
+        .put(t.app.url("/admin/settings/push_max_attempts"))
+        .bearer_auth(harness::ADMIN_TOKEN)
+        .json(&json!(2))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(set.status(), 200);
-    assert!(harness::eventually(WAIT, || async {
-        let s: Value = t.app.admin_get("/admin/settings").await.json().await.ok()?;
-        (s["push_max_attempts"] == 2).then_some(())
-    }).await.is_some());
+    assert!(
+        harness::eventually(WAIT, || async {
+            let s: Value = t.app.admin_get("/admin/settings").await.json().await.ok()?;
+            (s["push_max_attempts"] == 2).then_some(())
+        })
+        .await
+        .is_some()
+    );
     t.sandbox.wms.fail_next(2, Fault::Status(500));
 
-    t.adjust(&adjustment("pos", "TEE-3", "receipt", 9, "r1")).await;
+    t.adjust(&adjustment("pos", "TEE-3", "receipt", 9, "r1"))
+        .await;
 
     let dead: Vec<Value> = harness::eventually(WAIT * 2, || async {
-        let rows: Vec<Value> = t.app.admin_get("/admin/dead-letters").await.json().await.ok()?;
+        let rows: Vec<Value> = t
+            .app
+            .admin_get("/admin/dead-letters")
+            .await
+            .json()
+            .await
+            .ok()?;
         (!rows.is_empty()).then_some(rows)
-    }).await.expect("a dead letter");
+    })
+    .await
+    .expect("a dead letter");
     assert_eq!(dead[0]["consumer"], "inventory-push-wms");
-    assert!(dead[0]["error"].as_str().unwrap().contains("budget"), "{}", dead[0]);
+    assert!(
+        dead[0]["error"].as_str().unwrap().contains("budget"),
+        "{}",
+        dead[0]
+    );
     assert_eq!(t.sandbox.wms.level("TEE-3", "W1"), None);
 
     let id = dead[0]["id"].as_str().unwrap();
-    let replay = t.app.http.post(t.app.url(&format!("/admin/dead-letters/{id}/replay"))).bearer_auth(harness::ADMIN_TOKEN)
-        .send().await.unwrap();
+    let replay = t
+        .app
+        .http
+        .post(t.app.url(&format!("/admin/dead-letters/{id}/replay")))
+        .bearer_auth(harness::ADMIN_TOKEN)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(replay.status(), 202);
-    assert!(t.sandbox.wms.wait_until(WAIT, |x| x.level("TEE-3", "W1") == Some(9)).await);
-    let again = t.app.http.post(t.app.url(&format!("/admin/dead-letters/{id}/replay"))).bearer_auth(harness::ADMIN_TOKEN)
-        .send().await.unwrap();
+    assert!(
+        t.sandbox
+            .wms
+            .wait_until(WAIT, |x| x.level("TEE-3", "W1") == Some(9))
+            .await
+    );
+    let again = t
+        .app
+        .http
+        .post(t.app.url(&format!("/admin/dead-letters/{id}/replay")))
+        .bearer_auth(harness::ADMIN_TOKEN)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(again.status(), 404, "a dead letter is replayed once");
 }
 
@@ -87,30 +181,62 @@ async fn stock_thresholds_raise_alerts_once_and_toggle_shop_availability() {
     let client = t.nats.client().await;
     let mut alerts = client.subscribe(t.nats.subject("alerts.>")).await.unwrap();
 
-    t.adjust(&adjustment("wms", "TEE-4", "receipt", 8, "in")).await;
-    assert!(t.sandbox.shop.wait_until(WAIT, |x| x.product_available("TEE-4") == Some(true)).await);
-    t.adjust(&adjustment("pos", "TEE-4", "shipment", 3, "s1")).await; // 5: crosses the reorder point
-    t.adjust(&adjustment("pos", "TEE-4", "shipment", 1, "s2")).await; // 4: still below, no new alert
-    t.adjust(&adjustment("pos", "TEE-4", "shipment", 4, "s3")).await; // 0: out of stock
-    assert!(t.sandbox.shop.wait_until(WAIT, |x| x.product_available("TEE-4") == Some(false)).await);
-    t.adjust(&adjustment("wms", "TEE-4", "receipt", 2, "in2")).await; // back in stock
-    assert!(t.sandbox.shop.wait_until(WAIT, |x| x.product_available("TEE-4") == Some(true)).await);
+    t.adjust(&adjustment("wms", "TEE-4", "receipt", 8, "in"))
+        .await;
+    assert!(
+        t.sandbox
+            .shop
+            .wait_until(WAIT, |x| x.product_available("TEE-4") == Some(true))
+            .await
+    );
+    t.adjust(&adjustment("pos", "TEE-4", "shipment", 3, "s1"))
+        .await; // 5: crosses the reorder point
+    t.adjust(&adjustment("pos", "TEE-4", "shipment", 1, "s2"))
+        .await; // 4: still below, no new alert
+    t.adjust(&adjustment("pos", "TEE-4", "shipment", 4, "s3"))
+        .await; // 0: out of stock
+    assert!(
+        t.sandbox
+            .shop
+            .wait_until(WAIT, |x| x.product_available("TEE-4") == Some(false))
+            .await
+    );
+    t.adjust(&adjustment("wms", "TEE-4", "receipt", 2, "in2"))
+        .await; // back in stock
+    assert!(
+        t.sandbox
+            .shop
+            .wait_until(WAIT, |x| x.product_available("TEE-4") == Some(true))
+            .await
+    );
 
     let mut kinds = Vec::new();
     while let Ok(Some(msg)) = tokio::time::timeout(Duration::from_secs(3), alerts.next()).await {
         let envelope: Value = serde_json::from_slice(&msg.payload).unwrap();
-        kinds.push((msg.subject.to_string(), envelope["data"]["kind"].as_str().unwrap().to_owned()));
+        kinds.push((
+            msg.subject.to_string(),
+            envelope["data"]["kind"].as_str().unwrap().to_owned(),
+        ));
         if kinds.len() == 3 {
             break;
         }
     }
     let p = &t.nats.prefix;
-    assert_eq!(kinds, [
-        (format!("{p}.alerts.warning"), "low_stock".to_owned()),
-        (format!("{p}.alerts.critical"), "out_of_stock".to_owned()),
-        (format!("{p}.alerts.info"), "back_in_stock".to_owned()),
-    ]);
-    let deny = t.sandbox.shop.accepted().into_iter().find(|r| r.body["product"]["available"] == false).unwrap();
+    assert_eq!(
+        kinds,
+        [
+            (format!("{p}.alerts.warning"), "low_stock".to_owned()),
+            (format!("{p}.alerts.critical"), "out_of_stock".to_owned()),
+            (format!("{p}.alerts.info"), "back_in_stock".to_owned()),
+        ]
+    );
+    let deny = t
+        .sandbox
+        .shop
+        .accepted()
+        .into_iter()
+        .find(|r| r.body["product"]["available"] == false)
+        .unwrap();
     assert_eq!(deny.body["product"]["inventory_policy"], "deny");
 }
 
@@ -118,27 +244,60 @@ async fn stock_thresholds_raise_alerts_once_and_toggle_shop_availability() {
 async fn erp_inventory_messages_become_count_adjustments_exactly_once() {
     let t = spawn().await;
     t.put_product("TEE-5", 0).await;
-    t.adjust(&adjustment("pos", "TEE-5", "receipt", 3, "r1")).await;
+    t.adjust(&adjustment("pos", "TEE-5", "receipt", 3, "r1"))
+        .await;
     let js = async_nats::jetstream::new(t.nats.client().await);
-    let message = Envelope::new("erp-sync", ErpWebhook {
-        event_type: "updated".into(),
-        entity: "inventory".into(),
-        entity_id: "TEE-5".into(),
-        payload: json!({"qtyOnHand": 42, "qtyAvailable": 40, "warehouse": "W1"}),
-    });
+    let message = Envelope::new(
+        "erp-sync",
+        ErpWebhook {
+            event_type: "updated".into(),
+            entity: "inventory".into(),
+            entity_id: "TEE-5".into(),
+            payload: json!({"qtyOnHand": 42, "qtyAvailable": 40, "warehouse": "W1"}),
+        },
+    );
     let payload = serde_json::to_vec(&message).unwrap();
 
     for attempt in 0..2 {
         // The second publish has another message id: only the ledger's unique key can stop it.
         let mut headers = async_nats::HeaderMap::new();
         headers.insert("Nats-Msg-Id", format!("delivery-{attempt}").as_str());
-        js.publish_with_headers(t.nats.subject("webhooks.erp.inventory"), headers, payload.clone().into())
-            .await.unwrap().await.unwrap();
+        js.publish_with_headers(
+            t.nats.subject("webhooks.erp.inventory"),
+            headers,
+            payload.clone().into(),
+        )
+        .await
+        .unwrap()
+        .await
+        .unwrap();
     }
 
-    assert!(harness::eventually(WAIT, || async { (t.on_hand("TEE-5", "W1").await == 42).then_some(()) }).await.is_some());
-    assert!(t.sandbox.wms.wait_until(WAIT, |x| x.level("TEE-5", "W1") == Some(42)).await);
+    assert!(
+        harness::eventually(WAIT, || async {
+            (t.on_hand("TEE-5", "W1").await == 42).then_some(())
+        })
+        .await
+        .is_some()
+    );
+    assert!(
+        t.sandbox
+            .wms
+            .wait_until(WAIT, |x| x.level("TEE-5", "W1") == Some(42))
+            .await
+    );
     tokio::time::sleep(Duration::from_secs(1)).await;
-    assert_eq!(t.count("SELECT count(*) AS n FROM inventory.ledger WHERE source = 'erp'").await, 1);
-    assert!(t.sandbox.erp.requests().iter().all(|r| r.body["qtyOnHand"] != 42), "ERP's own count is not pushed back to it");
+    assert_eq!(
+        t.count("SELECT count(*) AS n FROM inventory.ledger WHERE source = 'erp'")
+            .await,
+        1
+    );
+    assert!(
+        t.sandbox
+            .erp
+            .requests()
+            .iter()
+            .all(|r| r.body["qtyOnHand"] != 42),
+        "ERP's own count is not pushed back to it"
+    );
 }

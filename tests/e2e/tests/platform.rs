@@ -1,0 +1,187 @@
+//! All six services together, and readiness across dependency outages.
+#![allow(clippy::unwrap_used, clippy::expect_used, reason = "tests fail loudly")]
+
+use std::{
+    process::{Child, Command, Stdio},
+    time::Duration,
+};
+
+use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
+use harness::{TestApp, TestDb, TestNats};
+
+#[tokio::test]
+async fn all_six_services_boot_together_report_ready_and_stop_gracefully() {
+    let (db, nats) = (TestDb::new().await, TestNats::new());
+    let cfg = |s| harness::common_config(s, &db, &nats);
+    let inventory = inventory_test_config(&db, &nats);
+
+    // Started concurrently: migrations and stream declarations must not race.
+    let (crm, erp, inv, user, resolver, monitor) = tokio::join!(
+        crm_sync::build(cfg(crm_sync::SERVICE)),
+        erp_sync::build(cfg(erp_sync::SERVICE)),
+        inventory_sync::build(inventory),
+        user_sync::build(cfg(user_sync::SERVICE)),
+        conflict_resolver::build(cfg(conflict_resolver::SERVICE)),
+        sync_monitor::build(cfg(sync_monitor::SERVICE)),
+    );
+    let apps: Vec<TestApp> = [crm, erp, inv, user, resolver, monitor]
+        .into_iter()
+        .map(|a| TestApp::spawn(a.unwrap()))
+        .collect();
+
+    for app in &apps {
+        let ready = app.http.get(app.url("/readyz")).send().await.unwrap();
+        assert_eq!(ready.status(), 200, "{}", app.address);
+        let openapi: serde_json::Value = app
+            .http
+            .get(app.url("/openapi.json"))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        assert!(openapi["paths"]["/healthz"].is_object());
+        let unauthenticated = app
+            .http
+            .get(app.url("/admin/settings"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(unauthenticated.status(), 401);
+    }
+    for app in apps {
+        app.stop().await;
+    }
+}
+
+fn inventory_test_config(db: &TestDb, nats: &TestNats) -> inventory_sync::Config {
+    inventory_sync::Config {
+        common: harness::common_config(inventory_sync::SERVICE, db, nats),
+        api_keys: vec![],
+        hmac_secrets: vec![],
+        targets: Default::default(),
+        adjuster: inventory_sync::domain::adjuster::AdjusterConfig {
+            workers: 2,
+            max_batch: 64,
+        },
+    }
+}
+
+/// A private nats-server (this machine's binary), so the test can kill and restart it.
+struct OwnNats {
+    port: u16,
+    dir: std::path::PathBuf,
+    child: Option<Child>,
+}
+
+impl OwnNats {
+    fn start(port: u16, dir: std::path::PathBuf) -> Self {
+        let bin = [
+            "/usr/sbin/nats-server",
+            "/usr/bin/nats-server",
+            "/usr/local/bin/nats-server",
+        ]
+        .into_iter()
+        .find(|p| std::path::Path::new(p).exists())
+        .map(str::to_owned)
+        .or_else(|| std::env::var("NATS_SERVER_BIN").ok())
+        .expect("this test needs a nats-server binary (set NATS_SERVER_BIN)");
+        let child = Command::new(bin)
+            .args(["-a", "127.0.0.1", "-p", &port.to_string(), "-js", "-sd"])
+            .arg(&dir)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        std::thread::sleep(Duration::from_millis(500));
+        Self {
+            port,
+            dir,
+            child: Some(child),
+        }
+    }
+
+    fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+impl Drop for OwnNats {
+    fn drop(&mut self) {
+        self.kill();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+async fn ready(app: &TestApp) -> u16 {
+    app.http
+        .get(app.url("/readyz"))
+        .send()
+        .await
+        .map(|r| r.status().as_u16())
+        .unwrap_or(0)
+}
+
+async fn wait_ready(app: &TestApp, want: u16) -> bool {
+    harness::eventually(Duration::from_secs(30), || async {
+        (ready(app).await == want).then_some(())
+    })
+    .await
+    .is_some()
+}
+
+#[tokio::test]
+async fn readiness_fails_while_nats_or_postgres_is_down_and_recovers_by_itself() {
+    let db = TestDb::new().await;
+    let port = harness::process::free_port();
+    let dir = std::env::temp_dir().join(format!("datasync-nats-{port}"));
+    let mut own = OwnNats::start(port, dir.clone());
+    let nats = TestNats {
+        url: format!("nats://127.0.0.1:{}", own.port),
+        prefix: "RT".into(),
+    };
+    let app = TestApp::spawn(
+        crm_sync::build(harness::common_config(crm_sync::SERVICE, &db, &nats))
+            .await
+            .unwrap(),
+    );
+    assert_eq!(ready(&app).await, 200);
+
+    own.kill();
+    assert!(
+        wait_ready(&app, 503).await,
+        "NATS down must make /readyz fail"
+    );
+    let own_again = OwnNats::start(port, dir);
+    assert!(
+        wait_ready(&app, 200).await,
+        "/readyz must recover when NATS returns"
+    );
+
+    let admin = std::env::var("TEST_DATABASE_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into());
+    let mut conn = AsyncPgConnection::establish(&admin).await.unwrap();
+    diesel::sql_query(format!("DROP DATABASE {} WITH (FORCE)", db.name))
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    assert!(
+        wait_ready(&app, 503).await,
+        "PostgreSQL gone must make /readyz fail"
+    );
+    diesel::sql_query(format!("CREATE DATABASE {}", db.name))
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    assert!(
+        wait_ready(&app, 200).await,
+        "/readyz must recover when PostgreSQL returns"
+    );
+
+    app.stop().await;
+    drop(own_again);
+}
