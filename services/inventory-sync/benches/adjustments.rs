@@ -1,1 +1,240 @@
-fn main() {}
+//! Adjustment throughput and latency over HTTP, each beside a baseline measured in the same run.
+//!
+//! Run: `cargo bench -p inventory-sync --bench adjustments` (needs PostgreSQL and NATS on
+//! 127.0.0.1 as for the tests; `BENCH_SECS` sets each phase's length, default 10).
+//!
+//! - service: the real `inventory-sync` binary (release build) as a child process; 64
+//!   concurrent HTTP clients post `receipt` adjustments with unique references.
+//! - baseline: 64 concurrent PostgreSQL connections running the plain transaction
+//!   `UPDATE stock SET on_hand = on_hand + 1 ...; INSERT INTO ledger ...` in a loop.
+//!
+//! Both are measured (a) on one hot sku and (b) spread over 10,000 skus. Figures are printed;
+//! nothing is asserted (this is a benchmark, not a test).
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "a benchmark fails loudly"
+)]
+
+use std::{
+    process::{Command, Stdio},
+    sync::{
+        Arc,
+        atomic::{AtomicU64, Ordering},
+    },
+    time::{Duration, Instant},
+};
+
+use diesel::sql_types::{BigInt, Text};
+use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
+use harness::{TestDb, TestNats};
+use hdrhistogram::Histogram;
+
+const CLIENTS: usize = 64;
+const SPREAD_SKUS: usize = 10_000;
+const API_KEY: &str = "bench-api-key-0123456789";
+
+struct Figures {
+    ops_per_sec: f64,
+    p50_ms: f64,
+    p99_ms: f64,
+    errors: u64,
+}
+
+fn sku_for(hot: bool, i: u64) -> String {
+    if hot {
+        "HOT".into()
+    } else {
+        format!("S{}", i as usize % SPREAD_SKUS)
+    }
+}
+
+async fn run_clients<F, Fut>(duration: Duration, op: F) -> Figures
+where
+    F: Fn(usize, u64) -> Fut + Clone + Send + 'static,
+    Fut: std::future::Future<Output = bool> + Send,
+{
+    let errors = Arc::new(AtomicU64::new(0));
+    let started = Instant::now();
+    let tasks: Vec<_> = (0..CLIENTS)
+        .map(|client| {
+            let (op, errors) = (op.clone(), errors.clone());
+            tokio::spawn(async move {
+                let mut histogram = Histogram::<u64>::new(3).unwrap();
+                let mut n = 0u64;
+                while started.elapsed() < duration {
+                    let t = Instant::now();
+                    if !op(client, n).await {
+                        errors.fetch_add(1, Ordering::Relaxed);
+                    }
+                    histogram.record(t.elapsed().as_micros() as u64).unwrap();
+                    n += 1;
+                }
+                histogram
+            })
+        })
+        .collect();
+    let mut total = Histogram::<u64>::new(3).unwrap();
+    for task in tasks {
+        total.add(task.await.unwrap()).unwrap();
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    Figures {
+        ops_per_sec: total.len() as f64 / elapsed,
+        p50_ms: total.value_at_quantile(0.5) as f64 / 1000.0,
+        p99_ms: total.value_at_quantile(0.99) as f64 / 1000.0,
+        errors: AtomicU64::load(&errors, Ordering::Relaxed),
+    }
+}
+
+async fn baseline(db: &TestDb, hot: bool, duration: Duration, run: &str) -> Figures {
+    let mut conns = Vec::new();
+    for _ in 0..CLIENTS {
+        conns.push(Arc::new(tokio::sync::Mutex::new(
+            AsyncPgConnection::establish(&db.url).await.unwrap(),
+        )));
+    }
+    let run = run.to_owned();
+    run_clients(duration, move |client, n| {
+        let conn = conns[client].clone();
+        let run = run.clone();
+        async move {
+            let mut conn = conn.lock().await;
+            let sku = sku_for(hot, (client as u64) * 1_000_003 + n);
+            conn.transaction::<_, diesel::result::Error, _>(async |c| {
+                diesel::sql_query(
+                    "UPDATE inventory.stock SET on_hand = on_hand + 1, version = version + 1, updated_at = now() \
+                     WHERE sku = $1 AND warehouse = 'W1'",
+                )
+                .bind::<Text, _>(&sku)
+                .execute(c)
+                .await?;
+                diesel::sql_query(
+                    "INSERT INTO inventory.ledger (source, reference, sku, warehouse, type, quantity, delta, quantity_before, quantity_after) \
+                     VALUES ('baseline', $1, $2, 'W1', 'receipt', 1, 1, 0, 1)",
+                )
+                .bind::<Text, _>(format!("{run}-{client}-{n}"))
+                .bind::<Text, _>(&sku)
+                .execute(c)
+                .await?;
+                Ok(())
+            })
+            .await
+            .is_ok()
+        }
+    })
+    .await
+}
+
+async fn service(url: String, hot: bool, duration: Duration, run: &str) -> Figures {
+    let http = reqwest::Client::builder()
+        .pool_max_idle_per_host(CLIENTS)
+        .build()
+        .unwrap();
+    let run = run.to_owned();
+    run_clients(duration, move |client, n| {
+        let (http, url, run) = (http.clone(), url.clone(), run.clone());
+        async move {
+            let body = serde_json::json!({
+                "source": "bench", "sku": sku_for(hot, (client as u64) * 1_000_003 + n), "warehouse": "W1",
+                "type": "receipt", "quantity": 1, "reference": format!("{run}-{client}-{n}")});
+            match http.post(&url).header("X-API-Key", API_KEY).json(&body).send().await {
+                Ok(r) => r.status() == 201,
+                Err(_) => false,
+            }
+        }
+    })
+    .await
+}
+
+fn rss_mb(pid: u32) -> (f64, f64) {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    let field = |name: &str| {
+        status
+            .lines()
+            .find(|l| l.starts_with(name))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|kb| kb.parse::<f64>().ok())
+            .map_or(0.0, |kb| kb / 1024.0)
+    };
+    (field("VmRSS:"), field("VmHWM:"))
+}
+
+async fn seed(db: &TestDb) {
+    let mut conn = AsyncPgConnection::establish(&db.url).await.unwrap();
+    diesel::sql_query(
+        "INSERT INTO inventory.products (sku, name) SELECT 'S' || g, 'Spread ' || g FROM generate_series(0, $1 - 1) g \
+         UNION ALL SELECT 'HOT', 'Hot'",
+    )
+    .bind::<BigInt, _>(SPREAD_SKUS as i64)
+    .execute(&mut conn)
+    .await
+    .unwrap();
+    diesel::sql_query(
+        "INSERT INTO inventory.stock (sku, warehouse) SELECT sku, 'W1' FROM inventory.products",
+    )
+    .execute(&mut conn)
+    .await
+    .unwrap();
+}
+
+fn main() {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        let secs: u64 = std::env::var("BENCH_SECS").ok().and_then(|s| s.parse().ok()).unwrap_or(10);
+        let duration = Duration::from_secs(secs);
+        let db = TestDb::new().await;
+        let nats = TestNats::new();
+        shared::db::migrate(&db.url).await.unwrap();
+        seed(&db).await;
+
+        let port = harness::process::free_port();
+        let mut child = Command::new(env!("CARGO_BIN_EXE_inventory-sync"))
+            .env_clear()
+            .env("DATABASE_URL", &db.url)
+            .env("DATABASE_POOL_SIZE", "16")
+            .env("NATS_URL", &nats.url)
+            .env("NATS_PREFIX", &nats.prefix)
+            .env("ADMIN_TOKEN", harness::ADMIN_TOKEN)
+            .env("HTTP_HOST", "127.0.0.1")
+            .env("HTTP_PORT", port.to_string())
+            .env("INVENTORY_API_KEYS", format!("bench:{API_KEY}"))
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap();
+        let base = format!("http://127.0.0.1:{port}");
+        let http = harness::test_client();
+        let ready = harness::eventually(Duration::from_secs(60), || async {
+            let r = http.get(format!("{base}/readyz")).send().await.ok()?;
+            (r.status() == 200).then_some(())
+        })
+        .await;
+        assert!(ready.is_some(), "inventory-sync did not become ready");
+
+        println!("inventory-sync adjustments benchmark: {CLIENTS} concurrent clients, {secs} s per phase, 2 cores shared by client, service, PostgreSQL and NATS");
+        println!("{:<8} {:<9} {:>12} {:>9} {:>9} {:>7}", "case", "runner", "adj/s", "p50 ms", "p99 ms", "errors");
+        let mut ratios = Vec::new();
+        for (name, hot) in [("hot", true), ("spread", false)] {
+            let b = baseline(&db, hot, duration, &format!("b-{name}")).await;
+            let s = service(format!("{base}/adjustments"), hot, duration, &format!("s-{name}")).await;
+            for (runner, f) in [("baseline", &b), ("service", &s)] {
+                println!("{name:<8} {runner:<9} {:>12.0} {:>9.2} {:>9.2} {:>7}", f.ops_per_sec, f.p50_ms, f.p99_ms, f.errors);
+            }
+            ratios.push((name, s.ops_per_sec / b.ops_per_sec, s.p99_ms));
+        }
+        let (rss, hwm) = rss_mb(child.id());
+        for (name, ratio, p99) in ratios {
+            println!("{name}: service/baseline throughput = {ratio:.2}x, service p99 = {p99:.2} ms");
+        }
+        println!("service RSS now {rss:.1} MB, peak {hwm:.1} MB");
+        let reconciliation = http.get(format!("{base}/reconciliation")).bearer_auth(harness::ADMIN_TOKEN).send().await.unwrap();
+        println!("reconciliation after the run: HTTP {}", reconciliation.status());
+        let _ = Command::new("kill").args(["-TERM", &child.id().to_string()]).status();
+        let _ = child.wait();
+    });
+}
