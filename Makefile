@@ -32,7 +32,7 @@ validate-deploy:
 	bash ./scripts/validate-deploy.sh
 
 bench:
-	cargo run --release -p inventory-sync --bin inventory-bench $(if $(ARGS),-- $(ARGS))
+	cargo bench -p inventory-sync --bench adjustments
 
 ci:
 	bash .ci/run
