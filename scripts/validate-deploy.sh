@@ -13,11 +13,11 @@
 # Tools go into a Python venv under the cache dir, installed once and reused.
 #
 # Environment:
-#   DATASYNC_CACHE   cache dir (default ~/.cache/datasync): venv, downloaded schema
+#   DATASYNC_CACHE   cache dir (default ~/.cache/datasync): the validation venv
 #   K8S_VERSION      Kubernetes version to validate against (default 1.32.0)
 #   KUBECTL          kubectl binary (default: kubectl on PATH)
 #   COMPOSE_SCHEMA   path to compose-spec.json (default: ../shared/schemas/compose-spec.json
-#                    next to the repo if present, else downloaded into the cache dir)
+#                    next to the repo if present, else the schema bundled with check-jsonschema)
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -27,7 +27,6 @@ K8S_VERSION="${K8S_VERSION:-1.32.0}"
 KUBECTL="${KUBECTL:-kubectl}"
 # Pinned so that a rerun validates against the same schemas; bump deliberately.
 PY_REQUIREMENTS=("kubernetes-validate==1.37.0" "check-jsonschema==0.39.0")
-COMPOSE_SCHEMA_URL="https://raw.githubusercontent.com/compose-spec/compose-spec/main/schema/compose-spec.json"
 
 fail() {
     echo "FAIL $*" >&2
@@ -58,23 +57,17 @@ ensure_venv() {
     fi
 }
 
-compose_schema() {
+# compose_schema_args: the check-jsonschema arguments naming the Compose schema. An explicit
+# COMPOSE_SCHEMA wins, then the copy next to the repository, then the schema check-jsonschema
+# bundles (offline, so a clean clone anywhere validates without the network).
+compose_schema_args() {
     if [[ -n "${COMPOSE_SCHEMA:-}" ]]; then
         [[ -f "$COMPOSE_SCHEMA" ]] || fail "COMPOSE_SCHEMA=$COMPOSE_SCHEMA does not exist"
-        echo "$COMPOSE_SCHEMA"
+        printf '%s\n' --schemafile "$COMPOSE_SCHEMA"
     elif [[ -f "$ROOT/../shared/schemas/compose-spec.json" ]]; then
-        echo "$ROOT/../shared/schemas/compose-spec.json"
+        printf '%s\n' --schemafile "$ROOT/../shared/schemas/compose-spec.json"
     else
-        local cached="$CACHE/compose-spec.json"
-        if [[ ! -s "$cached" ]]; then
-            if ! curl -fsSL --max-time 60 -o "$cached.tmp" "$COMPOSE_SCHEMA_URL"; then
-                rm -f "$cached.tmp"
-                fail "could not download the Compose schema from $COMPOSE_SCHEMA_URL;" \
-                    "set COMPOSE_SCHEMA=/path/to/compose-spec.json"
-            fi
-            mv "$cached.tmp" "$cached"
-        fi
-        echo "$cached"
+        printf '%s\n' --builtin-schema vendor.compose-spec
     fi
 }
 
@@ -130,11 +123,11 @@ validate_k8s() {
 }
 
 validate_compose() {
-    local schema
-    schema="$(compose_schema)"
-    if ! out="$("$VENV/bin/check-jsonschema" --schemafile "$schema" "$ROOT/docker-compose.yml" 2>&1)"; then
+    local -a schema
+    mapfile -t schema < <(compose_schema_args)
+    if ! out="$("$VENV/bin/check-jsonschema" "${schema[@]}" "$ROOT/docker-compose.yml" 2>&1)"; then
         echo "$out" >&2
-        fail "docker-compose.yml does not match the Compose schema ($schema)"
+        fail "docker-compose.yml does not match the Compose schema (${schema[*]})"
     fi
     "$VENV/bin/python" "$ROOT/scripts/check_deploy.py" compose "$ROOT/docker-compose.yml" ||
         fail "docker-compose.yml breaks the deployment rules above"

@@ -102,11 +102,7 @@ impl Platform {
 
     /// This service's dead letters.
     pub fn dead_letters(&self) -> DeadLetters {
-        DeadLetters {
-            pool: self.db.clone(),
-            schema: self.schema,
-            service: self.config.service,
-        }
+        DeadLetters { pool: self.db.clone(), schema: self.schema, service: self.config.service }
     }
 
     /// Runs a background task until shutdown; shutdown waits for it.
@@ -114,8 +110,7 @@ impl Platform {
     where
         F: Future<Output = ()> + Send + 'static,
     {
-        self.tasks
-            .spawn(task.instrument(tracing::info_span!("task", name)));
+        self.tasks.spawn(task.instrument(tracing::info_span!("task", name)));
     }
 
     /// Starts a durable consumer (see [`crate::bus::consumer`] for its delivery semantics).
@@ -158,19 +153,13 @@ impl Application {
         let cfg = platform.config.clone();
         let listener = std::net::TcpListener::bind((cfg.http_host.as_str(), cfg.http_port))
             .map_err(|e| {
-                anyhow::anyhow!(
-                    "cannot bind {}:{} (HTTP_PORT): {e}",
-                    cfg.http_host,
-                    cfg.http_port
-                )
+                anyhow::anyhow!("cannot bind {}:{} (HTTP_PORT): {e}", cfg.http_host, cfg.http_port)
             })?;
         let port = listener.local_addr()?.port();
         let state = web::Data::new(state);
         let platform_data = web::Data::new(platform.clone());
-        let auth = web::Data::new(AuthConfig {
-            admin_token: Some(cfg.admin_token.clone()),
-            ..auth
-        });
+        let auth =
+            web::Data::new(AuthConfig { admin_token: Some(cfg.admin_token.clone()), ..auth });
         let server = HttpServer::new(move || {
             App::new()
                 .wrap(from_fn(observe))
@@ -186,11 +175,7 @@ impl Application {
         .listen(listener)?
         .run();
         tracing::info!(service = cfg.service, port, "listening");
-        Ok(Self {
-            port,
-            server,
-            platform,
-        })
+        Ok(Self { port, server, platform })
     }
 
     pub fn port(&self) -> u16 {
@@ -280,12 +265,7 @@ impl Command {
     /// Parses `std::env::args()` (after the program name).
     pub fn parse(args: impl IntoIterator<Item = String>) -> Result<Self, String> {
         let args: Vec<String> = args.into_iter().collect();
-        match args
-            .iter()
-            .map(String::as_str)
-            .collect::<Vec<_>>()
-            .as_slice()
-        {
+        match args.iter().map(String::as_str).collect::<Vec<_>>().as_slice() {
             [] | ["serve"] => Ok(Self::Serve),
             ["migrate"] => Ok(Self::Migrate),
             other => Err(format!("usage: <service> [serve|migrate], got {other:?}")),

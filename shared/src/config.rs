@@ -40,13 +40,10 @@ where
 {
     match var(name) {
         None => Ok(default),
-        Some(raw) => raw
-            .trim()
-            .parse()
-            .map_err(|e: T::Err| ConfigError::Invalid {
-                name: name.to_owned(),
-                reason: e.to_string(),
-            }),
+        Some(raw) => raw.trim().parse().map_err(|e: T::Err| ConfigError::Invalid {
+            name: name.to_owned(),
+            reason: e.to_string(),
+        }),
     }
 }
 
@@ -185,12 +182,7 @@ impl CommonConfig {
                 reason: "must be at least 1".into(),
             });
         }
-        if !self
-            .nats
-            .prefix
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || c == '_')
-        {
+        if !self.nats.prefix.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
             return Err(ConfigError::Invalid {
                 name: "NATS_PREFIX".into(),
                 reason: "only letters, digits and _ are allowed".into(),

@@ -16,14 +16,8 @@ struct Check {
 impl Check {
     fn from(result: anyhow::Result<()>) -> Self {
         match result {
-            Ok(()) => Self {
-                status: "ok",
-                error: None,
-            },
-            Err(e) => Self {
-                status: "fail",
-                error: Some(e.to_string()),
-            },
+            Ok(()) => Self { status: "ok", error: None },
+            Err(e) => Self { status: "fail", error: Some(e.to_string()) },
         }
     }
 }
@@ -40,10 +34,8 @@ pub async fn healthz() -> HttpResponse {
     (status = 200, description = "ready"), (status = 503, description = "a dependency is down")))]
 #[get("/readyz")]
 pub async fn readyz(platform: web::Data<Platform>) -> HttpResponse {
-    let (db, nats) = tokio::join!(
-        crate::db::check(&platform.db),
-        platform.bus.check(platform.readiness_stream)
-    );
+    let (db, nats) =
+        tokio::join!(crate::db::check(&platform.db), platform.bus.check(platform.readiness_stream));
     let (db, nats) = (Check::from(db), Check::from(nats));
     let ready = db.error.is_none() && nats.error.is_none();
     metrics::READY.set(i64::from(ready));
@@ -61,9 +53,7 @@ pub async fn readyz(platform: web::Data<Platform>) -> HttpResponse {
 pub async fn metrics_endpoint() -> HttpResponse {
     let encoder = prometheus::TextEncoder::new();
     match encoder.encode_to_string(&prometheus::gather()) {
-        Ok(text) => HttpResponse::Ok()
-            .content_type("text/plain; version=0.0.4")
-            .body(text),
+        Ok(text) => HttpResponse::Ok().content_type("text/plain; version=0.0.4").body(text),
         Err(e) => HttpResponse::InternalServerError().body(e.to_string()),
     }
 }
@@ -76,10 +66,7 @@ pub async fn openapi(platform: web::Data<Platform>) -> HttpResponse {
 
 /// Mounts the operator endpoints.
 pub fn configure(cfg: &mut web::ServiceConfig) {
-    cfg.service(healthz)
-        .service(readyz)
-        .service(metrics_endpoint)
-        .service(openapi);
+    cfg.service(healthz).service(readyz).service(metrics_endpoint).service(openapi);
 }
 
 /// The platform's own metrics, registered once per process in the default registry.

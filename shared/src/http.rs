@@ -33,27 +33,17 @@ pub const API_KEY_HEADER: &str = "x-api-key";
 pub enum ApiError {
     /// The request is malformed or a field is invalid (400 or 422).
     #[error("{detail}")]
-    Invalid {
-        status: StatusCode,
-        field: Option<String>,
-        detail: String,
-    },
+    Invalid { status: StatusCode, field: Option<String>, detail: String },
     #[error("unauthorized: {0}")]
     Unauthorized(&'static str),
     #[error("{0} not found")]
     NotFound(String),
     /// The request conflicts with the current state (409); `extra` adds machine-readable fields.
     #[error("{detail}")]
-    Conflict {
-        detail: String,
-        extra: serde_json::Value,
-    },
+    Conflict { detail: String, extra: serde_json::Value },
     /// A business rule refused the request (422); `extra` adds machine-readable fields.
     #[error("{detail}")]
-    Rejected {
-        detail: String,
-        extra: serde_json::Value,
-    },
+    Rejected { detail: String, extra: serde_json::Value },
     /// A dependency is down (503): the client should retry.
     #[error("service unavailable: {0}")]
     Unavailable(String),
@@ -147,16 +137,14 @@ impl ResponseError for ApiError {
         if matches!(self, Self::Unavailable(_)) {
             response.insert_header((header::RETRY_AFTER, "1"));
         }
-        response
-            .content_type("application/problem+json")
-            .json(Problem {
-                kind: format!("https://datasync.dev/problems/{}", self.kind()),
-                title: status.canonical_reason().unwrap_or("error"),
-                status: status.as_u16(),
-                detail,
-                field,
-                extra,
-            })
+        response.content_type("application/problem+json").json(Problem {
+            kind: format!("https://datasync.dev/problems/{}", self.kind()),
+            title: status.canonical_reason().unwrap_or("error"),
+            status: status.as_u16(),
+            detail,
+            field,
+            extra,
+        })
     }
 }
 
@@ -180,11 +168,7 @@ pub fn parse_json<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
             None if path != "." => path,
             None => String::new(),
         };
-        let detail = message
-            .split(" at line ")
-            .next()
-            .unwrap_or(&message)
-            .to_owned();
+        let detail = message.split(" at line ").next().unwrap_or(&message).to_owned();
         ApiError::Invalid {
             status: StatusCode::UNPROCESSABLE_ENTITY,
             field: (!field.is_empty()).then_some(field),
@@ -285,20 +269,14 @@ impl FromRequest for Reader {
     fn from_request(req: &HttpRequest, payload: &mut Payload) -> Self::Future {
         ready((|| {
             if let Some(key) = req.headers().get(API_KEY_HEADER) {
-                let key = key
-                    .to_str()
-                    .map_err(|_| ApiError::Unauthorized("invalid API key"))?;
+                let key = key.to_str().map_err(|_| ApiError::Unauthorized("invalid API key"))?;
                 let client = verify_api_key(&auth_config(req)?.api_keys, key)
                     .ok_or(ApiError::Unauthorized("invalid API key"))?;
                 return Ok(Self { client });
             }
             match Admin::from_request(req, payload).into_inner() {
-                Ok(Admin) => Ok(Self {
-                    client: "admin".into(),
-                }),
-                Err(_) => Err(ApiError::Unauthorized(
-                    "missing X-API-Key or admin bearer token",
-                )),
+                Ok(Admin) => Ok(Self { client: "admin".into() }),
+                Err(_) => Err(ApiError::Unauthorized("missing X-API-Key or admin bearer token")),
             }
         })())
     }
@@ -325,9 +303,7 @@ impl FromRequest for Authenticated {
             // Authenticate by API key before reading the body, so unauthenticated clients
             // cannot make us buffer it.
             if let Some(key) = req.headers().get(API_KEY_HEADER) {
-                let key = key
-                    .to_str()
-                    .map_err(|_| ApiError::Unauthorized("invalid API key"))?;
+                let key = key.to_str().map_err(|_| ApiError::Unauthorized("invalid API key"))?;
                 let client = verify_api_key(&auth.api_keys, key)
                     .ok_or(ApiError::Unauthorized("invalid API key"))?;
                 let body = read_body(body, &req).await?;
@@ -338,20 +314,10 @@ impl FromRequest for Authenticated {
                 .get(SIGNATURE_HEADER)
                 .and_then(|v| v.to_str().ok())
                 .map(str::to_owned)
-                .ok_or(ApiError::Unauthorized(
-                    "missing X-API-Key or X-Datasync-Signature",
-                ))?;
+                .ok_or(ApiError::Unauthorized("missing X-API-Key or X-Datasync-Signature"))?;
             let body = read_body(body, &req).await?;
-            verify_signature(
-                &auth.hmac_secrets,
-                &header,
-                &body,
-                chrono::Utc::now().timestamp(),
-            )?;
-            Ok(Self {
-                client: "hmac".into(),
-                body,
-            })
+            verify_signature(&auth.hmac_secrets, &header, &body, chrono::Utc::now().timestamp())?;
+            Ok(Self { client: "hmac".into(), body })
         })
     }
 }
@@ -394,10 +360,7 @@ pub fn verify_api_key(keys: &[(String, SecretString)], given: &str) -> Option<St
 
 /// Computes the signature header value for `body` at time `t` (for clients and tests).
 pub fn sign(secret: &str, t: i64, body: &[u8]) -> String {
-    format!(
-        "t={t},v1={}",
-        hex::encode(mac(secret, t, body).finalize().into_bytes())
-    )
+    format!("t={t},v1={}", hex::encode(mac(secret, t, body).finalize().into_bytes()))
 }
 
 fn mac(secret: &str, t: i64, body: &[u8]) -> Hmac<Sha256> {
@@ -428,23 +391,15 @@ pub fn verify_signature(
     }
     let t = timestamp.ok_or(ApiError::Unauthorized("signature has no valid timestamp"))?;
     if (now - t).abs() > SIGNATURE_TOLERANCE_SECS {
-        return Err(ApiError::Unauthorized(
-            "signature timestamp outside the 5 minute window",
-        ));
+        return Err(ApiError::Unauthorized("signature timestamp outside the 5 minute window"));
     }
     let mut valid = false;
     for secret in secrets {
         for signature in &signatures {
-            valid |= mac(secret.expose_secret(), t, body)
-                .verify_slice(signature)
-                .is_ok();
+            valid |= mac(secret.expose_secret(), t, body).verify_slice(signature).is_ok();
         }
     }
-    if valid {
-        Ok(())
-    } else {
-        Err(ApiError::Unauthorized("invalid signature"))
-    }
+    if valid { Ok(()) } else { Err(ApiError::Unauthorized("invalid signature")) }
 }
 
 #[cfg(test)]
@@ -452,22 +407,15 @@ mod tests {
     use super::*;
 
     fn secrets(list: &[&str]) -> Vec<SecretString> {
-        list.iter()
-            .map(|s| SecretString::from(s.to_string()))
-            .collect()
+        list.iter().map(|s| SecretString::from(s.to_string())).collect()
     }
 
     #[test]
     fn a_signature_made_with_any_current_secret_is_accepted() {
         let header = sign("old-secret", 1_000, b"{}");
         assert!(
-            verify_signature(
-                &secrets(&["new-secret", "old-secret"]),
-                &header,
-                b"{}",
-                1_010
-            )
-            .is_ok()
+            verify_signature(&secrets(&["new-secret", "old-secret"]), &header, b"{}", 1_010)
+                .is_ok()
         );
     }
 
@@ -488,10 +436,7 @@ mod tests {
     #[test]
     fn api_keys_map_to_their_client_name() {
         let keys = vec![("pos".to_owned(), SecretString::from("k".repeat(20)))];
-        assert_eq!(
-            verify_api_key(&keys, &"k".repeat(20)).as_deref(),
-            Some("pos")
-        );
+        assert_eq!(verify_api_key(&keys, &"k".repeat(20)).as_deref(), Some("pos"));
         assert_eq!(verify_api_key(&keys, "nope"), None);
     }
 

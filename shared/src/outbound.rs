@@ -93,10 +93,9 @@ impl Outcome {
             Outcome::Delivered(_) => {
                 HandlerError::Permanent(anyhow::anyhow!("{what}: not an error"))
             }
-            Outcome::Retry { after, error, .. } => HandlerError::Retry {
-                error: anyhow::anyhow!("{what}: {error}"),
-                after,
-            },
+            Outcome::Retry { after, error, .. } => {
+                HandlerError::Retry { error: anyhow::anyhow!("{what}: {error}"), after }
+            }
             Outcome::Gone => {
                 HandlerError::Permanent(anyhow::anyhow!("{what}: target answered 410 Gone"))
             }
@@ -114,9 +113,7 @@ pub async fn send(
     request: &OutboundRequest,
 ) -> Outcome {
     let url = format!("{}{}", endpoint.base_url, request.path);
-    let builder = client
-        .request(request.method.clone(), &url)
-        .json(&request.body);
+    let builder = client.request(request.method.clone(), &url).json(&request.body);
     let builder = match &endpoint.auth {
         TargetAuth::Bearer(token) => builder.bearer_auth(token.expose_secret()),
         TargetAuth::Header(name, value) => builder.header(*name, value.expose_secret()),
@@ -127,11 +124,7 @@ pub async fn send(
             return Outcome::Retry {
                 status: None,
                 after: None,
-                error: format!(
-                    "request to {} failed: {}",
-                    endpoint.base_url,
-                    without_url(&e)
-                ),
+                error: format!("request to {} failed: {}", endpoint.base_url, without_url(&e)),
             };
         }
     };
@@ -148,24 +141,14 @@ async fn classify(response: reqwest::Response) -> Outcome {
         .get(RETRY_AFTER)
         .and_then(|v| v.to_str().ok())
         .and_then(parse_retry_after);
-    let body: String = response
-        .text()
-        .await
-        .unwrap_or_default()
-        .chars()
-        .take(500)
-        .collect();
+    let body: String = response.text().await.unwrap_or_default().chars().take(500).collect();
     match status {
-        StatusCode::TOO_MANY_REQUESTS | StatusCode::REQUEST_TIMEOUT => Outcome::Retry {
-            status: Some(status),
-            after,
-            error: format!("{status}"),
-        },
-        s if s.is_server_error() => Outcome::Retry {
-            status: Some(s),
-            after,
-            error: format!("{s}: {body}"),
-        },
+        StatusCode::TOO_MANY_REQUESTS | StatusCode::REQUEST_TIMEOUT => {
+            Outcome::Retry { status: Some(status), after, error: format!("{status}") }
+        }
+        s if s.is_server_error() => {
+            Outcome::Retry { status: Some(s), after, error: format!("{s}: {body}") }
+        }
         StatusCode::GONE => Outcome::Gone,
         s => Outcome::Rejected { status: s, body },
     }
@@ -177,9 +160,7 @@ pub fn parse_retry_after(value: &str) -> Option<Duration> {
         Ok(secs) => Duration::from_secs(secs),
         Err(_) => {
             let at = chrono::DateTime::parse_from_rfc2822(value.trim()).ok()?;
-            (at.with_timezone(&chrono::Utc) - chrono::Utc::now())
-                .to_std()
-                .unwrap_or_default()
+            (at.with_timezone(&chrono::Utc) - chrono::Utc::now()).to_std().unwrap_or_default()
         }
     };
     Some(delay.min(MAX_RETRY_AFTER))
@@ -205,10 +186,7 @@ mod tests {
     fn retry_after_accepts_seconds_and_dates_and_is_capped() {
         assert_eq!(parse_retry_after("7"), Some(Duration::from_secs(7)));
         assert_eq!(parse_retry_after("999999"), Some(MAX_RETRY_AFTER));
-        assert_eq!(
-            parse_retry_after("Wed, 21 Oct 2015 07:28:00 GMT"),
-            Some(Duration::ZERO)
-        );
+        assert_eq!(parse_retry_after("Wed, 21 Oct 2015 07:28:00 GMT"), Some(Duration::ZERO));
         assert_eq!(parse_retry_after("soon"), None);
     }
 }

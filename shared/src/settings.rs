@@ -45,10 +45,7 @@ impl Default for RuntimeSettings {
             sync_priority_source: "local".into(),
             max_sync_lag_secs: BTreeMap::new(),
             alert_routes: BTreeMap::from([
-                (
-                    Severity::Critical,
-                    vec!["pagerduty".into(), "slack".into(), "email".into()],
-                ),
+                (Severity::Critical, vec!["pagerduty".into(), "slack".into(), "email".into()]),
                 (Severity::Warning, vec!["slack".into()]),
                 (Severity::Info, vec![]),
             ]),
@@ -72,10 +69,7 @@ impl RuntimeSettings {
 }
 
 fn invalid(reason: String) -> crate::config::ConfigError {
-    crate::config::ConfigError::Invalid {
-        name: "SETTINGS_DEFAULTS".into(),
-        reason,
-    }
+    crate::config::ConfigError::Invalid { name: "SETTINGS_DEFAULTS".into(), reason }
 }
 
 fn merge(
@@ -85,9 +79,7 @@ fn merge(
     let mut map = match serde_json::to_value(base) {
         Ok(serde_json::Value::Object(map)) => map,
         _ => {
-            return Err(ApiError::Unexpected(anyhow::anyhow!(
-                "settings are not an object"
-            )));
+            return Err(ApiError::Unexpected(anyhow::anyhow!("settings are not an object")));
         }
     };
     map.extend(overrides.iter().map(|(k, v)| (k.clone(), v.clone())));
@@ -134,11 +126,7 @@ impl Settings {
         let kv = bus.js.get_key_value(&bucket).await?;
         let defaults = Arc::new(defaults);
         let (tx, current) = watch::channel(defaults.clone());
-        let settings = Self {
-            kv,
-            defaults,
-            current,
-        };
+        let settings = Self { kv, defaults, current };
         let mut entries = settings.kv.watch_with_history(">").await?;
         // Apply what is stored now before the service starts serving.
         let mut overrides = serde_json::Map::new();
@@ -154,11 +142,7 @@ impl Settings {
                 }
             }
         }
-        tokio::spawn(
-            settings
-                .clone()
-                .watch(bus.clone(), tx, overrides, entries, shutdown),
-        );
+        tokio::spawn(settings.clone().watch(bus.clone(), tx, overrides, entries, shutdown));
         Ok(settings)
     }
 
@@ -240,18 +224,14 @@ impl Settings {
             return Err(ApiError::field(key, format!("unknown setting {key:?}")));
         }
         let current = self.current();
-        let candidate = merge(
-            &current,
-            &serde_json::Map::from_iter([(key.to_owned(), value.clone())]),
-        )
-        .map_err(|e| match e {
-            ApiError::Invalid { status, detail, .. } => ApiError::Invalid {
-                status,
-                field: Some(key.to_owned()),
-                detail,
-            },
-            other => other,
-        })?;
+        let candidate =
+            merge(&current, &serde_json::Map::from_iter([(key.to_owned(), value.clone())]))
+                .map_err(|e| match e {
+                    ApiError::Invalid { status, detail, .. } => {
+                        ApiError::Invalid { status, field: Some(key.to_owned()), detail }
+                    }
+                    other => other,
+                })?;
         let bytes = serde_json::to_vec(&value).map_err(anyhow::Error::from)?;
         self.kv
             .put(key, bytes.into())
@@ -280,9 +260,6 @@ mod tests {
         let overrides = serde_json::json!({"sync_priority_source": "crm"});
         let merged = merge(&RuntimeSettings::default(), overrides.as_object().unwrap()).unwrap();
         assert_eq!(merged.sync_priority_source, "crm");
-        assert_eq!(
-            merged.push_max_attempts,
-            RuntimeSettings::default().push_max_attempts
-        );
+        assert_eq!(merged.push_max_attempts, RuntimeSettings::default().push_max_attempts);
     }
 }

@@ -36,9 +36,7 @@ impl TelemetryGuard {
 /// Calling it twice (as tests do) keeps the first subscriber.
 pub fn init(cfg: &CommonConfig) -> anyhow::Result<TelemetryGuard> {
     global::set_text_map_propagator(TraceContextPropagator::new());
-    let resource = opentelemetry_sdk::Resource::builder()
-        .with_service_name(cfg.service)
-        .build();
+    let resource = opentelemetry_sdk::Resource::builder().with_service_name(cfg.service).build();
     let mut builder = SdkTracerProvider::builder().with_resource(resource);
     if let Some(endpoint) = &cfg.otlp_endpoint {
         use opentelemetry_otlp::WithExportConfig;
@@ -108,9 +106,7 @@ pub fn current_trace_id() -> Option<String> {
     use opentelemetry::trace::TraceContextExt;
     let cx = tracing::Span::current().context();
     let span_context = cx.span().span_context().clone();
-    span_context
-        .is_valid()
-        .then(|| span_context.trace_id().to_string())
+    span_context.is_valid().then(|| span_context.trace_id().to_string())
 }
 
 struct NatsInjector<'a>(&'a mut async_nats::HeaderMap);

@@ -39,16 +39,11 @@ pub async fn build(config: CommonConfig) -> anyhow::Result<Application> {
         openapi: <ApiDoc as utoipa::OpenApi>::openapi(),
     };
     let platform = Platform::start(&config, spec).await?;
-    let state = AppState {
-        platform: platform.clone(),
-    };
+    let state = AppState { platform: platform.clone() };
     Application::build(platform, state, AuthConfig::default(), |_| {})
 }
 
 /// Serves until SIGTERM/SIGINT.
 pub async fn run(config: CommonConfig) -> anyhow::Result<()> {
-    build(config)
-        .await?
-        .run_until_stopped(shared::app::shutdown_signal())
-        .await
+    build(config).await?.run_until_stopped(shared::app::shutdown_signal()).await
 }

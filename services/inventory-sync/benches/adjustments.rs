@@ -10,11 +10,7 @@
 //!
 //! Both are measured (a) on one hot sku and (b) spread over 10,000 skus. Figures are printed;
 //! nothing is asserted (this is a benchmark, not a test).
-#![allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    reason = "a benchmark fails loudly"
-)]
+#![allow(clippy::unwrap_used, clippy::expect_used, reason = "a benchmark fails loudly")]
 
 use std::{
     process::{Command, Stdio},
@@ -42,11 +38,7 @@ struct Figures {
 }
 
 fn sku_for(hot: bool, i: u64) -> String {
-    if hot {
-        "HOT".into()
-    } else {
-        format!("S{}", i as usize % SPREAD_SKUS)
-    }
+    if hot { "HOT".into() } else { format!("S{}", i as usize % SPREAD_SKUS) }
 }
 
 async fn run_clients<F, Fut>(duration: Duration, op: F) -> Figures
@@ -127,10 +119,7 @@ async fn baseline(db: &TestDb, hot: bool, duration: Duration, run: &str) -> Figu
 }
 
 async fn service(url: String, hot: bool, duration: Duration, run: &str) -> Figures {
-    let http = reqwest::Client::builder()
-        .pool_max_idle_per_host(CLIENTS)
-        .build()
-        .unwrap();
+    let http = reqwest::Client::builder().pool_max_idle_per_host(CLIENTS).build().unwrap();
     let run = run.to_owned();
     run_clients(duration, move |client, n| {
         let (http, url, run) = (http.clone(), url.clone(), run.clone());
@@ -179,11 +168,8 @@ async fn seed(db: &TestDb) {
 }
 
 fn main() {
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
+    let runtime =
+        tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
     runtime.block_on(async {
         let secs: u64 = std::env::var("BENCH_SECS").ok().and_then(|s| s.parse().ok()).unwrap_or(10);
         let duration = Duration::from_secs(secs);

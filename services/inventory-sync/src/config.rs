@@ -36,13 +36,7 @@ impl Config {
         ] {
             if let Some(base_url) = url_var(url_name)? {
                 let secret = required_secret(secret_name)?;
-                targets.insert(
-                    target,
-                    Endpoint {
-                        base_url,
-                        auth: target_auth(target, secret),
-                    },
-                );
+                targets.insert(target, Endpoint { base_url, auth: target_auth(target, secret) });
             }
         }
         Ok(Self {

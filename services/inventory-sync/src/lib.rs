@@ -56,12 +56,14 @@ pub async fn build(config: Config) -> anyhow::Result<Application> {
         openapi: <routes::ApiDoc as utoipa::OpenApi>::openapi(),
     };
     let platform = Platform::start(&config.common, spec).await?;
+    // The adjustment executors get connections of their own, so slow pushes or reads holding
+    // pooled connections can never starve the synchronous write path.
+    let adjuster_db = shared::db::pool(&shared::config::DbConfig {
+        pool_size: config.adjuster.workers.max(1),
+        ..config.common.db.clone()
+    })?;
     let state = AppState {
-        adjuster: Adjuster::start(
-            platform.db.clone(),
-            platform.settings.clone(),
-            config.adjuster,
-        ),
+        adjuster: Adjuster::start(adjuster_db, platform.settings.clone(), config.adjuster),
         targets: Arc::new(config.targets),
         platform: platform.clone(),
     };
@@ -77,8 +79,5 @@ pub async fn build(config: Config) -> anyhow::Result<Application> {
 
 /// Serves until SIGTERM/SIGINT.
 pub async fn run(config: Config) -> anyhow::Result<()> {
-    build(config)
-        .await?
-        .run_until_stopped(shared::app::shutdown_signal())
-        .await
+    build(config).await?.run_until_stopped(shared::app::shutdown_signal()).await
 }

@@ -5,10 +5,5 @@
 
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
-    shared::app::main(
-        inventory_sync::Config::from_env,
-        |c| &c.common,
-        inventory_sync::run,
-    )
-    .await
+    shared::app::main(inventory_sync::Config::from_env, |c| &c.common, inventory_sync::run).await
 }

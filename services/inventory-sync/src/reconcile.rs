@@ -54,10 +54,7 @@ pub async fn check(state: &AppState) -> anyhow::Result<Report> {
     if !mismatches.is_empty() {
         tracing::error!(mismatches = mismatches.len(), "ledger and stock disagree");
     }
-    Ok(Report {
-        rows_checked: rows.n,
-        mismatches,
-    })
+    Ok(Report { rows_checked: rows.n, mismatches })
 }
 
 pub async fn run_periodically(state: AppState) {

@@ -37,24 +37,15 @@ struct ApiDoc;
 pub async fn build(config: CommonConfig) -> anyhow::Result<Application> {
     let spec = ServiceSpec {
         schema: SCHEMA,
-        streams: &[
-            &streams::WEBHOOKS,
-            &streams::SYNC_EVENTS,
-            &streams::SYNC_CONFLICTS,
-        ],
+        streams: &[&streams::WEBHOOKS, &streams::SYNC_EVENTS, &streams::SYNC_CONFLICTS],
         openapi: <ApiDoc as utoipa::OpenApi>::openapi(),
     };
     let platform = Platform::start(&config, spec).await?;
-    let state = AppState {
-        platform: platform.clone(),
-    };
+    let state = AppState { platform: platform.clone() };
     Application::build(platform, state, AuthConfig::default(), |_| {})
 }
 
 /// Serves until SIGTERM/SIGINT.
 pub async fn run(config: CommonConfig) -> anyhow::Result<()> {
-    build(config)
-        .await?
-        .run_until_stopped(shared::app::shutdown_signal())
-        .await
+    build(config).await?.run_until_stopped(shared::app::shutdown_signal()).await
 }

@@ -19,6 +19,8 @@ CREATE TABLE inventory.stock (
     available bigint GENERATED ALWAYS AS (on_hand - reserved) STORED,
     -- Number of changes applied; targets remember the version they were last told.
     version bigint NOT NULL DEFAULT 0,
+    -- Source of the latest change: that system already has this level (loop prevention).
+    last_source text,
     updated_at timestamptz NOT NULL DEFAULT now(),
     PRIMARY KEY (sku, warehouse)
 );
@@ -66,7 +68,7 @@ CREATE TABLE inventory.target_sync_log (
     warehouse text NOT NULL,
     quantity bigint NOT NULL,
     version bigint NOT NULL,
-    status text NOT NULL CHECK (status IN ('synced', 'retrying', 'dead_lettered')),
+    status text NOT NULL CHECK (status IN ('synced', 'skipped', 'retrying', 'dead_lettered')),
     http_status integer,
     error text,
     attempt bigint NOT NULL,

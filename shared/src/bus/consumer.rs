@@ -64,10 +64,7 @@ pub struct Delivery<T> {
 #[derive(Debug)]
 pub enum HandlerError {
     /// Try again later (after `after`, or the consumer's backoff).
-    Retry {
-        error: anyhow::Error,
-        after: Option<Duration>,
-    },
+    Retry { error: anyhow::Error, after: Option<Duration> },
     /// Will never succeed: dead-letter now.
     Permanent(anyhow::Error),
 }
@@ -80,10 +77,7 @@ impl From<anyhow::Error> for HandlerError {
 
 impl From<diesel::result::Error> for HandlerError {
     fn from(error: diesel::result::Error) -> Self {
-        Self::Retry {
-            error: error.into(),
-            after: None,
-        }
+        Self::Retry { error: error.into(), after: None }
     }
 }
 
@@ -172,9 +166,7 @@ where
             futures::future::ready(ok)
         })
         .filter_map(|m| futures::future::ready(m.ok()))
-        .for_each_concurrent(spec.concurrency, |msg| {
-            process(bus, spec, dead_letters, handler, msg)
-        })
+        .for_each_concurrent(spec.concurrency, |msg| process(bus, spec, dead_letters, handler, msg))
         .await;
     first_error.map_or(Ok(()), Err)
 }

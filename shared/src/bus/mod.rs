@@ -55,11 +55,7 @@ impl Bus {
         };
         let mut js = jetstream::new(client.clone());
         js.set_timeout(PUBLISH_ACK_TIMEOUT);
-        Ok(Self {
-            client,
-            js,
-            prefix: cfg.prefix.clone(),
-        })
+        Ok(Self { client, js, prefix: cfg.prefix.clone() })
     }
 
     /// The installation prefix ("" in production).
@@ -78,11 +74,7 @@ impl Bus {
 
     /// A stream, consumer or bucket name with the installation prefix applied.
     pub fn name(&self, name: &str) -> String {
-        if self.prefix.is_empty() {
-            name.to_owned()
-        } else {
-            format!("{}_{name}", self.prefix)
-        }
+        if self.prefix.is_empty() { name.to_owned() } else { format!("{}_{name}", self.prefix) }
     }
 
     /// The subject without the installation prefix (for routing on received messages).
@@ -116,9 +108,7 @@ impl Bus {
             .js
             .send_publish(
                 self.subject(subject),
-                jetstream::message::PublishMessage::build()
-                    .payload(payload)
-                    .headers(headers),
+                jetstream::message::PublishMessage::build().payload(payload).headers(headers),
             )
             .await?;
         Ok(ack)
@@ -133,12 +123,7 @@ impl Bus {
     ) -> anyhow::Result<()> {
         let payload = Bytes::from(serde_json::to_vec(envelope)?);
         let ack = self
-            .send(
-                subject,
-                &envelope.id.to_string(),
-                envelope.trace.as_deref(),
-                payload,
-            )
+            .send(subject, &envelope.id.to_string(), envelope.trace.as_deref(), payload)
             .await?
             .await?;
         if ack.duplicate {

@@ -147,10 +147,7 @@ impl OutboxRelay {
                 return None;
             }
         };
-        match diesel::sql_query(format!("LISTEN {channel}"))
-            .execute(&mut conn)
-            .await
-        {
+        match diesel::sql_query(format!("LISTEN {channel}")).execute(&mut conn).await {
             Ok(_) => Some(conn),
             Err(e) => {
                 tracing::warn!(error = %e, "LISTEN failed; polling");
@@ -206,11 +203,7 @@ impl OutboxRelay {
         for row in rows {
             let trace = row.payload.get("trace").and_then(|t| t.as_str());
             let body = bytes::Bytes::from(serde_json::to_vec(&row.payload).unwrap_or_default());
-            match self
-                .bus
-                .send(&row.subject, &row.id.to_string(), trace, body)
-                .await
-            {
+            match self.bus.send(&row.subject, &row.id.to_string(), trace, body).await {
                 Ok(ack) => pending.push((row.id, ack)),
                 Err(e) => {
                     tracing::warn!(subject = %row.subject, error = %e, "outbox publish failed");

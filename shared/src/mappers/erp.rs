@@ -20,15 +20,9 @@ mod tests {
 
     #[test]
     fn stock_level_uses_the_erp_field_names() {
-        let req = stock_level(&StockLevel {
-            sku: "A-1".into(),
-            warehouse: "W1".into(),
-            on_hand: 5,
-        });
+        let req =
+            stock_level(&StockLevel { sku: "A-1".into(), warehouse: "W1".into(), on_hand: 5 });
         assert_eq!(req.path, "/api/inventory/A-1");
-        assert_eq!(
-            req.body,
-            json!({"sku": "A-1", "warehouseCode": "W1", "qtyOnHand": 5})
-        );
+        assert_eq!(req.body, json!({"sku": "A-1", "warehouseCode": "W1", "qtyOnHand": 5}));
     }
 }

@@ -121,12 +121,7 @@ pub struct StockLevelChanged {
 impl Event for StockLevelChanged {
     const TYPE: &'static str = "inventory.level_changed";
     fn subject(&self) -> String {
-        format!(
-            "inventory.level.{}.{}.{}",
-            self.target.as_str(),
-            self.warehouse,
-            self.sku
-        )
+        format!("inventory.level.{}.{}.{}", self.target.as_str(), self.warehouse, self.sku)
     }
 }
 

@@ -58,9 +58,7 @@ impl<T: Event> Envelope<T> {
 pub fn is_subject_safe(token: &str) -> bool {
     !token.is_empty()
         && token.len() <= 64
-        && token
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'))
+        && token.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'))
         && !token.starts_with('.')
         && !token.ends_with('.')
         && !token.contains("..")

@@ -39,15 +39,10 @@ async fn setup() -> (TestDb, TestNats, Bus, shared::db::PgPool) {
     let nats = TestNats::new();
     shared::db::migrate(&db.url).await.unwrap();
     let pool = shared::db::pool(&harness::common_config("test", &db, &nats).db).unwrap();
-    let bus = Bus::connect(
-        &NatsConfig {
-            url: nats.url.clone(),
-            prefix: nats.prefix.clone(),
-        },
-        "test",
-    )
-    .await
-    .unwrap();
+    let bus =
+        Bus::connect(&NatsConfig { url: nats.url.clone(), prefix: nats.prefix.clone() }, "test")
+            .await
+            .unwrap();
     bus.ensure_stream(&streams::SYNC_EVENTS).await.unwrap();
     (db, nats, bus, pool)
 }
@@ -55,10 +50,7 @@ async fn setup() -> (TestDb, TestNats, Bus, shared::db::PgPool) {
 async fn stored(bus: &Bus) -> Vec<Envelope<Pinged>> {
     let stream = bus.js.get_stream(bus.name("SYNC_EVENTS")).await.unwrap();
     let consumer: async_nats::jetstream::consumer::PullConsumer = stream
-        .create_consumer(pull::Config {
-            deliver_policy: DeliverPolicy::All,
-            ..Default::default()
-        })
+        .create_consumer(pull::Config { deliver_policy: DeliverPolicy::All, ..Default::default() })
         .await
         .unwrap();
     let mut batch = consumer
@@ -94,12 +86,8 @@ async fn outbox_rows_are_published_only_if_their_transaction_commits_and_survive
         .await;
 
     // No relay was running: the row waits. A relay started now (as after a crash) sends it.
-    let relay = OutboxRelay {
-        pool: pool.clone(),
-        db_url: db.url.clone(),
-        bus: bus.clone(),
-        schema: "crm",
-    };
+    let relay =
+        OutboxRelay { pool: pool.clone(), db_url: db.url.clone(), bus: bus.clone(), schema: "crm" };
     let stop = CancellationToken::new();
     let task = tokio::spawn(relay.clone().run(stop.clone()));
     let published = harness::eventually(Duration::from_secs(10), || async {
@@ -137,9 +125,7 @@ async fn outbox_rows_are_published_only_if_their_transaction_commits_and_survive
     let again = OutboxRow::new(&committed);
     outbox::enqueue(&mut conn, "crm", &[again]).await.unwrap();
     let fresh = Envelope::new("test", Pinged { n: 3 });
-    outbox::enqueue(&mut conn, "crm", &[OutboxRow::new(&fresh)])
-        .await
-        .unwrap();
+    outbox::enqueue(&mut conn, "crm", &[OutboxRow::new(&fresh)]).await.unwrap();
     assert!(
         harness::eventually(Duration::from_secs(5), || async {
             (stored(&bus).await.len() == 2).then_some(())
@@ -160,33 +146,16 @@ async fn the_inbox_reports_a_redelivered_message() {
     shared::db::migrate(&db.url).await.unwrap();
     let mut conn = db.connect().await;
 
-    assert!(
-        inbox::first_delivery(&mut conn, "erp", "orders", "m-1")
-            .await
-            .unwrap()
-    );
-    assert!(
-        !inbox::first_delivery(&mut conn, "erp", "orders", "m-1")
-            .await
-            .unwrap()
-    );
-    assert!(
-        inbox::first_delivery(&mut conn, "erp", "invoices", "m-1")
-            .await
-            .unwrap()
-    );
+    assert!(inbox::first_delivery(&mut conn, "erp", "orders", "m-1").await.unwrap());
+    assert!(!inbox::first_delivery(&mut conn, "erp", "orders", "m-1").await.unwrap());
+    assert!(inbox::first_delivery(&mut conn, "erp", "invoices", "m-1").await.unwrap());
 }
 
 #[tokio::test]
 async fn consumers_ack_retry_and_dead_letter_according_to_the_handler() {
     let (db, _nats, bus, pool) = setup().await;
     for n in 1..=3 {
-        bus.publish(
-            &Pinged { n }.subject(),
-            &Envelope::new("test", Pinged { n }),
-        )
-        .await
-        .unwrap();
+        bus.publish(&Pinged { n }.subject(), &Envelope::new("test", Pinged { n })).await.unwrap();
     }
     let mut headers = async_nats::HeaderMap::new();
     headers.insert("Nats-Msg-Id", "garbage-1");
@@ -203,11 +172,7 @@ async fn consumers_ack_retry_and_dead_letter_according_to_the_handler() {
     let attempts = Arc::new(Mutex::new(Vec::new()));
     let seen = attempts.clone();
     let stop = CancellationToken::new();
-    let dead_letters = DeadLetters {
-        pool: pool.clone(),
-        schema: "crm",
-        service: "test",
-    };
+    let dead_letters = DeadLetters { pool: pool.clone(), schema: "crm", service: "test" };
     let spec = ConsumerSpec {
         max_deliver: 3,
         ..ConsumerSpec::new("test-consumer", &streams::SYNC_EVENTS, "sync.events.test.>")
@@ -258,4 +223,52 @@ async fn consumers_ack_retry_and_dead_letter_according_to_the_handler() {
         "permanent failures are not retried: {attempts:?}"
     );
     drop(db);
+}
+
+#[tokio::test]
+async fn the_trace_context_crosses_a_nats_hop() {
+    let (db, nats, bus, pool) = setup().await;
+    let mut cfg = harness::common_config("trace-test", &db, &nats);
+    cfg.log_format = shared::config::LogFormat::Pretty;
+    let _guard = shared::telemetry::init(&cfg).unwrap();
+    let producer = tracing::info_span!("producer");
+    let sent_trace = {
+        let _entered = producer.enter();
+        shared::telemetry::current_trace_id().expect("the producer span is traced")
+    };
+    let envelope = {
+        let _entered = producer.enter();
+        Envelope::new("test", Pinged { n: 7 })
+    };
+    assert!(
+        envelope.trace.as_deref().unwrap().contains(&sent_trace),
+        "the envelope records the trace"
+    );
+    tracing::Instrument::instrument(bus.publish(&envelope.subject(), &envelope), producer.clone())
+        .await
+        .unwrap();
+
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    let stop = CancellationToken::new();
+    let dead_letters = DeadLetters { pool, schema: "crm", service: "test" };
+    let spec = ConsumerSpec::new("trace-consumer", &streams::SYNC_EVENTS, "sync.events.test.>");
+    let task = tokio::spawn(shared::bus::run_consumer(
+        bus.clone(),
+        spec,
+        dead_letters,
+        stop.clone(),
+        move |_: shared::bus::Delivery<Pinged>| {
+            let _ = tx.send(shared::telemetry::current_trace_id());
+            async { Ok(()) }
+        },
+    ));
+    let received = tokio::time::timeout(Duration::from_secs(10), rx.recv()).await.unwrap().unwrap();
+    stop.cancel();
+    task.await.unwrap();
+
+    assert_eq!(
+        received.as_deref(),
+        Some(sent_trace.as_str()),
+        "the consumer's span continues the producer's trace"
+    );
 }

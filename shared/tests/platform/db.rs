@@ -25,17 +25,11 @@ async fn services_starting_together_apply_migrations_once() {
     .await
     .unwrap();
     assert_eq!(schemas.n, 7);
-    assert_eq!(
-        shared::db::migrate(&db.url).await.unwrap(),
-        0,
-        "re-running is harmless"
-    );
+    assert_eq!(shared::db::migrate(&db.url).await.unwrap(), 0, "re-running is harmless");
 }
 
 #[tokio::test]
 async fn a_bad_database_url_fails_with_a_message_naming_the_variable() {
-    let err = shared::db::migrate("postgres://nobody@127.0.0.1:1/none")
-        .await
-        .unwrap_err();
+    let err = shared::db::migrate("postgres://nobody@127.0.0.1:1/none").await.unwrap_err();
     assert!(err.to_string().contains("DATABASE_URL"), "{err}");
 }

@@ -11,10 +11,7 @@ use tokio_util::sync::CancellationToken;
 #[tokio::test]
 async fn a_setting_written_by_one_service_reaches_the_others_live_and_after_restart() {
     let nats = TestNats::new();
-    let cfg = NatsConfig {
-        url: nats.url.clone(),
-        prefix: nats.prefix.clone(),
-    };
+    let cfg = NatsConfig { url: nats.url.clone(), prefix: nats.prefix.clone() };
     let stop = CancellationToken::new();
     let a = Settings::open(
         &Bus::connect(&cfg, "a").await.unwrap(),
@@ -32,17 +29,12 @@ async fn a_setting_written_by_one_service_reaches_the_others_live_and_after_rest
     .unwrap();
     let mut watch = b.subscribe();
 
-    a.set("push_max_attempts", serde_json::json!(3))
-        .await
-        .unwrap();
+    a.set("push_max_attempts", serde_json::json!(3)).await.unwrap();
 
-    tokio::time::timeout(
-        Duration::from_secs(5),
-        watch.wait_for(|s| s.push_max_attempts == 3),
-    )
-    .await
-    .unwrap()
-    .unwrap();
+    tokio::time::timeout(Duration::from_secs(5), watch.wait_for(|s| s.push_max_attempts == 3))
+        .await
+        .unwrap()
+        .unwrap();
     let late = Settings::open(
         &Bus::connect(&cfg, "c").await.unwrap(),
         RuntimeSettings::default(),
@@ -50,11 +42,7 @@ async fn a_setting_written_by_one_service_reaches_the_others_live_and_after_rest
     )
     .await
     .unwrap();
-    assert_eq!(
-        late.current().push_max_attempts,
-        3,
-        "a service started later reads stored values"
-    );
+    assert_eq!(late.current().push_max_attempts, 3, "a service started later reads stored values");
     assert_eq!(
         late.current().sync_priority_source,
         RuntimeSettings::default().sync_priority_source
@@ -65,10 +53,7 @@ async fn a_setting_written_by_one_service_reaches_the_others_live_and_after_rest
 #[tokio::test]
 async fn invalid_settings_are_refused_naming_the_field() {
     let nats = TestNats::new();
-    let cfg = NatsConfig {
-        url: nats.url.clone(),
-        prefix: nats.prefix.clone(),
-    };
+    let cfg = NatsConfig { url: nats.url.clone(), prefix: nats.prefix.clone() };
     let stop = CancellationToken::new();
     let s = Settings::open(
         &Bus::connect(&cfg, "a").await.unwrap(),
@@ -78,20 +63,11 @@ async fn invalid_settings_are_refused_naming_the_field() {
     .await
     .unwrap();
 
-    let wrong_type = s
-        .set("push_max_attempts", serde_json::json!("lots"))
-        .await
-        .unwrap_err();
-    let unknown = s
-        .set("colour", serde_json::json!("blue"))
-        .await
-        .unwrap_err();
+    let wrong_type = s.set("push_max_attempts", serde_json::json!("lots")).await.unwrap_err();
+    let unknown = s.set("colour", serde_json::json!("blue")).await.unwrap_err();
 
     assert!(format!("{wrong_type:?}").contains("push_max_attempts"));
     assert!(format!("{unknown:?}").contains("colour"));
-    assert_eq!(
-        s.current().push_max_attempts,
-        RuntimeSettings::default().push_max_attempts
-    );
+    assert_eq!(s.current().push_max_attempts, RuntimeSettings::default().push_max_attempts);
     stop.cancel();
 }

@@ -33,17 +33,11 @@ fn config(db: &TestDb, nats: &TestNats, sandbox: &Sandbox) -> inventory_sync::Co
         hmac_secrets: vec![],
         targets: BTreeMap::from([
             (Target::Erp, endpoint(Target::Erp, &sandbox.erp)),
-            (
-                Target::Ecommerce,
-                endpoint(Target::Ecommerce, &sandbox.shop),
-            ),
+            (Target::Ecommerce, endpoint(Target::Ecommerce, &sandbox.shop)),
             (Target::Pos, endpoint(Target::Pos, &sandbox.pos)),
             (Target::Wms, endpoint(Target::Wms, &sandbox.wms)),
         ]),
-        adjuster: inventory_sync::domain::adjuster::AdjusterConfig {
-            workers: 4,
-            max_batch: 256,
-        },
+        adjuster: inventory_sync::domain::adjuster::AdjusterConfig { workers: 4, max_batch: 256 },
     }
 }
 
@@ -118,12 +112,8 @@ async fn two_replicas_under_concurrent_load_lose_and_double_nothing_and_every_ta
     let created = *created.lock().unwrap();
     let mut expected_levels = BTreeMap::new();
     for i in 0..SKUS {
-        let stock: Value = replicas[1]
-            .admin_get(&format!("/stock/{}", sku(i)))
-            .await
-            .json()
-            .await
-            .unwrap();
+        let stock: Value =
+            replicas[1].admin_get(&format!("/stock/{}", sku(i))).await.json().await.unwrap();
         let on_hand = stock["on_hand"].as_i64().unwrap();
         assert_eq!(
             on_hand,
@@ -146,10 +136,7 @@ async fn two_replicas_under_concurrent_load_lose_and_double_nothing_and_every_ta
         }
         total
     };
-    assert_eq!(
-        ledger_rows, created,
-        "one ledger row per applied adjustment"
-    );
+    assert_eq!(ledger_rows, created, "one ledger row per applied adjustment");
     assert_eq!(replicas[0].admin_get("/reconciliation").await.status(), 200);
 
     for sim in [&sandbox.erp, &sandbox.shop, &sandbox.pos, &sandbox.wms] {
@@ -162,11 +149,8 @@ async fn two_replicas_under_concurrent_load_lose_and_double_nothing_and_every_ta
             })
             .await;
         assert!(converged, "{:?} did not converge", sim.system());
-        let level_pushes = sim
-            .accepted()
-            .into_iter()
-            .filter(|r| !r.path.contains("/products/"))
-            .count();
+        let level_pushes =
+            sim.accepted().into_iter().filter(|r| !r.path.contains("/products/")).count();
         assert!(
             level_pushes <= created,
             "{:?}: {level_pushes} pushes for {created} adjustments",

@@ -32,22 +32,10 @@ async fn all_six_services_boot_together_report_ready_and_stop_gracefully() {
     for app in &apps {
         let ready = app.http.get(app.url("/readyz")).send().await.unwrap();
         assert_eq!(ready.status(), 200, "{}", app.address);
-        let openapi: serde_json::Value = app
-            .http
-            .get(app.url("/openapi.json"))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let openapi: serde_json::Value =
+            app.http.get(app.url("/openapi.json")).send().await.unwrap().json().await.unwrap();
         assert!(openapi["paths"]["/healthz"].is_object());
-        let unauthenticated = app
-            .http
-            .get(app.url("/admin/settings"))
-            .send()
-            .await
-            .unwrap();
+        let unauthenticated = app.http.get(app.url("/admin/settings")).send().await.unwrap();
         assert_eq!(unauthenticated.status(), 401);
     }
     for app in apps {
@@ -61,10 +49,7 @@ fn inventory_test_config(db: &TestDb, nats: &TestNats) -> inventory_sync::Config
         api_keys: vec![],
         hmac_secrets: vec![],
         targets: Default::default(),
-        adjuster: inventory_sync::domain::adjuster::AdjusterConfig {
-            workers: 2,
-            max_batch: 64,
-        },
+        adjuster: inventory_sync::domain::adjuster::AdjusterConfig { workers: 2, max_batch: 64 },
     }
 }
 
@@ -77,16 +62,12 @@ struct OwnNats {
 
 impl OwnNats {
     fn start(port: u16, dir: std::path::PathBuf) -> Self {
-        let bin = [
-            "/usr/sbin/nats-server",
-            "/usr/bin/nats-server",
-            "/usr/local/bin/nats-server",
-        ]
-        .into_iter()
-        .find(|p| std::path::Path::new(p).exists())
-        .map(str::to_owned)
-        .or_else(|| std::env::var("NATS_SERVER_BIN").ok())
-        .expect("this test needs a nats-server binary (set NATS_SERVER_BIN)");
+        let bin = ["/usr/sbin/nats-server", "/usr/bin/nats-server", "/usr/local/bin/nats-server"]
+            .into_iter()
+            .find(|p| std::path::Path::new(p).exists())
+            .map(str::to_owned)
+            .or_else(|| std::env::var("NATS_SERVER_BIN").ok())
+            .expect("this test needs a nats-server binary (set NATS_SERVER_BIN)");
         let child = Command::new(bin)
             .args(["-a", "127.0.0.1", "-p", &port.to_string(), "-js", "-sd"])
             .arg(&dir)
@@ -95,11 +76,7 @@ impl OwnNats {
             .spawn()
             .unwrap();
         std::thread::sleep(Duration::from_millis(500));
-        Self {
-            port,
-            dir,
-            child: Some(child),
-        }
+        Self { port, dir, child: Some(child) }
     }
 
     fn kill(&mut self) {
@@ -118,12 +95,7 @@ impl Drop for OwnNats {
 }
 
 async fn ready(app: &TestApp) -> u16 {
-    app.http
-        .get(app.url("/readyz"))
-        .send()
-        .await
-        .map(|r| r.status().as_u16())
-        .unwrap_or(0)
+    app.http.get(app.url("/readyz")).send().await.map(|r| r.status().as_u16()).unwrap_or(0)
 }
 
 async fn wait_ready(app: &TestApp, want: u16) -> bool {
@@ -140,27 +112,16 @@ async fn readiness_fails_while_nats_or_postgres_is_down_and_recovers_by_itself()
     let port = harness::process::free_port();
     let dir = std::env::temp_dir().join(format!("datasync-nats-{port}"));
     let mut own = OwnNats::start(port, dir.clone());
-    let nats = TestNats {
-        url: format!("nats://127.0.0.1:{}", own.port),
-        prefix: "RT".into(),
-    };
+    let nats = TestNats { url: format!("nats://127.0.0.1:{}", own.port), prefix: "RT".into() };
     let app = TestApp::spawn(
-        crm_sync::build(harness::common_config(crm_sync::SERVICE, &db, &nats))
-            .await
-            .unwrap(),
+        crm_sync::build(harness::common_config(crm_sync::SERVICE, &db, &nats)).await.unwrap(),
     );
     assert_eq!(ready(&app).await, 200);
 
     own.kill();
-    assert!(
-        wait_ready(&app, 503).await,
-        "NATS down must make /readyz fail"
-    );
+    assert!(wait_ready(&app, 503).await, "NATS down must make /readyz fail");
     let own_again = OwnNats::start(port, dir);
-    assert!(
-        wait_ready(&app, 200).await,
-        "/readyz must recover when NATS returns"
-    );
+    assert!(wait_ready(&app, 200).await, "/readyz must recover when NATS returns");
 
     let admin = std::env::var("TEST_DATABASE_URL")
         .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into());
@@ -169,18 +130,9 @@ async fn readiness_fails_while_nats_or_postgres_is_down_and_recovers_by_itself()
         .execute(&mut conn)
         .await
         .unwrap();
-    assert!(
-        wait_ready(&app, 503).await,
-        "PostgreSQL gone must make /readyz fail"
-    );
-    diesel::sql_query(format!("CREATE DATABASE {}", db.name))
-        .execute(&mut conn)
-        .await
-        .unwrap();
-    assert!(
-        wait_ready(&app, 200).await,
-        "/readyz must recover when PostgreSQL returns"
-    );
+    assert!(wait_ready(&app, 503).await, "PostgreSQL gone must make /readyz fail");
+    diesel::sql_query(format!("CREATE DATABASE {}", db.name)).execute(&mut conn).await.unwrap();
+    assert!(wait_ready(&app, 200).await, "/readyz must recover when PostgreSQL returns");
 
     app.stop().await;
     drop(own_again);

@@ -38,10 +38,7 @@ fn unique(prefix: &str) -> String {
 /// may run inside or outside a runtime).
 fn block_on_thread<F: Future<Output = ()> + Send + 'static>(f: F) {
     let _ = std::thread::spawn(move || {
-        if let Ok(rt) = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-        {
+        if let Ok(rt) = tokio::runtime::Builder::new_current_thread().enable_all().build() {
             rt.block_on(f);
         }
     })
@@ -66,10 +63,7 @@ impl TestDb {
             .await
             .unwrap_or_else(|e| panic!("CREATE DATABASE {name}: {e}"));
         let base = admin.rsplit_once('/').map_or(admin.as_str(), |(b, _)| b);
-        Self {
-            url: format!("{base}/{name}"),
-            name,
-        }
+        Self { url: format!("{base}/{name}"), name }
     }
 
     /// A direct connection to the test database.
@@ -101,10 +95,7 @@ pub struct TestNats {
 
 impl TestNats {
     pub fn new() -> Self {
-        Self {
-            url: nats_url(),
-            prefix: unique("T"),
-        }
+        Self { url: nats_url(), prefix: unique("T") }
     }
 
     pub async fn client(&self) -> async_nats::Client {
@@ -133,11 +124,8 @@ impl Drop for TestNats {
                 return;
             };
             let js = async_nats::jetstream::new(client);
-            let names: Vec<String> = js
-                .stream_names()
-                .filter_map(|n| async move { n.ok() })
-                .collect()
-                .await;
+            let names: Vec<String> =
+                js.stream_names().filter_map(|n| async move { n.ok() }).collect().await;
             for name in names {
                 if name.starts_with(&format!("{prefix}_"))
                     || name == format!("KV_{prefix}_settings")
@@ -155,15 +143,8 @@ pub fn common_config(service: &'static str, db: &TestDb, nats: &TestNats) -> Com
         service,
         http_host: "127.0.0.1".into(),
         http_port: 0,
-        db: DbConfig {
-            url: db.url.clone(),
-            pool_size: 8,
-            pool_timeout: Duration::from_secs(5),
-        },
-        nats: NatsConfig {
-            url: nats.url.clone(),
-            prefix: nats.prefix.clone(),
-        },
+        db: DbConfig { url: db.url.clone(), pool_size: 8, pool_timeout: Duration::from_secs(5) },
+        nats: NatsConfig { url: nats.url.clone(), prefix: nats.prefix.clone() },
         admin_token: SecretString::from(ADMIN_TOKEN),
         otlp_endpoint: None,
         log_format: LogFormat::Json,
@@ -181,15 +162,8 @@ pub fn init_logs() {
                 service: "test",
                 http_host: String::new(),
                 http_port: 0,
-                db: DbConfig {
-                    url: String::new(),
-                    pool_size: 1,
-                    pool_timeout: Duration::ZERO,
-                },
-                nats: NatsConfig {
-                    url: String::new(),
-                    prefix: String::new(),
-                },
+                db: DbConfig { url: String::new(), pool_size: 1, pool_timeout: Duration::ZERO },
+                nats: NatsConfig { url: String::new(), prefix: String::new() },
                 admin_token: SecretString::from(""),
                 otlp_endpoint: None,
                 log_format: LogFormat::Pretty,
@@ -328,10 +302,7 @@ pub mod process {
             .env(name, value)
             .output()
             .unwrap_or_else(|e| panic!("cannot run {bin}: {e}"));
-        (
-            output.status.code(),
-            String::from_utf8_lossy(&output.stderr).into_owned(),
-        )
+        (output.status.code(), String::from_utf8_lossy(&output.stderr).into_owned())
     }
 
     /// Starts `bin serve`, waits for `/readyz` 200, sends SIGTERM and returns the exit code.

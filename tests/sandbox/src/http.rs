@@ -90,27 +90,19 @@ pub struct SimServer {
 impl SimServer {
     /// Starts the system on a free loopback port.
     pub fn start(system: System) -> anyhow::Result<Self> {
-        let inner = Arc::new(Inner {
-            system,
-            state: Mutex::new(State::default()),
-        });
+        let inner = Arc::new(Inner { system, state: Mutex::new(State::default()) });
         let data = web::Data::from(inner.clone());
         let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
         let port = listener.local_addr()?.port();
         let server = HttpServer::new(move || {
-            App::new()
-                .app_data(data.clone())
-                .default_service(web::to(handle))
+            App::new().app_data(data.clone()).default_service(web::to(handle))
         })
         .workers(1)
         .disable_signals()
         .listen(listener)?
         .run();
         tokio::spawn(server);
-        Ok(Self {
-            inner,
-            base_url: format!("http://127.0.0.1:{port}"),
-        })
+        Ok(Self { inner, base_url: format!("http://127.0.0.1:{port}") })
     }
 
     pub fn system(&self) -> System {
@@ -144,10 +136,7 @@ impl SimServer {
 
     /// Requests answered with 2xx.
     pub fn accepted(&self) -> Vec<Recorded> {
-        self.requests()
-            .into_iter()
-            .filter(|r| (200..300).contains(&r.status))
-            .collect()
+        self.requests().into_iter().filter(|r| (200..300).contains(&r.status)).collect()
     }
 
     /// Answers the next `n` requests with `fault`.
@@ -163,10 +152,7 @@ impl SimServer {
 
     /// The stock level the system holds for `sku` at `location`.
     pub fn level(&self, sku: &str, location: &str) -> Option<i64> {
-        self.state()
-            .levels
-            .get(&(sku.to_owned(), location.to_owned()))
-            .copied()
+        self.state().levels.get(&(sku.to_owned(), location.to_owned())).copied()
     }
 
     /// Whether the shop sells `sku` (None if never set).
@@ -200,12 +186,7 @@ async fn handle(req: HttpRequest, body: web::Bytes, sim: web::Data<Inner>) -> Ht
     let headers: BTreeMap<String, String> = req
         .headers()
         .iter()
-        .map(|(k, v)| {
-            (
-                k.as_str().to_owned(),
-                v.to_str().unwrap_or_default().to_owned(),
-            )
-        })
+        .map(|(k, v)| (k.as_str().to_owned(), v.to_str().unwrap_or_default().to_owned()))
         .collect();
     let parsed: Option<Value> = serde_json::from_slice(&body).ok();
     let method = req.method().as_str().to_owned();
@@ -223,11 +204,9 @@ async fn handle(req: HttpRequest, body: web::Bytes, sim: web::Data<Inner>) -> Ht
         } else if let Some(fault) = state.faults.pop_front() {
             match fault {
                 Fault::Status(s) => (s, json!({"errors": "injected fault"}), None),
-                Fault::RateLimited { retry_after_secs } => (
-                    429,
-                    json!({"errors": "rate limited"}),
-                    Some(retry_after_secs),
-                ),
+                Fault::RateLimited { retry_after_secs } => {
+                    (429, json!({"errors": "rate limited"}), Some(retry_after_secs))
+                }
             }
         } else {
             let (s, b) = match parsed.as_ref() {
@@ -270,9 +249,7 @@ fn authorized(
     path: &str,
     body: Option<&Value>,
 ) -> bool {
-    let bearer = headers
-        .get("authorization")
-        .and_then(|v| v.strip_prefix("Bearer "));
+    let bearer = headers.get("authorization").and_then(|v| v.strip_prefix("Bearer "));
     match system {
         System::Crm | System::Erp | System::Wms => bearer == Some(system.credential()),
         System::Shop => {
@@ -281,8 +258,7 @@ fn authorized(
         System::Pos => headers.get("x-api-key").map(String::as_str) == Some(system.credential()),
         System::Slack => path == system.credential(),
         System::PagerDuty => {
-            body.and_then(|b| b.get("routing_key"))
-                .and_then(Value::as_str)
+            body.and_then(|b| b.get("routing_key")).and_then(Value::as_str)
                 == Some(system.credential())
         }
     }
@@ -317,21 +293,14 @@ fn route(
                 }
                 let warehouse = str_field(body, "warehouseCode")?;
                 let qty = int_field(body, "qtyOnHand")?;
-                state
-                    .levels
-                    .insert(((*sku).to_owned(), warehouse.to_owned()), qty);
-                Ok((
-                    200,
-                    json!({"sku": sku, "warehouseCode": warehouse, "qtyOnHand": qty}),
-                ))
+                state.levels.insert(((*sku).to_owned(), warehouse.to_owned()), qty);
+                Ok((200, json!({"sku": sku, "warehouseCode": warehouse, "qtyOnHand": qty})))
             }
             (System::Shop, "POST", ["admin", "api", _, "inventory_levels", "set.json"]) => {
                 let item = str_field(body, "inventory_item_id")?;
                 let location = str_field(body, "location_id")?;
                 let available = int_field(body, "available")?;
-                state
-                    .levels
-                    .insert((item.to_owned(), location.to_owned()), available);
+                state.levels.insert((item.to_owned(), location.to_owned()), available);
                 Ok((
                     200,
                     json!({"inventory_level": {
@@ -339,22 +308,16 @@ fn route(
                 ))
             }
             (System::Shop, "PUT", ["admin", "api", _, "products", file]) => {
-                let sku = file
-                    .strip_suffix(".json")
-                    .ok_or_else(|| problem(404, "not found"))?;
-                let product = body
-                    .get("product")
-                    .ok_or_else(|| problem(422, "product is required"))?;
+                let sku = file.strip_suffix(".json").ok_or_else(|| problem(404, "not found"))?;
+                let product =
+                    body.get("product").ok_or_else(|| problem(422, "product is required"))?;
                 let available = product
                     .get("available")
                     .and_then(Value::as_bool)
                     .ok_or_else(|| problem(422, "product.available must be a boolean"))?;
                 let policy = str_field(product, "inventory_policy")?;
                 if !matches!(policy, "deny" | "continue") {
-                    return Err(problem(
-                        422,
-                        "product.inventory_policy must be deny or continue",
-                    ));
+                    return Err(problem(422, "product.inventory_policy must be deny or continue"));
                 }
                 state.products.insert(sku.to_owned(), available);
                 Ok((
@@ -366,18 +329,14 @@ fn route(
                 let item = str_field(body, "item_id")?;
                 let location = str_field(body, "location_id")?;
                 let qty = int_field(body, "quantity")?;
-                state
-                    .levels
-                    .insert((item.to_owned(), location.to_owned()), qty);
+                state.levels.insert((item.to_owned(), location.to_owned()), qty);
                 Ok((200, json!({"status": "ok"})))
             }
             (System::Wms, "PUT", ["api", "inventory"]) => {
                 let sku = str_field(body, "sku")?;
                 let location = str_field(body, "location")?;
                 let qty = int_field(body, "qty")?;
-                state
-                    .levels
-                    .insert((sku.to_owned(), location.to_owned()), qty);
+                state.levels.insert((sku.to_owned(), location.to_owned()), qty);
                 Ok((200, json!({"sku": sku, "location": location, "qty": qty})))
             }
             (System::Crm, "POST", ["api", kind @ ("contacts" | "accounts" | "opportunities")]) => {
@@ -391,10 +350,7 @@ fn route(
                 Ok((201, record))
             }
             (System::Crm, "PUT", ["api", "contacts" | "accounts" | "opportunities", id]) => {
-                let record = state
-                    .records
-                    .get_mut(*id)
-                    .ok_or_else(|| problem(404, "not found"))?;
+                let record = state.records.get_mut(*id).ok_or_else(|| problem(404, "not found"))?;
                 if let (Some(target), Some(update)) = (record.as_object_mut(), body.as_object()) {
                     target.extend(update.clone());
                 }
@@ -424,9 +380,8 @@ fn route(
                     .map(str::to_owned)
                     .unwrap_or_else(|| uuid::Uuid::new_v4().simple().to_string());
                 if action == "trigger" {
-                    let payload = body
-                        .get("payload")
-                        .ok_or_else(|| problem(400, "payload is required"))?;
+                    let payload =
+                        body.get("payload").ok_or_else(|| problem(400, "payload is required"))?;
                     str_field(payload, "summary")?;
                     str_field(payload, "source")?;
                     let severity = str_field(payload, "severity")?;

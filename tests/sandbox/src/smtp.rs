@@ -59,10 +59,7 @@ async fn session(
         } else if upper.starts_with("HELO") || upper.starts_with("NOOP") {
             b"250 OK\r\n"
         } else if upper.starts_with("MAIL FROM:") {
-            mail = Mail {
-                from: address(&line[10..]),
-                ..Mail::default()
-            };
+            mail = Mail { from: address(&line[10..]), ..Mail::default() };
             b"250 OK\r\n"
         } else if upper.starts_with("RCPT TO:") {
             mail.to.push(address(&line[8..]));
@@ -97,10 +94,5 @@ async fn session(
 }
 
 fn address(raw: &str) -> String {
-    raw.trim()
-        .trim_start_matches('<')
-        .split('>')
-        .next()
-        .unwrap_or_default()
-        .to_owned()
+    raw.trim().trim_start_matches('<').split('>').next().unwrap_or_default().to_owned()
 }

@@ -44,8 +44,6 @@ pub async fn handle(state: &AppState, delivery: Delivery<ErpWebhook>) -> Result<
             Ok(())
         }
         Err(Refused::Failed(reason)) => Err(anyhow::anyhow!(reason).into()),
-        Err(refused) => Err(HandlerError::Permanent(anyhow::anyhow!(
-            refused.to_string()
-        ))),
+        Err(refused) => Err(HandlerError::Permanent(anyhow::anyhow!(refused.to_string()))),
     }
 }

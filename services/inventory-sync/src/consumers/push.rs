@@ -35,6 +35,8 @@ struct Current {
     version: i64,
     #[diesel(sql_type = Nullable<BigInt>)]
     pushed_version: Option<i64>,
+    #[diesel(sql_type = Nullable<Text>)]
+    last_source: Option<String>,
 }
 
 #[derive(diesel::QueryableByName)]
@@ -87,7 +89,7 @@ async fn push_locked(
         .execute(conn)
         .await?;
     let current: Current = diesel::sql_query(
-        "SELECT s.on_hand, s.version, t.pushed_version FROM inventory.stock s \
+        "SELECT s.on_hand, s.version, s.last_source, t.pushed_version FROM inventory.stock s \
          LEFT JOIN inventory.target_state t ON t.target = $1 AND t.sku = s.sku AND t.warehouse = s.warehouse \
          WHERE s.sku = $2 AND s.warehouse = $3",
     )
@@ -105,12 +107,14 @@ async fn push_locked(
         warehouse: msg.warehouse.clone(),
         on_hand: current.on_hand,
     };
-    let mut outcome = outbound::send(
-        &state.platform.http,
-        endpoint,
-        &request_for(msg.target, &level),
-    )
-    .await;
+    // The latest change came from this target: it already has this level (loop prevention).
+    let own_change = current.last_source.as_deref() == Some(target);
+    let mut outcome = if own_change {
+        tracing::debug!("latest change came from the target itself; not pushed back");
+        Outcome::Delivered(reqwest::StatusCode::NO_CONTENT)
+    } else {
+        outbound::send(&state.platform.http, endpoint, &request_for(msg.target, &level)).await
+    };
     if matches!(outcome, Outcome::Delivered(_)) {
         diesel::sql_query(
             "INSERT INTO inventory.target_state (target, sku, warehouse, pushed_version, pushed_quantity) \
@@ -129,11 +133,15 @@ async fn push_locked(
         }
     }
     let status = match &outcome {
+        Outcome::Delivered(_) if own_change => SyncStatus::Skipped,
         Outcome::Delivered(_) => SyncStatus::Synced,
         Outcome::Retry { .. } if attempt < budget => SyncStatus::Failed,
         _ => SyncStatus::DeadLettered,
     };
     let error = match &outcome {
+        Outcome::Delivered(_) if own_change => {
+            Some("latest change came from this target".to_owned())
+        }
         Outcome::Delivered(_) => None,
         Outcome::Retry { error, .. } => Some(error.clone()),
         Outcome::Gone => Some("410 Gone".to_owned()),
@@ -150,6 +158,7 @@ async fn push_locked(
     .bind::<BigInt, _>(current.version)
     .bind::<Text, _>(match status {
         SyncStatus::Synced => "synced",
+        SyncStatus::Skipped => "skipped",
         SyncStatus::DeadLettered => "dead_lettered",
         _ => "retrying",
     })
@@ -212,10 +221,7 @@ async fn sync_shop_availability(
         .bind::<Bool, _>(availability.in_stock)
         .execute(conn)
         .await?;
-        tracing::info!(
-            available = availability.in_stock,
-            "shop availability changed"
-        );
+        tracing::info!(available = availability.in_stock, "shop availability changed");
     }
     Ok(outcome)
 }

@@ -74,15 +74,9 @@ pub enum Refused {
     #[error("unknown product {0}")]
     UnknownProduct(String),
     #[error("Inventory cannot be negative")]
-    Negative {
-        current_qty: i64,
-        attempted_qty: i64,
-    },
+    Negative { current_qty: i64, attempted_qty: i64 },
     #[error("on hand is {current_qty}, not the expected {expected_on_hand}")]
-    ExpectedMismatch {
-        current_qty: i64,
-        expected_on_hand: i64,
-    },
+    ExpectedMismatch { current_qty: i64, expected_on_hand: i64 },
     #[error("reference {reference} of source {origin} was already used for a different adjustment")]
     KeyReused { origin: String, reference: String },
     #[error("adjustment could not be applied: {0}")]
@@ -155,9 +149,7 @@ impl Adjuster {
             .send(Job { adjustment, reply })
             .await
             .map_err(|_| Refused::Failed("service is shutting down".into()))?;
-        answer
-            .await
-            .map_err(|_| Refused::Failed("executor stopped".into()))?
+        answer.await.map_err(|_| Refused::Failed("executor stopped".into()))?
     }
 }
 
@@ -166,10 +158,8 @@ async fn execute(pool: &PgPool, settings: &Settings, jobs: Vec<Job>) {
     let low_stock_alerts = settings.current().low_stock_alerts;
     for attempt in 1..=BATCH_ATTEMPTS {
         let result = async {
-            let mut conn = pool
-                .get()
-                .await
-                .map_err(|e| DieselError::QueryBuilderError(e.into()))?;
+            let mut conn =
+                pool.get().await.map_err(|e| DieselError::QueryBuilderError(e.into()))?;
             conn.transaction::<_, DieselError, _>(async |conn| {
                 apply_batch(conn, &adjustments, low_stock_alerts).await
             })
@@ -194,9 +184,7 @@ async fn execute(pool: &PgPool, settings: &Settings, jobs: Vec<Job>) {
         }
     }
     for job in jobs {
-        let _ = job.reply.send(Err(Refused::Failed(
-            "database unavailable, retry later".into(),
-        )));
+        let _ = job.reply.send(Err(Refused::Failed("database unavailable, retry later".into())));
     }
 }
 
@@ -294,12 +282,8 @@ async fn apply_batch(
     low_stock_alerts: bool,
 ) -> Result<Vec<Result<Applied, Refused>>, DieselError> {
     // 1. Products (reorder points for alerts; unknown skus are refused).
-    let skus: Vec<&str> = batch
-        .iter()
-        .map(|a| a.sku.as_str())
-        .collect::<BTreeSet<_>>()
-        .into_iter()
-        .collect();
+    let skus: Vec<&str> =
+        batch.iter().map(|a| a.sku.as_str()).collect::<BTreeSet<_>>().into_iter().collect();
     let products: HashMap<String, ProductRow> = diesel::sql_query(
         "SELECT sku, name, reorder_point FROM inventory.products WHERE sku = ANY($1)",
     )
@@ -336,17 +320,11 @@ async fn apply_batch(
         .bind::<Array<Text>, _>(&key_warehouses)
         .load(conn)
         .await?;
-        levels = rows
-            .into_iter()
-            .map(|r| ((r.sku, r.warehouse), (r.on_hand, r.version)))
-            .collect();
+        levels = rows.into_iter().map(|r| ((r.sku, r.warehouse), (r.on_hand, r.version))).collect();
     }
     // Rows that never changed before this batch (their first receipt is not "back in stock").
-    let mut fresh: BTreeSet<(String, String)> = levels
-        .iter()
-        .filter(|(_, (_, version))| *version == 0)
-        .map(|(k, _)| k.clone())
-        .collect();
+    let mut fresh: BTreeSet<(String, String)> =
+        levels.iter().filter(|(_, (_, version))| *version == 0).map(|(k, _)| k.clone()).collect();
 
     // 3. Earlier answers for these idempotency keys.
     let sources: Vec<&str> = batch.iter().map(|a| a.source.as_str()).collect();
@@ -385,10 +363,7 @@ async fn apply_batch(
             plans.push(Plan::Done(if row.same_request(a) {
                 Ok(row.answer(true))
             } else {
-                Err(Refused::KeyReused {
-                    origin: a.source.clone(),
-                    reference: a.reference.clone(),
-                })
+                Err(Refused::KeyReused { origin: a.source.clone(), reference: a.reference.clone() })
             }));
             continue;
         }
@@ -418,11 +393,7 @@ async fn apply_batch(
             })));
             continue;
         }
-        new_rows.push(NewRow {
-            adjustment: a,
-            before: *on_hand,
-            after,
-        });
+        new_rows.push(NewRow { adjustment: a, before: *on_hand, after });
         *on_hand = after;
         *version += 1;
         plans.push(Plan::Insert(new_rows.len() - 1));
@@ -453,45 +424,43 @@ async fn apply_batch(
         .bind::<Array<Nullable<Text>>, _>(new_rows.iter().map(|r| r.adjustment.reason.clone()).collect::<Vec<_>>())
         .load(conn)
         .await?;
-        let by_key: HashMap<(String, String), LedgerRow> = rows
-            .into_iter()
-            .map(|r| ((r.source.clone(), r.reference.clone()), r))
-            .collect();
+        let by_key: HashMap<(String, String), LedgerRow> =
+            rows.into_iter().map(|r| ((r.source.clone(), r.reference.clone()), r)).collect();
         for row in &new_rows {
-            let key = (
-                row.adjustment.source.clone(),
-                row.adjustment.reference.clone(),
-            );
+            let key = (row.adjustment.source.clone(), row.adjustment.reference.clone());
             let ledger = by_key.get(&key).ok_or(DieselError::NotFound)?;
             inserted.push(ledger.answer(false));
         }
 
-        let changed: Vec<(&RowKey, &Level)> = levels
+        // Each changed row with its new level and the source of its last change.
+        let last_source: BTreeMap<(&str, &str), &str> = new_rows
             .iter()
-            .filter(|(k, _)| {
-                new_rows
-                    .iter()
-                    .any(|r| r.adjustment.sku == k.0 && r.adjustment.warehouse == k.1)
+            .map(|r| {
+                let a = r.adjustment;
+                ((a.sku.as_str(), a.warehouse.as_str()), a.source.as_str())
             })
             .collect();
+        let changed: Vec<(&RowKey, &Level, &str)> = levels
+            .iter()
+            .filter_map(|(k, v)| last_source.get(&(k.0.as_str(), k.1.as_str())).map(|s| (k, v, *s)))
+            .collect();
         diesel::sql_query(
-            "UPDATE inventory.stock s SET on_hand = v.on_hand, version = v.version, updated_at = now() \
-             FROM unnest($1::text[], $2::text[], $3::bigint[], $4::bigint[]) AS v(sku, warehouse, on_hand, version) \
+            "UPDATE inventory.stock s SET on_hand = v.on_hand, version = v.version, \
+                 last_source = v.last_source, updated_at = now() \
+             FROM unnest($1::text[], $2::text[], $3::bigint[], $4::bigint[], $5::text[]) \
+                 AS v(sku, warehouse, on_hand, version, last_source) \
              WHERE s.sku = v.sku AND s.warehouse = v.warehouse",
         )
-        .bind::<Array<Text>, _>(changed.iter().map(|(k, _)| k.0.as_str()).collect::<Vec<_>>())
-        .bind::<Array<Text>, _>(changed.iter().map(|(k, _)| k.1.as_str()).collect::<Vec<_>>())
-        .bind::<Array<BigInt>, _>(changed.iter().map(|(_, v)| v.0).collect::<Vec<_>>())
-        .bind::<Array<BigInt>, _>(changed.iter().map(|(_, v)| v.1).collect::<Vec<_>>())
+        .bind::<Array<Text>, _>(changed.iter().map(|(k, _, _)| k.0.as_str()).collect::<Vec<_>>())
+        .bind::<Array<Text>, _>(changed.iter().map(|(k, _, _)| k.1.as_str()).collect::<Vec<_>>())
+        .bind::<Array<BigInt>, _>(changed.iter().map(|(_, v, _)| v.0).collect::<Vec<_>>())
+        .bind::<Array<BigInt>, _>(changed.iter().map(|(_, v, _)| v.1).collect::<Vec<_>>())
+        .bind::<Array<Text>, _>(changed.iter().map(|(_, _, s)| *s).collect::<Vec<_>>())
         .execute(conn)
         .await?;
 
-        outbox::enqueue(
-            conn,
-            SCHEMA,
-            &events(&inserted, &products, &mut fresh, low_stock_alerts),
-        )
-        .await?;
+        outbox::enqueue(conn, SCHEMA, &events(&inserted, &products, &mut fresh, low_stock_alerts))
+            .await?;
     }
 
     // 6. Answers in request order.
@@ -501,13 +470,8 @@ async fn apply_batch(
             Plan::Done(answer) => answer,
             Plan::Insert(i) => Ok(inserted[i].clone()),
             Plan::SameAs(first) => match &answers[first] {
-                Ok(applied) => Ok(Applied {
-                    replayed: true,
-                    ..applied.clone()
-                }),
-                Err(_) => Err(Refused::Failed(
-                    "an identical request in flight was refused".into(),
-                )),
+                Ok(applied) => Ok(Applied { replayed: true, ..applied.clone() }),
+                Err(_) => Err(Refused::Failed("an identical request in flight was refused".into())),
             },
         };
         answers.push(answer);
@@ -562,11 +526,7 @@ fn events(
         for target in targets {
             rows.push(OutboxRow::new(&Envelope::new(
                 crate::SERVICE,
-                StockLevelChanged {
-                    target,
-                    sku: sku.to_owned(),
-                    warehouse: warehouse.to_owned(),
-                },
+                StockLevelChanged { target, sku: sku.to_owned(), warehouse: warehouse.to_owned() },
             )));
         }
     }

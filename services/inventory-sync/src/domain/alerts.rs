@@ -90,24 +90,15 @@ mod tests {
 
     #[test]
     fn low_stock_fires_only_on_the_crossing() {
-        assert_eq!(
-            kinds(crossings(&applied(12, 10), "Mug", 10, true)),
-            ["low_stock"]
-        );
+        assert_eq!(kinds(crossings(&applied(12, 10), "Mug", 10, true)), ["low_stock"]);
         assert!(crossings(&applied(10, 8), "Mug", 10, true).is_empty());
         assert!(crossings(&applied(12, 10), "Mug", 10, false).is_empty());
     }
 
     #[test]
     fn reaching_zero_is_out_of_stock_and_leaving_zero_is_back_in_stock() {
-        assert_eq!(
-            kinds(crossings(&applied(3, 0), "Mug", 10, true)),
-            ["out_of_stock"]
-        );
-        assert_eq!(
-            kinds(crossings(&applied(0, 5), "Mug", 10, true)),
-            ["back_in_stock"]
-        );
+        assert_eq!(kinds(crossings(&applied(3, 0), "Mug", 10, true)), ["out_of_stock"]);
+        assert_eq!(kinds(crossings(&applied(0, 5), "Mug", 10, true)), ["back_in_stock"]);
     }
 
     #[test]

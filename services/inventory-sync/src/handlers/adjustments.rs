@@ -35,11 +35,9 @@ pub struct AdjustmentRequest {
 impl AdjustmentRequest {
     /// Checks every field, naming the first bad one.
     pub fn validate(self) -> Result<Adjustment, ApiError> {
-        for (field, value) in [
-            ("source", &self.source),
-            ("sku", &self.sku),
-            ("warehouse", &self.warehouse),
-        ] {
+        for (field, value) in
+            [("source", &self.source), ("sku", &self.sku), ("warehouse", &self.warehouse)]
+        {
             if !is_subject_safe(value) {
                 return Err(ApiError::field(
                     field,
@@ -48,18 +46,12 @@ impl AdjustmentRequest {
             }
         }
         if self.reference.trim().is_empty() || self.reference.len() > 200 {
-            return Err(ApiError::field(
-                "reference",
-                "reference must be 1-200 characters",
-            ));
+            return Err(ApiError::field("reference", "reference must be 1-200 characters"));
         }
         if self.quantity < 0 {
             return Err(ApiError::field("quantity", "quantity must not be negative"));
         }
-        let absolute = matches!(
-            self.kind,
-            AdjustmentType::Adjustment | AdjustmentType::Count
-        );
+        let absolute = matches!(self.kind, AdjustmentType::Adjustment | AdjustmentType::Count);
         if !absolute && self.quantity == 0 {
             return Err(ApiError::field(
                 "quantity",
@@ -73,10 +65,7 @@ impl AdjustmentRequest {
             ));
         }
         if self.reason.as_ref().is_some_and(|r| r.len() > 500) {
-            return Err(ApiError::field(
-                "reason",
-                "reason must be at most 500 characters",
-            ));
+            return Err(ApiError::field("reason", "reason must be at most 500 characters"));
         }
         Ok(Adjustment {
             source: self.source,
@@ -96,24 +85,17 @@ impl From<Refused> for ApiError {
         let detail = refused.to_string();
         match refused {
             Refused::UnknownProduct(_) => ApiError::field("sku", detail),
-            Refused::Negative {
-                current_qty,
-                attempted_qty,
-            } => ApiError::Rejected {
+            Refused::Negative { current_qty, attempted_qty } => ApiError::Rejected {
                 detail,
                 extra: json!({"current_qty": current_qty, "attempted_qty": attempted_qty}),
             },
-            Refused::ExpectedMismatch {
-                current_qty,
-                expected_on_hand,
-            } => ApiError::Conflict {
+            Refused::ExpectedMismatch { current_qty, expected_on_hand } => ApiError::Conflict {
                 detail,
                 extra: json!({"current_qty": current_qty, "expected_on_hand": expected_on_hand}),
             },
-            Refused::KeyReused { .. } => ApiError::Conflict {
-                detail,
-                extra: serde_json::Value::Null,
-            },
+            Refused::KeyReused { .. } => {
+                ApiError::Conflict { detail, extra: serde_json::Value::Null }
+            }
             Refused::Failed(reason) => ApiError::Unavailable(reason),
         }
     }
@@ -145,10 +127,7 @@ pub async fn post_adjustment(
         return Err(ApiError::Invalid {
             status: StatusCode::FORBIDDEN,
             field: Some("source".into()),
-            detail: format!(
-                "this API key may only submit adjustments for source {}",
-                auth.client
-            ),
+            detail: format!("this API key may only submit adjustments for source {}", auth.client),
         });
     }
     let applied = state.adjuster.apply(adjustment).await?;
@@ -156,10 +135,6 @@ pub async fn post_adjustment(
         sku = %applied.sku, warehouse = %applied.warehouse, ledger_id = applied.ledger_id,
         new_quantity = applied.new_quantity, replayed = applied.replayed, "adjustment answered"
     );
-    let status = if applied.replayed {
-        StatusCode::OK
-    } else {
-        StatusCode::CREATED
-    };
+    let status = if applied.replayed { StatusCode::OK } else { StatusCode::CREATED };
     Ok(HttpResponse::build(status).json(applied))
 }

@@ -52,25 +52,16 @@ pub async fn put_product(
 ) -> Result<HttpResponse, ApiError> {
     let request: ProductRequest = parse_json(&body)?;
     if !is_subject_safe(&sku) {
-        return Err(ApiError::field(
-            "sku",
-            "sku must be 1-64 letters, digits, '.', '_' or '-'",
-        ));
+        return Err(ApiError::field("sku", "sku must be 1-64 letters, digits, '.', '_' or '-'"));
     }
     if request.name.trim().is_empty() {
         return Err(ApiError::field("name", "name must not be empty"));
     }
     if request.reorder_point < 0 {
-        return Err(ApiError::field(
-            "reorder_point",
-            "reorder_point must not be negative",
-        ));
+        return Err(ApiError::field("reorder_point", "reorder_point must not be negative"));
     }
     if request.reorder_quantity < 0 {
-        return Err(ApiError::field(
-            "reorder_quantity",
-            "reorder_quantity must not be negative",
-        ));
+        return Err(ApiError::field("reorder_quantity", "reorder_quantity must not be negative"));
     }
     let mut conn = state.platform.db.get().await?;
     let product: Product = diesel::sql_query(format!(
@@ -98,15 +89,14 @@ pub async fn get_product(
     sku: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
     let mut conn = state.platform.db.get().await?;
-    let product: Product = diesel::sql_query(format!(
-        "SELECT {COLUMNS} FROM inventory.products WHERE sku = $1"
-    ))
-    .bind::<Text, _>(sku.as_str())
-    .get_result(&mut conn)
-    .await
-    .map_err(|e| match e {
-        diesel::result::Error::NotFound => ApiError::NotFound(format!("product {sku}")),
-        e => e.into(),
-    })?;
+    let product: Product =
+        diesel::sql_query(format!("SELECT {COLUMNS} FROM inventory.products WHERE sku = $1"))
+            .bind::<Text, _>(sku.as_str())
+            .get_result(&mut conn)
+            .await
+            .map_err(|e| match e {
+                diesel::result::Error::NotFound => ApiError::NotFound(format!("product {sku}")),
+                e => e.into(),
+            })?;
     Ok(HttpResponse::Ok().json(product))
 }

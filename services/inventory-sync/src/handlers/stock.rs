@@ -71,11 +71,7 @@ pub async fn get_stock(
     .load(&mut conn)
     .await?;
     let on_hand = warehouses.iter().map(|w| w.on_hand).sum();
-    Ok(HttpResponse::Ok().json(StockReport {
-        sku: sku.into_inner(),
-        on_hand,
-        warehouses,
-    }))
+    Ok(HttpResponse::Ok().json(StockReport { sku: sku.into_inner(), on_hand, warehouses }))
 }
 
 #[derive(Debug, Serialize, diesel::QueryableByName, utoipa::ToSchema)]

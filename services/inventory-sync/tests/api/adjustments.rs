@@ -8,9 +8,7 @@ async fn a_receipt_adds_stock_and_answers_with_the_new_quantity() {
     let t = spawn().await;
     t.put_product("MUG-1", 5).await;
 
-    let (status, body) = t
-        .adjust(&adjustment("pos", "MUG-1", "receipt", 12, "r-1"))
-        .await;
+    let (status, body) = t.adjust(&adjustment("pos", "MUG-1", "receipt", 12, "r-1")).await;
 
     assert_eq!(status, 201, "{body}");
     assert_eq!(body["new_quantity"], 12);
@@ -35,15 +33,13 @@ async fn each_adjustment_type_moves_stock_the_right_way() {
         ("adjustment", 9, 9),
     ];
     for (i, (kind, qty, expected)) in steps.into_iter().enumerate() {
-        let (status, body) = t
-            .adjust(&adjustment("wms", "MUG-2", kind, qty, &format!("s-{i}")))
-            .await;
+        let (status, body) =
+            t.adjust(&adjustment("wms", "MUG-2", kind, qty, &format!("s-{i}"))).await;
         assert_eq!(status, 201, "{kind}: {body}");
         assert_eq!(body["new_quantity"], expected, "{kind}");
     }
     assert_eq!(
-        t.count("SELECT sum(delta)::bigint AS n FROM inventory.ledger WHERE sku = 'MUG-2'")
-            .await,
+        t.count("SELECT sum(delta)::bigint AS n FROM inventory.ledger WHERE sku = 'MUG-2'").await,
         9
     );
 }
@@ -52,22 +48,16 @@ async fn each_adjustment_type_moves_stock_the_right_way() {
 async fn a_shipment_below_zero_is_refused_with_both_quantities_and_writes_nothing() {
     let t = spawn().await;
     t.put_product("MUG-3", 0).await;
-    t.adjust(&adjustment("pos", "MUG-3", "receipt", 2, "in"))
-        .await;
+    t.adjust(&adjustment("pos", "MUG-3", "receipt", 2, "in")).await;
 
-    let (status, body) = t
-        .adjust(&adjustment("pos", "MUG-3", "shipment", 5, "out"))
-        .await;
+    let (status, body) = t.adjust(&adjustment("pos", "MUG-3", "shipment", 5, "out")).await;
 
     assert_eq!(status, 422, "{body}");
     assert_eq!(body["current_qty"], 2);
     assert_eq!(body["attempted_qty"], -3);
     assert_eq!(body["detail"], "Inventory cannot be negative");
     assert_eq!(t.on_hand("MUG-3", "W1").await, 2);
-    assert_eq!(
-        t.count("SELECT count(*) AS n FROM inventory.ledger").await,
-        1
-    );
+    assert_eq!(t.count("SELECT count(*) AS n FROM inventory.ledger").await, 1);
 }
 
 #[tokio::test]
@@ -90,12 +80,9 @@ async fn a_retry_returns_the_first_answer_and_changes_nothing() {
 async fn reusing_a_reference_for_a_different_adjustment_is_a_conflict() {
     let t = spawn().await;
     t.put_product("MUG-5", 0).await;
-    t.adjust(&adjustment("pos", "MUG-5", "receipt", 4, "dup"))
-        .await;
+    t.adjust(&adjustment("pos", "MUG-5", "receipt", 4, "dup")).await;
 
-    let (status, body) = t
-        .adjust(&adjustment("pos", "MUG-5", "receipt", 5, "dup"))
-        .await;
+    let (status, body) = t.adjust(&adjustment("pos", "MUG-5", "receipt", 5, "dup")).await;
 
     assert_eq!(status, 409, "{body}");
     assert_eq!(t.on_hand("MUG-5", "W1").await, 4);
@@ -105,8 +92,7 @@ async fn reusing_a_reference_for_a_different_adjustment_is_a_conflict() {
 async fn compare_and_set_refuses_when_on_hand_moved() {
     let t = spawn().await;
     t.put_product("MUG-6", 0).await;
-    t.adjust(&adjustment("pos", "MUG-6", "receipt", 4, "a"))
-        .await;
+    t.adjust(&adjustment("pos", "MUG-6", "receipt", 4, "a")).await;
     let mut request = adjustment("pos", "MUG-6", "count", 10, "b");
     request["expected_on_hand"] = json!(3);
 
@@ -117,10 +103,7 @@ async fn compare_and_set_refuses_when_on_hand_moved() {
 
     assert_eq!(status, 409, "{body}");
     assert_eq!(
-        (
-            body["current_qty"].clone(),
-            body["expected_on_hand"].clone()
-        ),
+        (body["current_qty"].clone(), body["expected_on_hand"].clone()),
         (json!(4), json!(3))
     );
     assert_eq!(ok_status, 201, "{ok}");
@@ -183,10 +166,7 @@ async fn bad_input_is_a_client_error_naming_the_field() {
         .await
         .unwrap();
     assert_eq!(not_json.status(), 400);
-    assert_eq!(
-        t.count("SELECT count(*) AS n FROM inventory.ledger").await,
-        0
-    );
+    assert_eq!(t.count("SELECT count(*) AS n FROM inventory.ledger").await, 0);
 }
 
 #[tokio::test]
@@ -217,32 +197,18 @@ async fn only_authenticated_callers_may_adjust_and_only_for_their_own_source() {
         "pos key cannot claim source erp"
     );
     assert_eq!(
-        post(vec![(
-            "X-Datasync-Signature",
-            shared::http::sign(HMAC_SECRET, now - 600, &raw)
-        )])
-        .await,
+        post(vec![("X-Datasync-Signature", shared::http::sign(HMAC_SECRET, now - 600, &raw))])
+            .await,
         401,
         "stale"
     );
     assert_eq!(
-        post(vec![(
-            "X-Datasync-Signature",
-            shared::http::sign("other-secret", now, &raw)
-        )])
-        .await,
+        post(vec![("X-Datasync-Signature", shared::http::sign("other-secret", now, &raw))]).await,
         401
     );
+    assert_eq!(t.count("SELECT count(*) AS n FROM inventory.ledger").await, 0);
     assert_eq!(
-        t.count("SELECT count(*) AS n FROM inventory.ledger").await,
-        0
-    );
-    assert_eq!(
-        post(vec![(
-            "X-Datasync-Signature",
-            shared::http::sign(HMAC_SECRET, now, &raw)
-        )])
-        .await,
+        post(vec![("X-Datasync-Signature", shared::http::sign(HMAC_SECRET, now, &raw))]).await,
         201
     );
     assert_eq!(
@@ -250,13 +216,7 @@ async fn only_authenticated_callers_may_adjust_and_only_for_their_own_source() {
         200,
         "same reference replays"
     );
-    let unauthenticated_read = t
-        .app
-        .http
-        .get(t.app.url("/stock/MUG-8"))
-        .send()
-        .await
-        .unwrap();
+    let unauthenticated_read = t.app.http.get(t.app.url("/stock/MUG-8")).send().await.unwrap();
     assert_eq!(unauthenticated_read.status(), 401);
 }
 
@@ -264,8 +224,7 @@ async fn only_authenticated_callers_may_adjust_and_only_for_their_own_source() {
 async fn concurrent_shipments_never_oversell_and_each_is_applied_once() {
     let t = spawn().await;
     t.put_product("HOT-1", 0).await;
-    t.adjust(&adjustment("wms", "HOT-1", "receipt", 100, "stock-in"))
-        .await;
+    t.adjust(&adjustment("wms", "HOT-1", "receipt", 100, "stock-in")).await;
 
     let answers = join_all((0..150).map(|i| {
         let body = adjustment("pos", "HOT-1", "shipment", 1, &format!("sale-{i}"));
@@ -278,8 +237,7 @@ async fn concurrent_shipments_never_oversell_and_each_is_applied_once() {
     assert_eq!(answers.iter().filter(|s| **s == 422).count(), 50);
     assert_eq!(t.on_hand("HOT-1", "W1").await, 0);
     assert_eq!(
-        t.count("SELECT count(*) AS n FROM inventory.ledger WHERE sku = 'HOT-1'")
-            .await,
+        t.count("SELECT count(*) AS n FROM inventory.ledger WHERE sku = 'HOT-1'").await,
         101
     );
     let reconciliation = t.app.admin_get("/reconciliation").await;

@@ -12,39 +12,24 @@ async fn every_target_except_the_source_receives_the_new_level_in_its_own_format
     let t = spawn().await;
     t.put_product("TEE-1", 0).await;
 
-    let (status, _) = t
-        .adjust(&adjustment("pos", "TEE-1", "receipt", 7, "r1"))
-        .await;
+    let (status, _) = t.adjust(&adjustment("pos", "TEE-1", "receipt", 7, "r1")).await;
     assert_eq!(status, 201);
 
     let s = &t.sandbox;
     for sim in [&s.erp, &s.shop, &s.wms] {
         assert!(
-            sim.wait_until(WAIT, |x| x.level("TEE-1", "W1") == Some(7))
-                .await,
+            sim.wait_until(WAIT, |x| x.level("TEE-1", "W1") == Some(7)).await,
             "{:?} got {:?}",
             sim.system(),
             sim.requests()
         );
     }
-    assert!(
-        s.pos.requests().is_empty(),
-        "the source is never pushed back to"
-    );
+    assert!(s.pos.requests().is_empty(), "the source is never pushed back to");
     let erp = &s.erp.accepted()[0];
-    assert_eq!(
-        (erp.method.as_str(), erp.path.as_str()),
-        ("PUT", "/api/inventory/TEE-1")
-    );
-    assert_eq!(
-        erp.body,
-        json!({"sku": "TEE-1", "warehouseCode": "W1", "qtyOnHand": 7})
-    );
+    assert_eq!((erp.method.as_str(), erp.path.as_str()), ("PUT", "/api/inventory/TEE-1"));
+    assert_eq!(erp.body, json!({"sku": "TEE-1", "warehouseCode": "W1", "qtyOnHand": 7}));
     let wms = &s.wms.accepted()[0];
-    assert_eq!(
-        wms.body,
-        json!({"sku": "TEE-1", "location": "W1", "qty": 7})
-    );
+    assert_eq!(wms.body, json!({"sku": "TEE-1", "location": "W1", "qty": 7}));
     let shop = s
         .shop
         .accepted()
@@ -69,21 +54,12 @@ async fn failing_targets_are_retried_honouring_retry_after_until_they_accept() {
     let t = spawn().await;
     t.put_product("TEE-2", 0).await;
     t.sandbox.erp.fail_next(2, Fault::Status(503));
-    t.sandbox.erp.fail_next(
-        1,
-        Fault::RateLimited {
-            retry_after_secs: 1,
-        },
-    );
+    t.sandbox.erp.fail_next(1, Fault::RateLimited { retry_after_secs: 1 });
 
-    t.adjust(&adjustment("wms", "TEE-2", "receipt", 3, "r1"))
-        .await;
+    t.adjust(&adjustment("wms", "TEE-2", "receipt", 3, "r1")).await;
 
     assert!(
-        t.sandbox
-            .erp
-            .wait_until(WAIT * 2, |x| x.level("TEE-2", "W1") == Some(3))
-            .await,
+        t.sandbox.erp.wait_until(WAIT * 2, |x| x.level("TEE-2", "W1") == Some(3)).await,
         "{:?}",
         t.sandbox.erp.requests()
     );
@@ -93,11 +69,7 @@ async fn failing_targets_are_retried_honouring_retry_after_until_they_accept() {
         (t.count("SELECT count(*) AS n FROM inventory.target_sync_log WHERE target = 'erp' AND status = 'retrying'").await == 3).then_some(())
     });
     assert!(logged.await.is_some(), "failed attempts are logged");
-    assert_eq!(
-        t.count("SELECT count(*) AS n FROM inventory.dead_letters")
-            .await,
-        0
-    );
+    assert_eq!(t.count("SELECT count(*) AS n FROM inventory.dead_letters").await, 0);
 }
 
 #[tokio::test]
@@ -124,27 +96,16 @@ async fn a_target_that_keeps_failing_becomes_a_dead_letter_that_can_be_replayed(
     );
     t.sandbox.wms.fail_next(2, Fault::Status(500));
 
-    t.adjust(&adjustment("pos", "TEE-3", "receipt", 9, "r1"))
-        .await;
+    t.adjust(&adjustment("pos", "TEE-3", "receipt", 9, "r1")).await;
 
     let dead: Vec<Value> = harness::eventually(WAIT * 2, || async {
-        let rows: Vec<Value> = t
-            .app
-            .admin_get("/admin/dead-letters")
-            .await
-            .json()
-            .await
-            .ok()?;
+        let rows: Vec<Value> = t.app.admin_get("/admin/dead-letters").await.json().await.ok()?;
         (!rows.is_empty()).then_some(rows)
     })
     .await
     .expect("a dead letter");
     assert_eq!(dead[0]["consumer"], "inventory-push-wms");
-    assert!(
-        dead[0]["error"].as_str().unwrap().contains("budget"),
-        "{}",
-        dead[0]
-    );
+    assert!(dead[0]["error"].as_str().unwrap().contains("budget"), "{}", dead[0]);
     assert_eq!(t.sandbox.wms.level("TEE-3", "W1"), None);
 
     let id = dead[0]["id"].as_str().unwrap();
@@ -157,12 +118,7 @@ async fn a_target_that_keeps_failing_becomes_a_dead_letter_that_can_be_replayed(
         .await
         .unwrap();
     assert_eq!(replay.status(), 202);
-    assert!(
-        t.sandbox
-            .wms
-            .wait_until(WAIT, |x| x.level("TEE-3", "W1") == Some(9))
-            .await
-    );
+    assert!(t.sandbox.wms.wait_until(WAIT, |x| x.level("TEE-3", "W1") == Some(9)).await);
     let again = t
         .app
         .http
@@ -181,42 +137,20 @@ async fn stock_thresholds_raise_alerts_once_and_toggle_shop_availability() {
     let client = t.nats.client().await;
     let mut alerts = client.subscribe(t.nats.subject("alerts.>")).await.unwrap();
 
-    t.adjust(&adjustment("wms", "TEE-4", "receipt", 8, "in"))
-        .await;
-    assert!(
-        t.sandbox
-            .shop
-            .wait_until(WAIT, |x| x.product_available("TEE-4") == Some(true))
-            .await
-    );
-    t.adjust(&adjustment("pos", "TEE-4", "shipment", 3, "s1"))
-        .await; // 5: crosses the reorder point
-    t.adjust(&adjustment("pos", "TEE-4", "shipment", 1, "s2"))
-        .await; // 4: still below, no new alert
-    t.adjust(&adjustment("pos", "TEE-4", "shipment", 4, "s3"))
-        .await; // 0: out of stock
-    assert!(
-        t.sandbox
-            .shop
-            .wait_until(WAIT, |x| x.product_available("TEE-4") == Some(false))
-            .await
-    );
-    t.adjust(&adjustment("wms", "TEE-4", "receipt", 2, "in2"))
-        .await; // back in stock
-    assert!(
-        t.sandbox
-            .shop
-            .wait_until(WAIT, |x| x.product_available("TEE-4") == Some(true))
-            .await
-    );
+    t.adjust(&adjustment("wms", "TEE-4", "receipt", 8, "in")).await;
+    assert!(t.sandbox.shop.wait_until(WAIT, |x| x.product_available("TEE-4") == Some(true)).await);
+    t.adjust(&adjustment("pos", "TEE-4", "shipment", 3, "s1")).await; // 5: crosses the reorder point
+    t.adjust(&adjustment("pos", "TEE-4", "shipment", 1, "s2")).await; // 4: still below, no new alert
+    t.adjust(&adjustment("pos", "TEE-4", "shipment", 4, "s3")).await; // 0: out of stock
+    assert!(t.sandbox.shop.wait_until(WAIT, |x| x.product_available("TEE-4") == Some(false)).await);
+    t.adjust(&adjustment("wms", "TEE-4", "receipt", 2, "in2")).await; // back in stock
+    assert!(t.sandbox.shop.wait_until(WAIT, |x| x.product_available("TEE-4") == Some(true)).await);
 
     let mut kinds = Vec::new();
     while let Ok(Some(msg)) = tokio::time::timeout(Duration::from_secs(3), alerts.next()).await {
         let envelope: Value = serde_json::from_slice(&msg.payload).unwrap();
-        kinds.push((
-            msg.subject.to_string(),
-            envelope["data"]["kind"].as_str().unwrap().to_owned(),
-        ));
+        kinds
+            .push((msg.subject.to_string(), envelope["data"]["kind"].as_str().unwrap().to_owned()));
         if kinds.len() == 3 {
             break;
         }
@@ -244,8 +178,7 @@ async fn stock_thresholds_raise_alerts_once_and_toggle_shop_availability() {
 async fn erp_inventory_messages_become_count_adjustments_exactly_once() {
     let t = spawn().await;
     t.put_product("TEE-5", 0).await;
-    t.adjust(&adjustment("pos", "TEE-5", "receipt", 3, "r1"))
-        .await;
+    t.adjust(&adjustment("pos", "TEE-5", "receipt", 3, "r1")).await;
     let js = async_nats::jetstream::new(t.nats.client().await);
     let message = Envelope::new(
         "erp-sync",
@@ -280,24 +213,11 @@ async fn erp_inventory_messages_become_count_adjustments_exactly_once() {
         .await
         .is_some()
     );
-    assert!(
-        t.sandbox
-            .wms
-            .wait_until(WAIT, |x| x.level("TEE-5", "W1") == Some(42))
-            .await
-    );
+    assert!(t.sandbox.wms.wait_until(WAIT, |x| x.level("TEE-5", "W1") == Some(42)).await);
     tokio::time::sleep(Duration::from_secs(1)).await;
-    assert_eq!(
-        t.count("SELECT count(*) AS n FROM inventory.ledger WHERE source = 'erp'")
-            .await,
-        1
-    );
+    assert_eq!(t.count("SELECT count(*) AS n FROM inventory.ledger WHERE source = 'erp'").await, 1);
     assert!(
-        t.sandbox
-            .erp
-            .requests()
-            .iter()
-            .all(|r| r.body["qtyOnHand"] != 42),
+        t.sandbox.erp.requests().iter().all(|r| r.body["qtyOnHand"] != 42),
         "ERP's own count is not pushed back to it"
     );
 }

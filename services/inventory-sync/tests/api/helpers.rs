@@ -32,24 +32,15 @@ pub fn config_for(db: &TestDb, nats: &TestNats, sandbox: &Sandbox) -> Config {
     };
     Config {
         common: harness::common_config(inventory_sync::SERVICE, db, nats),
-        api_keys: SOURCES
-            .iter()
-            .map(|s| (s.to_string(), SecretString::from(api_key(s))))
-            .collect(),
+        api_keys: SOURCES.iter().map(|s| (s.to_string(), SecretString::from(api_key(s)))).collect(),
         hmac_secrets: vec![SecretString::from(HMAC_SECRET)],
         targets: BTreeMap::from([
             (Target::Erp, endpoint(Target::Erp, &sandbox.erp)),
-            (
-                Target::Ecommerce,
-                endpoint(Target::Ecommerce, &sandbox.shop),
-            ),
+            (Target::Ecommerce, endpoint(Target::Ecommerce, &sandbox.shop)),
             (Target::Pos, endpoint(Target::Pos, &sandbox.pos)),
             (Target::Wms, endpoint(Target::Wms, &sandbox.wms)),
         ]),
-        adjuster: AdjusterConfig {
-            workers: 4,
-            max_batch: 256,
-        },
+        adjuster: AdjusterConfig { workers: 4, max_batch: 256 },
     }
 }
 
@@ -59,18 +50,9 @@ pub async fn spawn() -> TestInventory {
     let nats = TestNats::new();
     let sandbox = Sandbox::start().await.expect("sandbox");
     let config = config_for(&db, &nats, &sandbox);
-    let app = TestApp::spawn(
-        inventory_sync::build(config.clone())
-            .await
-            .expect("inventory-sync starts"),
-    );
-    TestInventory {
-        app,
-        sandbox,
-        config,
-        nats,
-        db,
-    }
+    let app =
+        TestApp::spawn(inventory_sync::build(config.clone()).await.expect("inventory-sync starts"));
+    TestInventory { app, sandbox, config, nats, db }
 }
 
 impl TestInventory {
@@ -93,13 +75,8 @@ impl TestInventory {
     }
 
     pub async fn on_hand(&self, sku: &str, warehouse: &str) -> i64 {
-        let stock: Value = self
-            .app
-            .admin_get(&format!("/stock/{sku}"))
-            .await
-            .json()
-            .await
-            .expect("stock json");
+        let stock: Value =
+            self.app.admin_get(&format!("/stock/{sku}")).await.json().await.expect("stock json");
         stock["warehouses"]
             .as_array()
             .and_then(|ws| ws.iter().find(|w| w["warehouse"] == warehouse))
@@ -114,11 +91,7 @@ impl TestInventory {
             n: i64,
         }
         let mut conn = self.db.connect().await;
-        diesel::sql_query(sql)
-            .get_result::<N>(&mut conn)
-            .await
-            .expect(sql)
-            .n
+        diesel::sql_query(sql).get_result::<N>(&mut conn).await.expect(sql).n
     }
 }
 

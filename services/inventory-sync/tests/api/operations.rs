@@ -10,45 +10,15 @@ async fn operator_endpoints_answer() {
     assert_eq!(ready.status(), 200);
     let health = t.app.http.get(t.app.url("/healthz")).send().await.unwrap();
     assert_eq!(health.status(), 200);
-    let openapi: Value = t
-        .app
-        .http
-        .get(t.app.url("/openapi.json"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    for path in [
-        "/adjustments",
-        "/stock/{sku}",
-        "/ledger/{sku}",
-        "/readyz",
-        "/admin/settings",
-    ] {
-        assert!(
-            openapi["paths"].get(path).is_some(),
-            "{path} missing from OpenAPI"
-        );
+    let openapi: Value =
+        t.app.http.get(t.app.url("/openapi.json")).send().await.unwrap().json().await.unwrap();
+    for path in ["/adjustments", "/stock/{sku}", "/ledger/{sku}", "/readyz", "/admin/settings"] {
+        assert!(openapi["paths"].get(path).is_some(), "{path} missing from OpenAPI");
     }
     t.put_product("OPS-1", 0).await;
-    t.adjust(&adjustment("pos", "OPS-1", "receipt", 1, "r"))
-        .await;
-    let metrics = t
-        .app
-        .http
-        .get(t.app.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    assert!(
-        metrics.contains("inventory_adjustment_batch_size"),
-        "{metrics}"
-    );
+    t.adjust(&adjustment("pos", "OPS-1", "receipt", 1, "r")).await;
+    let metrics = t.app.http.get(t.app.url("/metrics")).send().await.unwrap().text().await.unwrap();
+    assert!(metrics.contains("inventory_adjustment_batch_size"), "{metrics}");
     assert!(metrics.contains("http_requests_total"));
 }
 
@@ -57,33 +27,20 @@ async fn adjustments_survive_a_restart_and_their_pushes_complete_after_it() {
     let t = spawn().await;
     t.put_product("OPS-2", 0).await;
     t.sandbox.erp.fail_next(1, sandbox::Fault::Status(503));
-    t.adjust(&adjustment("pos", "OPS-2", "receipt", 6, "r"))
-        .await;
+    t.adjust(&adjustment("pos", "OPS-2", "receipt", 6, "r")).await;
 
     // A graceful stop (as on SIGTERM) with a push still pending, then a new process.
-    let crate::helpers::TestInventory {
-        app,
-        sandbox,
-        config,
-        nats,
-        db,
-    } = t;
+    let crate::helpers::TestInventory { app, sandbox, config, nats, db } = t;
     app.stop().await;
     let restarted = harness::TestApp::spawn(inventory_sync::build(config).await.unwrap());
 
     assert!(
         sandbox
             .erp
-            .wait_until(crate::helpers::WAIT * 2, |x| x.level("OPS-2", "W1")
-                == Some(6))
+            .wait_until(crate::helpers::WAIT * 2, |x| x.level("OPS-2", "W1") == Some(6))
             .await
     );
-    let stock: Value = restarted
-        .admin_get("/stock/OPS-2")
-        .await
-        .json()
-        .await
-        .unwrap();
+    let stock: Value = restarted.admin_get("/stock/OPS-2").await.json().await.unwrap();
     assert_eq!(stock["on_hand"], 6);
     restarted.stop().await;
     drop((nats, db));
