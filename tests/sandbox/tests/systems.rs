@@ -1,0 +1,157 @@
+//! The simulated systems speak their formats, check credentials and inject faults.
+#![allow(clippy::unwrap_used, clippy::expect_used, reason = "tests fail loudly")]
+
+use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
+use sandbox::{Fault, Sandbox};
+use serde_json::{Value, json};
+
+fn client() -> reqwest::Client {
+    shared::outbound::install_crypto_provider();
+    reqwest::Client::new()
+}
+
+#[tokio::test]
+async fn stock_systems_require_their_credentials_and_keep_the_levels_they_are_sent() {
+    let s = Sandbox::start().await.unwrap();
+    let http = client();
+
+    let denied = http
+        .put(format!("{}/api/inventory/A", s.erp.base_url()))
+        .bearer_auth("wrong")
+        .json(&json!({"sku": "A", "warehouseCode": "W", "qtyOnHand": 1}))
+        .send()
+        .await
+        .unwrap();
+    let erp = http
+        .put(format!("{}/api/inventory/A", s.erp.base_url()))
+        .bearer_auth(s.erp.credential())
+        .json(&json!({"sku": "A", "warehouseCode": "W", "qtyOnHand": 4}))
+        .send()
+        .await
+        .unwrap();
+    let pos = http
+        .post(format!("{}/inventory/update", s.pos.base_url()))
+        .header("X-API-Key", s.pos.credential())
+        .json(&json!({"item_id": "A", "quantity": 5, "location_id": "W"}))
+        .send()
+        .await
+        .unwrap();
+    let wms_bad = http
+        .put(format!("{}/api/inventory", s.wms.base_url()))
+        .bearer_auth(s.wms.credential())
+        .json(&json!({"sku": "A", "location": "W", "qty": "six"}))
+        .send()
+        .await
+        .unwrap();
+    let shop = http
+        .post(format!("{}/admin/api/2024-10/inventory_levels/set.json", s.shop.base_url()))
+        .header("X-Shopify-Access-Token", s.shop.credential())
+        .json(&json!({"inventory_item_id": "A", "location_id": "W", "available": 7}))
+        .send()
+        .await
+        .unwrap();
+
+    assert_eq!(denied.status(), 401);
+    let statuses =
+        [erp.status(), pos.status(), wms_bad.status(), shop.status()].map(|s| s.as_u16());
+    assert_eq!(statuses, [200, 200, 422, 200]);
+    assert_eq!(
+        (
+            s.erp.level("A", "W"),
+            s.pos.level("A", "W"),
+            s.wms.level("A", "W"),
+            s.shop.level("A", "W")
+        ),
+        (Some(4), Some(5), None, Some(7))
+    );
+    assert_eq!(s.erp.requests().len(), 2, "rejected requests are recorded too");
+}
+
+#[tokio::test]
+async fn injected_faults_come_first_then_normal_answers() {
+    let s = Sandbox::start().await.unwrap();
+    s.wms.fail_next(1, Fault::Status(503));
+    s.wms.fail_next(1, Fault::RateLimited { retry_after_secs: 7 });
+    let send = || {
+        client()
+            .put(format!("{}/api/inventory", s.wms.base_url()))
+            .bearer_auth(s.wms.credential())
+            .json(&json!({"sku": "A", "location": "W", "qty": 1}))
+            .send()
+    };
+
+    let first = send().await.unwrap();
+    let second = send().await.unwrap();
+    let third = send().await.unwrap();
+
+    assert_eq!(first.status(), 503);
+    assert_eq!(second.status(), 429);
+    assert_eq!(second.headers()["retry-after"], "7");
+    assert_eq!(third.status(), 200);
+}
+
+#[tokio::test]
+async fn notification_systems_speak_slack_pagerduty_and_smtp() {
+    let s = Sandbox::start().await.unwrap();
+    let http = client();
+
+    let slack = http.post(s.slack.url()).json(&json!({"text": "hello"})).send().await.unwrap();
+    let slack_wrong_path = http
+        .post(format!("{}/services/x", s.slack.base_url()))
+        .json(&json!({"text": "x"}))
+        .send()
+        .await
+        .unwrap();
+    let pd: Value = http.post(format!("{}/v2/enqueue", s.pagerduty.base_url()))
+        .json(&json!({"routing_key": s.pagerduty.credential(), "event_action": "trigger", "dedup_key": "k1",
+                      "payload": {"summary": "down", "source": "datasync", "severity": "critical"}}))
+        .send().await.unwrap().json().await.unwrap();
+    let mailer = AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous("127.0.0.1")
+        .port(s.smtp.port)
+        .build();
+    let mail = Message::builder()
+        .from("datasync@example.com".parse().unwrap())
+        .to("ops@example.com".parse().unwrap())
+        .subject("Low Stock Alert: MUG-1")
+        .body("Product Mug is below reorder point.".to_owned())
+        .unwrap();
+    mailer.send(mail).await.unwrap();
+
+    assert_eq!(slack.status(), 200);
+    assert_eq!(slack.text().await.unwrap(), "ok");
+    assert_eq!(slack_wrong_path.status(), 401);
+    assert_eq!(pd, json!({"status": "success", "message": "Event processed", "dedup_key": "k1"}));
+    let mails = s.smtp.mails();
+    assert_eq!(mails.len(), 1);
+    assert_eq!(mails[0].to, ["ops@example.com"]);
+    assert!(mails[0].data.contains("Subject: Low Stock Alert: MUG-1"), "{}", mails[0].data);
+}
+
+#[tokio::test]
+async fn the_crm_keeps_records_it_is_sent() {
+    let s = Sandbox::start().await.unwrap();
+    let http = client();
+
+    let created: Value = http
+        .post(format!("{}/api/contacts", s.crm.base_url()))
+        .bearer_auth(s.crm.credential())
+        .json(&json!({"firstName": "Ada", "lastName": "Lovelace", "email": "ada@example.com"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let id = created["id"].as_str().unwrap();
+    let updated = http
+        .put(format!("{}/api/contacts/{id}", s.crm.base_url()))
+        .bearer_auth(s.crm.credential())
+        .json(&json!({"title": "Countess"}))
+        .send()
+        .await
+        .unwrap();
+
+    assert_eq!(updated.status(), 200);
+    assert_eq!(s.crm.record(id).unwrap()["title"], "Countess");
+    assert_eq!(s.crm.record(id).unwrap()["firstName"], "Ada");
+}
