@@ -211,6 +211,28 @@ impl Application {
     }
 }
 
+/// An OpenAPI document with only a description (for services without routes of their own).
+pub fn described(description: &str) -> utoipa::openapi::OpenApi {
+    let mut openapi = utoipa::openapi::OpenApi::default();
+    openapi.info.description = Some(description.to_owned());
+    openapi
+}
+
+/// A service whose domain is not built yet: the platform (its schema, streams, settings and
+/// outbox relay) and the operator and admin endpoints, with no routes that pretend to work.
+pub async fn build_platform_only(
+    config: &CommonConfig,
+    spec: ServiceSpec,
+) -> anyhow::Result<Application> {
+    let platform = Platform::start(config, spec).await?;
+    Application::build(platform, (), AuthConfig::default(), |_| {})
+}
+
+/// Builds the application, then serves until SIGTERM/SIGINT.
+pub async fn serve(app: impl Future<Output = anyhow::Result<Application>>) -> anyhow::Result<()> {
+    app.await?.run_until_stopped(shutdown_signal()).await
+}
+
 /// Resolves on SIGTERM or SIGINT.
 pub async fn shutdown_signal() {
     let ctrl_c = tokio::signal::ctrl_c();

@@ -1,13 +1,12 @@
 //! crm-sync: CRM (Salesforce, HubSpot) <-> local contacts, accounts and opportunities.
 //!
-//! Today the service boots the platform (schema `crm`, its streams, settings,
-//! outbox relay) and serves the operator endpoints; its domain arrives with its own issue.
+//! Today the service boots the platform (schema `crm`, its streams, settings, outbox relay)
+//! and serves the operator endpoints; its domain arrives with its own issue.
 
 use shared::{
-    app::{Application, Platform, ServiceSpec},
+    app::{self, Application, ServiceSpec},
     bus::streams,
     config::{CommonConfig, ConfigError},
-    http::AuthConfig,
 };
 
 pub const SERVICE: &str = "crm-sync";
@@ -21,18 +20,6 @@ pub fn config() -> Result<CommonConfig, ConfigError> {
     CommonConfig::from_env(SERVICE, PORT)
 }
 
-/// Shared state of the handlers.
-#[derive(Clone)]
-pub struct AppState {
-    pub platform: Platform,
-}
-
-#[derive(utoipa::OpenApi)]
-#[openapi(info(
-    description = "CRM (Salesforce, HubSpot) <-> local contacts, accounts and opportunities"
-))]
-struct ApiDoc;
-
 /// Connects everything and binds the HTTP server (port 0 in tests).
 pub async fn build(config: CommonConfig) -> anyhow::Result<Application> {
     let spec = ServiceSpec {
@@ -43,14 +30,14 @@ pub async fn build(config: CommonConfig) -> anyhow::Result<Application> {
             &streams::SYNC_CONFLICTS,
             &streams::OUTBOUND,
         ],
-        openapi: <ApiDoc as utoipa::OpenApi>::openapi(),
+        openapi: app::described(
+            "CRM (Salesforce, HubSpot) <-> local contacts, accounts and opportunities",
+        ),
     };
-    let platform = Platform::start(&config, spec).await?;
-    let state = AppState { platform: platform.clone() };
-    Application::build(platform, state, AuthConfig::default(), |_| {})
+    app::build_platform_only(&config, spec).await
 }
 
 /// Serves until SIGTERM/SIGINT.
 pub async fn run(config: CommonConfig) -> anyhow::Result<()> {
-    build(config).await?.run_until_stopped(shared::app::shutdown_signal()).await
+    app::serve(build(config)).await
 }

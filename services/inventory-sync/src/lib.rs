@@ -79,5 +79,5 @@ pub async fn build(config: Config) -> anyhow::Result<Application> {
 
 /// Serves until SIGTERM/SIGINT.
 pub async fn run(config: Config) -> anyhow::Result<()> {
-    build(config).await?.run_until_stopped(shared::app::shutdown_signal()).await
+    shared::app::serve(build(config)).await
 }

@@ -5,4 +5,5 @@ DROP SCHEMA directory CASCADE;
 DROP SCHEMA inventory CASCADE;
 DROP SCHEMA erp CASCADE;
 DROP SCHEMA crm CASCADE;
+DROP FUNCTION public.datasync_platform_tables(text);
 DROP FUNCTION public.datasync_notify_outbox();

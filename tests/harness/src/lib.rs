@@ -345,3 +345,30 @@ pub mod process {
         }
     }
 }
+
+/// The two tests every service binary must pass: bad configuration exits with status 2 and one
+/// line naming the variable; `serve` becomes ready and exits 0 on SIGTERM. Use in a service's
+/// `tests/binary/main.rs` as `harness::binary_tests!("crm-sync");`.
+#[macro_export]
+macro_rules! binary_tests {
+    ($bin:literal) => {
+        const BIN: &str = env!(concat!("CARGO_BIN_EXE_", $bin));
+
+        #[tokio::test]
+        async fn bad_configuration_exits_non_zero_with_one_line_naming_the_variable() {
+            let (db, nats) = ($crate::TestDb::new().await, $crate::TestNats::new());
+            let (code, stderr) =
+                $crate::process::run_with_bad_env(BIN, &db, &nats, "HTTP_PORT", "eighty");
+            assert_eq!(code, Some(2), "{stderr}");
+            assert_eq!(stderr.trim().lines().count(), 1, "{stderr}");
+            assert!(stderr.contains("HTTP_PORT"), "{stderr}");
+        }
+
+        #[tokio::test]
+        async fn serves_until_sigterm_then_exits_cleanly() {
+            let (db, nats) = ($crate::TestDb::new().await, $crate::TestNats::new());
+            let code = $crate::process::serve_until_sigterm(BIN, &db, &nats).await;
+            assert_eq!(code, Some(0));
+        }
+    };
+}
