@@ -11,6 +11,7 @@ pub mod db;
 pub mod health;
 pub mod http;
 pub mod mappers;
+pub mod notify;
 pub mod outbound;
 pub mod schemas;
 pub mod settings;

@@ -41,6 +41,8 @@ pub enum TargetAuth {
     Bearer(SecretString),
     /// A custom header carrying the secret (e.g. `X-API-Key`, `X-Shopify-Access-Token`).
     Header(&'static str, SecretString),
+    /// The secret is part of the URL or the body (Slack webhooks, PagerDuty routing keys).
+    InRequest,
 }
 
 /// A request to an external system, built by a mapper.
@@ -117,6 +119,7 @@ pub async fn send(
     let builder = match &endpoint.auth {
         TargetAuth::Bearer(token) => builder.bearer_auth(token.expose_secret()),
         TargetAuth::Header(name, value) => builder.header(*name, value.expose_secret()),
+        TargetAuth::InRequest => builder,
     };
     let response = match builder.send().await {
         Ok(r) => r,

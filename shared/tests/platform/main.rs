@@ -3,4 +3,5 @@
 
 mod bus;
 mod db;
+mod notify;
 mod settings;
