@@ -190,6 +190,7 @@ fn main() {
             .env("HTTP_PORT", port.to_string())
             .env("INVENTORY_API_KEYS", format!("bench:{API_KEY}"))
             .env("RUST_LOG", "warn")
+            .envs(["ADJUST_WORKERS", "ADJUST_MAX_BATCH"].into_iter().filter_map(|k| Some((k, std::env::var(k).ok()?))))
             .stdout(Stdio::null())
             .spawn()
             .unwrap();

@@ -21,7 +21,7 @@ pub struct Config {
     pub hmac_secrets: Vec<SecretString>,
     /// Configured targets (`<TARGET>_BASE_URL` plus its credential); unset = not pushed to.
     pub targets: BTreeMap<Target, Endpoint>,
-    /// `ADJUST_WORKERS` (default 4) and `ADJUST_MAX_BATCH` (default 256).
+    /// `ADJUST_WORKERS` (default 2, about the database's cores) and `ADJUST_MAX_BATCH` (default 256).
     pub adjuster: AdjusterConfig,
 }
 
@@ -45,7 +45,7 @@ impl Config {
             hmac_secrets: shared::config::secret_list("INVENTORY_HMAC_SECRETS"),
             targets,
             adjuster: AdjusterConfig {
-                workers: var_parsed("ADJUST_WORKERS", 4)?,
+                workers: var_parsed("ADJUST_WORKERS", 2)?,
                 max_batch: var_parsed("ADJUST_MAX_BATCH", 256)?,
             },
         })

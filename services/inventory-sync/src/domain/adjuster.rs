@@ -32,7 +32,7 @@ use shared::{
     },
     settings::Settings,
 };
-use tokio::sync::{Mutex, mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot};
 
 use super::alerts;
 use crate::SCHEMA;
@@ -91,7 +91,8 @@ struct Job {
 /// Handle to the executors. Cheap to clone.
 #[derive(Clone)]
 pub struct Adjuster {
-    tx: mpsc::Sender<Job>,
+    /// One queue per executor; a sku always goes to the same one.
+    shards: std::sync::Arc<[mpsc::Sender<Job>]>,
 }
 
 /// Tuning of the executors.
@@ -112,40 +113,43 @@ type Level = (i64, i64);
 const BATCH_ATTEMPTS: usize = 3;
 
 impl Adjuster {
-    /// Starts the executors; they stop when every `Adjuster` handle is dropped and the queue
+    /// Starts the executors; they stop when every `Adjuster` handle is dropped and their queue
     /// is drained, so requests accepted before shutdown are still answered.
+    ///
+    /// Requests are sharded by sku: all adjustments of one sku meet in the same executor's
+    /// queue, so a hot sku forms one large batch instead of several executors queueing on its
+    /// row lock, while different skus still commit in parallel.
     pub fn start(pool: PgPool, settings: Settings, config: AdjusterConfig) -> Self {
-        let (tx, rx) = mpsc::channel::<Job>(config.max_batch * config.workers * 4);
-        let rx = std::sync::Arc::new(Mutex::new(rx));
-        for _ in 0..config.workers.max(1) {
-            let (rx, pool, settings) = (rx.clone(), pool.clone(), settings.clone());
-            tokio::spawn(async move {
-                loop {
-                    let mut jobs = Vec::new();
-                    {
-                        let mut rx = rx.lock().await;
-                        match rx.recv().await {
-                            Some(job) => jobs.push(job),
-                            None => return,
-                        }
+        let shards = (0..config.workers.max(1))
+            .map(|_| {
+                let (tx, mut rx) = mpsc::channel::<Job>(config.max_batch * 4);
+                let (pool, settings) = (pool.clone(), settings.clone());
+                tokio::spawn(async move {
+                    while let Some(first) = rx.recv().await {
+                        let mut jobs = vec![first];
                         while jobs.len() < config.max_batch {
                             match rx.try_recv() {
                                 Ok(job) => jobs.push(job),
                                 Err(_) => break,
                             }
                         }
+                        execute(&pool, &settings, jobs).await;
                     }
-                    execute(&pool, &settings, jobs).await;
-                }
-            });
-        }
-        Self { tx }
+                });
+                tx
+            })
+            .collect();
+        Self { shards }
     }
 
     /// Applies one adjustment (possibly batched with concurrent ones).
     pub async fn apply(&self, adjustment: Adjustment) -> Result<Applied, Refused> {
+        use std::hash::{Hash, Hasher};
+        let mut hasher = std::collections::hash_map::DefaultHasher::new();
+        adjustment.sku.hash(&mut hasher);
+        let shard = &self.shards[(hasher.finish() % self.shards.len() as u64) as usize];
         let (reply, answer) = oneshot::channel();
-        self.tx
+        shard
             .send(Job { adjustment, reply })
             .await
             .map_err(|_| Refused::Failed("service is shutting down".into()))?;
