@@ -137,3 +137,55 @@ async fn readiness_fails_while_nats_or_postgres_is_down_and_recovers_by_itself()
     app.stop().await;
     drop(own_again);
 }
+
+#[tokio::test]
+async fn adjustments_accepted_while_nats_is_down_reach_every_target_when_it_returns() {
+    let db = TestDb::new().await;
+    let port = harness::process::free_port();
+    let dir = std::env::temp_dir().join(format!("datasync-nats-{port}"));
+    let mut own = OwnNats::start(port, dir.clone());
+    let nats = TestNats { url: format!("nats://127.0.0.1:{port}"), prefix: "OUT".into() };
+    let sandbox = sandbox::Sandbox::start().await.unwrap();
+    let mut config = inventory_test_config(&db, &nats);
+    config.api_keys = vec![("manual".into(), secrecy::SecretString::from("outage-key-0123456789"))];
+    config.targets.insert(
+        shared::schemas::inventory::Target::Wms,
+        shared::outbound::Endpoint {
+            base_url: sandbox.wms.base_url().to_owned(),
+            auth: inventory_sync::config::target_auth(
+                shared::schemas::inventory::Target::Wms,
+                secrecy::SecretString::from(sandbox.wms.credential()),
+            ),
+        },
+    );
+    let app = TestApp::spawn(inventory_sync::build(config).await.unwrap());
+    let put = app
+        .http
+        .put(app.url("/products/OUT-1"))
+        .bearer_auth(harness::ADMIN_TOKEN)
+        .json(&serde_json::json!({"name": "Outage"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(put.status(), 200);
+
+    own.kill();
+    let adjust = app.http.post(app.url("/adjustments")).header("X-API-Key", "outage-key-0123456789")
+        .json(&serde_json::json!({"source": "manual", "sku": "OUT-1", "warehouse": "W1", "type": "receipt",
+                                  "quantity": 5, "reference": "during-outage"}))
+        .send().await.unwrap();
+    assert_eq!(adjust.status(), 201, "the ledger does not need NATS");
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(sandbox.wms.level("OUT-1", "W1"), None);
+
+    let own_again = OwnNats::start(port, dir);
+    assert!(
+        sandbox
+            .wms
+            .wait_until(Duration::from_secs(60), |s| s.level("OUT-1", "W1") == Some(5))
+            .await,
+        "the outbox is published and the push consumer resumes after NATS returns"
+    );
+    app.stop().await;
+    drop(own_again);
+}
