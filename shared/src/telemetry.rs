@@ -36,17 +36,7 @@ impl TelemetryGuard {
 /// Calling it twice (as tests do) keeps the first subscriber.
 pub fn init(cfg: &CommonConfig) -> anyhow::Result<TelemetryGuard> {
     global::set_text_map_propagator(TraceContextPropagator::new());
-    let resource = opentelemetry_sdk::Resource::builder().with_service_name(cfg.service).build();
-    let mut builder = SdkTracerProvider::builder().with_resource(resource);
-    if let Some(endpoint) = &cfg.otlp_endpoint {
-        use opentelemetry_otlp::WithExportConfig;
-        let exporter = opentelemetry_otlp::SpanExporter::builder()
-            .with_http()
-            .with_endpoint(format!("{endpoint}/v1/traces"))
-            .build()?;
-        builder = builder.with_batch_exporter(exporter);
-    }
-    let provider = builder.build();
+    let provider = tracer_provider(cfg)?;
     let tracer = provider.tracer(cfg.service);
     let otel = tracing_opentelemetry::layer().with_tracer(tracer);
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
@@ -67,6 +57,24 @@ pub fn init(cfg: &CommonConfig) -> anyhow::Result<TelemetryGuard> {
         global::set_tracer_provider(provider.clone());
     }
     Ok(TelemetryGuard { provider })
+}
+
+/// The tracer provider: spans always get OpenTelemetry contexts; a batch exporter sends them
+/// over OTLP/HTTP (protobuf) to `<endpoint>/v1/traces` when an endpoint is configured.
+pub fn tracer_provider(cfg: &CommonConfig) -> anyhow::Result<SdkTracerProvider> {
+    // The exporter's HTTP client is rustls-based: the process-wide provider must exist first.
+    crate::outbound::install_crypto_provider();
+    let resource = opentelemetry_sdk::Resource::builder().with_service_name(cfg.service).build();
+    let mut builder = SdkTracerProvider::builder().with_resource(resource);
+    if let Some(endpoint) = &cfg.otlp_endpoint {
+        use opentelemetry_otlp::WithExportConfig;
+        let exporter = opentelemetry_otlp::SpanExporter::builder()
+            .with_http()
+            .with_endpoint(format!("{endpoint}/v1/traces"))
+            .build()?;
+        builder = builder.with_batch_exporter(exporter);
+    }
+    Ok(builder.build())
 }
 
 /// Serialises the current span's context as a W3C `traceparent` (plus `tracestate`) map.

@@ -5,3 +5,4 @@ mod bus;
 mod db;
 mod notify;
 mod settings;
+mod telemetry;

@@ -305,10 +305,17 @@ pub mod process {
         (output.status.code(), String::from_utf8_lossy(&output.stderr).into_owned())
     }
 
-    /// Starts `bin serve`, waits for `/readyz` 200, sends SIGTERM and returns the exit code.
-    pub async fn serve_until_sigterm(bin: &str, db: &TestDb, nats: &TestNats) -> Option<i32> {
+    /// Starts `bin serve` exporting traces to an OTLP sink, waits for `/readyz` 200, sends
+    /// SIGTERM; returns the exit code and how many trace exports the sink received.
+    pub async fn serve_until_sigterm(
+        bin: &str,
+        db: &TestDb,
+        nats: &TestNats,
+    ) -> (Option<i32>, usize) {
         let port = free_port();
+        let otlp = sandbox::OtlpSink::start().unwrap_or_else(|e| panic!("OTLP sink: {e}"));
         let mut child = command(bin, db, nats, port)
+            .env("OTEL_EXPORTER_OTLP_ENDPOINT", otlp.endpoint())
             .arg("serve")
             .spawn()
             .unwrap_or_else(|e| panic!("cannot start {bin}: {e}"));
@@ -335,7 +342,7 @@ pub mod process {
         let deadline = std::time::Instant::now() + Duration::from_secs(30);
         loop {
             if let Ok(Some(status)) = child.try_wait() {
-                return status.code();
+                return (status.code(), otlp.exports().len());
             }
             if std::time::Instant::now() > deadline {
                 let _ = child.kill();
@@ -365,10 +372,11 @@ macro_rules! binary_tests {
         }
 
         #[tokio::test]
-        async fn serves_until_sigterm_then_exits_cleanly() {
+        async fn serves_until_sigterm_then_exits_cleanly_flushing_traces() {
             let (db, nats) = ($crate::TestDb::new().await, $crate::TestNats::new());
-            let code = $crate::process::serve_until_sigterm(BIN, &db, &nats).await;
+            let (code, trace_exports) = $crate::process::serve_until_sigterm(BIN, &db, &nats).await;
             assert_eq!(code, Some(0));
+            assert!(trace_exports > 0, "spans are flushed to the OTLP endpoint at shutdown");
         }
     };
 }

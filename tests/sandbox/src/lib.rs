@@ -5,9 +5,11 @@
 //! faults (5xx, 429 with `Retry-After`) so retry paths can be tested.
 
 mod http;
+mod otlp;
 mod smtp;
 
 pub use http::{Fault, Recorded, SimServer, System};
+pub use otlp::{Export, OtlpSink};
 pub use smtp::{Mail, SmtpSink};
 
 /// All simulated systems, started together.
