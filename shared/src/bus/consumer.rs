@@ -6,6 +6,12 @@
 //! delivery becomes a dead-letter row and the message is terminated. If the dead letter cannot
 //! be written (database down) the message is nak'ed instead, so nothing is dropped silently.
 //! Handlers must therefore be idempotent (inbox, unique keys, or version checks).
+//!
+//! The delivery budget is enforced here, not by the server: JetStream consumers are declared
+//! with unlimited deliveries, because a server-side `MaxDeliver` drops a message whose last
+//! attempt died with its process (crash, ack timeout) and leaves only an advisory. Here such a
+//! message is simply delivered again; once it is past the budget without an answer (a poison
+//! message that kills or stalls its consumer) it is dead-lettered without running the handler.
 
 use std::{future::Future, time::Duration};
 
@@ -29,7 +35,7 @@ pub struct ConsumerSpec {
     pub stream: &'static StreamSpec,
     /// Filter subjects without prefix.
     pub filter_subject: String,
-    /// Hard cap on deliveries; the handler's last failure before it is dead-lettered.
+    /// Delivery budget: a retryable failure on this delivery is dead-lettered.
     pub max_deliver: i64,
     /// Longer than the slowest handler (outbound HTTP has a 10 s total timeout).
     pub ack_wait: Duration,
@@ -141,7 +147,7 @@ where
             ack_policy: AckPolicy::Explicit,
             deliver_policy: DeliverPolicy::All,
             ack_wait: spec.ack_wait,
-            max_deliver: spec.max_deliver,
+            max_deliver: -1,
             max_ack_pending: (spec.concurrency * 4) as i64,
             ..Default::default()
         })
@@ -189,6 +195,9 @@ async fn process<T, F, Fut>(
     async {
         let outcome = match serde_json::from_slice::<Envelope<T>>(&msg.payload) {
             Err(e) => Err(HandlerError::Permanent(anyhow::anyhow!("undecodable message: {e}"))),
+            Ok(_) if delivered > spec.max_deliver + 1 => Err(HandlerError::Permanent(anyhow::anyhow!(
+                "delivered {delivered} times without an answer (the handler crashed or timed out)"
+            ))),
             Ok(envelope) => handler(Delivery { subject: subject.clone(), envelope, delivered }).await,
         };
         let ack = match outcome {

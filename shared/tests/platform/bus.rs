@@ -272,3 +272,40 @@ async fn the_trace_context_crosses_a_nats_hop() {
         "the consumer's span continues the producer's trace"
     );
 }
+
+#[tokio::test]
+async fn a_message_whose_handler_never_answers_is_dead_lettered_after_its_budget() {
+    let (_db, _nats, bus, pool) = setup().await;
+    let poison = Envelope::new("test", Pinged { n: 66 });
+    bus.publish(&poison.data.subject(), &poison).await.unwrap();
+    let stop = CancellationToken::new();
+    let dead_letters = DeadLetters { pool, schema: "crm", service: "test" };
+    let spec = ConsumerSpec {
+        max_deliver: 1,
+        ack_wait: Duration::from_secs(1),
+        ..ConsumerSpec::new("stuck-consumer", &streams::SYNC_EVENTS, "sync.events.test.>")
+    };
+    // Stands in for a handler whose process dies mid-message: it never acks in time.
+    let task = tokio::spawn(shared::bus::run_consumer(
+        bus.clone(),
+        spec,
+        dead_letters.clone(),
+        stop.clone(),
+        |_: shared::bus::Delivery<Pinged>| async {
+            tokio::time::sleep(Duration::from_secs(30)).await;
+            Ok(())
+        },
+    ));
+
+    let dead = harness::eventually(Duration::from_secs(20), || async {
+        let rows = dead_letters.list(true, 10).await.ok()?;
+        (!rows.is_empty()).then_some(rows)
+    })
+    .await
+    .expect("the stuck message becomes a dead letter");
+    stop.cancel();
+    let _ = tokio::time::timeout(Duration::from_secs(1), task).await;
+
+    assert!(dead[0].error.contains("without an answer"), "{}", dead[0].error);
+    assert_eq!(dead[0].payload["id"], poison.id.to_string());
+}
