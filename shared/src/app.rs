@@ -258,8 +258,15 @@ async fn observe(
 ) -> Result<ServiceResponse<impl MessageBody>, Error> {
     let route = req.match_pattern().unwrap_or_else(|| "unmatched".into());
     let method = req.method().to_string();
-    let span = tracing::info_span!("http", %method, %route, status = tracing::field::Empty);
+    let span = tracing::info_span!(
+        "http",
+        %method,
+        %route,
+        status = tracing::field::Empty,
+        trace_id = tracing::field::Empty
+    );
     crate::telemetry::set_parent_from_http(&span, req.headers());
+    crate::telemetry::record_trace_id(&span);
     let started = Instant::now();
     let response = next.call(req).instrument(span.clone()).await;
     let status = match &response {

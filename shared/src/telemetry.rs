@@ -48,7 +48,7 @@ pub fn init(cfg: &CommonConfig) -> anyhow::Result<TelemetryGuard> {
                     .json()
                     .flatten_event(true)
                     .with_current_span(true)
-                    .with_span_list(false),
+                    .with_span_list(true),
             )
             .try_init(),
         LogFormat::Pretty => registry.with(tracing_subscriber::fmt::layer()).try_init(),
@@ -109,12 +109,25 @@ pub fn set_parent_from_http(span: &tracing::Span, headers: &actix_web::http::hea
     let _ = span.set_parent(cx);
 }
 
-/// The trace id of the current span as hex, for responses and log correlation.
+/// The trace id of the current span as hex.
 pub fn current_trace_id() -> Option<String> {
+    trace_id(&tracing::Span::current())
+}
+
+/// The trace id of `span` as hex, if it is traced.
+pub fn trace_id(span: &tracing::Span) -> Option<String> {
     use opentelemetry::trace::TraceContextExt;
-    let cx = tracing::Span::current().context();
+    let cx = span.context();
     let span_context = cx.span().span_context().clone();
     span_context.is_valid().then(|| span_context.trace_id().to_string())
+}
+
+/// Records the span's trace id in its `trace_id` field, so every log line inside it (JSON logs
+/// include the current span) can be joined with the trace.
+pub fn record_trace_id(span: &tracing::Span) {
+    if let Some(id) = trace_id(span) {
+        span.record("trace_id", id);
+    }
 }
 
 struct NatsInjector<'a>(&'a mut async_nats::HeaderMap);

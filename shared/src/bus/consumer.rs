@@ -190,8 +190,15 @@ async fn process<T, F, Fut>(
 {
     let subject = bus.strip_prefix(msg.subject.as_str()).to_owned();
     let delivered = msg.info().map(|i| i.delivered).unwrap_or(1);
-    let span = tracing::info_span!("consume", consumer = %spec.durable, %subject, delivered);
+    let span = tracing::info_span!(
+        "consume",
+        consumer = %spec.durable,
+        %subject,
+        delivered,
+        trace_id = tracing::field::Empty
+    );
     crate::telemetry::set_parent_from_nats(&span, msg.headers.as_ref());
+    crate::telemetry::record_trace_id(&span);
     async {
         let outcome = match serde_json::from_slice::<Envelope<T>>(&msg.payload) {
             Err(e) => Err(HandlerError::Permanent(anyhow::anyhow!("undecodable message: {e}"))),
