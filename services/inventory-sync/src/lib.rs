@@ -40,6 +40,9 @@ pub struct AppState {
     pub platform: Platform,
     pub adjuster: Adjuster,
     pub targets: Arc<BTreeMap<Target, Endpoint>>,
+    /// Connections of the push consumers, which hold one (and a per-record lock) for the
+    /// duration of an HTTP push: a slow target can exhaust this pool, never the platform's.
+    pub push_db: shared::db::PgPool,
 }
 
 /// Connects everything, starts the consumers and binds the HTTP server (port 0 in tests).
@@ -56,16 +59,21 @@ pub async fn build(config: Config) -> anyhow::Result<Application> {
         openapi: <routes::ApiDoc as utoipa::OpenApi>::openapi(),
     };
     let platform = Platform::start(&config.common, spec).await?;
-    // The adjustment executors get connections of their own, so slow pushes or reads holding
-    // pooled connections can never starve the synchronous write path.
-    let adjuster_db = shared::db::pool(&shared::config::DbConfig {
-        pool_size: config.adjuster.workers.max(1),
-        ..config.common.db.clone()
-    })?;
+    // Bulkheads: the adjustment executors and the push consumers get pools of their own, so
+    // slow targets or busy readers can never starve the synchronous write path or the relay.
+    let pool_of = |size: usize| {
+        shared::db::pool(&shared::config::DbConfig {
+            pool_size: size.max(1),
+            ..config.common.db.clone()
+        })
+    };
+    let adjuster_db = pool_of(config.adjuster.workers)?;
+    let push_db = pool_of(config.targets.len() * consumers::PUSH_CONCURRENCY)?;
     let state = AppState {
         adjuster: Adjuster::start(adjuster_db, platform.settings.clone(), config.adjuster),
         targets: Arc::new(config.targets),
         platform: platform.clone(),
+        push_db,
     };
     consumers::spawn_all(&state);
     platform.spawn("reconcile", reconcile::run_periodically(state.clone()));

@@ -66,7 +66,7 @@ pub async fn handle(
         return Ok(());
     };
     let budget = i64::from(state.platform.settings.current().push_max_attempts.max(1));
-    let mut conn = state.platform.db.get().await.map_err(anyhow::Error::from)?;
+    let mut conn = state.push_db.get().await.map_err(anyhow::Error::from)?;
     conn.transaction::<_, anyhow::Error, _>(async |conn| {
         push_locked(state, conn, endpoint, &msg, delivery.delivered, budget).await
     })
