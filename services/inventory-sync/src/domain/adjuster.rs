@@ -63,6 +63,7 @@ pub struct Applied {
     pub quantity: i64,
     pub quantity_before: i64,
     pub new_quantity: i64,
+    pub reason: Option<String>,
     pub created_at: DateTime<Utc>,
     /// True when this is the stored answer of an earlier identical request.
     pub replayed: bool,
@@ -246,6 +247,8 @@ struct LedgerRow {
     quantity_before: i64,
     #[diesel(sql_type = BigInt)]
     quantity_after: i64,
+    #[diesel(sql_type = Nullable<Text>)]
+    reason: Option<String>,
     #[diesel(sql_type = Timestamptz)]
     created_at: DateTime<Utc>,
 }
@@ -262,6 +265,7 @@ impl LedgerRow {
             quantity: self.quantity,
             quantity_before: self.quantity_before,
             new_quantity: self.quantity_after,
+            reason: self.reason.clone(),
             created_at: self.created_at,
             replayed,
         }
@@ -277,7 +281,7 @@ impl LedgerRow {
 }
 
 const LEDGER_COLUMNS: &str = "id, source, reference, sku, warehouse, type, quantity, \
-    expected_on_hand, quantity_before, quantity_after, created_at";
+    expected_on_hand, quantity_before, quantity_after, reason, created_at";
 
 /// One transaction for a batch; returns one answer per adjustment, in order.
 async fn apply_batch(
@@ -507,7 +511,7 @@ fn events(
                 quantity: a.quantity,
                 quantity_before: a.quantity_before,
                 quantity_after: a.new_quantity,
-                reason: None,
+                reason: a.reason.clone(),
             },
         )));
         let origin = Target::parse(&a.source);

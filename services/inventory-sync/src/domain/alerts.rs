@@ -79,6 +79,7 @@ mod tests {
             quantity: (before - after).abs(),
             quantity_before: before,
             new_quantity: after,
+            reason: None,
             created_at: Utc::now(),
             replayed: false,
         }

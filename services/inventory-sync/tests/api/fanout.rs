@@ -221,3 +221,35 @@ async fn erp_inventory_messages_become_count_adjustments_exactly_once() {
         "ERP's own count is not pushed back to it"
     );
 }
+
+#[tokio::test]
+async fn every_applied_change_is_published_once_and_every_push_is_announced() {
+    let t = spawn().await;
+    t.put_product("TEE-6", 0).await;
+    let client = t.nats.client().await;
+    let mut adjusted = client.subscribe(t.nats.subject("inventory.adjusted.>")).await.unwrap();
+    let mut sync_events =
+        client.subscribe(t.nats.subject("sync.events.erp.outbound.>")).await.unwrap();
+
+    t.adjust(&adjustment("pos", "TEE-6", "receipt", 5, "a")).await;
+    t.adjust(&adjustment("pos", "TEE-6", "shipment", 9, "refused")).await;
+    t.adjust(&adjustment("pos", "TEE-6", "shipment", 2, "b")).await;
+    t.adjust(&adjustment("pos", "TEE-6", "shipment", 2, "b")).await; // a retry
+
+    let mut events = Vec::new();
+    while let Ok(Some(msg)) = tokio::time::timeout(Duration::from_secs(3), adjusted.next()).await {
+        events.push(serde_json::from_slice::<Value>(&msg.payload).unwrap());
+    }
+    assert_eq!(events.len(), 2, "{events:?}");
+    assert_eq!(events[0]["type"], "inventory.stock_adjusted");
+    assert_eq!(events[0]["source"], "inventory-sync");
+    assert_eq!(events[1]["data"]["reference"], "b");
+    assert_eq!(events[1]["data"]["quantity_before"], 5);
+    assert_eq!(events[1]["data"]["quantity_after"], 3);
+    assert_eq!(events[1]["data"]["reason"], "test");
+    let announced = tokio::time::timeout(WAIT, sync_events.next()).await.unwrap().unwrap();
+    let announced: Value = serde_json::from_slice(&announced.payload).unwrap();
+    assert_eq!(announced["data"]["system"], "erp");
+    assert_eq!(announced["data"]["entity"], "stock_level");
+    assert_eq!(announced["data"]["record_id"], "W1/TEE-6");
+}
