@@ -76,3 +76,110 @@ mod tests {
         }
     }
 }
+
+/// The wire format of every event is a contract between services: these tests pin it.
+#[cfg(test)]
+mod wire_format {
+    use chrono::TimeZone;
+    use serde_json::json;
+
+    use super::{
+        Envelope, Event,
+        inventory::{AdjustmentType, StockAdjusted, StockLevelChanged, Target},
+        sync::{AlertRaised, Direction, MessageDeadLettered, Severity, SyncRecorded, SyncStatus},
+    };
+
+    fn wire<T: Event + Clone>(data: T) -> (String, serde_json::Value) {
+        let envelope = Envelope {
+            id: uuid::Uuid::nil(),
+            kind: T::TYPE.to_owned(),
+            source: "inventory-sync".into(),
+            occurred_at: chrono::Utc.with_ymd_and_hms(2026, 11, 25, 12, 0, 0).unwrap(),
+            trace: None,
+            data: data.clone(),
+        };
+        (data.subject(), serde_json::to_value(&envelope).unwrap())
+    }
+
+    #[test]
+    fn stock_adjusted() {
+        let (subject, json) = wire(StockAdjusted {
+            ledger_id: 7,
+            source: "pos".into(),
+            reference: "sale-1".into(),
+            sku: "MUG-1".into(),
+            warehouse: "W1".into(),
+            kind: AdjustmentType::TransferOut,
+            quantity: 2,
+            quantity_before: 5,
+            quantity_after: 3,
+            reason: Some("sale".into()),
+        });
+        assert_eq!(subject, "inventory.adjusted.MUG-1");
+        assert_eq!(
+            json,
+            json!({"id": "00000000-0000-0000-0000-000000000000", "type": "inventory.stock_adjusted",
+                   "source": "inventory-sync", "occurred_at": "2026-11-25T12:00:00Z",
+                   "data": {"ledger_id": 7, "source": "pos", "reference": "sale-1", "sku": "MUG-1",
+                            "warehouse": "W1", "type": "transfer_out", "quantity": 2,
+                            "quantity_before": 5, "quantity_after": 3, "reason": "sale"}})
+        );
+    }
+
+    #[test]
+    fn stock_level_changed() {
+        let (subject, json) = wire(StockLevelChanged {
+            target: Target::Ecommerce,
+            sku: "MUG-1".into(),
+            warehouse: "W1".into(),
+        });
+        assert_eq!(subject, "inventory.level.ecommerce.W1.MUG-1");
+        assert_eq!(json["data"], json!({"target": "ecommerce", "sku": "MUG-1", "warehouse": "W1"}));
+    }
+
+    #[test]
+    fn sync_recorded() {
+        let (subject, json) = wire(SyncRecorded {
+            system: "erp".into(),
+            direction: Direction::Outbound,
+            entity: "stock_level".into(),
+            record_id: "W1/MUG-1".into(),
+            status: SyncStatus::DeadLettered,
+            http_status: Some(503),
+            detail: Some("503".into()),
+        });
+        assert_eq!(subject, "sync.events.erp.outbound.stock_level");
+        assert_eq!(
+            json["data"],
+            json!({"system": "erp", "direction": "outbound", "entity": "stock_level",
+                   "record_id": "W1/MUG-1", "status": "dead_lettered", "http_status": 503, "detail": "503"})
+        );
+    }
+
+    #[test]
+    fn alert_raised_and_dead_lettered() {
+        let (subject, json) = wire(AlertRaised {
+            severity: Severity::Critical,
+            kind: "out_of_stock".into(),
+            title: "Out of Stock: MUG-1".into(),
+            text: "🚨 *Out of Stock*".into(),
+            dedup_key: "out_of_stock/MUG-1/W1".into(),
+            fields: Default::default(),
+        });
+        assert_eq!(subject, "alerts.critical");
+        assert_eq!(json["data"]["severity"], "critical");
+        assert_eq!(json["data"]["dedup_key"], "out_of_stock/MUG-1/W1");
+
+        let (subject, json) = wire(MessageDeadLettered {
+            service: "inventory-sync".into(),
+            consumer: "inventory-push-wms".into(),
+            dead_letter_id: uuid::Uuid::nil(),
+            subject: "inventory.level.wms.W1.MUG-1".into(),
+            error: "budget".into(),
+            deliveries: 8,
+        });
+        assert_eq!(subject, "sync.events.inventory-sync.dead_letter.inventory-push-wms");
+        assert_eq!(json["type"], "sync.dead_lettered");
+        assert_eq!(json["data"]["deliveries"], 8);
+    }
+}
