@@ -5,7 +5,8 @@
 #
 # Without a docker engine: makes sure PostgreSQL and NATS (JetStream) run locally
 # (installing the Debian packages if needed), creates .env with random secrets if it
-# is missing, builds the release binaries, runs the migrations and (re)starts the six
+# is missing, builds the release binaries, runs the migrations, starts the sandbox of simulated
+# external systems (DATASYNC_SANDBOX=0 skips it) and (re)starts the six
 # services in the background (pids in .run/pids/, logs in .run/logs/).
 # With a docker engine (`docker info` works): `docker compose up -d --build`.
 # Either way it then waits for every /readyz. Re-running restarts cleanly.
@@ -140,6 +141,29 @@ up_docker() {
     print_summary docker
 }
 
+# start_sandbox BIN_DIR: the simulated external systems (tests/sandbox) as a local process, so
+# the fan-out can be watched without real SaaS accounts. Connector variables that .env (or the
+# environment) does not set are pointed at it; DATASYNC_SANDBOX=0 skips it.
+start_sandbox() {
+    local bin_dir=$1 base line key value log_file="$LOG_DIR/sandbox.log"
+    base="${SANDBOX_PORT_BASE:-9100}"
+    [[ -x "$bin_dir/sandbox" ]] || die "$bin_dir/sandbox not found (build failed?)"
+    if port_open 127.0.0.1 $((base + 2)); then
+        die "port $((base + 2)) (sandbox) is in use; set SANDBOX_PORT_BASE, or DATASYNC_SANDBOX=0 to skip the sandbox"
+    fi
+    [[ -f "$log_file" ]] && mv -f "$log_file" "$log_file.prev"
+    SANDBOX_PORT_BASE="$base" setsid nohup "$bin_dir/sandbox" serve </dev/null >>"$log_file" 2>&1 &
+    echo "$!" >"$PID_DIR/sandbox.pid"
+    wait_for_port 127.0.0.1 $((base + 2)) 15 || die "the sandbox did not start (see $log_file)"
+    while IFS= read -r line; do
+        key="${line%%=*}" value="${line#*=}"
+        if [[ -z "$(env_or_dotenv "$key" "")" ]]; then
+            export "$key=$value"
+        fi
+    done < <(SANDBOX_PORT_BASE="$base" "$bin_dir/sandbox" env)
+    log "sandbox: simulated CRM, ERP, shop, POS, WMS, Slack, PagerDuty and SMTP on 127.0.0.1:$((base + 1))-$((base + 8)); connectors not configured in .env use it (DATASYNC_SANDBOX=0 to skip)"
+}
+
 up_local() {
     local bin_dir entry svc port pid log_file
     have curl || apt_install curl ca-certificates
@@ -166,6 +190,10 @@ up_local() {
     stop_local_services
     mkdir -p "$LOG_DIR" "$PID_DIR"
     echo local >"$DATASYNC_RUN_DIR/mode"
+
+    if [[ "${DATASYNC_SANDBOX:-1}" == 1 ]]; then
+        start_sandbox "$bin_dir"
+    fi
 
     for entry in "${DATASYNC_SERVICES[@]}"; do
         svc="${entry%%:*}" port="${entry##*:}"

@@ -90,9 +90,14 @@ pub struct SimServer {
 impl SimServer {
     /// Starts the system on a free loopback port.
     pub fn start(system: System) -> anyhow::Result<Self> {
+        Self::start_on(system, 0)
+    }
+
+    /// Starts the system on `port` of 127.0.0.1 (0: a free one).
+    pub fn start_on(system: System, port: u16) -> anyhow::Result<Self> {
         let inner = Arc::new(Inner { system, state: Mutex::new(State::default()) });
         let data = web::Data::from(inner.clone());
-        let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
+        let listener = std::net::TcpListener::bind(("127.0.0.1", port))?;
         let port = listener.local_addr()?.port();
         let server = HttpServer::new(move || {
             App::new().app_data(data.clone()).default_service(web::to(handle))
@@ -191,6 +196,20 @@ async fn handle(req: HttpRequest, body: web::Bytes, sim: web::Data<Inner>) -> Ht
     let parsed: Option<Value> = serde_json::from_slice(&body).ok();
     let method = req.method().as_str().to_owned();
     let path = req.path().to_owned();
+    if method == "GET" && path == "/_sandbox/requests" {
+        // Inspection for people trying the platform locally (no credentials: loopback only).
+        let requests: Vec<Value> = sim
+            .state
+            .lock()
+            .map(|s| {
+                s.requests
+                    .iter()
+                    .map(|r| json!({"method": r.method, "path": r.path, "status": r.status, "body": r.body}))
+                    .collect()
+            })
+            .unwrap_or_default();
+        return HttpResponse::Ok().json(requests);
+    }
     let latency = sim.state.lock().map(|s| s.latency).unwrap_or(None);
     if let Some(latency) = latency {
         tokio::time::sleep(latency).await;

@@ -26,7 +26,12 @@ pub struct SmtpSink {
 
 impl SmtpSink {
     pub async fn start() -> anyhow::Result<Self> {
-        let listener = TcpListener::bind("127.0.0.1:0").await?;
+        Self::start_on(0).await
+    }
+
+    /// Starts on `port` of 127.0.0.1 (0: a free one).
+    pub async fn start_on(port: u16) -> anyhow::Result<Self> {
+        let listener = TcpListener::bind(("127.0.0.1", port)).await?;
         let port = listener.local_addr()?.port();
         let mails = Arc::new(Mutex::new(Vec::new()));
         let store = mails.clone();
