@@ -39,7 +39,9 @@ fn env_lines(base: u16) -> Vec<String> {
     let mut lines = Vec::new();
     for (system, offset, name) in SYSTEMS {
         match system {
-            System::Slack => lines.push(format!("SLACK_WEBHOOK_URL={}{}", url(offset), system.credential())),
+            System::Slack => {
+                lines.push(format!("SLACK_WEBHOOK_URL={}{}", url(offset), system.credential()))
+            }
             System::PagerDuty => {
                 lines.push(format!("PAGERDUTY_EVENTS_URL={}", url(offset)));
                 lines.push(format!("PAGERDUTY_ROUTING_KEY={}", system.credential()));
