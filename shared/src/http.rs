@@ -390,7 +390,7 @@ pub fn verify_signature(
         }
     }
     let t = timestamp.ok_or(ApiError::Unauthorized("signature has no valid timestamp"))?;
-    if (now - t).abs() > SIGNATURE_TOLERANCE_SECS {
+    if now.abs_diff(t) > SIGNATURE_TOLERANCE_SECS.unsigned_abs() {
         return Err(ApiError::Unauthorized("signature timestamp outside the 5 minute window"));
     }
     let mut valid = false;
@@ -424,6 +424,12 @@ mod tests {
         let header = sign("secret", 1_000, b"{\"q\":1}");
         assert!(verify_signature(&secrets(&["secret"]), &header, b"{\"q\":2}", 1_000).is_err());
         assert!(verify_signature(&secrets(&["other"]), &header, b"{\"q\":1}", 1_000).is_err());
+    }
+
+    #[test]
+    fn an_extreme_timestamp_is_rejected_without_overflow() {
+        let header = format!("t={},v1=00", i64::MIN);
+        assert!(verify_signature(&secrets(&["secret"]), &header, b"x", 1_000).is_err());
     }
 
     #[test]

@@ -39,15 +39,26 @@ impl Config {
                 targets.insert(target, Endpoint { base_url, auth: target_auth(target, secret) });
             }
         }
+        let adjuster = AdjusterConfig {
+            workers: var_parsed("ADJUST_WORKERS", 2)?,
+            max_batch: var_parsed("ADJUST_MAX_BATCH", 256)?,
+        };
+        for (name, value) in
+            [("ADJUST_WORKERS", adjuster.workers), ("ADJUST_MAX_BATCH", adjuster.max_batch)]
+        {
+            if value == 0 {
+                return Err(ConfigError::Invalid {
+                    name: name.into(),
+                    reason: "must be at least 1".into(),
+                });
+            }
+        }
         Ok(Self {
             common: CommonConfig::from_env(crate::SERVICE, crate::PORT)?,
             api_keys: AuthConfig::parse_api_keys("INVENTORY_API_KEYS")?,
             hmac_secrets: shared::config::secret_list("INVENTORY_HMAC_SECRETS"),
             targets,
-            adjuster: AdjusterConfig {
-                workers: var_parsed("ADJUST_WORKERS", 2)?,
-                max_batch: var_parsed("ADJUST_MAX_BATCH", 256)?,
-            },
+            adjuster,
         })
     }
 }

@@ -44,6 +44,14 @@ pub struct DeadLetter {
     pub replayed_at: Option<DateTime<Utc>>,
 }
 
+fn without_nul(value: serde_json::Value) -> serde_json::Value {
+    let text = value.to_string();
+    if !text.contains("\\u0000") {
+        return value;
+    }
+    serde_json::from_str(&text.replace("\\u0000", "\\ufffd")).unwrap_or(value)
+}
+
 impl DeadLetters {
     /// Stores a dead letter and announces it, in one transaction.
     pub async fn record(
@@ -55,9 +63,14 @@ impl DeadLetters {
         deliveries: i64,
     ) -> anyhow::Result<Uuid> {
         let id = Uuid::now_v7();
-        // Undecodable payloads are kept as a JSON string so nothing is lost.
+        // Undecodable payloads are kept as a JSON string so nothing is lost; NUL characters,
+        // which PostgreSQL's jsonb cannot store, become U+FFFD (a message carrying one must
+        // still become a visible dead letter instead of being redelivered forever).
         let payload: serde_json::Value = serde_json::from_slice(payload)
             .unwrap_or_else(|_| serde_json::Value::String(String::from_utf8_lossy(payload).into()));
+        let payload = without_nul(payload);
+        let error = error.replace('\0', "\u{fffd}");
+        let error = error.as_str();
         let event = Envelope::new(
             self.service,
             MessageDeadLettered {
@@ -142,5 +155,15 @@ impl DeadLetters {
             })
             .await?;
         Ok(row)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn nul_characters_are_replaced_so_the_payload_fits_jsonb() {
+        let payload = serde_json::json!({"eventType": "up\u{0}dated", "n": 1});
+        let clean = super::without_nul(payload);
+        assert_eq!(clean, serde_json::json!({"eventType": "up\u{fffd}dated", "n": 1}));
     }
 }

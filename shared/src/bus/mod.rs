@@ -24,6 +24,16 @@ pub use streams::StreamSpec;
 /// How long a publish may wait for its PubAck before it counts as failed (and is retried).
 const PUBLISH_ACK_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// The URL without credentials (`nats://user:pass@host` becomes `nats://***@host`).
+fn redacted(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme), Some(at)) if at > scheme => {
+            format!("{}***{}", &url[..scheme + 3], &url[at..])
+        }
+        _ => url.to_owned(),
+    }
+}
+
 /// A connected bus. Cheap to clone.
 #[derive(Clone)]
 pub struct Bus {
@@ -50,7 +60,9 @@ impl Bus {
                     tracing::warn!(attempt, error = %e, "NATS not reachable yet, retrying");
                     tokio::time::sleep(Duration::from_secs(1)).await;
                 }
-                Err(e) => anyhow::bail!("cannot connect to NATS (NATS_URL={}): {e}", cfg.url),
+                Err(e) => {
+                    anyhow::bail!("cannot connect to NATS (NATS_URL={}): {e}", redacted(&cfg.url))
+                }
             }
         };
         let mut js = jetstream::new(client.clone());
@@ -141,5 +153,14 @@ impl Bus {
         })
         .await
         .map_err(|_| anyhow::anyhow!("NATS did not answer within 2s"))?
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn credentials_in_nats_urls_are_redacted() {
+        assert_eq!(super::redacted("nats://user:secret@nats:4222"), "nats://***@nats:4222");
+        assert_eq!(super::redacted("nats://127.0.0.1:4222"), "nats://127.0.0.1:4222");
     }
 }

@@ -66,6 +66,8 @@ pub struct Recorded {
 struct State {
     requests: Vec<Recorded>,
     faults: VecDeque<Fault>,
+    /// Faults for requests whose path contains the given text, checked first.
+    path_faults: Vec<(String, Fault)>,
     latency: Option<Duration>,
     /// (sku, location) -> quantity, for the stock-holding systems.
     levels: BTreeMap<(String, String), i64>,
@@ -150,6 +152,12 @@ impl SimServer {
         state.faults.extend(std::iter::repeat_n(fault, n));
     }
 
+    /// Answers the next `n` requests whose path contains `path_part` with `fault`.
+    pub fn fail_path(&self, path_part: &str, n: usize, fault: Fault) {
+        let mut state = self.state();
+        state.path_faults.extend(std::iter::repeat_n((path_part.to_owned(), fault), n));
+    }
+
     /// Delays every answer (to simulate a slow system).
     pub fn set_latency(&self, latency: Option<Duration>) {
         self.state().latency = latency;
@@ -220,7 +228,13 @@ async fn handle(req: HttpRequest, body: web::Bytes, sim: web::Data<Inner>) -> Ht
         let (status, response, retry_after) = if !authorized {
             let (s, b) = problem(401, "invalid credentials");
             (s, b, None)
-        } else if let Some(fault) = state.faults.pop_front() {
+        } else if let Some(fault) = state
+            .path_faults
+            .iter()
+            .position(|(part, _)| path.contains(part.as_str()))
+            .map(|i| state.path_faults.remove(i).1)
+            .or_else(|| state.faults.pop_front())
+        {
             match fault {
                 Fault::Status(s) => (s, json!({"errors": "injected fault"}), None),
                 Fault::RateLimited { retry_after_secs } => {

@@ -100,6 +100,14 @@ async fn push_locked(
     .await?;
     if current.pushed_version.is_some_and(|v| v >= current.version) {
         tracing::debug!("target already has this version");
+        // The level may be current while the shop's availability is not (its call failed
+        // after the level was pushed): settle it on every delivery until it succeeds.
+        if msg.target == Target::Ecommerce {
+            let outcome = sync_shop_availability(state, conn, endpoint, &msg.sku).await?;
+            if !matches!(outcome, Outcome::Delivered(_)) {
+                return Ok(Err(outcome.into_handler_error("shop availability")));
+            }
+        }
         return Ok(Ok(()));
     }
     let level = StockLevel {
@@ -107,8 +115,10 @@ async fn push_locked(
         warehouse: msg.warehouse.clone(),
         on_hand: current.on_hand,
     };
-    // The latest change came from this target: it already has this level (loop prevention).
-    let own_change = current.last_source.as_deref() == Some(target);
+    // Loop prevention: the only change the target has not been told about is its own, so it
+    // already has this level. (If other systems' changes are in between, push.)
+    let own_change = current.last_source.as_deref() == Some(target)
+        && current.pushed_version.unwrap_or(0) == current.version - 1;
     let mut outcome = if own_change {
         tracing::debug!("latest change came from the target itself; not pushed back");
         Outcome::Delivered(reqwest::StatusCode::NO_CONTENT)
@@ -200,6 +210,12 @@ async fn sync_shop_availability(
     endpoint: &Endpoint,
     sku: &str,
 ) -> anyhow::Result<Outcome> {
+    // Availability is per product while pushes lock per warehouse: lock the product row so
+    // two warehouses' pushes cannot decide on stale totals and leave the wrong state.
+    diesel::sql_query("SELECT 1 FROM inventory.products WHERE sku = $1 FOR NO KEY UPDATE")
+        .bind::<Text, _>(sku)
+        .execute(conn)
+        .await?;
     let availability: Availability = diesel::sql_query(
         "SELECT COALESCE(SUM(s.on_hand), 0) > 0 AS in_stock, p.shop_available \
          FROM inventory.products p LEFT JOIN inventory.stock s ON s.sku = p.sku \

@@ -184,6 +184,14 @@ async fn execute(pool: &PgPool, settings: &Settings, jobs: Vec<Job>) {
             }
             Err(e) => {
                 tracing::error!(error = %e, batch = jobs.len(), "adjustment batch failed");
+                if jobs.len() > 1 && matches!(e, DieselError::DatabaseError(..)) {
+                    // The database refused something in the batch: apply the requests one by
+                    // one, so only the one at fault fails.
+                    for job in jobs {
+                        Box::pin(execute(pool, settings, vec![job])).await;
+                    }
+                    return;
+                }
                 break;
             }
         }
@@ -278,6 +286,15 @@ impl LedgerRow {
             && self.quantity == a.quantity
             && self.expected_on_hand == a.expected_on_hand
     }
+}
+
+/// Whether two requests with the same idempotency key ask for the same thing.
+fn same_request(a: &Adjustment, b: &Adjustment) -> bool {
+    a.sku == b.sku
+        && a.warehouse == b.warehouse
+        && a.kind == b.kind
+        && a.quantity == b.quantity
+        && a.expected_on_hand == b.expected_on_hand
 }
 
 const LEDGER_COLUMNS: &str = "id, source, reference, sku, warehouse, type, quantity, \
@@ -376,7 +393,14 @@ async fn apply_batch(
             continue;
         }
         if let Some(&first) = batch_keys.get(&(a.source.as_str(), a.reference.as_str())) {
-            plans.push(Plan::SameAs(first));
+            plans.push(if same_request(&batch[first], a) {
+                Plan::SameAs(first)
+            } else {
+                Plan::Done(Err(Refused::KeyReused {
+                    origin: a.source.clone(),
+                    reference: a.reference.clone(),
+                }))
+            });
             continue;
         }
         batch_keys.insert((a.source.as_str(), a.reference.as_str()), i);

@@ -32,12 +32,18 @@ pub struct AdjustmentRequest {
     pub expected_on_hand: Option<i64>,
 }
 
+/// Largest quantity accepted (far above any real stock; keeps every sum inside `i64`).
+pub const MAX_QUANTITY: i64 = 1_000_000_000_000;
+
+/// PostgreSQL text cannot hold NUL, and no other control character belongs in these fields.
+fn has_control(s: &str) -> bool {
+    s.chars().any(char::is_control)
+}
+
 impl AdjustmentRequest {
     /// Checks every field, naming the first bad one.
     pub fn validate(self) -> Result<Adjustment, ApiError> {
-        for (field, value) in
-            [("source", &self.source), ("sku", &self.sku), ("warehouse", &self.warehouse)]
-        {
+        for (field, value) in [("source", &self.source), ("sku", &self.sku)] {
             if !is_subject_safe(value) {
                 return Err(ApiError::field(
                     field,
@@ -45,11 +51,28 @@ impl AdjustmentRequest {
                 ));
             }
         }
-        if self.reference.trim().is_empty() || self.reference.len() > 200 {
-            return Err(ApiError::field("reference", "reference must be 1-200 characters"));
+        // The warehouse and the sku are the last two tokens of a level subject: a dot in the
+        // warehouse would make two records share one subject.
+        if !is_subject_safe(&self.warehouse) || self.warehouse.contains('.') {
+            return Err(ApiError::field(
+                "warehouse",
+                "warehouse must be 1-64 letters, digits, '_' or '-'",
+            ));
         }
-        if self.quantity < 0 {
-            return Err(ApiError::field("quantity", "quantity must not be negative"));
+        if self.reference.trim().is_empty()
+            || self.reference.len() > 200
+            || has_control(&self.reference)
+        {
+            return Err(ApiError::field(
+                "reference",
+                "reference must be 1-200 characters without control characters",
+            ));
+        }
+        if !(0..=MAX_QUANTITY).contains(&self.quantity) {
+            return Err(ApiError::field(
+                "quantity",
+                format!("quantity must be between 0 and {MAX_QUANTITY}"),
+            ));
         }
         let absolute = matches!(self.kind, AdjustmentType::Adjustment | AdjustmentType::Count);
         if !absolute && self.quantity == 0 {
@@ -58,14 +81,17 @@ impl AdjustmentRequest {
                 format!("quantity must be positive for {}", self.kind.as_str()),
             ));
         }
-        if self.expected_on_hand.is_some_and(|e| e < 0) {
+        if self.expected_on_hand.is_some_and(|e| !(0..=MAX_QUANTITY).contains(&e)) {
             return Err(ApiError::field(
                 "expected_on_hand",
-                "expected_on_hand must not be negative",
+                format!("expected_on_hand must be between 0 and {MAX_QUANTITY}"),
             ));
         }
-        if self.reason.as_ref().is_some_and(|r| r.len() > 500) {
-            return Err(ApiError::field("reason", "reason must be at most 500 characters"));
+        if self.reason.as_ref().is_some_and(|r| r.len() > 500 || has_control(r)) {
+            return Err(ApiError::field(
+                "reason",
+                "reason must be at most 500 characters without control characters",
+            ));
         }
         Ok(Adjustment {
             source: self.source,

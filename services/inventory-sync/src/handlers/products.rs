@@ -54,8 +54,14 @@ pub async fn put_product(
     if !is_subject_safe(&sku) {
         return Err(ApiError::field("sku", "sku must be 1-64 letters, digits, '.', '_' or '-'"));
     }
-    if request.name.trim().is_empty() {
-        return Err(ApiError::field("name", "name must not be empty"));
+    if request.name.trim().is_empty()
+        || request.name.len() > 200
+        || request.name.chars().any(char::is_control)
+    {
+        return Err(ApiError::field(
+            "name",
+            "name must be 1-200 characters without control characters",
+        ));
     }
     if request.reorder_point < 0 {
         return Err(ApiError::field("reorder_point", "reorder_point must not be negative"));

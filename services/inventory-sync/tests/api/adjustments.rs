@@ -243,3 +243,44 @@ async fn concurrent_shipments_never_oversell_and_each_is_applied_once() {
     let reconciliation = t.app.admin_get("/reconciliation").await;
     assert_eq!(reconciliation.status(), 200);
 }
+
+#[tokio::test]
+async fn one_reference_sent_concurrently_with_different_quantities_is_applied_once() {
+    let t = spawn().await;
+    t.put_product("MUG-9", 0).await;
+
+    let answers = join_all((1..=20).map(|q| {
+        let body = adjustment("pos", "MUG-9", "receipt", q, "same-ref");
+        let app = &t.app;
+        async move { adjust_on(app, &body).await }
+    }))
+    .await;
+
+    let applied: Vec<_> = answers.iter().filter(|(s, _)| *s == 201).collect();
+    assert_eq!(applied.len(), 1, "{answers:?}");
+    assert!(answers.iter().all(|(s, _)| matches!(s, 201 | 409)), "{answers:?}");
+    let quantity = applied[0].1["quantity"].as_i64().unwrap();
+    assert_eq!(t.on_hand("MUG-9", "W1").await, quantity);
+}
+
+#[tokio::test]
+async fn a_request_the_database_cannot_store_fails_alone() {
+    let t = spawn().await;
+    t.put_product("MUG-10", 0).await;
+    let mut nul = adjustment("pos", "MUG-10", "receipt", 1, "nul");
+    nul["reason"] = json!("bad\u{0}reason");
+
+    let (good, bad) = tokio::join!(
+        join_all((0..20).map(|i| {
+            let body = adjustment("pos", "MUG-10", "receipt", 1, &format!("ok-{i}"));
+            let app = &t.app;
+            async move { adjust_on(app, &body).await.0 }
+        })),
+        adjust_on(&t.app, &nul)
+    );
+
+    assert_eq!(bad.0, 422, "{}", bad.1);
+    assert_eq!(bad.1["field"], "reason");
+    assert!(good.iter().all(|s| *s == 201), "{good:?}");
+    assert_eq!(t.on_hand("MUG-10", "W1").await, 20);
+}

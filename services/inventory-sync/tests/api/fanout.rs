@@ -253,3 +253,37 @@ async fn every_applied_change_is_published_once_and_every_push_is_announced() {
     assert_eq!(announced["data"]["entity"], "stock_level");
     assert_eq!(announced["data"]["record_id"], "W1/TEE-6");
 }
+
+#[tokio::test]
+async fn a_targets_own_change_does_not_hide_other_changes_it_has_not_seen() {
+    let t = spawn().await;
+    t.put_product("TEE-7", 0).await;
+    // The POS misses the WMS receipt at first (503), then sells one itself: the latest change
+    // is the POS's own, but the POS has still not been told about the receipt.
+    t.sandbox.pos.fail_next(1, Fault::Status(503));
+    t.adjust(&adjustment("wms", "TEE-7", "receipt", 10, "in")).await;
+    assert!(t.sandbox.pos.wait_until(WAIT, |x| !x.requests().is_empty()).await);
+    t.adjust(&adjustment("pos", "TEE-7", "shipment", 1, "sale")).await;
+
+    assert!(
+        t.sandbox.pos.wait_until(WAIT, |x| x.level("TEE-7", "W1") == Some(9)).await,
+        "{:?}",
+        t.sandbox.pos.requests()
+    );
+}
+
+#[tokio::test]
+async fn a_failed_shop_availability_call_is_retried_even_when_the_level_was_pushed() {
+    let t = spawn().await;
+    t.put_product("TEE-8", 0).await;
+    t.sandbox.shop.fail_path("/products/", 1, Fault::Status(503));
+
+    t.adjust(&adjustment("wms", "TEE-8", "receipt", 4, "in")).await;
+
+    assert!(
+        t.sandbox.shop.wait_until(WAIT, |x| x.product_available("TEE-8") == Some(true)).await,
+        "{:?}",
+        t.sandbox.shop.requests()
+    );
+    assert_eq!(t.sandbox.shop.level("TEE-8", "W1"), Some(4));
+}
