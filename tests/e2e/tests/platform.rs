@@ -122,6 +122,21 @@ async fn readiness_fails_while_nats_or_postgres_is_down_and_recovers_by_itself()
     assert!(wait_ready(&app, 503).await, "NATS down must make /readyz fail");
     let own_again = OwnNats::start(port, dir);
     assert!(wait_ready(&app, 200).await, "/readyz must recover when NATS returns");
+    // The live settings watch comes back too: a write is seen through it.
+    let put = app
+        .http
+        .put(app.url("/admin/settings/push_max_attempts"))
+        .bearer_auth(harness::ADMIN_TOKEN)
+        .json(&4)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(put.status(), 200);
+    let watched = harness::eventually(Duration::from_secs(15), || async {
+        let s: serde_json::Value = app.admin_get("/admin/settings").await.json().await.ok()?;
+        (s["push_max_attempts"] == 4).then_some(())
+    });
+    assert!(watched.await.is_some(), "the settings watch resumes after a NATS restart");
 
     let admin = std::env::var("TEST_DATABASE_URL")
         .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into());
