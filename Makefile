@@ -1,6 +1,6 @@
 # Developer entry points; every target just calls a script or cargo.
 #   make up | down | test | migrate | fmt | lint | validate-deploy | bench | ci
-# Extra arguments: make test ARGS="-E test(foo)"   make bench ARGS="--help"
+# Extra arguments: make test ARGS="-E test(foo)"; make bench reads BENCH_SECS from the environment
 SHELL := bash
 ARGS ?=
 
@@ -32,7 +32,7 @@ validate-deploy:
 	bash ./scripts/validate-deploy.sh
 
 bench:
-	cargo bench -p inventory-sync --bench adjustments
+	bash -c 'source scripts/lib.sh && ensure_deps && cargo bench -p inventory-sync --bench adjustments'
 
 ci:
 	bash .ci/run

@@ -119,6 +119,35 @@ random_hex() { # random_hex BYTES
 # docker
 # ---------------------------------------------------------------------------
 
+# ensure_test_tools: what the test suite needs besides PostgreSQL and NATS: a C toolchain (some
+# crates build C), python3 with venv (deploy validation), and a nats-server binary for the
+# tests that stop and restart a NATS of their own. Without a local one (docker mode) the Debian
+# package is unpacked into the cache, not installed, so no second NATS service starts.
+ensure_test_tools() {
+    have cc || apt_install build-essential
+    python3 -c 'import venv, ensurepip' >/dev/null 2>&1 || apt_install python3 python3-venv
+    if [[ -n "${NATS_SERVER_BIN:-}" ]]; then
+        return 0
+    fi
+    if have nats-server; then
+        NATS_SERVER_BIN="$(command -v nats-server)"
+    elif [[ -x /usr/sbin/nats-server ]]; then
+        NATS_SERVER_BIN=/usr/sbin/nats-server
+    else
+        local dir="${DATASYNC_CACHE:-${HOME:-/tmp}/.cache/datasync}/nats-server"
+        if [[ ! -x "$dir/usr/sbin/nats-server" ]]; then
+            have apt-get || die "no nats-server binary for the NATS restart tests: install nats-server or set NATS_SERVER_BIN"
+            log "unpacking the nats-server package into $dir (for the NATS restart tests)"
+            mkdir -p "$dir"
+            [[ -n "$_DATASYNC_APT_UPDATED" ]] || { as_root env DEBIAN_FRONTEND=noninteractive apt-get update -q || die "apt-get update failed"; _DATASYNC_APT_UPDATED=1; }
+            (cd "$dir" && apt-get download nats-server >/dev/null && dpkg -x nats-server_*.deb . && rm -f nats-server_*.deb) \
+                || die "could not unpack nats-server; install it or set NATS_SERVER_BIN"
+        fi
+        NATS_SERVER_BIN="$dir/usr/sbin/nats-server"
+    fi
+    export NATS_SERVER_BIN
+}
+
 have_docker_engine() {
     have docker || return 1
     timeout 15 docker info >/dev/null 2>&1
@@ -130,23 +159,35 @@ deps_mode() {
         docker) echo docker ;;
         local) echo local ;;
         auto)
-            if have_docker_engine; then echo docker; else echo local; fi
+            if have_docker_engine && compose_is_recent; then echo docker; else echo local; fi
             ;;
         *) die "DATASYNC_DEPS must be auto, docker or local (got '${DATASYNC_DEPS}')" ;;
     esac
 }
 
-# compose ARGS...: docker compose v2 plugin, else legacy docker-compose.
+# compose_is_recent: the Compose v2 plugin is 2.24 or newer (docker-compose.yml uses
+# `env_file: {path, required}`); older ones make `auto` fall back to local dependencies.
+compose_is_recent() {
+    local version
+    version="$(docker compose version --short 2>/dev/null)" || return 1
+    version="${version#v}"
+    local major="${version%%.*}" rest="${version#*.}"
+    local minor="${rest%%.*}"
+    [[ "$major" =~ ^[0-9]+$ && "$minor" =~ ^[0-9]+$ ]] || return 1
+    if ((major > 2 || (major == 2 && minor >= 24))); then
+        return 0
+    fi
+    warn "docker compose $version is older than 2.24: using local PostgreSQL/NATS instead (DATASYNC_DEPS=docker forces compose)"
+    return 1
+}
+
+# compose ARGS...: the docker compose v2 plugin.
 compose() {
     [[ -f "$DATASYNC_ROOT/docker-compose.yml" || -f "$DATASYNC_ROOT/compose.yaml" ]] \
         || die "no docker-compose.yml in $DATASYNC_ROOT"
-    if docker compose version >/dev/null 2>&1; then
-        (cd "$DATASYNC_ROOT" && docker compose "$@")
-    elif have docker-compose; then
-        (cd "$DATASYNC_ROOT" && docker-compose "$@")
-    else
-        die "docker engine found but neither 'docker compose' nor 'docker-compose' is installed"
-    fi
+    docker compose version >/dev/null 2>&1 \
+        || die "docker engine found but the 'docker compose' plugin (2.24+) is not installed"
+    (cd "$DATASYNC_ROOT" && docker compose "$@")
 }
 
 # ---------------------------------------------------------------------------

@@ -16,6 +16,7 @@ source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 cd "$DATASYNC_ROOT"
 
 ensure_deps
+ensure_test_tools
 
 have cargo || die "cargo not found: install Rust (https://rustup.rs), then re-run"
 

@@ -65,7 +65,9 @@ wait_ready() {
             fi
             if [[ "$mode" == local ]]; then
                 pid="$(cat "$PID_DIR/$svc.pid" 2>/dev/null || true)"
-                if ! pid_is_service "$pid" "$svc"; then
+                # kill -0 only: right after setsid/nohup the process name may not be the
+                # service's yet.
+                if ! kill -0 "$pid" 2>/dev/null; then
                     log "$svc exited before becoming ready"
                     failed+=("$svc")
                     continue
@@ -210,7 +212,7 @@ up_local() {
         fi
         # setsid + nohup: keep running after this script/terminal goes away; cwd is the
         # repo root so the binaries pick up .env.
-        HTTP_PORT="$port" LOG_FORMAT=json \
+        HTTP_HOST="${HTTP_HOST:-127.0.0.1}" HTTP_PORT="$port" LOG_FORMAT=json \
             setsid nohup "$bin_dir/$svc" serve </dev/null >>"$log_file" 2>&1 &
         pid=$!
         echo "$pid" >"$PID_DIR/$svc.pid"

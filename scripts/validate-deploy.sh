@@ -71,9 +71,31 @@ compose_schema_args() {
     fi
 }
 
+# ensure_kubectl: kubectl >= 1.27 (its built-in kustomize v5 renders the overlays). Debian's
+# kubernetes-client is too old, so a missing kubectl is fetched from dl.k8s.io into the cache.
+ensure_kubectl() {
+    command -v "$KUBECTL" >/dev/null && return 0
+    local arch bin
+    case "$(uname -m)" in
+        x86_64) arch=amd64 ;;
+        aarch64 | arm64) arch=arm64 ;;
+        *) fail "kubectl not found and no download for $(uname -m): install kubectl >= 1.27 or set KUBECTL" ;;
+    esac
+    bin="$CACHE/kubectl-v$K8S_VERSION"
+    if [[ ! -x "$bin" ]]; then
+        mkdir -p "$CACHE"
+        if ! curl -fsSL --max-time 300 -o "$bin.tmp" "https://dl.k8s.io/release/v$K8S_VERSION/bin/linux/$arch/kubectl"; then
+            rm -f "$bin.tmp"
+            fail "kubectl not found and the download failed: install kubectl >= 1.27 or set KUBECTL"
+        fi
+        chmod +x "$bin.tmp"
+        mv "$bin.tmp" "$bin"
+    fi
+    KUBECTL="$bin"
+}
+
 validate_k8s() {
-    command -v "$KUBECTL" >/dev/null ||
-        fail "kubectl not found: install kubectl >= 1.27 (its built-in kustomize v5 renders the overlays) or set KUBECTL"
+    ensure_kubectl
     local tmp dir name out count
     tmp="$(mktemp -d)"
     # shellcheck disable=SC2064 # expand now: $tmp is local

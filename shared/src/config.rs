@@ -18,8 +18,11 @@ pub enum ConfigError {
 }
 
 /// Loads `.env` from the working directory if there is one (development convenience only).
+/// Only that file: parent directories are not searched, so a process started elsewhere (a
+/// test, a container) never picks up a developer's secrets by accident. Variables already set
+/// in the environment win.
 pub fn load_dotenv() {
-    let _ = dotenvy::dotenv();
+    let _ = dotenvy::from_path(".env");
 }
 
 /// The variable's value, if set and not empty.

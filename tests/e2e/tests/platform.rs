@@ -62,12 +62,19 @@ struct OwnNats {
 
 impl OwnNats {
     fn start(port: u16, dir: std::path::PathBuf) -> Self {
-        let bin = ["/usr/sbin/nats-server", "/usr/bin/nats-server", "/usr/local/bin/nats-server"]
+        // NATS_SERVER_BIN first (scripts/test.sh sets it, also in docker mode), then the usual
+        // install locations.
+        let bin = std::env::var("NATS_SERVER_BIN")
+            .ok()
             .into_iter()
+            .chain(
+                ["/usr/sbin/nats-server", "/usr/bin/nats-server", "/usr/local/bin/nats-server"]
+                    .map(String::from),
+            )
             .find(|p| std::path::Path::new(p).exists())
-            .map(str::to_owned)
-            .or_else(|| std::env::var("NATS_SERVER_BIN").ok())
-            .expect("this test needs a nats-server binary (set NATS_SERVER_BIN)");
+            .expect(
+                "this test needs a nats-server binary: install nats-server or set NATS_SERVER_BIN",
+            );
         let child = Command::new(bin)
             .args(["-a", "127.0.0.1", "-p", &port.to_string(), "-js", "-sd"])
             .arg(&dir)
