@@ -83,17 +83,29 @@ async fn two_replicas_under_concurrent_load_lose_and_double_nothing_and_every_ta
                 };
                 let body = json!({"source": "manual", "sku": sku(sku_index), "warehouse": "W1", "type": kind,
                     "quantity": qty, "reference": format!("c{client}-n{n}")});
+                // Like any client, retry when the connection drops before the answer arrives;
+                // the reference makes that safe (a second attempt gets the first answer).
                 let send = |url: String| {
                     let (http, body) = (http.clone(), body.clone());
                     async move {
-                        let r = http.post(url).header("X-API-Key", KEY).json(&body).send().await.unwrap();
-                        let status = r.status().as_u16();
-                        (status, r.json::<Value>().await.unwrap())
+                        let mut attempt = 0;
+                        loop {
+                            attempt += 1;
+                            match http.post(&url).header("X-API-Key", KEY).json(&body).send().await {
+                                Ok(r) => {
+                                    let status = r.status().as_u16();
+                                    break (status, r.json::<Value>().await.unwrap());
+                                }
+                                Err(e) if attempt < 5 => eprintln!("retrying after transport error: {e}"),
+                                Err(e) => panic!("{e}"),
+                            }
+                        }
                     }
                 };
                 let (status, answer) = send(urls[n % 2].clone()).await;
-                assert!(matches!(status, 201 | 422), "{status}: {answer}");
-                if status == 201 {
+                // 200 only when a dropped connection hid the first answer (see `send`).
+                assert!(matches!(status, 200 | 201 | 422), "{status}: {answer}");
+                if status != 422 {
                     let delta = answer["new_quantity"].as_i64().unwrap() - answer["quantity_before"].as_i64().unwrap();
                     *applied.lock().unwrap().entry(sku(sku_index)).or_default() += delta;
                     *created.lock().unwrap() += 1;

@@ -179,7 +179,12 @@ pub fn init_logs() {
 /// An HTTP client for tests (the platform's crypto provider installed).
 pub fn test_client() -> reqwest::Client {
     shared::outbound::install_crypto_provider();
-    reqwest::Client::new()
+    // Idle connections are dropped before the server's 5 s keep-alive closes them, so a
+    // request is not sent on a connection the server is closing.
+    reqwest::Client::builder()
+        .pool_idle_timeout(Duration::from_secs(2))
+        .build()
+        .unwrap_or_else(|e| panic!("HTTP client: {e}"))
 }
 
 /// A service running in-process on a free port.
