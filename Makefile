@@ -1,14 +1,14 @@
 # Developer entry points; every target just calls a script or cargo.
-#   make up | down | test | migrate | fmt | lint | validate-deploy | bench | ci
+#   make up | down | test | migrate | fmt | lint | validate-deploy | bench | fuzz | ci
 # Extra arguments: make test ARGS="-E test(foo)"; make bench reads BENCH_SECS from the environment
 SHELL := bash
 ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help up down test migrate fmt lint validate-deploy bench ci
+.PHONY: help up down test migrate fmt lint validate-deploy bench fuzz ci
 
 help:
-	@echo "targets: up down test migrate fmt lint validate-deploy bench ci"
+	@echo "targets: up down test migrate fmt lint validate-deploy bench fuzz ci"
 
 up:
 	./scripts/up.sh
@@ -33,6 +33,9 @@ validate-deploy:
 
 bench:
 	bash -c 'source scripts/lib.sh && ensure_deps && cargo bench -p inventory-sync --bench adjustments'
+
+fuzz:
+	./scripts/fuzz-api.sh
 
 ci:
 	bash .ci/run

@@ -12,7 +12,7 @@ use crate::{
 
 /// The runtime settings in force.
 #[utoipa::path(get, path = "/admin/settings", tag = "admin", security(("admin_token" = [])),
-    responses((status = 200, body = crate::settings::RuntimeSettings)))]
+    responses((status = 200, description = "the settings in force", body = crate::settings::RuntimeSettings)))]
 #[get("/admin/settings")]
 pub async fn get_settings(_: Admin, platform: web::Data<Platform>) -> HttpResponse {
     HttpResponse::Ok().json(&*platform.settings.current())
@@ -21,7 +21,7 @@ pub async fn get_settings(_: Admin, platform: web::Data<Platform>) -> HttpRespon
 /// Sets one runtime setting for every service (body: the JSON value).
 #[utoipa::path(put, path = "/admin/settings/{key}", tag = "admin", security(("admin_token" = [])),
     params(("key" = String, Path, description = "setting name")),
-    responses((status = 200, body = crate::settings::RuntimeSettings), (status = 422, description = "invalid value")))]
+    responses((status = 200, description = "the settings in force", body = crate::settings::RuntimeSettings), (status = 422, description = "invalid value")))]
 #[put("/admin/settings/{key}")]
 pub async fn put_setting(
     _: Admin,
@@ -43,7 +43,7 @@ pub struct DeadLetterQuery {
 
 /// Dead letters of this service, newest first (`?all=true` includes replayed ones).
 #[utoipa::path(get, path = "/admin/dead-letters", tag = "admin", security(("admin_token" = [])),
-    responses((status = 200, body = Vec<crate::bus::dead_letter::DeadLetter>)))]
+    responses((status = 200, description = "dead letters, newest first", body = Vec<crate::bus::dead_letter::DeadLetter>)))]
 #[get("/admin/dead-letters")]
 pub async fn list_dead_letters(
     _: Admin,
@@ -57,7 +57,7 @@ pub async fn list_dead_letters(
 /// Re-publishes a dead letter's original message.
 #[utoipa::path(post, path = "/admin/dead-letters/{id}/replay", tag = "admin", security(("admin_token" = [])),
     params(("id" = Uuid, Path)),
-    responses((status = 202, body = crate::bus::dead_letter::DeadLetter), (status = 404, description = "no such unreplayed dead letter")))]
+    responses((status = 202, description = "replay queued", body = crate::bus::dead_letter::DeadLetter), (status = 404, description = "no such unreplayed dead letter")))]
 #[post("/admin/dead-letters/{id}/replay")]
 pub async fn replay_dead_letter(
     _: Admin,

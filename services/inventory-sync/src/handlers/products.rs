@@ -41,8 +41,8 @@ pub struct Product {
 const COLUMNS: &str = "sku, name, reorder_point, reorder_quantity, shop_available, updated_at";
 
 /// Creates or updates a product (admin).
-#[utoipa::path(put, path = "/products/{sku}", tag = "inventory", security(("admin_token" = [])),
-    request_body = ProductRequest, responses((status = 200, body = Product), (status = 422, description = "invalid field")))]
+#[utoipa::path(put, path = "/products/{sku}", tag = "inventory", params(("sku" = String, Path, description = "product sku")), security(("admin_token" = [])),
+    request_body = ProductRequest, responses((status = 200, description = "the product", body = Product), (status = 422, description = "invalid field")))]
 #[put("/products/{sku}")]
 pub async fn put_product(
     _: Admin,
@@ -86,8 +86,8 @@ pub async fn put_product(
 }
 
 /// A product.
-#[utoipa::path(get, path = "/products/{sku}", tag = "inventory", security(("api_key" = []), ("admin_token" = [])),
-    responses((status = 200, body = Product), (status = 404, description = "unknown product")))]
+#[utoipa::path(get, path = "/products/{sku}", tag = "inventory", params(("sku" = String, Path, description = "product sku")), security(("api_key" = []), ("admin_token" = [])),
+    responses((status = 200, description = "the product", body = Product), (status = 404, description = "unknown product")))]
 #[get("/products/{sku}")]
 pub async fn get_product(
     _: Reader,

@@ -53,8 +53,8 @@ async fn ensure_product(
 }
 
 /// Stock of a sku per warehouse.
-#[utoipa::path(get, path = "/stock/{sku}", tag = "inventory", security(("api_key" = []), ("admin_token" = [])),
-    responses((status = 200, body = StockReport), (status = 404, description = "unknown product")))]
+#[utoipa::path(get, path = "/stock/{sku}", tag = "inventory", params(("sku" = String, Path, description = "product sku")), security(("api_key" = []), ("admin_token" = [])),
+    responses((status = 200, description = "stock per warehouse", body = StockReport), (status = 404, description = "unknown product")))]
 #[get("/stock/{sku}")]
 pub async fn get_stock(
     _: Reader,
@@ -102,6 +102,7 @@ pub struct LedgerEntry {
 }
 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct LedgerQuery {
     /// Only entries with a smaller id (paging backwards).
     before: Option<i64>,
@@ -111,7 +112,7 @@ pub struct LedgerQuery {
 
 /// Ledger entries of a sku, newest first.
 #[utoipa::path(get, path = "/ledger/{sku}", tag = "inventory", security(("api_key" = []), ("admin_token" = [])),
-    params(LedgerQuery), responses((status = 200, body = Vec<LedgerEntry>), (status = 404, description = "unknown product")))]
+    params(("sku" = String, Path, description = "product sku"), LedgerQuery), responses((status = 200, description = "ledger entries, newest first", body = Vec<LedgerEntry>), (status = 404, description = "unknown product")))]
 #[get("/ledger/{sku}")]
 pub async fn get_ledger(
     _: Reader,
