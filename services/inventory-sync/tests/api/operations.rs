@@ -15,6 +15,25 @@ async fn operator_endpoints_answer() {
     for path in ["/adjustments", "/stock/{sku}", "/ledger/{sku}", "/readyz", "/admin/settings"] {
         assert!(openapi["paths"].get(path).is_some(), "{path} missing from OpenAPI");
     }
+    // What OpenAPI validators require: every response described, every path parameter declared.
+    for (path, operations) in openapi["paths"].as_object().unwrap() {
+        for (method, operation) in operations.as_object().unwrap() {
+            for (status, response) in operation["responses"].as_object().unwrap() {
+                assert!(
+                    response.get("description").is_some(),
+                    "{method} {path} {status}: no description"
+                );
+            }
+            for name in path.split('{').skip(1).filter_map(|p| p.split('}').next()) {
+                let declared = operation["parameters"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .any(|p| p["name"] == name && p["in"] == "path");
+                assert!(declared, "{method} {path}: path parameter {name} not declared");
+            }
+        }
+    }
     t.put_product("OPS-1", 0).await;
     t.adjust(&adjustment("pos", "OPS-1", "receipt", 1, "r")).await;
     let metrics = t.app.http.get(t.app.url("/metrics")).send().await.unwrap().text().await.unwrap();
