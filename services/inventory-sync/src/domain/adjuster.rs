@@ -69,6 +69,25 @@ pub struct Applied {
     pub replayed: bool,
 }
 
+/// The bus event of an applied adjustment (the HTTP answer keeps the seed's `new_quantity`
+/// name; the event says `quantity_after`).
+impl From<&Applied> for StockAdjusted {
+    fn from(a: &Applied) -> Self {
+        Self {
+            ledger_id: a.ledger_id,
+            source: a.source.clone(),
+            reference: a.reference.clone(),
+            sku: a.sku.clone(),
+            warehouse: a.warehouse.clone(),
+            kind: a.kind,
+            quantity: a.quantity,
+            quantity_before: a.quantity_before,
+            quantity_after: a.new_quantity,
+            reason: a.reason.clone(),
+        }
+    }
+}
+
 /// Why an adjustment was refused. Nothing was written for it.
 #[derive(Debug, thiserror::Error)]
 pub enum Refused {
@@ -523,21 +542,7 @@ fn events(
     let mut rows = Vec::with_capacity(applied.len() * 2);
     let mut targets: BTreeMap<(&str, &str), BTreeSet<Target>> = BTreeMap::new();
     for a in applied {
-        rows.push(OutboxRow::new(&Envelope::new(
-            crate::SERVICE,
-            StockAdjusted {
-                ledger_id: a.ledger_id,
-                source: a.source.clone(),
-                reference: a.reference.clone(),
-                sku: a.sku.clone(),
-                warehouse: a.warehouse.clone(),
-                kind: a.kind,
-                quantity: a.quantity,
-                quantity_before: a.quantity_before,
-                quantity_after: a.new_quantity,
-                reason: a.reason.clone(),
-            },
-        )));
+        rows.push(OutboxRow::new(&Envelope::new(crate::SERVICE, StockAdjusted::from(a))));
         let origin = Target::parse(&a.source);
         targets
             .entry((a.sku.as_str(), a.warehouse.as_str()))
