@@ -75,6 +75,11 @@ impl AdjustmentType {
         .find(|t| t.as_str() == s)
     }
 
+    /// Whether the type sets the level outright (the sender then knows the resulting level).
+    pub fn is_absolute(self) -> bool {
+        matches!(self, Self::Adjustment | Self::Count)
+    }
+
     /// The level after applying `quantity` to `before` (may be negative: the caller rejects).
     pub fn apply(self, before: i64, quantity: i64) -> i64 {
         match self {

@@ -37,6 +37,8 @@ struct Current {
     pushed_version: Option<i64>,
     #[diesel(sql_type = Nullable<Text>)]
     last_source: Option<String>,
+    #[diesel(sql_type = Bool)]
+    last_change_absolute: bool,
 }
 
 #[derive(diesel::QueryableByName)]
@@ -89,7 +91,7 @@ async fn push_locked(
         .execute(conn)
         .await?;
     let current: Current = diesel::sql_query(
-        "SELECT s.on_hand, s.version, s.last_source, t.pushed_version FROM inventory.stock s \
+        "SELECT s.on_hand, s.version, s.last_source, s.last_change_absolute, t.pushed_version FROM inventory.stock s \
          LEFT JOIN inventory.target_state t ON t.target = $1 AND t.sku = s.sku AND t.warehouse = s.warehouse \
          WHERE s.sku = $2 AND s.warehouse = $3",
     )
@@ -115,10 +117,12 @@ async fn push_locked(
         warehouse: msg.warehouse.clone(),
         on_hand: current.on_hand,
     };
-    // Loop prevention: the only change the target has not been told about is its own, so it
-    // already has this level. (If other systems' changes are in between, push.)
+    // Loop prevention: the target already has this level when the latest change is its own and
+    // either set the level outright (a count) or is the only change it has not been told about.
+    // (If other systems' relative changes are in between, push.)
     let own_change = current.last_source.as_deref() == Some(target)
-        && current.pushed_version.unwrap_or(0) == current.version - 1;
+        && (current.last_change_absolute
+            || current.pushed_version.unwrap_or(0) == current.version - 1);
     let mut outcome = if own_change {
         tracing::debug!("latest change came from the target itself; not pushed back");
         Outcome::Delivered(reqwest::StatusCode::NO_CONTENT)

@@ -19,7 +19,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use chrono::{DateTime, Utc};
 use diesel::{
     result::{DatabaseErrorKind, Error as DieselError},
-    sql_types::{Array, BigInt, Nullable, Text, Timestamptz},
+    sql_types::{Array, BigInt, Bool, Nullable, Text, Timestamptz},
 };
 use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
 use serde::Serialize;
@@ -483,30 +483,31 @@ async fn apply_batch(
             inserted.push(ledger.answer(false));
         }
 
-        // Each changed row with its new level and the source of its last change.
-        let last_source: BTreeMap<(&str, &str), &str> = new_rows
+        // Each changed row with its new level and its last change (source, absolute?).
+        let last_change: BTreeMap<(&str, &str), (&str, bool)> = new_rows
             .iter()
             .map(|r| {
                 let a = r.adjustment;
-                ((a.sku.as_str(), a.warehouse.as_str()), a.source.as_str())
+                ((a.sku.as_str(), a.warehouse.as_str()), (a.source.as_str(), a.kind.is_absolute()))
             })
             .collect();
-        let changed: Vec<(&RowKey, &Level, &str)> = levels
+        let changed: Vec<(&RowKey, &Level, (&str, bool))> = levels
             .iter()
-            .filter_map(|(k, v)| last_source.get(&(k.0.as_str(), k.1.as_str())).map(|s| (k, v, *s)))
+            .filter_map(|(k, v)| last_change.get(&(k.0.as_str(), k.1.as_str())).map(|c| (k, v, *c)))
             .collect();
         diesel::sql_query(
             "UPDATE inventory.stock s SET on_hand = v.on_hand, version = v.version, \
-                 last_source = v.last_source, updated_at = now() \
-             FROM unnest($1::text[], $2::text[], $3::bigint[], $4::bigint[], $5::text[]) \
-                 AS v(sku, warehouse, on_hand, version, last_source) \
+                 last_source = v.last_source, last_change_absolute = v.absolute, updated_at = now() \
+             FROM unnest($1::text[], $2::text[], $3::bigint[], $4::bigint[], $5::text[], $6::bool[]) \
+                 AS v(sku, warehouse, on_hand, version, last_source, absolute) \
              WHERE s.sku = v.sku AND s.warehouse = v.warehouse",
         )
         .bind::<Array<Text>, _>(changed.iter().map(|(k, _, _)| k.0.as_str()).collect::<Vec<_>>())
         .bind::<Array<Text>, _>(changed.iter().map(|(k, _, _)| k.1.as_str()).collect::<Vec<_>>())
         .bind::<Array<BigInt>, _>(changed.iter().map(|(_, v, _)| v.0).collect::<Vec<_>>())
         .bind::<Array<BigInt>, _>(changed.iter().map(|(_, v, _)| v.1).collect::<Vec<_>>())
-        .bind::<Array<Text>, _>(changed.iter().map(|(_, _, s)| *s).collect::<Vec<_>>())
+        .bind::<Array<Text>, _>(changed.iter().map(|(_, _, c)| c.0).collect::<Vec<_>>())
+        .bind::<Array<Bool>, _>(changed.iter().map(|(_, _, c)| c.1).collect::<Vec<_>>())
         .execute(conn)
         .await?;
 

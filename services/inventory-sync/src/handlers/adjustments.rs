@@ -74,8 +74,7 @@ impl AdjustmentRequest {
                 format!("quantity must be between 0 and {MAX_QUANTITY}"),
             ));
         }
-        let absolute = matches!(self.kind, AdjustmentType::Adjustment | AdjustmentType::Count);
-        if !absolute && self.quantity == 0 {
+        if !self.kind.is_absolute() && self.quantity == 0 {
             return Err(ApiError::field(
                 "quantity",
                 format!("quantity must be positive for {}", self.kind.as_str()),

@@ -178,6 +178,9 @@ async fn stock_thresholds_raise_alerts_once_and_toggle_shop_availability() {
 async fn erp_inventory_messages_become_count_adjustments_exactly_once() {
     let t = spawn().await;
     t.put_product("TEE-5", 0).await;
+    // The ERP has not been told about the POS receipt yet when its own count arrives: the
+    // count is absolute, so the ERP already has the resulting level and nothing is echoed.
+    t.sandbox.erp.fail_next(1, Fault::RateLimited { retry_after_secs: 2 });
     t.adjust(&adjustment("pos", "TEE-5", "receipt", 3, "r1")).await;
     let js = async_nats::jetstream::new(t.nats.client().await);
     let message = Envelope::new(
@@ -214,7 +217,7 @@ async fn erp_inventory_messages_become_count_adjustments_exactly_once() {
         .is_some()
     );
     assert!(t.sandbox.wms.wait_until(WAIT, |x| x.level("TEE-5", "W1") == Some(42)).await);
-    tokio::time::sleep(Duration::from_secs(1)).await;
+    tokio::time::sleep(Duration::from_secs(3)).await; // past the ERP's Retry-After
     assert_eq!(t.count("SELECT count(*) AS n FROM inventory.ledger WHERE source = 'erp'").await, 1);
     assert!(
         t.sandbox.erp.requests().iter().all(|r| r.body["qtyOnHand"] != 42),
