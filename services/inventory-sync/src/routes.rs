@@ -2,7 +2,7 @@
 
 use actix_web::web;
 
-use crate::handlers::{adjustments, products, stock};
+use crate::handlers::{adjustments, products, stock, targets};
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.service(adjustments::post_adjustment)
@@ -10,7 +10,9 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .service(products::get_product)
         .service(stock::get_stock)
         .service(stock::get_ledger)
-        .service(stock::get_reconciliation);
+        .service(stock::get_reconciliation)
+        .service(targets::list_targets)
+        .service(targets::resume_target);
 }
 
 #[derive(utoipa::OpenApi)]
@@ -22,7 +24,9 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         products::get_product,
         stock::get_stock,
         stock::get_ledger,
-        stock::get_reconciliation
+        stock::get_reconciliation,
+        targets::list_targets,
+        targets::resume_target
     )
 )]
 pub struct ApiDoc;

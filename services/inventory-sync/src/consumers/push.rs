@@ -21,7 +21,7 @@ use shared::{
     schemas::{
         Envelope,
         inventory::{StockLevel, StockLevelChanged, Target},
-        sync::{Direction, SyncRecorded, SyncStatus},
+        sync::{AlertRaised, Direction, Severity, SyncRecorded, SyncStatus},
     },
 };
 
@@ -39,6 +39,9 @@ struct Current {
     last_source: Option<String>,
     #[diesel(sql_type = Bool)]
     last_change_absolute: bool,
+    /// Why the target is stopped (it answered 410), if it is.
+    #[diesel(sql_type = Nullable<Text>)]
+    stopped: Option<String>,
 }
 
 #[derive(diesel::QueryableByName)]
@@ -91,7 +94,9 @@ async fn push_locked(
         .execute(conn)
         .await?;
     let current: Current = diesel::sql_query(
-        "SELECT s.on_hand, s.version, s.last_source, s.last_change_absolute, t.pushed_version FROM inventory.stock s \
+        "SELECT s.on_hand, s.version, s.last_source, s.last_change_absolute, t.pushed_version, \
+             (SELECT reason FROM inventory.stopped_targets WHERE target = $1) AS stopped \
+         FROM inventory.stock s \
          LEFT JOIN inventory.target_state t ON t.target = $1 AND t.sku = s.sku AND t.warehouse = s.warehouse \
          WHERE s.sku = $2 AND s.warehouse = $3",
     )
@@ -100,12 +105,22 @@ async fn push_locked(
     .bind::<Text, _>(&msg.warehouse)
     .get_result(conn)
     .await?;
+    if let Some(reason) = &current.stopped {
+        // Acked, not lost: resuming the target queues every level it has not been told.
+        tracing::info!(%reason, "target stopped; not pushed");
+        let detail = format!("target stopped: {reason}");
+        record(conn, msg, &current, SyncStatus::Skipped, None, Some(detail), attempt).await?;
+        return Ok(Ok(()));
+    }
     if current.pushed_version.is_some_and(|v| v >= current.version) {
         tracing::debug!("target already has this version");
         // The level may be current while the shop's availability is not (its call failed
         // after the level was pushed): settle it on every delivery until it succeeds.
         if msg.target == Target::Ecommerce {
             let outcome = sync_shop_availability(state, conn, endpoint, &msg.sku).await?;
+            if matches!(outcome, Outcome::Gone) {
+                stop_target(conn, msg.target, "shop availability answered 410 Gone").await?;
+            }
             if !matches!(outcome, Outcome::Delivered(_)) {
                 return Ok(Err(outcome.into_handler_error("shop availability")));
             }
@@ -161,6 +176,33 @@ async fn push_locked(
         Outcome::Gone => Some("410 Gone".to_owned()),
         Outcome::Rejected { status, body } => Some(format!("{status}: {body}")),
     };
+    if matches!(outcome, Outcome::Gone) {
+        stop_target(conn, msg.target, "answered 410 Gone").await?;
+    }
+    record(conn, msg, &current, status, outcome.status(), error, attempt).await?;
+    Ok(match outcome {
+        Outcome::Delivered(_) => {
+            tracing::info!(quantity = current.on_hand, "level pushed");
+            Ok(())
+        }
+        Outcome::Retry { .. } if attempt >= budget => Err(HandlerError::Permanent(
+            anyhow::anyhow!("retry budget of {budget} attempts exhausted"),
+        )),
+        other => Err(other.into_handler_error(&format!("push to {target}"))),
+    })
+}
+
+/// Writes one push attempt to `target_sync_log` and announces it on `sync.events`.
+async fn record(
+    conn: &mut AsyncPgConnection,
+    msg: &StockLevelChanged,
+    current: &Current,
+    status: SyncStatus,
+    http_status: Option<u16>,
+    error: Option<String>,
+    attempt: i64,
+) -> anyhow::Result<()> {
+    let target = msg.target.as_str();
     diesel::sql_query(
         "INSERT INTO inventory.target_sync_log (target, sku, warehouse, quantity, version, status, http_status, error, attempt) \
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
@@ -176,10 +218,10 @@ async fn push_locked(
         SyncStatus::DeadLettered => "dead_lettered",
         _ => "retrying",
     })
-    .bind::<Nullable<Integer>, _>(outcome.status().map(i32::from))
+    .bind::<Nullable<Integer>, _>(http_status.map(i32::from))
     .bind::<Nullable<Text>, _>(error.clone())
     .bind::<BigInt, _>(attempt)
-    .execute(conn)
+    .execute(&mut *conn)
     .await?;
     let event = Envelope::new(
         crate::SERVICE,
@@ -189,21 +231,50 @@ async fn push_locked(
             entity: "stock_level".into(),
             record_id: format!("{}/{}", msg.warehouse, msg.sku),
             status,
-            http_status: outcome.status(),
+            http_status,
             detail: error,
         },
     );
     outbox::enqueue(conn, SCHEMA, &[outbox::OutboxRow::new(&event)]).await?;
-    Ok(match outcome {
-        Outcome::Delivered(_) => {
-            tracing::info!(quantity = current.on_hand, "level pushed");
-            Ok(())
-        }
-        Outcome::Retry { .. } if attempt >= budget => Err(HandlerError::Permanent(
-            anyhow::anyhow!("retry budget of {budget} attempts exhausted"),
-        )),
-        other => Err(other.into_handler_error(&format!("push to {target}"))),
-    })
+    Ok(())
+}
+
+/// Stops pushing to a target that answered 410 Gone, raising a critical alert the first time.
+async fn stop_target(
+    conn: &mut AsyncPgConnection,
+    target: Target,
+    reason: &str,
+) -> anyhow::Result<()> {
+    let stopped = diesel::sql_query(
+        "INSERT INTO inventory.stopped_targets (target, reason) VALUES ($1, $2) ON CONFLICT DO NOTHING",
+    )
+    .bind::<Text, _>(target.as_str())
+    .bind::<Text, _>(reason)
+    .execute(&mut *conn)
+    .await?;
+    if stopped == 0 {
+        return Ok(());
+    }
+    tracing::warn!(target = target.as_str(), reason, "target stopped");
+    let alert = AlertRaised {
+        severity: Severity::Critical,
+        kind: "target_stopped".into(),
+        title: format!("Stock pushes to {} stopped", target.as_str()),
+        text: format!(
+            "🚨 *Target stopped*\n\nTarget: {}\nReason: {reason}\nResume with POST /admin/targets/{}/resume",
+            target.as_str(),
+            target.as_str()
+        ),
+        dedup_key: format!("target_stopped/{}", target.as_str()),
+        fields: [
+            ("target".to_owned(), serde_json::json!(target.as_str())),
+            ("reason".to_owned(), serde_json::json!(reason)),
+        ]
+        .into(),
+    };
+    outbox::enqueue(conn, SCHEMA, &[outbox::OutboxRow::new(&Envelope::new(crate::SERVICE, alert))])
+        .await?;
+    Ok(())
 }
 
 /// Disables the product on the shop when it is out of stock everywhere, re-enables it when

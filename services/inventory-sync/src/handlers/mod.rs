@@ -1,3 +1,4 @@
 pub mod adjustments;
 pub mod products;
 pub mod stock;
+pub mod targets;

@@ -290,3 +290,67 @@ async fn a_failed_shop_availability_call_is_retried_even_when_the_level_was_push
     );
     assert_eq!(t.sandbox.shop.level("TEE-8", "W1"), Some(4));
 }
+
+#[tokio::test]
+async fn a_target_that_answers_410_is_stopped_until_resumed_then_caught_up() {
+    let t = spawn().await;
+    t.put_product("TEE-9", 0).await;
+    let client = t.nats.client().await;
+    let mut alerts = client.subscribe(t.nats.subject("alerts.critical")).await.unwrap();
+    let erp_state = || async {
+        let all: Vec<Value> = t.app.admin_get("/targets").await.json().await.ok()?;
+        all.into_iter().find(|x| x["target"] == "erp")
+    };
+
+    t.sandbox.erp.fail_next(1, Fault::Status(410));
+    t.adjust(&adjustment("pos", "TEE-9", "receipt", 5, "r1")).await;
+    let stopped = harness::eventually(WAIT, || async {
+        erp_state().await.filter(|s| s["stopped_reason"].is_string())
+    })
+    .await
+    .expect("the ERP is stopped after a 410");
+    assert!(stopped["stopped_reason"].as_str().unwrap().contains("410"), "{stopped}");
+    let alert = tokio::time::timeout(WAIT, alerts.next()).await.unwrap().unwrap();
+    let alert: Value = serde_json::from_slice(&alert.payload).unwrap();
+    assert_eq!(alert["data"]["kind"], "target_stopped");
+    assert_eq!(alert["data"]["dedup_key"], "target_stopped/erp");
+
+    // While stopped, other targets carry on and the ERP is not called again.
+    t.adjust(&adjustment("pos", "TEE-9", "receipt", 2, "r2")).await;
+    assert!(t.sandbox.wms.wait_until(WAIT, |x| x.level("TEE-9", "W1") == Some(7)).await);
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(t.sandbox.erp.requests().len(), 1, "only the request that got the 410");
+    assert!(
+        t.count(
+            "SELECT count(*) AS n FROM inventory.target_sync_log \
+             WHERE target = 'erp' AND status = 'skipped' AND error LIKE 'target stopped%'"
+        )
+        .await
+            >= 1
+    );
+    assert_eq!(erp_state().await.unwrap()["behind"], 1);
+
+    let resume = |target: &'static str, token: &'static str| {
+        t.app
+            .http
+            .post(t.app.url(&format!("/admin/targets/{target}/resume")))
+            .bearer_auth(token)
+            .send()
+    };
+    assert_eq!(resume("erp", "wrong-token").await.unwrap().status(), 401);
+    assert_eq!(resume("fax", harness::ADMIN_TOKEN).await.unwrap().status(), 404);
+    let resumed = resume("erp", harness::ADMIN_TOKEN).await.unwrap();
+    assert_eq!(resumed.status(), 200);
+    let resumed: Value = resumed.json().await.unwrap();
+    assert_eq!(resumed, json!({"target": "erp", "was_stopped": true, "queued": 1}));
+
+    // The ERP is caught up with the level it missed, and nothing is behind any more.
+    assert!(t.sandbox.erp.wait_until(WAIT, |x| x.level("TEE-9", "W1") == Some(7)).await);
+    assert!(
+        harness::eventually(WAIT, || async {
+            erp_state().await.filter(|s| s["behind"] == 0 && s["stopped_reason"].is_null())
+        })
+        .await
+        .is_some()
+    );
+}
