@@ -1,5 +1,5 @@
-//! Admin endpoints every service has (admin bearer token): runtime settings and the service's
-//! dead letters.
+//! Admin endpoints every service has (admin bearer token): runtime settings, the service's
+//! dead letters and its bulk-sync jobs ([`crate::bulk`]).
 
 use actix_web::{HttpResponse, get, post, put, web};
 use serde::Deserialize;
@@ -74,7 +74,8 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.service(get_settings)
         .service(put_setting)
         .service(list_dead_letters)
-        .service(replay_dead_letter);
+        .service(replay_dead_letter)
+        .configure(crate::bulk::configure);
 }
 
 /// OpenAPI paths of the operator and admin endpoints, merged into every service's document.
@@ -82,7 +83,9 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
 #[openapi(
     paths(
         crate::health::healthz, crate::health::readyz, crate::health::metrics_endpoint,
-        get_settings, put_setting, list_dead_letters, replay_dead_letter
+        get_settings, put_setting, list_dead_letters, replay_dead_letter,
+        crate::bulk::create_job, crate::bulk::list_jobs, crate::bulk::get_job,
+        crate::bulk::cancel_job, crate::bulk::resume_job
     ),
     modifiers(&SecuritySchemes)
 )]

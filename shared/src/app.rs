@@ -55,6 +55,8 @@ pub struct Platform {
     pub schema: &'static str,
     pub(crate) readiness_stream: &'static str,
     pub(crate) openapi: Arc<utoipa::openapi::OpenApi>,
+    /// The bulk loads this service offers, once [`Platform::run_bulk`] started them.
+    pub(crate) bulk: crate::bulk::EngineSlot,
     tasks: TaskTracker,
 }
 
@@ -88,6 +90,7 @@ impl Platform {
             schema: spec.schema,
             readiness_stream: spec.streams.first().map_or("SYNC_EVENTS", |s| s.name),
             openapi: Arc::new(openapi),
+            bulk: Default::default(),
             tasks: TaskTracker::new(),
         };
         let relay = OutboxRelay {

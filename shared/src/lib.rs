@@ -5,6 +5,7 @@
 
 pub mod admin;
 pub mod app;
+pub mod bulk;
 pub mod bus;
 pub mod config;
 pub mod db;

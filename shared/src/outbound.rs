@@ -114,31 +114,61 @@ pub async fn send(
     endpoint: &Endpoint,
     request: &OutboundRequest,
 ) -> Outcome {
-    let url = format!("{}{}", endpoint.base_url, request.path);
-    let builder = client.request(request.method.clone(), &url).json(&request.body);
+    match execute(client, endpoint, request.method.clone(), &request.path, Some(&request.body))
+        .await
+    {
+        Ok(response) => Outcome::Delivered(response.status()),
+        Err(outcome) => outcome,
+    }
+}
+
+/// GETs `path_and_query` below `endpoint` and parses the JSON answer; a failure is classified
+/// like [`send`]'s (a body that is not JSON counts as `Rejected`).
+pub async fn fetch_json(
+    client: &reqwest::Client,
+    endpoint: &Endpoint,
+    path_and_query: &str,
+) -> Result<serde_json::Value, Outcome> {
+    let response = execute(client, endpoint, Method::GET, path_and_query, None).await?;
+    let status = response.status();
+    let bytes = response.bytes().await.map_err(|e| Outcome::Retry {
+        status: Some(status),
+        after: None,
+        error: format!("reading the answer of {} failed: {}", endpoint.base_url, without_url(&e)),
+    })?;
+    serde_json::from_slice(&bytes)
+        .map_err(|e| Outcome::Rejected { status, body: format!("answer is not JSON: {e}") })
+}
+
+/// Sends one request with the endpoint's credentials; a non-2xx answer or a transport error is
+/// returned classified.
+async fn execute(
+    client: &reqwest::Client,
+    endpoint: &Endpoint,
+    method: Method,
+    path: &str,
+    body: Option<&serde_json::Value>,
+) -> Result<reqwest::Response, Outcome> {
+    let url = format!("{}{}", endpoint.base_url, path);
+    let mut builder = client.request(method, &url);
+    if let Some(body) = body {
+        builder = builder.json(body);
+    }
     let builder = match &endpoint.auth {
         TargetAuth::Bearer(token) => builder.bearer_auth(token.expose_secret()),
         TargetAuth::Header(name, value) => builder.header(*name, value.expose_secret()),
         TargetAuth::InRequest => builder,
     };
-    let response = match builder.send().await {
-        Ok(r) => r,
-        Err(e) => {
-            return Outcome::Retry {
-                status: None,
-                after: None,
-                error: format!("request to {} failed: {}", endpoint.base_url, without_url(&e)),
-            };
-        }
-    };
-    classify(response).await
+    let response = builder.send().await.map_err(|e| Outcome::Retry {
+        status: None,
+        after: None,
+        error: format!("request to {} failed: {}", endpoint.base_url, without_url(&e)),
+    })?;
+    if response.status().is_success() { Ok(response) } else { Err(classify(response).await) }
 }
 
 async fn classify(response: reqwest::Response) -> Outcome {
     let status = response.status();
-    if status.is_success() {
-        return Outcome::Delivered(status);
-    }
     let after = response
         .headers()
         .get(RETRY_AFTER)

@@ -6,7 +6,9 @@
 //!   `inventory.level.<target>.<warehouse>.<sku>`; one durable consumer per target pushes the
 //!   latest level ([`consumers::push`]).
 //! - Threshold crossings raise `alerts.*`; a periodic reconciliation checks ledger sums.
+//! - A bulk load of `stock` from the ERP (`/admin/bulk/jobs`, see [`bulk`]).
 
+pub mod bulk;
 pub mod config;
 pub mod consumers;
 pub mod domain;
@@ -76,6 +78,11 @@ pub async fn build(config: Config) -> anyhow::Result<Application> {
         push_db,
     };
     consumers::spawn_all(&state);
+    let erp = state.targets.get(&Target::Erp).cloned();
+    platform.run_bulk(erp.map(|erp| {
+        bulk::ErpStock { http: platform.http.clone(), erp, adjuster: state.adjuster.clone() }
+            .offered()
+    }))?;
     platform.spawn("reconcile", reconcile::run_periodically(state.clone()));
     let auth = AuthConfig {
         api_keys: config.api_keys,

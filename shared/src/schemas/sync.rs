@@ -108,3 +108,27 @@ impl Event for MessageDeadLettered {
         format!("sync.events.{}.dead_letter.{}", self.service, self.consumer)
     }
 }
+
+/// A bulk-sync job changed state (started, completed, failed, cancelled):
+/// `sync.events.<source>.bulk.<entity>`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct BulkJobChanged {
+    pub job_id: String,
+    pub service: String,
+    pub source: String,
+    pub target: String,
+    pub entity: String,
+    pub status: String,
+    pub total_records: i64,
+    pub processed_records: i64,
+    pub error_count: i64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+impl Event for BulkJobChanged {
+    const TYPE: &'static str = "sync.bulk_job";
+    fn subject(&self) -> String {
+        format!("sync.events.{}.bulk.{}", self.source, self.entity)
+    }
+}

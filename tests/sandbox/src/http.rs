@@ -57,6 +57,8 @@ pub enum Fault {
 pub struct Recorded {
     pub method: String,
     pub path: String,
+    /// The query string (without `?`), empty when there is none.
+    pub query: String,
     pub headers: BTreeMap<String, String>,
     pub body: Value,
     pub status: u16,
@@ -152,7 +154,7 @@ impl SimServer {
         state.faults.extend(std::iter::repeat_n(fault, n));
     }
 
-    /// Answers the next `n` requests whose path contains `path_part` with `fault`.
+    /// Answers the next `n` requests whose path or query contains `path_part` with `fault`.
     pub fn fail_path(&self, path_part: &str, n: usize, fault: Fault) {
         let mut state = self.state();
         state.path_faults.extend(std::iter::repeat_n((path_part.to_owned(), fault), n));
@@ -166,6 +168,11 @@ impl SimServer {
     /// The stock level the system holds for `sku` at `location`.
     pub fn level(&self, sku: &str, location: &str) -> Option<i64> {
         self.state().levels.get(&(sku.to_owned(), location.to_owned())).copied()
+    }
+
+    /// Sets the level the system holds (test data for bulk loads), without recording a request.
+    pub fn set_level(&self, sku: &str, location: &str, quantity: i64) {
+        self.state().levels.insert((sku.to_owned(), location.to_owned()), quantity);
     }
 
     /// Whether the shop sells `sku` (None if never set).
@@ -231,7 +238,9 @@ async fn handle(req: HttpRequest, body: web::Bytes, sim: web::Data<Inner>) -> Ht
         } else if let Some(fault) = state
             .path_faults
             .iter()
-            .position(|(part, _)| path.contains(part.as_str()))
+            .position(|(part, _)| {
+                path.contains(part.as_str()) || req.query_string().contains(part.as_str())
+            })
             .map(|i| state.path_faults.remove(i).1)
             .or_else(|| state.faults.pop_front())
         {
@@ -249,6 +258,7 @@ async fn handle(req: HttpRequest, body: web::Bytes, sim: web::Data<Inner>) -> Ht
                     &mut state,
                     &method,
                     &path,
+                    req.query_string(),
                     parsed.as_ref().unwrap_or(&Value::Null),
                 ),
             };
@@ -257,6 +267,7 @@ async fn handle(req: HttpRequest, body: web::Bytes, sim: web::Data<Inner>) -> Ht
         state.requests.push(Recorded {
             method,
             path,
+            query: req.query_string().to_owned(),
             headers,
             body: parsed.unwrap_or(Value::Null),
             status,
@@ -315,11 +326,37 @@ fn route(
     state: &mut State,
     method: &str,
     path: &str,
+    query: &str,
     body: &Value,
 ) -> (u16, Value) {
     let result: Result<(u16, Value), (u16, Value)> = (|| {
         let segments: Vec<&str> = path.trim_matches('/').split('/').collect();
         match (system, method, segments.as_slice()) {
+            (System::Erp, "GET", ["api", "inventory"]) => {
+                // Offset pagination, ordered by sku then warehouse: `{data, has_more, total}`.
+                let param = |name: &str, default: usize| -> Result<usize, (u16, Value)> {
+                    query
+                        .split('&')
+                        .filter_map(|kv| kv.split_once('='))
+                        .find(|(k, _)| *k == name)
+                        .map_or(Ok(default), |(_, v)| {
+                            v.parse().map_err(|_| problem(400, &format!("{name} must be a number")))
+                        })
+                };
+                let (offset, limit) = (param("offset", 0)?, param("limit", 100)?);
+                if !(1..=1000).contains(&limit) {
+                    return Err(problem(400, "limit must be between 1 and 1000"));
+                }
+                let data: Vec<Value> = state
+                    .levels
+                    .iter()
+                    .skip(offset)
+                    .take(limit)
+                    .map(|((sku, wh), qty)| json!({"sku": sku, "warehouseCode": wh, "qtyOnHand": qty}))
+                    .collect();
+                let total = state.levels.len();
+                Ok((200, json!({"data": data, "has_more": offset + limit < total, "total": total})))
+            }
             (System::Erp, "PUT", ["api", "inventory", sku]) => {
                 if str_field(body, "sku")? != *sku {
                     return Err(problem(422, "sku does not match the URL"));

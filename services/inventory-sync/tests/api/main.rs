@@ -3,6 +3,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, reason = "tests fail loudly")]
 
 mod adjustments;
+mod bulk;
 mod fanout;
 mod helpers;
 mod operations;

@@ -1,0 +1,108 @@
+//! Bulk load `stock` from the ERP to inventory: the ERP's stock levels, read a page at a time
+//! (`GET /api/inventory?offset=&limit=`), become `count` adjustments with source `erp`. The
+//! job engine ([`shared::bulk`]) runs, checkpoints and resumes the load; this holds only what
+//! is inventory's own.
+//!
+//! Idempotent: each record's reference is `<job id>/<warehouse>/<sku>`, unique in the ledger
+//! per source, so a page applied again after a crash changes nothing. Records the ERP sends
+//! malformed, or for products inventory does not know, are the job's record errors.
+
+use std::sync::Arc;
+
+use futures::future::{BoxFuture, join_all};
+use serde_json::{Value, json};
+use shared::{
+    bulk::{BulkKind, BulkSource, Job, Page, RecordError},
+    mappers,
+    outbound::{self, Endpoint, Outcome},
+    schemas::inventory::AdjustmentType,
+};
+
+use crate::{
+    domain::adjuster::{Adjuster, Refused},
+    handlers::adjustments::AdjustmentRequest,
+};
+
+pub struct ErpStock {
+    pub http: reqwest::Client,
+    pub erp: Endpoint,
+    pub adjuster: Adjuster,
+}
+
+impl ErpStock {
+    pub fn kind() -> BulkKind {
+        BulkKind::new("erp", "inventory", "stock")
+    }
+
+    pub fn offered(self) -> (BulkKind, Arc<dyn BulkSource>) {
+        (Self::kind(), Arc::new(self))
+    }
+}
+
+impl BulkSource for ErpStock {
+    fn fetch<'a>(
+        &'a self,
+        cursor: Option<&'a Value>,
+        limit: usize,
+    ) -> BoxFuture<'a, Result<Page, Outcome>> {
+        Box::pin(async move {
+            let offset = cursor.and_then(|c| c.get("offset")).and_then(Value::as_u64).unwrap_or(0);
+            let path = mappers::erp::inventory_page_path(offset, limit);
+            let body = outbound::fetch_json(&self.http, &self.erp, &path).await?;
+            let (records, has_more) = mappers::erp::inventory_page(body)
+                .map_err(|body| Outcome::Rejected { status: reqwest::StatusCode::OK, body })?;
+            let next = (has_more && !records.is_empty())
+                .then(|| json!({"offset": offset + records.len() as u64}));
+            Ok(Page { records, next })
+        })
+    }
+
+    fn apply<'a>(
+        &'a self,
+        job: &'a Job,
+        records: &'a [Value],
+    ) -> BoxFuture<'a, anyhow::Result<Vec<RecordError>>> {
+        Box::pin(async move {
+            let mut errors = Vec::new();
+            let mut adjustments = Vec::with_capacity(records.len());
+            for (i, record) in records.iter().enumerate() {
+                let record_id = mappers::erp::inventory_record_id(record, i);
+                let adjustment = mappers::erp::inventory_record(record).and_then(|level| {
+                    AdjustmentRequest {
+                        source: "erp".into(),
+                        reference: format!("{}/{}/{}", job.id, level.warehouse, level.sku),
+                        sku: level.sku,
+                        warehouse: level.warehouse,
+                        kind: AdjustmentType::Count,
+                        quantity: level.on_hand,
+                        reason: Some(format!("bulk sync {}", job.id)),
+                        expected_on_hand: None,
+                    }
+                    .validate()
+                    .map_err(|e| e.to_string())
+                });
+                match adjustment {
+                    Ok(a) => adjustments.push((record_id, a)),
+                    Err(error) => errors.push(RecordError { record_id, error }),
+                }
+            }
+            // Submitted together, so the executors apply the page in a few transactions.
+            let results = join_all(
+                adjustments
+                    .into_iter()
+                    .map(|(id, a)| async move { (id, self.adjuster.apply(a).await) }),
+            )
+            .await;
+            for (record_id, result) in results {
+                match result {
+                    Ok(_) => {}
+                    Err(Refused::Failed(reason)) => anyhow::bail!("{record_id}: {reason}"),
+                    Err(refused) => {
+                        errors.push(RecordError { record_id, error: refused.to_string() })
+                    }
+                }
+            }
+            Ok(errors)
+        })
+    }
+}

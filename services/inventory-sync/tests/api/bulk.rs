@@ -1,0 +1,226 @@
+use std::time::Duration;
+
+use futures::StreamExt;
+use sandbox::Fault;
+use serde_json::{Value, json};
+
+use crate::helpers::{TestInventory, WAIT, spawn};
+
+const LOAD: &str = "/admin/bulk/jobs";
+
+async fn create(t: &TestInventory, body: Value) -> (u16, Value) {
+    let response =
+        t.app.http.post(t.app.url(LOAD)).bearer_auth(harness::ADMIN_TOKEN).json(&body).send();
+    let response = response.await.unwrap();
+    (response.status().as_u16(), response.json().await.unwrap_or(Value::Null))
+}
+
+async fn post(t: &TestInventory, path: &str) -> (u16, Value) {
+    let response = t.app.http.post(t.app.url(path)).bearer_auth(harness::ADMIN_TOKEN).send();
+    let response = response.await.unwrap();
+    (response.status().as_u16(), response.json().await.unwrap_or(Value::Null))
+}
+
+async fn job_when(t: &TestInventory, id: &str, done: impl Fn(&Value) -> bool) -> Value {
+    let path = format!("{LOAD}/{id}");
+    harness::eventually(WAIT * 3, || async {
+        let job: Value = t.app.admin_get(&path).await.json().await.ok()?;
+        done(&job).then_some(job)
+    })
+    .await
+    .unwrap_or_else(|| panic!("job {id} never reached the expected state"))
+}
+
+fn stock_load(batch_size: i64) -> Value {
+    json!({"source": "erp", "target": "inventory", "entity": "stock", "batch_size": batch_size})
+}
+
+/// The offsets of the ERP inventory pages requested so far, in order.
+fn offsets(t: &TestInventory) -> Vec<String> {
+    t.sandbox
+        .erp
+        .requests()
+        .iter()
+        .filter(|r| r.method == "GET")
+        .filter_map(|r| {
+            r.query.split('&').find_map(|kv| kv.strip_prefix("offset=")).map(str::to_owned)
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn a_bulk_load_from_the_erp_sets_stock_page_by_page_and_reports_bad_records() {
+    let t = spawn().await;
+    for i in 0..110 {
+        t.put_product(&format!("BULK-{i:03}"), 0).await;
+        t.sandbox.erp.set_level(&format!("BULK-{i:03}"), "W1", i);
+    }
+    for i in 0..10 {
+        t.sandbox.erp.set_level(&format!("UNKNOWN-{i}"), "W1", 5);
+    }
+    let client = t.nats.client().await;
+    let mut alerts = client.subscribe(t.nats.subject("alerts.info")).await.unwrap();
+    let mut events = client.subscribe(t.nats.subject("sync.events.erp.bulk.stock")).await.unwrap();
+
+    let (status, job) = create(&t, stock_load(50)).await;
+    assert_eq!(status, 202, "{job}");
+    assert_eq!(job["status"], "queued");
+    let id = job["id"].as_str().unwrap();
+    assert!(id.starts_with("SYNC-"), "{id}");
+
+    let job = job_when(&t, id, |j| j["status"] == "completed").await;
+    assert_eq!(
+        (&job["pages"], &job["total_records"], &job["processed_records"], &job["error_count"]),
+        (&json!(3), &json!(120), &json!(110), &json!(10)),
+        "{job}"
+    );
+    let errors = job["errors"].as_array().unwrap();
+    assert_eq!(errors.len(), 10);
+    assert_eq!(errors[0]["record_id"], "W1/UNKNOWN-0");
+    assert!(errors[0]["error"].as_str().unwrap().contains("unknown product"), "{}", errors[0]);
+    assert_eq!(offsets(&t), ["0", "50", "100"]);
+
+    assert_eq!(t.on_hand("BULK-007", "W1").await, 7);
+    assert_eq!(t.on_hand("BULK-109", "W1").await, 109);
+    assert_eq!(
+        t.count("SELECT count(*) AS n FROM inventory.ledger WHERE source = 'erp'").await,
+        110
+    );
+    // The other systems receive the levels; the ERP is not sent back its own counts.
+    assert!(t.sandbox.wms.wait_until(WAIT, |x| x.level("BULK-109", "W1") == Some(109)).await);
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert!(t.sandbox.erp.requests().iter().all(|r| r.method == "GET"), "no pushes to the ERP");
+
+    let alert = tokio::time::timeout(WAIT, alerts.next()).await.unwrap().unwrap();
+    let alert: Value = serde_json::from_slice(&alert.payload).unwrap();
+    assert_eq!(alert["data"]["kind"], "bulk_sync_completed");
+    assert_eq!(alert["data"]["title"], format!("Bulk Sync Complete: {id}"));
+    assert!(alert["data"]["text"].as_str().unwrap().contains("Processed: 110\nErrors: 10"));
+    let mut statuses = Vec::new();
+    while let Ok(Some(msg)) = tokio::time::timeout(Duration::from_secs(2), events.next()).await {
+        let event: Value = serde_json::from_slice(&msg.payload).unwrap();
+        statuses.push(event["data"]["status"].as_str().unwrap().to_owned());
+    }
+    assert_eq!(statuses, ["running", "completed"]);
+
+    let list: Vec<Value> = t.app.admin_get(LOAD).await.json().await.unwrap();
+    assert_eq!(list.len(), 1);
+    assert_eq!(list[0]["id"], id);
+}
+
+#[tokio::test]
+async fn bulk_jobs_are_validated_and_one_load_runs_at_a_time_until_cancelled() {
+    let t = spawn().await;
+
+    let (status, problem) =
+        create(&t, json!({"source": "erp", "target": "inventory", "entity": "orders"})).await;
+    assert_eq!(status, 422);
+    assert_eq!(problem["field"], "entity");
+    assert!(
+        problem["detail"].as_str().unwrap().contains("stock from erp to inventory"),
+        "{problem}"
+    );
+    let (status, problem) =
+        create(&t, json!({"source": "crm", "target": "inventory", "entity": "stock"})).await;
+    assert_eq!((status, problem["field"].as_str()), (422, Some("source")));
+    let (status, problem) = create(&t, stock_load(0)).await;
+    assert_eq!((status, problem["field"].as_str()), (422, Some("batch_size")));
+    let (status, _) =
+        create(&t, json!({"source": "erp", "target": "inventory", "entity": "stock", "x": 1}))
+            .await;
+    assert!((400..500).contains(&status));
+    let unauthenticated =
+        t.app.http.post(t.app.url(LOAD)).json(&stock_load(10)).send().await.unwrap();
+    assert_eq!(unauthenticated.status(), 401);
+    assert_eq!(t.count("SELECT count(*) AS n FROM bulk.jobs").await, 0, "nothing written");
+
+    // The ERP keeps answering 503: the job stays running, retrying with backoff.
+    t.sandbox.erp.fail_next(100, Fault::Status(503));
+    let (_, job) = create(&t, stock_load(10)).await;
+    let id = job["id"].as_str().unwrap().to_owned();
+    job_when(&t, &id, |j| j["status"] == "running").await;
+    let (status, conflict) = create(&t, stock_load(10)).await;
+    assert_eq!(status, 409);
+    assert_eq!(conflict["job_id"], id.as_str());
+
+    let (status, cancelled) = post(&t, &format!("{LOAD}/{id}/cancel")).await;
+    assert_eq!((status, cancelled["status"].as_str()), (200, Some("cancelled")));
+    let (status, _) = post(&t, &format!("{LOAD}/{id}/cancel")).await;
+    assert_eq!(status, 409, "an ended job cannot be cancelled again");
+    let (status, _) = post(&t, &format!("{LOAD}/SYNC-none/cancel")).await;
+    assert_eq!(status, 404);
+    let (status, _) = create(&t, stock_load(10)).await;
+    assert_eq!(status, 202, "a new load may start once the old one is cancelled");
+}
+
+#[tokio::test]
+async fn a_failed_bulk_load_resumes_from_its_checkpoint() {
+    let t = spawn().await;
+    for i in 0..30 {
+        t.put_product(&format!("RES-{i:02}"), 0).await;
+        t.sandbox.erp.set_level(&format!("RES-{i:02}"), "W1", 100 + i);
+    }
+    let client = t.nats.client().await;
+    let mut warnings = client.subscribe(t.nats.subject("alerts.warning")).await.unwrap();
+    // The second page is refused: the job fails after applying the first.
+    t.sandbox.erp.fail_path("offset=10", 1, Fault::Status(400));
+
+    let (_, job) = create(&t, stock_load(10)).await;
+    let id = job["id"].as_str().unwrap().to_owned();
+    let failed = job_when(&t, &id, |j| j["status"] == "failed").await;
+    assert_eq!(failed["processed_records"], 10);
+    assert_eq!(failed["checkpoint"], json!({"offset": 10}));
+    assert!(failed["error"].as_str().unwrap().contains("400"), "{failed}");
+    let alert = tokio::time::timeout(WAIT, warnings.next()).await.unwrap().unwrap();
+    let alert: Value = serde_json::from_slice(&alert.payload).unwrap();
+    assert_eq!(alert["data"]["kind"], "bulk_sync_failed");
+
+    let (status, resumed) = post(&t, &format!("{LOAD}/{id}/resume")).await;
+    assert_eq!((status, resumed["status"].as_str()), (200, Some("queued")));
+    let done = job_when(&t, &id, |j| j["status"] == "completed").await;
+    assert_eq!(done["processed_records"], 30);
+    assert_eq!(done["error"], Value::Null);
+    assert_eq!(offsets(&t), ["0", "10", "10", "20"], "the first page is not read again");
+    assert_eq!(t.on_hand("RES-29", "W1").await, 129);
+    let (status, _) = post(&t, &format!("{LOAD}/{id}/resume")).await;
+    assert_eq!(status, 409, "a completed job cannot be resumed");
+}
+
+#[tokio::test]
+async fn a_bulk_load_interrupted_by_a_restart_goes_on_from_its_checkpoint() {
+    let t = spawn().await;
+    for i in 0..40 {
+        t.put_product(&format!("RST-{i:02}"), 0).await;
+        t.sandbox.erp.set_level(&format!("RST-{i:02}"), "W1", i);
+    }
+    t.sandbox.erp.set_latency(Some(Duration::from_millis(300)));
+    let (_, job) = create(&t, stock_load(5)).await;
+    let id = job["id"].as_str().unwrap().to_owned();
+    job_when(&t, &id, |j| j["pages"].as_i64().unwrap_or(0) >= 2).await;
+
+    // A graceful stop (as on SIGTERM) in the middle of the load, then a new process.
+    let TestInventory { app, sandbox, config, nats, db } = t;
+    app.stop().await;
+    let restarted = harness::TestApp::spawn(inventory_sync::build(config).await.unwrap());
+    let path = format!("{LOAD}/{id}");
+    let done = harness::eventually(WAIT * 3, || async {
+        let job: Value = restarted.admin_get(&path).await.json().await.ok()?;
+        (job["status"] == "completed").then_some(job)
+    })
+    .await
+    .expect("the load completes after the restart");
+    assert_eq!(done["processed_records"], 40);
+    assert_eq!(done["attempts"], 2, "claimed once by each process");
+    let offsets: Vec<String> = sandbox
+        .erp
+        .requests()
+        .iter()
+        .filter_map(|r| {
+            r.query.split('&').find_map(|kv| kv.strip_prefix("offset=")).map(str::to_owned)
+        })
+        .collect();
+    let expected: Vec<String> = (0..8).map(|p| (p * 5).to_string()).collect();
+    assert_eq!(offsets, expected, "every page read once, none skipped");
+    restarted.stop().await;
+    drop((sandbox, nats, db));
+}

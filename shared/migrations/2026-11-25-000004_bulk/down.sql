@@ -1,0 +1,2 @@
+DROP TABLE bulk.job_errors;
+DROP TABLE bulk.jobs;
