@@ -10,7 +10,7 @@ use crate::{outbound::OutboundRequest, schemas::inventory::StockLevel};
 pub fn stock_level(level: &StockLevel) -> OutboundRequest {
     OutboundRequest {
         method: Method::PUT,
-        path: format!("/api/inventory/{}", level.sku),
+        path: format!("/api/inventory/{}", super::path_segment(&level.sku)),
         body: json!({"sku": level.sku, "warehouseCode": level.warehouse, "qtyOnHand": level.on_hand}),
     }
 }

@@ -5,3 +5,101 @@ pub mod erp;
 pub mod pos;
 pub mod shop;
 pub mod wms;
+
+/// `value` as one URL path segment: every byte outside RFC 3986's unreserved set is
+/// percent-encoded, so an identifier can never add segments, a query or a fragment.
+pub fn path_segment(value: &str) -> String {
+    let mut out = String::with_capacity(value.len());
+    for byte in value.bytes() {
+        if byte.is_ascii_alphanumeric() || matches!(byte, b'-' | b'.' | b'_' | b'~') {
+            out.push(char::from(byte));
+        } else {
+            out.push_str(&format!("%{byte:02X}"));
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    //! Properties every mapper keeps, for any identifiers and quantities.
+
+    use proptest::prelude::*;
+    use serde_json::Value;
+
+    use super::*;
+    use crate::schemas::inventory::StockLevel;
+
+    fn decode(segment: &str) -> Option<String> {
+        let bytes = segment.as_bytes();
+        let mut out = Vec::with_capacity(bytes.len());
+        let mut i = 0;
+        while i < bytes.len() {
+            if bytes[i] == b'%' {
+                let hex = std::str::from_utf8(bytes.get(i + 1..i + 3)?).ok()?;
+                out.push(u8::from_str_radix(hex, 16).ok()?);
+                i += 3;
+            } else {
+                out.push(bytes[i]);
+                i += 1;
+            }
+        }
+        String::from_utf8(out).ok()
+    }
+
+    fn level() -> impl Strategy<Value = StockLevel> {
+        (any::<String>(), any::<String>(), 0..=i64::MAX)
+            .prop_map(|(sku, warehouse, on_hand)| StockLevel { sku, warehouse, on_hand })
+    }
+
+    /// (mapper, field names of sku, warehouse and quantity in its body)
+    const STOCK_MAPPERS: [(fn(&StockLevel) -> crate::outbound::OutboundRequest, [&str; 3]); 4] = [
+        (erp::stock_level, ["sku", "warehouseCode", "qtyOnHand"]),
+        (shop::stock_level, ["inventory_item_id", "location_id", "available"]),
+        (pos::stock_level, ["item_id", "location_id", "quantity"]),
+        (wms::stock_level, ["sku", "location", "qty"]),
+    ];
+
+    proptest! {
+        #[test]
+        fn a_path_segment_is_unreserved_characters_and_decodes_back(value in any::<String>()) {
+            let segment = path_segment(&value);
+            prop_assert!(segment.bytes().all(|b| b.is_ascii_alphanumeric() || b"-._~%".contains(&b)));
+            prop_assert_eq!(decode(&segment), Some(value));
+        }
+
+        #[test]
+        fn every_target_body_carries_the_level_exactly(level in level()) {
+            for (map, [sku, warehouse, quantity]) in STOCK_MAPPERS {
+                let request = map(&level);
+                prop_assert_eq!(&request.body[sku], &Value::from(level.sku.clone()));
+                prop_assert_eq!(&request.body[warehouse], &Value::from(level.warehouse.clone()));
+                prop_assert_eq!(&request.body[quantity], &Value::from(level.on_hand));
+                prop_assert!(request.path.starts_with('/'));
+                prop_assert!(!request.path.contains(['?', '#', ' ']), "{}", request.path);
+            }
+        }
+
+        #[test]
+        fn the_erp_path_names_the_sku_as_one_segment(level in level()) {
+            let path = erp::stock_level(&level).path;
+            let segment = path.strip_prefix("/api/inventory/").unwrap_or_default();
+            prop_assert!(!segment.contains('/'));
+            prop_assert_eq!(decode(segment), Some(level.sku));
+        }
+
+        #[test]
+        fn erp_records_round_trip_through_the_push_format(level in level()) {
+            prop_assume!(!level.sku.is_empty() && !level.warehouse.is_empty());
+            prop_assert_eq!(erp::inventory_record(&erp::stock_level(&level).body), Ok(level));
+        }
+
+        #[test]
+        fn shop_availability_names_the_product_as_one_segment(sku in any::<String>(), available: bool) {
+            let request = shop::product_availability(&sku, available);
+            let file = request.path.rsplit('/').next().unwrap_or_default();
+            prop_assert_eq!(decode(file.strip_suffix(".json").unwrap_or_default()), Some(sku));
+            prop_assert_eq!(&request.body["product"]["available"], &Value::from(available));
+        }
+    }
+}

@@ -25,7 +25,7 @@ pub fn stock_level(level: &StockLevel) -> OutboundRequest {
 pub fn product_availability(sku: &str, available: bool) -> OutboundRequest {
     OutboundRequest {
         method: Method::PUT,
-        path: format!("/admin/api/{API_VERSION}/products/{sku}.json"),
+        path: format!("/admin/api/{API_VERSION}/products/{}.json", super::path_segment(sku)),
         body: json!({"product": {
             "id": sku,
             "available": available,
