@@ -52,8 +52,10 @@ mod tests {
             .prop_map(|(sku, warehouse, on_hand)| StockLevel { sku, warehouse, on_hand })
     }
 
+    type StockMapper = fn(&StockLevel) -> crate::outbound::OutboundRequest;
+
     /// (mapper, field names of sku, warehouse and quantity in its body)
-    const STOCK_MAPPERS: [(fn(&StockLevel) -> crate::outbound::OutboundRequest, [&str; 3]); 4] = [
+    const STOCK_MAPPERS: [(StockMapper, [&str; 3]); 4] = [
         (erp::stock_level, ["sku", "warehouseCode", "qtyOnHand"]),
         (shop::stock_level, ["inventory_item_id", "location_id", "available"]),
         (pos::stock_level, ["item_id", "location_id", "quantity"]),
