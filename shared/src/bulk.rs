@@ -6,14 +6,16 @@
 //! `bulk.job_errors`.
 //!
 //! How a job runs: a worker claims it with a lease (`FOR UPDATE SKIP LOCKED`, so replicas share
-//! the queue), then loops: renew the lease (and notice a cancellation), fetch one page from the
-//! source (retrying 5xx/429/timeouts with backoff and honouring `Retry-After`), apply it, and
-//! commit the page's counters, its record errors and the next cursor (the checkpoint) in one
-//! transaction fenced by the lease. A crash between apply and commit applies that page again,
-//! so [`BulkSource::apply`] must be idempotent; a crash anywhere else loses nothing: an expired
-//! lease is taken over and the job goes on from its checkpoint. A graceful stop hands the lease
-//! back at once. A source that refuses (4xx) or stays down past the retry budget fails the job
-//! with the reason; `resume` queues it again from its checkpoint.
+//! the queue), then loops: fetch one page from the source (retrying 5xx/429/timeouts with
+//! backoff and honouring `Retry-After`), apply it (retried the same way), and commit the page's
+//! counters, its record errors and the next cursor (the checkpoint) in one transaction fenced
+//! by the lease. A heartbeat renews the lease while a page is worked on and notices a
+//! cancellation within seconds. A crash between apply and commit applies that page again, so
+//! [`BulkSource::apply`] must be idempotent; a crash anywhere else loses nothing: an expired
+//! lease is taken over and the job goes on from its checkpoint. A graceful stop finishes the
+//! current page and hands the lease back at once. A source that refuses (4xx) or stays down
+//! past the retry budget fails the job with the reason; `resume` queues it again from its
+//! checkpoint.
 //!
 //! Every state change is announced on `sync.events.<source>.bulk.<entity>`; completion and
 //! failure also raise an alert (`alerts.info` / `alerts.warning`) for sync-monitor to route.
@@ -55,8 +57,10 @@ use crate::{
 const LEASE: Duration = Duration::from_secs(30);
 /// How often an idle worker looks for queued jobs (creating a job wakes it at once).
 const POLL: Duration = Duration::from_secs(2);
-/// Attempts per page fetch before the job fails.
-const FETCH_ATTEMPTS: i64 = 5;
+/// How often a worker renews its lease while it works on a page (and notices a cancellation).
+const HEARTBEAT: Duration = Duration::from_secs(2);
+/// Attempts to fetch, and to apply, a page before the job fails.
+const ATTEMPTS: i64 = 5;
 /// Default and largest page size.
 const DEFAULT_BATCH: i32 = 100;
 const MAX_BATCH: i32 = 1000;
@@ -292,36 +296,31 @@ async fn run_job(platform: &Platform, engine: &Engine, owner: &str, mut job: Job
                 return;
             }
         }
-        let page = match fetch(platform, owner, &job, source.as_ref()).await {
-            Ok(Some(page)) => page,
-            Ok(None) => {
-                release(platform, owner, &job).await;
-                return;
-            }
-            Err(error) => {
-                fail(platform, owner, &job, &error).await;
+        let step = tokio::select! {
+            step = page(platform, &job, source.as_ref()) => step,
+            () = heartbeat(platform, owner, &job) => {
+                tracing::info!("bulk job cancelled or taken over; stopping");
                 return;
             }
         };
-        let errors = match source.apply(&job, &page.records).await {
-            Ok(errors) => errors,
-            Err(e) => {
-                fail(
-                    platform,
-                    owner,
-                    &job,
-                    &format!("applying page {} failed: {e:#}", job.pages + 1),
-                )
-                .await;
+        let (page, errors) = match step {
+            Step::Applied(page, errors) => (page, errors),
+            Step::Stopping => {
+                release(platform, owner, &job).await;
+                return;
+            }
+            Step::Failed(error) => {
+                fail(platform, owner, &job, &error).await;
                 return;
             }
         };
         match commit_page(platform, owner, &job, &page, &errors).await {
             Ok(Some(updated)) => {
+                let failed = failed_records(&page, &errors);
                 RECORDS
                     .with_label_values(&[&job.entity, "applied"])
-                    .inc_by((page.records.len() - errors.len().min(page.records.len())) as u64);
-                RECORDS.with_label_values(&[&job.entity, "failed"]).inc_by(errors.len() as u64);
+                    .inc_by((page.records.len() as i64 - failed) as u64);
+                RECORDS.with_label_values(&[&job.entity, "failed"]).inc_by(failed as u64);
                 job = updated;
                 if job.status == "completed" {
                     tracing::info!(
@@ -344,41 +343,99 @@ async fn run_job(platform: &Platform, engine: &Engine, owner: &str, mut job: Job
     }
 }
 
-/// One page, retrying transient failures; `Ok(None)` when the service is stopping.
-async fn fetch(
-    platform: &Platform,
-    owner: &str,
-    job: &Job,
-    source: &dyn BulkSource,
-) -> Result<Option<Page>, String> {
-    let limit = usize::try_from(job.batch_size).unwrap_or(1).max(1);
-    for attempt in 1..=FETCH_ATTEMPTS {
-        let error = match source.fetch(job.checkpoint.as_ref(), limit).await {
-            Ok(page) => return Ok(Some(page)),
-            Err(Outcome::Retry { after, error, .. }) if attempt < FETCH_ATTEMPTS => {
-                let wait = after.unwrap_or_else(|| backoff(attempt));
-                tracing::warn!(%error, attempt, wait_ms = wait.as_millis() as u64, "fetching a page failed; retrying");
-                // Keep the job while waiting, however long the source asked us to.
-                if !matches!(renew(platform, owner, job, wait + LEASE).await, Ok(true)) {
-                    return Ok(None);
-                }
-                tokio::select! {
-                    () = platform.shutdown.cancelled() => return Ok(None),
-                    () = tokio::time::sleep(wait) => continue,
-                }
-            }
-            Err(Outcome::Retry { error, .. }) => {
-                format!("{error} (after {FETCH_ATTEMPTS} attempts)")
-            }
-            Err(Outcome::Gone) => "the source answered 410 Gone".to_owned(),
-            Err(Outcome::Rejected { status, body }) => {
-                format!("the source rejected the request with {status}: {body}")
-            }
-            Err(Outcome::Delivered(status)) => format!("unexpected answer {status}"),
-        };
-        return Err(format!("fetching page {} failed: {error}", job.pages + 1));
+/// Renews the lease every [`HEARTBEAT`] while a page is fetched and applied; returns when the
+/// job is no longer this worker's (cancelled, or taken over), which abandons the page.
+async fn heartbeat(platform: &Platform, owner: &str, job: &Job) {
+    loop {
+        tokio::time::sleep(HEARTBEAT).await;
+        match renew(platform, owner, job, LEASE).await {
+            Ok(true) => {}
+            Ok(false) => return,
+            // The database may be back before the lease runs out; keep trying.
+            Err(e) => tracing::warn!(error = %e, "renewing the bulk job's lease failed"),
+        }
     }
-    Err("fetching failed".to_owned())
+}
+
+enum Step {
+    Applied(Page, Vec<RecordError>),
+    Failed(String),
+    Stopping,
+}
+
+/// Fetches and applies the page at the job's checkpoint, retrying transient failures of
+/// either with backoff (a fetch honours `Retry-After`; an apply may run again, being
+/// idempotent).
+async fn page(platform: &Platform, job: &Job, source: &dyn BulkSource) -> Step {
+    let number = job.pages + 1;
+    let limit = usize::try_from(job.batch_size).unwrap_or(1).max(1);
+    let mut attempt = 0;
+    let page = loop {
+        attempt += 1;
+        let (error, wait) = match source.fetch(job.checkpoint.as_ref(), limit).await {
+            Ok(page) => break page,
+            Err(Outcome::Retry { after, error, .. }) => (error, after),
+            Err(Outcome::Gone) => {
+                return Step::Failed(format!(
+                    "fetching page {number} failed: the source answered 410 Gone"
+                ));
+            }
+            Err(Outcome::Rejected { status, body }) => {
+                return Step::Failed(format!(
+                    "fetching page {number} failed: the source rejected the request with {status}: {body}"
+                ));
+            }
+            Err(Outcome::Delivered(status)) => {
+                return Step::Failed(format!(
+                    "fetching page {number} failed: unexpected answer {status}"
+                ));
+            }
+        };
+        if attempt >= ATTEMPTS {
+            return Step::Failed(format!(
+                "fetching page {number} failed: {error} (after {ATTEMPTS} attempts)"
+            ));
+        }
+        let wait = wait.unwrap_or_else(|| backoff(attempt));
+        tracing::warn!(%error, attempt, wait_ms = wait.as_millis() as u64, "fetching a page failed; retrying");
+        if !pause(platform, wait).await {
+            return Step::Stopping;
+        }
+    };
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        match source.apply(job, &page.records).await {
+            Ok(errors) => return Step::Applied(page, errors),
+            Err(e) if attempt < ATTEMPTS => {
+                let wait = backoff(attempt);
+                tracing::warn!(error = %format!("{e:#}"), attempt, "applying a page failed; retrying");
+                if !pause(platform, wait).await {
+                    return Step::Stopping;
+                }
+            }
+            Err(e) => {
+                return Step::Failed(format!(
+                    "applying page {number} failed: {e:#} (after {ATTEMPTS} attempts)"
+                ));
+            }
+        }
+    }
+}
+
+/// Sleeps `wait`; `false` if the service started stopping meanwhile.
+async fn pause(platform: &Platform, wait: Duration) -> bool {
+    tokio::select! {
+        () = platform.shutdown.cancelled() => false,
+        () = tokio::time::sleep(wait) => true,
+    }
+}
+
+/// Records of the page that failed (each record counted once, however many errors it has).
+fn failed_records(page: &Page, errors: &[RecordError]) -> i64 {
+    let distinct: std::collections::BTreeSet<&str> =
+        errors.iter().map(|e| e.record_id.as_str()).collect();
+    distinct.len().min(page.records.len()) as i64
 }
 
 /// Extends the lease; `false` when the job is no longer this worker's to run (cancelled, or
@@ -412,7 +469,7 @@ async fn commit_page(
     errors: &[RecordError],
 ) -> anyhow::Result<Option<Job>> {
     let done = page.next.is_none() || page.records.is_empty();
-    let failed = errors.len().min(page.records.len()) as i64;
+    let failed = failed_records(page, errors);
     let total = page.records.len() as i64;
     let schema = platform.schema;
     let mut conn = platform.db.get().await?;

@@ -134,7 +134,11 @@ pub async fn fetch_json(
     let bytes = response.bytes().await.map_err(|e| Outcome::Retry {
         status: Some(status),
         after: None,
-        error: format!("reading the answer of {} failed: {}", endpoint.base_url, without_url(&e)),
+        error: format!(
+            "reading the answer of {} failed: {}",
+            origin(&endpoint.base_url),
+            without_url(&e)
+        ),
     })?;
     serde_json::from_slice(&bytes)
         .map_err(|e| Outcome::Rejected { status, body: format!("answer is not JSON: {e}") })
@@ -162,7 +166,7 @@ async fn execute(
     let response = builder.send().await.map_err(|e| Outcome::Retry {
         status: None,
         after: None,
-        error: format!("request to {} failed: {}", endpoint.base_url, without_url(&e)),
+        error: format!("request to {} failed: {}", origin(&endpoint.base_url), without_url(&e)),
     })?;
     if response.status().is_success() { Ok(response) } else { Err(classify(response).await) }
 }
@@ -199,21 +203,65 @@ pub fn parse_retry_after(value: &str) -> Option<Duration> {
     Some(delay.min(MAX_RETRY_AFTER))
 }
 
+/// Scheme, host and port of a base URL: what errors name (a path may hold a secret, as Slack's
+/// webhook URLs do).
+fn origin(base_url: &str) -> String {
+    reqwest::Url::parse(base_url)
+        .map(|u| u.origin().ascii_serialization())
+        .unwrap_or_else(|_| "the configured endpoint".to_owned())
+}
+
+/// The error's kind and its causes (TLS, DNS, refused, ...), without the URL: some URLs carry
+/// a secret (Slack webhooks), and the endpoint's base URL is named by the caller anyway.
 fn without_url(e: &reqwest::Error) -> String {
-    // reqwest errors include the URL; ours carry no secrets in URLs, but keep messages short.
-    let kind = if e.is_timeout() {
-        "timeout"
+    let mut text = if e.is_timeout() {
+        "timeout".to_owned()
     } else if e.is_connect() {
-        "connection refused or unreachable"
+        "connection failed".to_owned()
     } else {
-        "transport error"
+        "transport error".to_owned()
     };
-    kind.to_owned()
+    let mut cause = std::error::Error::source(e);
+    while let Some(c) = cause {
+        text.push_str(": ");
+        text.push_str(&c.to_string());
+        cause = c.source();
+    }
+    text
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn errors_name_the_origin_never_the_path() {
+        let slack = "https://hooks.slack.com/services/T000/B000/secret-token";
+        assert_eq!(origin(slack), "https://hooks.slack.com");
+        assert_eq!(origin("http://127.0.0.1:9101/api"), "http://127.0.0.1:9101");
+        assert_eq!(origin("not a url"), "the configured endpoint");
+    }
+
+    #[tokio::test]
+    async fn a_failed_request_names_the_cause_but_not_the_secret_path() {
+        // Nothing listens on port 1 of loopback: the connection is refused.
+        let endpoint = Endpoint {
+            base_url: "http://127.0.0.1:1/services/secret-token".into(),
+            auth: TargetAuth::InRequest,
+        };
+        let request = OutboundRequest {
+            method: Method::POST,
+            path: String::new(),
+            body: serde_json::json!({}),
+        };
+        let Outcome::Retry { error, .. } = send(&client().unwrap(), &endpoint, &request).await
+        else {
+            panic!("a refused connection is retried");
+        };
+        assert!(error.contains("http://127.0.0.1:1"), "{error}");
+        assert!(error.contains("connection failed"), "{error}");
+        assert!(!error.contains("secret-token"), "{error}");
+    }
 
     #[test]
     fn retry_after_accepts_seconds_and_dates_and_is_capped() {

@@ -3,9 +3,15 @@
 //! job engine ([`shared::bulk`]) runs, checkpoints and resumes the load; this holds only what
 //! is inventory's own.
 //!
-//! Idempotent: each record's reference is `<job id>/<warehouse>/<sku>`, unique in the ledger
-//! per source, so a page applied again after a crash changes nothing. Records the ERP sends
-//! malformed, or for products inventory does not know, are the job's record errors.
+//! Idempotent: each record's reference is `<job id>/<warehouse>/<sku>/<quantity>`, unique in
+//! the ledger per source, so a page applied again after a crash changes nothing (and a page
+//! read again after the ERP's level moved applies the new level). Records the ERP sends
+//! malformed, or for products inventory does not know, are the job's record errors. When a
+//! page lists a sku and warehouse twice, the last record wins.
+//!
+//! A load is a snapshot: a count read from the ERP just before a live ERP message for the same
+//! row is applied after it can briefly win, until the ERP's next message. Run initial loads
+//! before switching the ERP's webhooks on, or re-run one to settle.
 
 use std::sync::Arc;
 
@@ -65,12 +71,23 @@ impl BulkSource for ErpStock {
         Box::pin(async move {
             let mut errors = Vec::new();
             let mut adjustments = Vec::with_capacity(records.len());
-            for (i, record) in records.iter().enumerate() {
+            let mut seen = std::collections::HashSet::new();
+            // Last record per sku and warehouse wins: walk backwards, skip what was seen.
+            for (i, record) in records.iter().enumerate().rev() {
                 let record_id = mappers::erp::inventory_record_id(record, i);
-                let adjustment = mappers::erp::inventory_record(record).and_then(|level| {
+                let level = match mappers::erp::inventory_record(record) {
+                    Ok(level) if !seen.insert((level.sku.clone(), level.warehouse.clone())) => {
+                        continue;
+                    }
+                    other => other,
+                };
+                let adjustment = level.and_then(|level| {
                     AdjustmentRequest {
                         source: "erp".into(),
-                        reference: format!("{}/{}/{}", job.id, level.warehouse, level.sku),
+                        reference: format!(
+                            "{}/{}/{}/{}",
+                            job.id, level.warehouse, level.sku, level.on_hand
+                        ),
                         sku: level.sku,
                         warehouse: level.warehouse,
                         kind: AdjustmentType::Count,
@@ -93,9 +110,11 @@ impl BulkSource for ErpStock {
                     .map(|(id, a)| async move { (id, self.adjuster.apply(a).await) }),
             )
             .await;
-            for (record_id, result) in results {
+            errors.reverse();
+            for (record_id, result) in results.into_iter().rev() {
                 match result {
                     Ok(_) => {}
+                    // Transient (e.g. the database is down): the engine retries the page.
                     Err(Refused::Failed(reason)) => anyhow::bail!("{record_id}: {reason}"),
                     Err(refused) => {
                         errors.push(RecordError { record_id, error: refused.to_string() })

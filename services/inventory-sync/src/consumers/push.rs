@@ -8,8 +8,10 @@
 //! so a redelivered or duplicate message does not push again.
 //!
 //! Failures: 5xx, 429 (honouring `Retry-After`) and transport errors are retried with backoff
-//! up to the `push_max_attempts` setting, then dead-lettered (replayable); 410 and other 4xx
-//! are dead-lettered at once. Every attempt is written to `target_sync_log` and announced on
+//! up to the `push_max_attempts` setting, then dead-lettered (replayable); other 4xx are
+//! dead-lettered at once. A 410 also stops the target (`stopped_targets`, a critical alert):
+//! later pushes are skipped until an operator resumes it, which queues every level it missed.
+//! Every attempt is written to `target_sync_log` and announced on
 //! `sync.events.<target>.outbound.stock_level`.
 
 use diesel::sql_types::{BigInt, Bool, Integer, Nullable, Text};
@@ -121,6 +123,13 @@ async fn push_locked(
             if matches!(outcome, Outcome::Gone) {
                 stop_target(conn, msg.target, "shop availability answered 410 Gone").await?;
             }
+            if let Outcome::Retry { error, .. } = &outcome
+                && attempt >= budget
+            {
+                return Ok(Err(HandlerError::Permanent(anyhow::anyhow!(
+                    "shop availability: {error}; retry budget of {budget} attempts exhausted"
+                ))));
+            }
             if !matches!(outcome, Outcome::Delivered(_)) {
                 return Ok(Err(outcome.into_handler_error("shop availability")));
             }
@@ -132,12 +141,11 @@ async fn push_locked(
         warehouse: msg.warehouse.clone(),
         on_hand: current.on_hand,
     };
-    // Loop prevention: the target already has this level when the latest change is its own and
-    // either set the level outright (a count) or is the only change it has not been told about.
-    // (If other systems' relative changes are in between, push.)
-    let own_change = current.last_source.as_deref() == Some(target)
-        && (current.last_change_absolute
-            || current.pushed_version.unwrap_or(0) == current.version - 1);
+    // Loop prevention: the target already has this level when the latest change is its own
+    // count or correction (it set the level outright). After its own relative change (a sale)
+    // the level is pushed: the target may have applied that change to a value our earlier push
+    // had overwritten, so the absolute level is the only safe answer.
+    let own_change = current.last_source.as_deref() == Some(target) && current.last_change_absolute;
     let mut outcome = if own_change {
         tracing::debug!("latest change came from the target itself; not pushed back");
         Outcome::Delivered(reqwest::StatusCode::NO_CONTENT)

@@ -17,10 +17,28 @@ use shared::{
 
 use crate::{AppState, SCHEMA};
 
-/// Stock rows whose level the target has not been told (never pushed, or pushed an older one).
-const BEHIND: &str = "FROM inventory.stock s LEFT JOIN inventory.target_state t \
-     ON t.target = $1 AND t.sku = s.sku AND t.warehouse = s.warehouse \
-     WHERE s.version > COALESCE(t.pushed_version, 0)";
+/// `(sku, warehouse)` of the stock rows the target (`$1`) has not been told: never pushed, or
+/// pushed an older version. For the shop also the products whose availability there differs
+/// from their stock (one row each), since a failed availability call leaves the level current.
+fn behind(target: Target) -> &'static str {
+    match target {
+        Target::Ecommerce => {
+            "SELECT s.sku, s.warehouse FROM inventory.stock s LEFT JOIN inventory.target_state t \
+                 ON t.target = $1 AND t.sku = s.sku AND t.warehouse = s.warehouse \
+             WHERE s.version > COALESCE(t.pushed_version, 0) \
+             UNION \
+             SELECT p.sku, min(s.warehouse) FROM inventory.products p \
+                 JOIN inventory.stock s ON s.sku = p.sku \
+             GROUP BY p.sku, p.shop_available \
+             HAVING p.shop_available IS DISTINCT FROM (SUM(s.on_hand) > 0)"
+        }
+        _ => {
+            "SELECT s.sku, s.warehouse FROM inventory.stock s LEFT JOIN inventory.target_state t \
+                 ON t.target = $1 AND t.sku = s.sku AND t.warehouse = s.warehouse \
+             WHERE s.version > COALESCE(t.pushed_version, 0)"
+        }
+    }
+}
 
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct TargetStatus {
@@ -31,7 +49,8 @@ pub struct TargetStatus {
     pub stopped_reason: Option<String>,
     pub stopped_at: Option<DateTime<Utc>>,
     /// Stock rows whose current level the target has not been told (this includes changes
-    /// that came from the target itself and need no push).
+    /// that came from the target itself and need no push), and for the shop the products
+    /// whose availability there is not settled.
     pub behind: i64,
 }
 
@@ -75,8 +94,9 @@ pub async fn list_targets(_: Reader, state: web::Data<AppState>) -> Result<HttpR
     let mut out = Vec::with_capacity(Target::ALL.len());
     for target in Target::ALL {
         let row: Row = diesel::sql_query(format!(
-            "SELECT st.reason, st.stopped_at, (SELECT count(*) {BEHIND}) AS behind \
-             FROM (SELECT 1) one LEFT JOIN inventory.stopped_targets st ON st.target = $1"
+            "SELECT st.reason, st.stopped_at, (SELECT count(*) FROM ({}) b) AS behind \
+             FROM (SELECT 1) one LEFT JOIN inventory.stopped_targets st ON st.target = $1",
+            behind(target)
         ))
         .bind::<Text, _>(target.as_str())
         .get_result(&mut conn)
@@ -112,11 +132,10 @@ pub async fn resume_target(
                     .execute(conn)
                     .await?
                     > 0;
-            let behind: Vec<Key> =
-                diesel::sql_query(format!("SELECT s.sku, s.warehouse {BEHIND} ORDER BY 1, 2"))
-                    .bind::<Text, _>(target.as_str())
-                    .load(conn)
-                    .await?;
+            let behind: Vec<Key> = diesel::sql_query(format!("{} ORDER BY 1, 2", behind(target)))
+                .bind::<Text, _>(target.as_str())
+                .load(conn)
+                .await?;
             let rows: Vec<OutboxRow> = behind
                 .into_iter()
                 .map(|k| {

@@ -223,6 +223,16 @@ async fn erp_inventory_messages_become_count_adjustments_exactly_once() {
         t.sandbox.erp.requests().iter().all(|r| r.body["qtyOnHand"] != 42),
         "ERP's own count is not pushed back to it"
     );
+    assert_eq!(t.sandbox.erp.requests().len(), 1, "only the push that got the 429");
+    assert_eq!(
+        t.count(
+            "SELECT count(*) AS n FROM inventory.target_sync_log \
+             WHERE target = 'erp' AND status = 'skipped' AND quantity = 42"
+        )
+        .await,
+        1,
+        "the pending push was skipped, not sent"
+    );
 }
 
 #[tokio::test]
@@ -352,5 +362,47 @@ async fn a_target_that_answers_410_is_stopped_until_resumed_then_caught_up() {
         })
         .await
         .is_some()
+    );
+}
+
+#[tokio::test]
+async fn a_shop_answering_410_to_an_availability_call_is_settled_after_resume() {
+    let t = spawn().await;
+    t.put_product("TEE-10", 0).await;
+    t.sandbox.shop.fail_path("/products/", 1, Fault::Status(410));
+
+    t.adjust(&adjustment("wms", "TEE-10", "receipt", 4, "in")).await;
+    let shop_state = || async {
+        let all: Vec<Value> = t.app.admin_get("/targets").await.json().await.ok()?;
+        all.into_iter().find(|x| x["target"] == "ecommerce")
+    };
+    let stopped = harness::eventually(WAIT, || async {
+        shop_state().await.filter(|s| s["stopped_reason"].is_string())
+    })
+    .await
+    .expect("the shop is stopped after a 410");
+    assert_eq!(stopped["behind"], 1, "the level was pushed, the availability was not");
+    assert_eq!(t.sandbox.shop.level("TEE-10", "W1"), Some(4));
+    assert_eq!(t.sandbox.shop.product_available("TEE-10"), None);
+
+    let resumed = t
+        .app
+        .http
+        .post(t.app.url("/admin/targets/ecommerce/resume"))
+        .bearer_auth(harness::ADMIN_TOKEN)
+        .send()
+        .await
+        .unwrap();
+    let resumed: Value = resumed.json().await.unwrap();
+    assert_eq!(resumed["queued"], 1);
+    assert!(
+        t.sandbox.shop.wait_until(WAIT, |x| x.product_available("TEE-10") == Some(true)).await,
+        "{:?}",
+        t.sandbox.shop.requests()
+    );
+    assert!(
+        harness::eventually(WAIT, || async { shop_state().await.filter(|s| s["behind"] == 0) })
+            .await
+            .is_some()
     );
 }
