@@ -10,6 +10,12 @@
 //!
 //! Both are measured (a) on one hot sku and (b) spread over 10,000 skus. Figures are printed;
 //! nothing is asserted (this is a benchmark, not a test).
+//!
+//! The service is measured twice against the same baselines: with no push target configured
+//! (the adjustment path alone, which is what the baseline does), and with all four targets
+//! (ERP, shop, POS, WMS) pointing at the sandbox's simulated systems in a thread of this
+//! process, so every adjustment also fans out and is pushed on the same two cores.
+//! `PUSH_CONCURRENCY`, `ADJUST_WORKERS` and `ADJUST_MAX_BATCH` are passed through.
 #![allow(clippy::unwrap_used, clippy::expect_used, reason = "a benchmark fails loudly")]
 
 use std::{
@@ -167,19 +173,41 @@ async fn seed(db: &TestDb) {
     .unwrap();
 }
 
-fn main() {
-    let runtime =
-        tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
-    runtime.block_on(async {
-        let secs: u64 = std::env::var("BENCH_SECS").ok().and_then(|s| s.parse().ok()).unwrap_or(10);
-        let duration = Duration::from_secs(secs);
-        let db = TestDb::new().await;
-        let nats = TestNats::new();
-        shared::db::migrate(&db.url).await.unwrap();
-        seed(&db).await;
+/// Starts the simulated ERP, shop, POS and WMS on a thread of their own; returns the
+/// variables that point inventory-sync at them.
+fn start_targets() -> Vec<(String, String)> {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        runtime.block_on(async {
+            let sandbox = sandbox::Sandbox::start().await.unwrap();
+            let mut env = Vec::new();
+            for (name, secret, sim) in [
+                ("ERP", "ERP_API_KEY", &sandbox.erp),
+                ("SHOP", "SHOP_ACCESS_TOKEN", &sandbox.shop),
+                ("POS", "POS_API_KEY", &sandbox.pos),
+                ("WMS", "WMS_API_KEY", &sandbox.wms),
+            ] {
+                env.push((format!("{name}_BASE_URL"), sim.base_url().to_owned()));
+                env.push((secret.to_owned(), sim.credential().to_owned()));
+            }
+            tx.send(env).unwrap();
+            std::future::pending::<()>().await;
+        });
+    });
+    rx.recv().unwrap()
+}
 
+/// A running inventory-sync binary.
+struct Service {
+    child: std::process::Child,
+    base: String,
+}
+
+impl Service {
+    async fn start(db: &TestDb, nats: &TestNats, targets: &[(String, String)]) -> Self {
         let port = harness::process::free_port();
-        let mut child = Command::new(env!("CARGO_BIN_EXE_inventory-sync"))
+        let child = Command::new(env!("CARGO_BIN_EXE_inventory-sync"))
             .env_clear()
             .env("DATABASE_URL", &db.url)
             .env("DATABASE_POOL_SIZE", "16")
@@ -190,7 +218,12 @@ fn main() {
             .env("HTTP_PORT", port.to_string())
             .env("INVENTORY_API_KEYS", format!("bench:{API_KEY}"))
             .env("RUST_LOG", "warn")
-            .envs(["ADJUST_WORKERS", "ADJUST_MAX_BATCH"].into_iter().filter_map(|k| Some((k, std::env::var(k).ok()?))))
+            .envs(
+                ["ADJUST_WORKERS", "ADJUST_MAX_BATCH", "PUSH_CONCURRENCY"]
+                    .into_iter()
+                    .filter_map(|k| Some((k, std::env::var(k).ok()?))),
+            )
+            .envs(targets.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .stdout(Stdio::null())
             .spawn()
             .unwrap();
@@ -202,26 +235,73 @@ fn main() {
         })
         .await;
         assert!(ready.is_some(), "inventory-sync did not become ready");
+        Self { child, base }
+    }
 
-        println!("inventory-sync adjustments benchmark: {CLIENTS} concurrent clients, {secs} s per phase, 2 cores shared by client, service, PostgreSQL and NATS");
-        println!("{:<8} {:<9} {:>12} {:>9} {:>9} {:>7}", "case", "runner", "adj/s", "p50 ms", "p99 ms", "errors");
-        let mut ratios = Vec::new();
-        for (name, hot) in [("hot", true), ("spread", false)] {
-            let b = baseline(&db, hot, duration, &format!("b-{name}")).await;
-            let s = service(format!("{base}/adjustments"), hot, duration, &format!("s-{name}")).await;
-            for (runner, f) in [("baseline", &b), ("service", &s)] {
-                println!("{name:<8} {runner:<9} {:>12.0} {:>9.2} {:>9.2} {:>7}", f.ops_per_sec, f.p50_ms, f.p99_ms, f.errors);
+    /// Peak RSS and the reconciliation status, then SIGTERM.
+    async fn stop(mut self) -> (f64, reqwest::StatusCode) {
+        let (_, hwm) = rss_mb(self.child.id());
+        let reconciliation = harness::test_client()
+            .get(format!("{}/reconciliation", self.base))
+            .bearer_auth(harness::ADMIN_TOKEN)
+            .send()
+            .await
+            .unwrap()
+            .status();
+        let _ = Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status();
+        let _ = self.child.wait();
+        (hwm, reconciliation)
+    }
+}
+
+fn main() {
+    let runtime =
+        tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    runtime.block_on(async {
+        let secs: u64 = std::env::var("BENCH_SECS").ok().and_then(|s| s.parse().ok()).unwrap_or(10);
+        let duration = Duration::from_secs(secs);
+        let db = TestDb::new().await;
+        let nats = TestNats::new();
+        shared::db::migrate(&db.url).await.unwrap();
+        seed(&db).await;
+        let targets = start_targets();
+
+        println!(
+            "inventory-sync adjustments benchmark: {CLIENTS} concurrent clients, {secs} s per phase, \
+             2 cores shared by client, service, sandbox, PostgreSQL and NATS"
+        );
+        println!("  service         = no push targets configured: the adjustment path alone");
+        println!("  service+fanout  = ERP, shop, POS and WMS configured (sandbox): every adjustment also fans out and is pushed, on the same 2 cores");
+        println!("{:<8} {:<15} {:>9} {:>9} {:>9} {:>7}", "case", "runner", "adj/s", "p50 ms", "p99 ms", "errors");
+        let cases = [("hot", true), ("spread", false)];
+        let mut baselines = Vec::new();
+        for (name, hot) in cases {
+            baselines.push(baseline(&db, hot, duration, &format!("b-{name}")).await);
+        }
+        let mut summary = Vec::new();
+        for (runner, env) in [("service", Vec::new()), ("service+fanout", targets)] {
+            let svc = Service::start(&db, &nats, &env).await;
+            for ((name, hot), b) in cases.into_iter().zip(&baselines) {
+                let f = service(format!("{}/adjustments", svc.base), hot, duration, &format!("{runner}-{name}")).await;
+                summary.push((name, runner, f.ops_per_sec / b.ops_per_sec, f.p99_ms, f.p50_ms, f.ops_per_sec, f.errors));
             }
-            ratios.push((name, s.ops_per_sec / b.ops_per_sec, s.p99_ms));
+            let (hwm, reconciliation) = svc.stop().await;
+            summary.push(("rss", runner, hwm, 0.0, 0.0, 0.0, reconciliation.as_u16() as u64));
         }
-        let (rss, hwm) = rss_mb(child.id());
-        for (name, ratio, p99) in ratios {
-            println!("{name}: service/baseline throughput = {ratio:.2}x, service p99 = {p99:.2} ms");
+        for ((name, _), b) in cases.into_iter().zip(&baselines) {
+            println!("{name:<8} {:<15} {:>9.0} {:>9.2} {:>9.2} {:>7}", "baseline", b.ops_per_sec, b.p50_ms, b.p99_ms, b.errors);
+            for (n, runner, _, p99, p50, ops, errors) in &summary {
+                if *n == name {
+                    println!("{name:<8} {runner:<15} {ops:>9.0} {p50:>9.2} {p99:>9.2} {errors:>7}");
+                }
+            }
         }
-        println!("service RSS now {rss:.1} MB, peak {hwm:.1} MB");
-        let reconciliation = http.get(format!("{base}/reconciliation")).bearer_auth(harness::ADMIN_TOKEN).send().await.unwrap();
-        println!("reconciliation after the run: HTTP {}", reconciliation.status());
-        let _ = Command::new("kill").args(["-TERM", &child.id().to_string()]).status();
-        let _ = child.wait();
+        for (name, runner, ratio, p99, _, _, extra) in &summary {
+            if *name == "rss" {
+                println!("{runner}: peak RSS {ratio:.1} MB, reconciliation after the run: HTTP {extra}");
+            } else {
+                println!("{name} {runner}: throughput {ratio:.2}x the baseline, p99 {p99:.2} ms");
+            }
+        }
     });
 }

@@ -23,6 +23,10 @@ pub struct Config {
     pub targets: BTreeMap<Target, Endpoint>,
     /// `ADJUST_WORKERS` (default 2, about the database's cores) and `ADJUST_MAX_BATCH` (default 256).
     pub adjuster: AdjusterConfig,
+    /// `PUSH_CONCURRENCY` (default 2): pushes in flight per target and replica. Pushes are
+    /// asynchronous and coalesce per record, so a low value keeps CPU and connections for the
+    /// synchronous adjustments under load, at the price of more push lag.
+    pub push_concurrency: usize,
 }
 
 impl Config {
@@ -43,9 +47,12 @@ impl Config {
             workers: var_parsed("ADJUST_WORKERS", 2)?,
             max_batch: var_parsed("ADJUST_MAX_BATCH", 256)?,
         };
-        for (name, value) in
-            [("ADJUST_WORKERS", adjuster.workers), ("ADJUST_MAX_BATCH", adjuster.max_batch)]
-        {
+        let push_concurrency = var_parsed("PUSH_CONCURRENCY", 2)?;
+        for (name, value) in [
+            ("ADJUST_WORKERS", adjuster.workers),
+            ("ADJUST_MAX_BATCH", adjuster.max_batch),
+            ("PUSH_CONCURRENCY", push_concurrency),
+        ] {
             if value == 0 {
                 return Err(ConfigError::Invalid {
                     name: name.into(),
@@ -59,6 +66,7 @@ impl Config {
             hmac_secrets: shared::config::secret_list("INVENTORY_HMAC_SECRETS"),
             targets,
             adjuster,
+            push_concurrency,
         })
     }
 }

@@ -45,6 +45,8 @@ pub struct AppState {
     /// Connections of the push consumers, which hold one (and a per-record lock) for the
     /// duration of an HTTP push: a slow target can exhaust this pool, never the platform's.
     pub push_db: shared::db::PgPool,
+    /// Pushes in flight per target (`PUSH_CONCURRENCY`).
+    pub push_concurrency: usize,
 }
 
 /// Connects everything, starts the consumers and binds the HTTP server (port 0 in tests).
@@ -70,12 +72,18 @@ pub async fn build(config: Config) -> anyhow::Result<Application> {
         })
     };
     let adjuster_db = pool_of(config.adjuster.workers)?;
-    let push_db = pool_of(config.targets.len() * consumers::PUSH_CONCURRENCY)?;
+    let push_db = pool_of(config.targets.len() * config.push_concurrency)?;
     let state = AppState {
-        adjuster: Adjuster::start(adjuster_db, platform.settings.clone(), config.adjuster),
+        adjuster: Adjuster::start(
+            adjuster_db,
+            platform.settings.clone(),
+            config.adjuster,
+            config.targets.keys().copied().collect(),
+        ),
         targets: Arc::new(config.targets),
         platform: platform.clone(),
         push_db,
+        push_concurrency: config.push_concurrency,
     };
     consumers::spawn_all(&state);
     let erp = state.targets.get(&Target::Erp).cloned();

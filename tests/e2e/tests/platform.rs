@@ -50,6 +50,7 @@ fn inventory_test_config(db: &TestDb, nats: &TestNats) -> inventory_sync::Config
         hmac_secrets: vec![],
         targets: Default::default(),
         adjuster: inventory_sync::domain::adjuster::AdjusterConfig { workers: 2, max_batch: 64 },
+        push_concurrency: 2,
     }
 }
 

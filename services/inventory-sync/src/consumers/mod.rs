@@ -7,16 +7,14 @@ use shared::bus::{ConsumerSpec, streams};
 
 use crate::AppState;
 
-/// Pushes in flight per target and replica (each holds a connection of `AppState::push_db`).
-pub const PUSH_CONCURRENCY: usize = 4;
-
-/// One push consumer per configured target, and the ERP inventory consumer.
+/// One push consumer per configured target (`push_concurrency` pushes in flight, each holding a
+/// connection of `AppState::push_db`), and the ERP inventory consumer.
 pub fn spawn_all(state: &AppState) {
     for &target in state.targets.keys() {
         let spec = ConsumerSpec {
             // The hard cap; the live retry budget is the `push_max_attempts` setting.
             max_deliver: 100,
-            concurrency: PUSH_CONCURRENCY,
+            concurrency: state.push_concurrency,
             ..ConsumerSpec::new(
                 &format!("inventory-push-{}", target.as_str()),
                 &streams::INVENTORY_LEVELS,

@@ -139,11 +139,20 @@ impl Adjuster {
     /// Requests are sharded by sku: all adjustments of one sku meet in the same executor's
     /// queue, so a hot sku forms one large batch instead of several executors queueing on its
     /// row lock, while different skus still commit in parallel.
-    pub fn start(pool: PgPool, settings: Settings, config: AdjusterConfig) -> Self {
+    ///
+    /// `targets` are the systems levels fan out to (the configured ones): no level message is
+    /// produced for a system nothing pushes to.
+    pub fn start(
+        pool: PgPool,
+        settings: Settings,
+        config: AdjusterConfig,
+        targets: BTreeSet<Target>,
+    ) -> Self {
+        let targets = std::sync::Arc::new(targets);
         let shards = (0..config.workers.max(1))
             .map(|_| {
                 let (tx, mut rx) = mpsc::channel::<Job>(config.max_batch * 4);
-                let (pool, settings) = (pool.clone(), settings.clone());
+                let (pool, settings, targets) = (pool.clone(), settings.clone(), targets.clone());
                 tokio::spawn(async move {
                     while let Some(first) = rx.recv().await {
                         let mut jobs = vec![first];
@@ -153,7 +162,7 @@ impl Adjuster {
                                 Err(_) => break,
                             }
                         }
-                        execute(&pool, &settings, jobs).await;
+                        execute(&pool, &settings, &targets, jobs).await;
                     }
                 });
                 tx
@@ -177,7 +186,7 @@ impl Adjuster {
     }
 }
 
-async fn execute(pool: &PgPool, settings: &Settings, jobs: Vec<Job>) {
+async fn execute(pool: &PgPool, settings: &Settings, targets: &BTreeSet<Target>, jobs: Vec<Job>) {
     let adjustments: Vec<Adjustment> = jobs.iter().map(|j| j.adjustment.clone()).collect();
     let low_stock_alerts = settings.current().low_stock_alerts;
     for attempt in 1..=BATCH_ATTEMPTS {
@@ -185,7 +194,7 @@ async fn execute(pool: &PgPool, settings: &Settings, jobs: Vec<Job>) {
             let mut conn =
                 pool.get().await.map_err(|e| DieselError::QueryBuilderError(e.into()))?;
             conn.transaction::<_, DieselError, _>(async |conn| {
-                apply_batch(conn, &adjustments, low_stock_alerts).await
+                apply_batch(conn, &adjustments, targets, low_stock_alerts).await
             })
             .await
         }
@@ -207,7 +216,7 @@ async fn execute(pool: &PgPool, settings: &Settings, jobs: Vec<Job>) {
                     // The database refused something in the batch: apply the requests one by
                     // one, so only the one at fault fails.
                     for job in jobs {
-                        Box::pin(execute(pool, settings, vec![job])).await;
+                        Box::pin(execute(pool, settings, targets, vec![job])).await;
                     }
                     return;
                 }
@@ -323,6 +332,7 @@ const LEDGER_COLUMNS: &str = "id, source, reference, sku, warehouse, type, quant
 async fn apply_batch(
     conn: &mut AsyncPgConnection,
     batch: &[Adjustment],
+    targets: &BTreeSet<Target>,
     low_stock_alerts: bool,
 ) -> Result<Vec<Result<Applied, Refused>>, DieselError> {
     // 1. Products (reorder points for alerts; unknown skus are refused).
@@ -511,8 +521,12 @@ async fn apply_batch(
         .execute(conn)
         .await?;
 
-        outbox::enqueue(conn, SCHEMA, &events(&inserted, &products, &mut fresh, low_stock_alerts))
-            .await?;
+        outbox::enqueue(
+            conn,
+            SCHEMA,
+            &events(&inserted, &products, &mut fresh, targets, low_stock_alerts),
+        )
+        .await?;
     }
 
     // 6. Answers in request order.
@@ -532,12 +546,13 @@ async fn apply_batch(
 }
 
 /// Outbox rows for applied adjustments: one `StockAdjusted` each, one `StockLevelChanged` per
-/// changed sku/warehouse and target (except the systems the changes came from, unless another
-/// change in the batch came from elsewhere), and threshold-crossing alerts.
+/// changed sku/warehouse and configured target (except the systems the changes came from,
+/// unless another change in the batch came from elsewhere), and threshold-crossing alerts.
 fn events(
     applied: &[Applied],
     products: &HashMap<String, ProductRow>,
     fresh: &mut BTreeSet<(String, String)>,
+    configured: &BTreeSet<Target>,
     low_stock_alerts: bool,
 ) -> Vec<OutboxRow> {
     let mut rows = Vec::with_capacity(applied.len() * 2);
@@ -548,7 +563,7 @@ fn events(
         targets
             .entry((a.sku.as_str(), a.warehouse.as_str()))
             .or_default()
-            .extend(Target::ALL.into_iter().filter(|t| Some(*t) != origin));
+            .extend(configured.iter().copied().filter(|t| Some(*t) != origin));
         let first_change = fresh.remove(&(a.sku.clone(), a.warehouse.clone()));
         if let Some(product) = products.get(&a.sku)
             && !first_change
