@@ -279,7 +279,9 @@ pub mod process {
             .unwrap_or_else(|e| panic!("no free port: {e}"))
     }
 
-    fn command(bin: &str, db: &TestDb, nats: &TestNats, port: u16) -> Command {
+    /// `bin` with the platform variables for `db`, `nats` and `port` (and nothing else from
+    /// the environment but `PATH`).
+    pub fn command(bin: &str, db: &TestDb, nats: &TestNats, port: u16) -> Command {
         let mut cmd = Command::new(bin);
         cmd.env_clear()
             .env("PATH", std::env::var("PATH").unwrap_or_default())
@@ -293,6 +295,35 @@ pub mod process {
             .stdout(Stdio::null())
             .stderr(Stdio::piped());
         cmd
+    }
+
+    /// Starts `bin serve` with the platform variables plus `env` (stderr discarded) and waits
+    /// until `/readyz` answers 200; returns the child and its base URL.
+    pub async fn spawn_ready(
+        bin: &str,
+        db: &TestDb,
+        nats: &TestNats,
+        env: &[(String, String)],
+    ) -> (std::process::Child, String) {
+        let port = free_port();
+        let mut child = command(bin, db, nats, port)
+            .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+            .stderr(Stdio::null())
+            .arg("serve")
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {bin}: {e}"));
+        let base = format!("http://127.0.0.1:{port}");
+        let client = super::test_client();
+        let ready = super::eventually(Duration::from_secs(60), || async {
+            let r = client.get(format!("{base}/readyz")).send().await.ok()?;
+            (r.status() == 200).then_some(())
+        })
+        .await;
+        if ready.is_none() {
+            let _ = child.kill();
+            panic!("{bin} never became ready");
+        }
+        (child, base)
     }
 
     /// Runs `bin` with one variable broken; returns (exit code, stderr).

@@ -1,3 +1,103 @@
-//! The real `inventory-sync` binary: refuses bad configuration with one line, serves until SIGTERM.
+//! The real `inventory-sync` binary: refuses bad configuration with one line, serves until
+//! SIGTERM, and loses nothing when it is killed outright.
+#![allow(clippy::unwrap_used, clippy::expect_used, reason = "tests fail loudly")]
+
+use std::time::Duration;
+
+use harness::{ADMIN_TOKEN, TestDb, TestNats};
+use serde_json::{Value, json};
 
 harness::binary_tests!("inventory-sync");
+
+const POS_KEY: &str = "crash-test-pos-key-0123456789";
+
+fn env_for(sandbox: &sandbox::Sandbox) -> Vec<(String, String)> {
+    let mut env = vec![("INVENTORY_API_KEYS".to_owned(), format!("pos:{POS_KEY}"))];
+    for (name, secret, sim) in [
+        ("ERP", "ERP_API_KEY", &sandbox.erp),
+        ("SHOP", "SHOP_ACCESS_TOKEN", &sandbox.shop),
+        ("WMS", "WMS_API_KEY", &sandbox.wms),
+    ] {
+        env.push((format!("{name}_BASE_URL"), sim.base_url().to_owned()));
+        env.push((secret.to_owned(), sim.credential().to_owned()));
+    }
+    env
+}
+
+#[tokio::test]
+async fn a_service_killed_with_sigkill_loses_no_accepted_adjustment_or_push() {
+    let (db, nats) = (TestDb::new().await, TestNats::new());
+    let sandbox = sandbox::Sandbox::start().await.unwrap();
+    let env = env_for(&sandbox);
+    let http = harness::test_client();
+    let (mut child, base) = harness::process::spawn_ready(BIN, &db, &nats, &env).await;
+
+    let product = http
+        .put(format!("{base}/products/CRASH-1"))
+        .bearer_auth(ADMIN_TOKEN)
+        .json(&json!({"name": "Crash test"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(product.status(), 200);
+    // The ERP answers slowly: its pushes are in flight when the process dies.
+    sandbox.erp.set_latency(Some(Duration::from_secs(3)));
+    for i in 1..=20 {
+        let response = http
+            .post(format!("{base}/adjustments"))
+            .header("X-API-Key", POS_KEY)
+            .json(&json!({"source": "pos", "sku": "CRASH-1", "warehouse": "W1", "type": "receipt",
+                "quantity": i, "reference": format!("r{i}")}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 201, "{:?}", response.text().await);
+    }
+    child.kill().unwrap(); // SIGKILL: no graceful shutdown, nothing flushed
+    child.wait().unwrap();
+    sandbox.erp.set_latency(None);
+
+    let (mut restarted, base) = harness::process::spawn_ready(BIN, &db, &nats, &env).await;
+    let total = (1..=20).sum::<i64>();
+    for sim in [&sandbox.erp, &sandbox.shop, &sandbox.wms] {
+        assert!(
+            sim.wait_until(Duration::from_secs(30), |x| x.level("CRASH-1", "W1") == Some(total))
+                .await,
+            "{:?} has {:?}",
+            sim.system(),
+            sim.level("CRASH-1", "W1")
+        );
+    }
+    let stock: Value = http
+        .get(format!("{base}/stock/CRASH-1"))
+        .bearer_auth(ADMIN_TOKEN)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(stock["on_hand"], total);
+    let ledger: Vec<Value> = http
+        .get(format!("{base}/ledger/CRASH-1?limit=100"))
+        .bearer_auth(ADMIN_TOKEN)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(ledger.len(), 20, "each adjustment exactly once");
+    let reconciliation: Value = http
+        .get(format!("{base}/reconciliation"))
+        .bearer_auth(ADMIN_TOKEN)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(reconciliation["mismatches"], json!([]), "{reconciliation}");
+    restarted.kill().unwrap();
+    restarted.wait().unwrap();
+}
