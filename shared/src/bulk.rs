@@ -147,7 +147,9 @@ impl Platform {
         self.bulk
             .set(engine.clone())
             .map_err(|_| anyhow::anyhow!("the bulk engine is already running"))?;
-        self.spawn("bulk-worker", work(self.clone(), engine));
+        if !engine.sources.is_empty() {
+            self.spawn("bulk-worker", work(self.clone(), engine));
+        }
         Ok(())
     }
 }
@@ -223,7 +225,7 @@ pub struct JobError {
 async fn work(platform: Platform, engine: Arc<Engine>) {
     let owner = format!("{}/{}", platform.config.service, Uuid::new_v4().simple());
     while !platform.shutdown.is_cancelled() {
-        match claim(&platform, &owner).await {
+        match claim(&platform, &engine, &owner).await {
             Ok(Some(job)) => {
                 let span = tracing::info_span!("bulk_job", job = %job.id, kind = %job.kind());
                 run_job(&platform, &engine, &owner, job).instrument(span).await;
@@ -240,8 +242,11 @@ async fn work(platform: Platform, engine: Arc<Engine>) {
     }
 }
 
-/// Takes the oldest queued job, or a running one whose worker's lease expired.
-async fn claim(platform: &Platform, owner: &str) -> anyhow::Result<Option<Job>> {
+/// Takes the oldest queued job of a kind this replica offers, or a running one whose worker's
+/// lease expired.
+async fn claim(platform: &Platform, engine: &Engine, owner: &str) -> anyhow::Result<Option<Job>> {
+    let offered: Vec<String> =
+        engine.sources.keys().map(|k| format!("{}/{}/{}", k.source, k.target, k.entity)).collect();
     let mut conn = platform.db.get().await?;
     let service = platform.config.service;
     let schema = platform.schema;
@@ -253,12 +258,14 @@ async fn claim(platform: &Platform, owner: &str) -> anyhow::Result<Option<Job>> 
                      started_at = COALESCE(started_at, now()), updated_at = now() \
                  WHERE id = (SELECT id FROM bulk.jobs WHERE service = $1 \
                      AND (status = 'queued' OR (status = 'running' AND lease_until < now())) \
+                     AND source || '/' || target || '/' || entity = ANY($4) \
                      ORDER BY created_at LIMIT 1 FOR UPDATE SKIP LOCKED) \
                  RETURNING {COLUMNS}"
             ))
             .bind::<Text, _>(service)
             .bind::<Text, _>(owner)
             .bind::<BigInt, _>(LEASE.as_secs() as i64)
+            .bind::<Array<Text>, _>(&offered)
             .get_result(conn)
             .await
             .optional()?;
@@ -799,7 +806,8 @@ pub async fn get_job(
     Ok(HttpResponse::Ok().json(JobDetail { job, errors }))
 }
 
-/// Cancels a queued or running job (a running one stops after its current page).
+/// Cancels a queued or running job. A running one stops within seconds: the page in progress
+/// is abandoned (what it already applied stays applied; it is idempotent) and not counted.
 #[utoipa::path(post, path = "/admin/bulk/jobs/{id}/cancel", tag = "bulk", security(("admin_token" = [])),
     params(("id" = String, Path, description = "job id")),
     responses((status = 200, description = "cancelled", body = Job), (status = 404, description = "no such job"), (status = 409, description = "the job has already ended")))]

@@ -75,13 +75,11 @@ impl BulkSource for ErpStock {
             // Last record per sku and warehouse wins: walk backwards, skip what was seen.
             for (i, record) in records.iter().enumerate().rev() {
                 let record_id = mappers::erp::inventory_record_id(record, i);
-                let level = match mappers::erp::inventory_record(record) {
-                    Ok(level) if !seen.insert((level.sku.clone(), level.warehouse.clone())) => {
-                        continue;
-                    }
-                    other => other,
-                };
-                let adjustment = level.and_then(|level| {
+                // Keyed by the record id (`warehouse/sku` when both are there), valid or not.
+                if !seen.insert(record_id.clone()) {
+                    continue;
+                }
+                let adjustment = mappers::erp::inventory_record(record).and_then(|level| {
                     AdjustmentRequest {
                         source: "erp".into(),
                         reference: format!(

@@ -114,45 +114,27 @@ async fn push_locked(
         record(conn, msg, &current, SyncStatus::Skipped, None, Some(detail), attempt).await?;
         return Ok(Ok(()));
     }
-    if current.pushed_version.is_some_and(|v| v >= current.version) {
-        tracing::debug!("target already has this version");
-        // The level may be current while the shop's availability is not (its call failed
-        // after the level was pushed): settle it on every delivery until it succeeds.
-        if msg.target == Target::Ecommerce {
-            let outcome = sync_shop_availability(state, conn, endpoint, &msg.sku).await?;
-            if matches!(outcome, Outcome::Gone) {
-                stop_target(conn, msg.target, "shop availability answered 410 Gone").await?;
-            }
-            if let Outcome::Retry { error, .. } = &outcome
-                && attempt >= budget
-            {
-                return Ok(Err(HandlerError::Permanent(anyhow::anyhow!(
-                    "shop availability: {error}; retry budget of {budget} attempts exhausted"
-                ))));
-            }
-            if !matches!(outcome, Outcome::Delivered(_)) {
-                return Ok(Err(outcome.into_handler_error("shop availability")));
-            }
-        }
-        return Ok(Ok(()));
-    }
-    let level = StockLevel {
-        sku: msg.sku.clone(),
-        warehouse: msg.warehouse.clone(),
-        on_hand: current.on_hand,
-    };
+    // A duplicate or redelivered message: the target already has this version. The shop's
+    // availability may still be unsettled (its call failed after the level was pushed), so it
+    // is settled on every delivery until it succeeds.
+    let level_current = current.pushed_version.is_some_and(|v| v >= current.version);
     // Loop prevention: the target already has this level when the latest change is its own
     // count or correction (it set the level outright). After its own relative change (a sale)
     // the level is pushed: the target may have applied that change to a value our earlier push
     // had overwritten, so the absolute level is the only safe answer.
     let own_change = current.last_source.as_deref() == Some(target) && current.last_change_absolute;
-    let mut outcome = if own_change {
-        tracing::debug!("latest change came from the target itself; not pushed back");
+    let level = StockLevel {
+        sku: msg.sku.clone(),
+        warehouse: msg.warehouse.clone(),
+        on_hand: current.on_hand,
+    };
+    let mut what = "level push";
+    let mut outcome = if level_current || own_change {
         Outcome::Delivered(reqwest::StatusCode::NO_CONTENT)
     } else {
         outbound::send(&state.platform.http, endpoint, &request_for(msg.target, &level)).await
     };
-    if matches!(outcome, Outcome::Delivered(_)) {
+    if matches!(outcome, Outcome::Delivered(_)) && !level_current {
         diesel::sql_query(
             "INSERT INTO inventory.target_state (target, sku, warehouse, pushed_version, pushed_quantity) \
              VALUES ($1, $2, $3, $4, $5) ON CONFLICT (target, sku, warehouse) DO UPDATE \
@@ -163,11 +145,16 @@ async fn push_locked(
         .bind::<Text, _>(&msg.warehouse)
         .bind::<BigInt, _>(current.version)
         .bind::<BigInt, _>(current.on_hand)
-        .execute(conn)
+        .execute(&mut *conn)
         .await?;
-        if msg.target == Target::Ecommerce {
-            outcome = sync_shop_availability(state, conn, endpoint, &msg.sku).await?;
-        }
+    }
+    if matches!(outcome, Outcome::Delivered(_)) && msg.target == Target::Ecommerce {
+        what = "shop availability";
+        outcome = sync_shop_availability(state, conn, endpoint, &msg.sku).await?;
+    }
+    if level_current && matches!(outcome, Outcome::Delivered(_)) {
+        tracing::debug!("target already has this version");
+        return Ok(Ok(()));
     }
     let status = match &outcome {
         Outcome::Delivered(_) if own_change => SyncStatus::Skipped,
@@ -180,23 +167,27 @@ async fn push_locked(
             Some("latest change came from this target".to_owned())
         }
         Outcome::Delivered(_) => None,
-        Outcome::Retry { error, .. } => Some(error.clone()),
-        Outcome::Gone => Some("410 Gone".to_owned()),
-        Outcome::Rejected { status, body } => Some(format!("{status}: {body}")),
+        Outcome::Retry { error, .. } => Some(format!("{what}: {error}")),
+        Outcome::Gone => Some(format!("{what}: 410 Gone")),
+        Outcome::Rejected { status, body } => Some(format!("{what}: {status}: {body}")),
     };
     if matches!(outcome, Outcome::Gone) {
-        stop_target(conn, msg.target, "answered 410 Gone").await?;
+        stop_target(conn, msg.target, &format!("{what} answered 410 Gone")).await?;
     }
     record(conn, msg, &current, status, outcome.status(), error, attempt).await?;
     Ok(match outcome {
+        Outcome::Delivered(_) if own_change => {
+            tracing::debug!("latest change came from the target itself; not pushed back");
+            Ok(())
+        }
         Outcome::Delivered(_) => {
             tracing::info!(quantity = current.on_hand, "level pushed");
             Ok(())
         }
         Outcome::Retry { .. } if attempt >= budget => Err(HandlerError::Permanent(
-            anyhow::anyhow!("retry budget of {budget} attempts exhausted"),
+            anyhow::anyhow!("{what}: retry budget of {budget} attempts exhausted"),
         )),
-        other => Err(other.into_handler_error(&format!("push to {target}"))),
+        other => Err(other.into_handler_error(&format!("{what} to {target}"))),
     })
 }
 

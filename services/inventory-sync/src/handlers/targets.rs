@@ -50,8 +50,8 @@ pub struct TargetStatus {
     pub stopped_at: Option<DateTime<Utc>>,
     /// Stock rows whose current level the target has not been told (this includes changes
     /// that came from the target itself and need no push), and for the shop the products
-    /// whose availability there is not settled.
-    pub behind: i64,
+    /// whose availability there is not settled; `null` for a target that is not configured.
+    pub behind: Option<i64>,
 }
 
 #[derive(diesel::QueryableByName)]
@@ -93,6 +93,7 @@ pub async fn list_targets(_: Reader, state: web::Data<AppState>) -> Result<HttpR
     let mut conn = state.platform.db.get().await?;
     let mut out = Vec::with_capacity(Target::ALL.len());
     for target in Target::ALL {
+        let configured = state.targets.contains_key(&target);
         let row: Row = diesel::sql_query(format!(
             "SELECT st.reason, st.stopped_at, (SELECT count(*) FROM ({}) b) AS behind \
              FROM (SELECT 1) one LEFT JOIN inventory.stopped_targets st ON st.target = $1",
@@ -103,19 +104,25 @@ pub async fn list_targets(_: Reader, state: web::Data<AppState>) -> Result<HttpR
         .await?;
         out.push(TargetStatus {
             target: target.as_str().to_owned(),
-            configured: state.targets.contains_key(&target),
+            configured,
             stopped_reason: row.reason,
             stopped_at: row.stopped_at,
-            behind: row.behind,
+            behind: configured.then_some(row.behind),
         });
     }
     Ok(HttpResponse::Ok().json(out))
 }
 
-/// Resumes pushes to a target (admin): clears its stop and queues every level it has not been
-/// told, in one transaction. Safe to call on a running target (it re-queues what is behind).
+/// Resumes pushes to a target (admin): clears its stop, then queues every level it has not been
+/// told. Safe to call on a running target (it re-queues what is behind), e.g. after configuring
+/// a new one.
+///
+/// Two transactions on purpose: a push that still saw the stop before the first commits skips
+/// a version that the second one, reading after that commit, then finds behind and queues;
+/// every push after the commit goes through. (One transaction would miss a version committed
+/// between its read and its commit.)
 #[utoipa::path(post, path = "/admin/targets/{target}/resume", tag = "inventory", params(("target" = String, Path, description = "erp, ecommerce, pos or wms")), security(("admin_token" = [])),
-    responses((status = 200, description = "resumed", body = Resumed), (status = 404, description = "unknown target")))]
+    responses((status = 200, description = "resumed", body = Resumed), (status = 404, description = "unknown target"), (status = 409, description = "the target is not configured")))]
 #[post("/admin/targets/{target}/resume")]
 pub async fn resume_target(
     _: Admin,
@@ -123,15 +130,20 @@ pub async fn resume_target(
     target: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
     let target = parse_target(&target)?;
+    if !state.targets.contains_key(&target) {
+        return Err(ApiError::Conflict {
+            detail: format!("target {} is not configured", target.as_str()),
+            extra: serde_json::json!({}),
+        });
+    }
     let mut conn = state.platform.db.get().await?;
-    let (was_stopped, queued) = conn
+    let was_stopped = diesel::sql_query("DELETE FROM inventory.stopped_targets WHERE target = $1")
+        .bind::<Text, _>(target.as_str())
+        .execute(&mut conn)
+        .await?
+        > 0;
+    let queued = conn
         .transaction::<_, diesel::result::Error, _>(async |conn| {
-            let was_stopped =
-                diesel::sql_query("DELETE FROM inventory.stopped_targets WHERE target = $1")
-                    .bind::<Text, _>(target.as_str())
-                    .execute(conn)
-                    .await?
-                    > 0;
             let behind: Vec<Key> = diesel::sql_query(format!("{} ORDER BY 1, 2", behind(target)))
                 .bind::<Text, _>(target.as_str())
                 .load(conn)
@@ -148,7 +160,7 @@ pub async fn resume_target(
             for chunk in rows.chunks(1000) {
                 outbox::enqueue(conn, SCHEMA, chunk).await?;
             }
-            Ok((was_stopped, rows.len()))
+            Ok(rows.len())
         })
         .await?;
     tracing::info!(target = target.as_str(), was_stopped, queued, "target resumed");

@@ -61,6 +61,7 @@ async fn a_bulk_load_from_the_erp_sets_stock_page_by_page_and_reports_bad_record
     let client = t.nats.client().await;
     let mut alerts = client.subscribe(t.nats.subject("alerts.info")).await.unwrap();
     let mut events = client.subscribe(t.nats.subject("sync.events.erp.bulk.stock")).await.unwrap();
+    client.flush().await.unwrap(); // the subscriptions are in place before anything is published
 
     let (status, job) = create(&t, stock_load(50)).await;
     assert_eq!(status, 202, "{job}");
@@ -133,9 +134,12 @@ async fn bulk_jobs_are_validated_and_one_load_runs_at_a_time_until_cancelled() {
     assert_eq!(unauthenticated.status(), 401);
     assert_eq!(t.count("SELECT count(*) AS n FROM bulk.jobs").await, 0, "nothing written");
 
-    // The ERP keeps answering 503: the job stays running, retrying with backoff.
-    t.sandbox.erp.fail_next(100, Fault::Status(503));
-    let (_, job) = create(&t, stock_load(10)).await;
+    // A slow ERP (1.5 s a page, one record a page): the job runs for a long time.
+    for i in 0..30 {
+        t.sandbox.erp.set_level(&format!("SLOW-{i:02}"), "W1", i);
+    }
+    t.sandbox.erp.set_latency(Some(Duration::from_millis(1500)));
+    let (_, job) = create(&t, stock_load(1)).await;
     let id = job["id"].as_str().unwrap().to_owned();
     job_when(&t, &id, |j| j["status"] == "running").await;
     let (status, conflict) = create(&t, stock_load(10)).await;
@@ -144,11 +148,14 @@ async fn bulk_jobs_are_validated_and_one_load_runs_at_a_time_until_cancelled() {
 
     let (status, cancelled) = post(&t, &format!("{LOAD}/{id}/cancel")).await;
     assert_eq!((status, cancelled["status"].as_str()), (200, Some("cancelled")));
-    // The worker notices within its heartbeat and stops asking the ERP.
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    // The worker notices within its heartbeat and stops asking the ERP (a worker that went on
+    // would read two more pages in the next 3 s).
+    tokio::time::sleep(Duration::from_secs(4)).await;
     let after_cancel = t.sandbox.erp.requests().len();
     tokio::time::sleep(Duration::from_secs(3)).await;
     assert_eq!(t.sandbox.erp.requests().len(), after_cancel, "the cancelled job stopped");
+    let cancelled: Value = t.app.admin_get(&format!("{LOAD}/{id}")).await.json().await.unwrap();
+    assert_eq!(cancelled["status"], "cancelled");
     let (status, _) = post(&t, &format!("{LOAD}/{id}/cancel")).await;
     assert_eq!(status, 409, "an ended job cannot be cancelled again");
     let (status, _) = post(&t, &format!("{LOAD}/SYNC-none/cancel")).await;
@@ -166,6 +173,7 @@ async fn a_failed_bulk_load_resumes_from_its_checkpoint() {
     }
     let client = t.nats.client().await;
     let mut warnings = client.subscribe(t.nats.subject("alerts.warning")).await.unwrap();
+    client.flush().await.unwrap();
     // The second page is refused: the job fails after applying the first.
     t.sandbox.erp.fail_path("offset=10", 1, Fault::Status(400));
 
@@ -197,7 +205,8 @@ async fn a_bulk_load_interrupted_by_a_restart_goes_on_from_its_checkpoint() {
         t.put_product(&format!("RST-{i:02}"), 0).await;
         t.sandbox.erp.set_level(&format!("RST-{i:02}"), "W1", 1000 + i);
     }
-    t.sandbox.erp.set_latency(Some(Duration::from_millis(300)));
+    // 1 s a page: the load cannot finish while the first process stops.
+    t.sandbox.erp.set_latency(Some(Duration::from_secs(1)));
     let (_, job) = create(&t, stock_load(5)).await;
     let id = job["id"].as_str().unwrap().to_owned();
     job_when(&t, &id, |j| j["pages"].as_i64().unwrap_or(0) >= 2).await;
@@ -205,6 +214,7 @@ async fn a_bulk_load_interrupted_by_a_restart_goes_on_from_its_checkpoint() {
     // A graceful stop (as on SIGTERM) in the middle of the load, then a new process.
     let TestInventory { app, sandbox, config, nats, db } = t;
     app.stop().await;
+    sandbox.erp.set_latency(None);
     let restarted = harness::TestApp::spawn(inventory_sync::build(config).await.unwrap());
     let path = format!("{LOAD}/{id}");
     let done = harness::eventually(WAIT * 3, || async {

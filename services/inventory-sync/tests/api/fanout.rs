@@ -136,6 +136,7 @@ async fn stock_thresholds_raise_alerts_once_and_toggle_shop_availability() {
     t.put_product("TEE-4", 5).await;
     let client = t.nats.client().await;
     let mut alerts = client.subscribe(t.nats.subject("alerts.>")).await.unwrap();
+    client.flush().await.unwrap();
 
     t.adjust(&adjustment("wms", "TEE-4", "receipt", 8, "in")).await;
     assert!(t.sandbox.shop.wait_until(WAIT, |x| x.product_available("TEE-4") == Some(true)).await);
@@ -180,8 +181,12 @@ async fn erp_inventory_messages_become_count_adjustments_exactly_once() {
     t.put_product("TEE-5", 0).await;
     // The ERP has not been told about the POS receipt yet when its own count arrives: the
     // count is absolute, so the ERP already has the resulting level and nothing is echoed.
-    t.sandbox.erp.fail_next(1, Fault::RateLimited { retry_after_secs: 2 });
+    t.sandbox.erp.fail_next(1, Fault::RateLimited { retry_after_secs: 5 });
     t.adjust(&adjustment("pos", "TEE-5", "receipt", 3, "r1")).await;
+    assert!(
+        t.sandbox.erp.wait_until(WAIT, |x| x.requests().len() == 1).await,
+        "the ERP push got its 429"
+    );
     let js = async_nats::jetstream::new(t.nats.client().await);
     let message = Envelope::new(
         "erp-sync",
@@ -217,7 +222,7 @@ async fn erp_inventory_messages_become_count_adjustments_exactly_once() {
         .is_some()
     );
     assert!(t.sandbox.wms.wait_until(WAIT, |x| x.level("TEE-5", "W1") == Some(42)).await);
-    tokio::time::sleep(Duration::from_secs(3)).await; // past the ERP's Retry-After
+    tokio::time::sleep(Duration::from_secs(6)).await; // past the ERP's Retry-After
     assert_eq!(t.count("SELECT count(*) AS n FROM inventory.ledger WHERE source = 'erp'").await, 1);
     assert!(
         t.sandbox.erp.requests().iter().all(|r| r.body["qtyOnHand"] != 42),
@@ -243,6 +248,7 @@ async fn every_applied_change_is_published_once_and_every_push_is_announced() {
     let mut adjusted = client.subscribe(t.nats.subject("inventory.adjusted.>")).await.unwrap();
     let mut sync_events =
         client.subscribe(t.nats.subject("sync.events.erp.outbound.>")).await.unwrap();
+    client.flush().await.unwrap();
 
     t.adjust(&adjustment("pos", "TEE-6", "receipt", 5, "a")).await;
     t.adjust(&adjustment("pos", "TEE-6", "shipment", 9, "refused")).await;
@@ -307,6 +313,7 @@ async fn a_target_that_answers_410_is_stopped_until_resumed_then_caught_up() {
     t.put_product("TEE-9", 0).await;
     let client = t.nats.client().await;
     let mut alerts = client.subscribe(t.nats.subject("alerts.critical")).await.unwrap();
+    client.flush().await.unwrap();
     let erp_state = || async {
         let all: Vec<Value> = t.app.admin_get("/targets").await.json().await.ok()?;
         all.into_iter().find(|x| x["target"] == "erp")
@@ -328,16 +335,21 @@ async fn a_target_that_answers_410_is_stopped_until_resumed_then_caught_up() {
     // While stopped, other targets carry on and the ERP is not called again.
     t.adjust(&adjustment("pos", "TEE-9", "receipt", 2, "r2")).await;
     assert!(t.sandbox.wms.wait_until(WAIT, |x| x.level("TEE-9", "W1") == Some(7)).await);
-    tokio::time::sleep(Duration::from_secs(1)).await;
-    assert_eq!(t.sandbox.erp.requests().len(), 1, "only the request that got the 410");
     assert!(
-        t.count(
-            "SELECT count(*) AS n FROM inventory.target_sync_log \
-             WHERE target = 'erp' AND status = 'skipped' AND error LIKE 'target stopped%'"
-        )
+        harness::eventually(WAIT, || async {
+            let skipped = t
+                .count(
+                    "SELECT count(*) AS n FROM inventory.target_sync_log \
+                     WHERE target = 'erp' AND status = 'skipped' AND error LIKE 'target stopped%'",
+                )
+                .await;
+            (skipped >= 1).then_some(())
+        })
         .await
-            >= 1
+        .is_some(),
+        "the push for the second receipt was skipped"
     );
+    assert_eq!(t.sandbox.erp.requests().len(), 1, "only the request that got the 410");
     assert_eq!(erp_state().await.unwrap()["behind"], 1);
 
     let resume = |target: &'static str, token: &'static str| {

@@ -55,13 +55,16 @@ async fn a_service_killed_with_sigkill_loses_no_accepted_adjustment_or_push() {
     }
     child.kill().unwrap(); // SIGKILL: no graceful shutdown, nothing flushed
     child.wait().unwrap();
+    // The ERP finishes the requests it already had (orphaned by the kill) before the restart.
+    tokio::time::sleep(Duration::from_millis(3500)).await;
     sandbox.erp.set_latency(None);
 
     let (mut restarted, base) = harness::process::spawn_ready(BIN, &db, &nats, &env).await;
     let total = (1..=20).sum::<i64>();
     for sim in [&sandbox.erp, &sandbox.shop, &sandbox.wms] {
         assert!(
-            sim.wait_until(Duration::from_secs(30), |x| x.level("CRASH-1", "W1") == Some(total))
+            // Up to the consumers' ack wait (30 s) for messages the killed process held.
+            sim.wait_until(Duration::from_secs(60), |x| x.level("CRASH-1", "W1") == Some(total))
                 .await,
             "{:?} has {:?}",
             sim.system(),
