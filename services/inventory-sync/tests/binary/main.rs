@@ -71,35 +71,14 @@ async fn a_service_killed_with_sigkill_loses_no_accepted_adjustment_or_push() {
             sim.level("CRASH-1", "W1")
         );
     }
-    let stock: Value = http
-        .get(format!("{base}/stock/CRASH-1"))
-        .bearer_auth(ADMIN_TOKEN)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    assert_eq!(stock["on_hand"], total);
-    let ledger: Vec<Value> = http
-        .get(format!("{base}/ledger/CRASH-1?limit=100"))
-        .bearer_auth(ADMIN_TOKEN)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    assert_eq!(ledger.len(), 20, "each adjustment exactly once");
-    let reconciliation: Value = http
-        .get(format!("{base}/reconciliation"))
-        .bearer_auth(ADMIN_TOKEN)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let admin_get = |path: &'static str| {
+        let request = http.get(format!("{base}{path}")).bearer_auth(ADMIN_TOKEN).send();
+        async move { request.await.unwrap().json::<Value>().await.unwrap() }
+    };
+    assert_eq!(admin_get("/stock/CRASH-1").await["on_hand"], total);
+    let ledger = admin_get("/ledger/CRASH-1?limit=100").await;
+    assert_eq!(ledger.as_array().unwrap().len(), 20, "each adjustment exactly once");
+    let reconciliation = admin_get("/reconciliation").await;
     assert_eq!(reconciliation["mismatches"], json!([]), "{reconciliation}");
     restarted.kill().unwrap();
     restarted.wait().unwrap();
