@@ -181,17 +181,7 @@ fn start_targets() -> Vec<(String, String)> {
         let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
         runtime.block_on(async {
             let sandbox = sandbox::Sandbox::start().await.unwrap();
-            let mut env = Vec::new();
-            for (name, secret, sim) in [
-                ("ERP", "ERP_API_KEY", &sandbox.erp),
-                ("SHOP", "SHOP_ACCESS_TOKEN", &sandbox.shop),
-                ("POS", "POS_API_KEY", &sandbox.pos),
-                ("WMS", "WMS_API_KEY", &sandbox.wms),
-            ] {
-                env.push((format!("{name}_BASE_URL"), sim.base_url().to_owned()));
-                env.push((secret.to_owned(), sim.credential().to_owned()));
-            }
-            tx.send(env).unwrap();
+            tx.send(sandbox.connector_env()).unwrap();
             std::future::pending::<()>().await;
         });
     });

@@ -41,6 +41,19 @@ impl System {
             System::PagerDuty => "sandboxroutingkey0123456789abcd",
         }
     }
+
+    /// For the connector APIs, the variables a datasync service reads to reach this system:
+    /// (base URL variable, credential variable).
+    pub fn connector_vars(self) -> Option<(&'static str, &'static str)> {
+        match self {
+            System::Crm => Some(("CRM_BASE_URL", "CRM_API_TOKEN")),
+            System::Erp => Some(("ERP_BASE_URL", "ERP_API_KEY")),
+            System::Shop => Some(("SHOP_BASE_URL", "SHOP_ACCESS_TOKEN")),
+            System::Pos => Some(("POS_BASE_URL", "POS_API_KEY")),
+            System::Wms => Some(("WMS_BASE_URL", "WMS_API_KEY")),
+            System::Slack | System::PagerDuty => None,
+        }
+    }
 }
 
 /// A fault to answer the next request with.

@@ -37,4 +37,20 @@ impl Sandbox {
             smtp: SmtpSink::start().await?,
         })
     }
+
+    /// The variables that point a connector service at the simulated CRM, ERP, shop, POS and
+    /// WMS (base URL and credential of each).
+    pub fn connector_env(&self) -> Vec<(String, String)> {
+        [&self.crm, &self.erp, &self.shop, &self.pos, &self.wms]
+            .into_iter()
+            .filter_map(|sim| {
+                let (url, secret) = sim.system().connector_vars()?;
+                Some([
+                    (url.to_owned(), sim.base_url().to_owned()),
+                    (secret.to_owned(), sim.credential().to_owned()),
+                ])
+            })
+            .flatten()
+            .collect()
+    }
 }

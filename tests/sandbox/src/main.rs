@@ -28,16 +28,8 @@ fn base() -> Result<u16, String> {
 /// The variables a connector needs to talk to the sandbox.
 fn env_lines(base: u16) -> Vec<String> {
     let url = |offset: u16| format!("http://127.0.0.1:{}", base + offset);
-    let secret_name = |system: System| match system {
-        System::Erp => Some("ERP_API_KEY"),
-        System::Shop => Some("SHOP_ACCESS_TOKEN"),
-        System::Pos => Some("POS_API_KEY"),
-        System::Wms => Some("WMS_API_KEY"),
-        System::Crm => Some("CRM_API_TOKEN"),
-        System::Slack | System::PagerDuty => None,
-    };
     let mut lines = Vec::new();
-    for (system, offset, name) in SYSTEMS {
+    for (system, offset, _) in SYSTEMS {
         match system {
             System::Slack => {
                 lines.push(format!("SLACK_WEBHOOK_URL={}{}", url(offset), system.credential()))
@@ -47,9 +39,9 @@ fn env_lines(base: u16) -> Vec<String> {
                 lines.push(format!("PAGERDUTY_ROUTING_KEY={}", system.credential()));
             }
             _ => {
-                lines.push(format!("{name}_BASE_URL={}", url(offset)));
-                if let Some(secret) = secret_name(system) {
-                    lines.push(format!("{secret}={}", system.credential()));
+                if let Some((url_var, secret_var)) = system.connector_vars() {
+                    lines.push(format!("{url_var}={}", url(offset)));
+                    lines.push(format!("{secret_var}={}", system.credential()));
                 }
             }
         }

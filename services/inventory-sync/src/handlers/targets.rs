@@ -20,23 +20,20 @@ use crate::{AppState, SCHEMA};
 /// `(sku, warehouse)` of the stock rows the target (`$1`) has not been told: never pushed, or
 /// pushed an older version. For the shop also the products whose availability there differs
 /// from their stock (one row each), since a failed availability call leaves the level current.
-fn behind(target: Target) -> &'static str {
+fn behind(target: Target) -> String {
+    const LEVELS: &str = "SELECT s.sku, s.warehouse FROM inventory.stock s \
+         LEFT JOIN inventory.target_state t \
+             ON t.target = $1 AND t.sku = s.sku AND t.warehouse = s.warehouse \
+         WHERE s.version > COALESCE(t.pushed_version, 0)";
     match target {
-        Target::Ecommerce => {
-            "SELECT s.sku, s.warehouse FROM inventory.stock s LEFT JOIN inventory.target_state t \
-                 ON t.target = $1 AND t.sku = s.sku AND t.warehouse = s.warehouse \
-             WHERE s.version > COALESCE(t.pushed_version, 0) \
-             UNION \
+        Target::Ecommerce => format!(
+            "{LEVELS} UNION \
              SELECT p.sku, min(s.warehouse) FROM inventory.products p \
                  JOIN inventory.stock s ON s.sku = p.sku \
              GROUP BY p.sku, p.shop_available \
              HAVING p.shop_available IS DISTINCT FROM (SUM(s.on_hand) > 0)"
-        }
-        _ => {
-            "SELECT s.sku, s.warehouse FROM inventory.stock s LEFT JOIN inventory.target_state t \
-                 ON t.target = $1 AND t.sku = s.sku AND t.warehouse = s.warehouse \
-             WHERE s.version > COALESCE(t.pushed_version, 0)"
-        }
+        ),
+        _ => LEVELS.to_owned(),
     }
 }
 

@@ -314,15 +314,11 @@ async fn a_target_that_answers_410_is_stopped_until_resumed_then_caught_up() {
     let client = t.nats.client().await;
     let mut alerts = client.subscribe(t.nats.subject("alerts.critical")).await.unwrap();
     client.flush().await.unwrap();
-    let erp_state = || async {
-        let all: Vec<Value> = t.app.admin_get("/targets").await.json().await.ok()?;
-        all.into_iter().find(|x| x["target"] == "erp")
-    };
 
     t.sandbox.erp.fail_next(1, Fault::Status(410));
     t.adjust(&adjustment("pos", "TEE-9", "receipt", 5, "r1")).await;
     let stopped = harness::eventually(WAIT, || async {
-        erp_state().await.filter(|s| s["stopped_reason"].is_string())
+        t.target_status("erp").await.filter(|s| s["stopped_reason"].is_string())
     })
     .await
     .expect("the ERP is stopped after a 410");
@@ -350,7 +346,7 @@ async fn a_target_that_answers_410_is_stopped_until_resumed_then_caught_up() {
         "the push for the second receipt was skipped"
     );
     assert_eq!(t.sandbox.erp.requests().len(), 1, "only the request that got the 410");
-    assert_eq!(erp_state().await.unwrap()["behind"], 1);
+    assert_eq!(t.target_status("erp").await.unwrap()["behind"], 1);
 
     let resume = |target: &'static str, token: &'static str| {
         t.app
@@ -370,7 +366,9 @@ async fn a_target_that_answers_410_is_stopped_until_resumed_then_caught_up() {
     assert!(t.sandbox.erp.wait_until(WAIT, |x| x.level("TEE-9", "W1") == Some(7)).await);
     assert!(
         harness::eventually(WAIT, || async {
-            erp_state().await.filter(|s| s["behind"] == 0 && s["stopped_reason"].is_null())
+            t.target_status("erp")
+                .await
+                .filter(|s| s["behind"] == 0 && s["stopped_reason"].is_null())
         })
         .await
         .is_some()
@@ -384,12 +382,8 @@ async fn a_shop_answering_410_to_an_availability_call_is_settled_after_resume() 
     t.sandbox.shop.fail_path("/products/", 1, Fault::Status(410));
 
     t.adjust(&adjustment("wms", "TEE-10", "receipt", 4, "in")).await;
-    let shop_state = || async {
-        let all: Vec<Value> = t.app.admin_get("/targets").await.json().await.ok()?;
-        all.into_iter().find(|x| x["target"] == "ecommerce")
-    };
     let stopped = harness::eventually(WAIT, || async {
-        shop_state().await.filter(|s| s["stopped_reason"].is_string())
+        t.target_status("ecommerce").await.filter(|s| s["stopped_reason"].is_string())
     })
     .await
     .expect("the shop is stopped after a 410");
@@ -413,8 +407,10 @@ async fn a_shop_answering_410_to_an_availability_call_is_settled_after_resume() 
         t.sandbox.shop.requests()
     );
     assert!(
-        harness::eventually(WAIT, || async { shop_state().await.filter(|s| s["behind"] == 0) })
-            .await
-            .is_some()
+        harness::eventually(WAIT, || async {
+            t.target_status("ecommerce").await.filter(|s| s["behind"] == 0)
+        })
+        .await
+        .is_some()
     );
 }

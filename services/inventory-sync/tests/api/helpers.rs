@@ -57,6 +57,12 @@ pub async fn spawn() -> TestInventory {
 }
 
 impl TestInventory {
+    /// The entry of `GET /targets` for one target.
+    pub async fn target_status(&self, target: &str) -> Option<Value> {
+        let all: Vec<Value> = self.app.admin_get("/targets").await.json().await.ok()?;
+        all.into_iter().find(|x| x["target"] == target)
+    }
+
     pub async fn put_product(&self, sku: &str, reorder_point: i64) {
         let response = self
             .app

@@ -12,15 +12,8 @@ harness::binary_tests!("inventory-sync");
 const POS_KEY: &str = "crash-test-pos-key-0123456789";
 
 fn env_for(sandbox: &sandbox::Sandbox) -> Vec<(String, String)> {
-    let mut env = vec![("INVENTORY_API_KEYS".to_owned(), format!("pos:{POS_KEY}"))];
-    for (name, secret, sim) in [
-        ("ERP", "ERP_API_KEY", &sandbox.erp),
-        ("SHOP", "SHOP_ACCESS_TOKEN", &sandbox.shop),
-        ("WMS", "WMS_API_KEY", &sandbox.wms),
-    ] {
-        env.push((format!("{name}_BASE_URL"), sim.base_url().to_owned()));
-        env.push((secret.to_owned(), sim.credential().to_owned()));
-    }
+    let mut env = sandbox.connector_env();
+    env.push(("INVENTORY_API_KEYS".to_owned(), format!("pos:{POS_KEY}")));
     env
 }
 
