@@ -1,5 +1,5 @@
 //! Admin endpoints every service has (admin bearer token): runtime settings, the service's
-//! dead letters and its bulk-sync jobs ([`crate::bulk`]).
+//! dead letters, its push targets ([`crate::push`]) and its bulk-sync jobs ([`crate::bulk`]).
 
 use actix_web::{HttpResponse, get, post, put, web};
 use serde::Deserialize;
@@ -7,7 +7,8 @@ use uuid::Uuid;
 
 use crate::{
     app::Platform,
-    http::{Admin, ApiError, parse_json},
+    http::{Admin, ApiError, Reader, parse_json},
+    push::{PushTarget, TargetStatus, anti_entropy::PassReport},
 };
 
 /// The runtime settings in force.
@@ -70,11 +71,80 @@ pub async fn replay_dead_letter(
     }
 }
 
+fn push_target(
+    platform: &Platform,
+    name: &str,
+) -> Result<std::sync::Arc<dyn PushTarget>, ApiError> {
+    platform
+        .push_targets()
+        .into_iter()
+        .find(|t| t.target() == name)
+        .ok_or_else(|| ApiError::NotFound(format!("configured push target {name}")))
+}
+
+/// The push targets this service runs: stopped or not, and how many records each is behind.
+#[utoipa::path(get, path = "/targets", tag = "admin", security(("api_key" = []), ("admin_token" = [])),
+    responses((status = 200, description = "state of each configured target", body = [TargetStatus])))]
+#[get("/targets")]
+pub async fn list_targets(
+    _: Reader,
+    platform: web::Data<Platform>,
+) -> Result<HttpResponse, ApiError> {
+    let mut out = Vec::new();
+    for target in platform.push_targets() {
+        out.push(target.status().await?);
+    }
+    Ok(HttpResponse::Ok().json(out))
+}
+
+#[derive(serde::Serialize, utoipa::ToSchema)]
+pub struct Resumed {
+    pub target: String,
+    /// Whether the target was stopped before this call.
+    pub was_stopped: bool,
+    /// Records queued for pushing.
+    pub queued: usize,
+}
+
+/// Resumes pushes to a target: clears its stop (after a 410), then queues every record it has
+/// not been told. Safe on a running target (it re-queues what is behind).
+#[utoipa::path(post, path = "/admin/targets/{target}/resume", tag = "admin", security(("admin_token" = [])),
+    params(("target" = String, Path, description = "a configured push target")),
+    responses((status = 200, description = "resumed", body = Resumed), (status = 404, description = "no such configured target")))]
+#[post("/admin/targets/{target}/resume")]
+pub async fn resume_target(
+    _: Admin,
+    platform: web::Data<Platform>,
+    target: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    let target = push_target(&platform, &target)?;
+    let (was_stopped, queued) = target.resume().await?;
+    Ok(HttpResponse::Ok().json(Resumed { target: target.target().to_owned(), was_stopped, queued }))
+}
+
+/// Runs an anti-entropy pass on a target now: reads every record back, pushes the ones that
+/// drifted, and reports what it found.
+#[utoipa::path(post, path = "/admin/targets/{target}/anti-entropy", tag = "admin", security(("admin_token" = [])),
+    params(("target" = String, Path, description = "a configured push target")),
+    responses((status = 200, description = "the pass's findings", body = PassReport), (status = 404, description = "no such configured target")))]
+#[post("/admin/targets/{target}/anti-entropy")]
+pub async fn check_target(
+    _: Admin,
+    platform: web::Data<Platform>,
+    target: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    let target = push_target(&platform, &target)?;
+    Ok(HttpResponse::Ok().json(target.check().await?))
+}
+
 pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.service(get_settings)
         .service(put_setting)
         .service(list_dead_letters)
         .service(replay_dead_letter)
+        .service(list_targets)
+        .service(resume_target)
+        .service(check_target)
         .configure(crate::bulk::configure);
 }
 
@@ -84,6 +154,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     paths(
         crate::health::healthz, crate::health::readyz, crate::health::metrics_endpoint,
         get_settings, put_setting, list_dead_letters, replay_dead_letter,
+        list_targets, resume_target, check_target,
         crate::bulk::create_job, crate::bulk::list_jobs, crate::bulk::get_job,
         crate::bulk::cancel_job, crate::bulk::resume_job
     ),

@@ -28,6 +28,8 @@ use crate::{
     config::CommonConfig,
     db::PgPool,
     http::AuthConfig,
+    outbound::Endpoint,
+    push::{Connector, PushConfig, PushEngine, PushTarget},
     settings::Settings,
 };
 
@@ -57,6 +59,8 @@ pub struct Platform {
     pub(crate) openapi: Arc<utoipa::openapi::OpenApi>,
     /// The bulk loads this service offers, once [`Platform::run_bulk`] started them.
     pub(crate) bulk: crate::bulk::EngineSlot,
+    /// The push targets this service runs ([`Platform::run_push`]).
+    pub(crate) push_targets: crate::push::Targets,
     tasks: TaskTracker,
 }
 
@@ -91,6 +95,7 @@ impl Platform {
             readiness_stream: spec.streams.first().map_or("SYNC_EVENTS", |s| s.name),
             openapi: Arc::new(openapi),
             bulk: Default::default(),
+            push_targets: Default::default(),
             tasks: TaskTracker::new(),
         };
         let relay = OutboxRelay {
@@ -131,6 +136,70 @@ impl Platform {
             handler,
         );
         self.tasks.spawn(task);
+    }
+}
+
+impl Platform {
+    /// An outbound push engine for one target, with its own connection pool (one connection per
+    /// batch in flight: a slow target never starves the rest of the service).
+    pub fn push_engine<C: Connector>(
+        &self,
+        target: &str,
+        endpoint: Endpoint,
+        connector: C,
+        config: PushConfig,
+    ) -> anyhow::Result<PushEngine<C>> {
+        let pool = crate::db::pool(&crate::config::DbConfig {
+            pool_size: config.concurrency.max(1),
+            ..self.config.db.clone()
+        })?;
+        Ok(PushEngine {
+            target: target.to_owned(),
+            endpoint,
+            connector,
+            config,
+            pool,
+            http: self.http.clone(),
+            schema: self.schema,
+            service: self.config.service,
+            settings: self.settings.clone(),
+        })
+    }
+
+    /// Runs a push engine: its batch consumer on `filter` of `stream`, its anti-entropy passes,
+    /// and its operator endpoints (`GET /targets`, resume, anti-entropy on demand).
+    pub fn run_push<C: Connector>(
+        &self,
+        engine: PushEngine<C>,
+        stream: &'static StreamSpec,
+        filter: &str,
+    ) {
+        let engine = Arc::new(engine);
+        let spec = engine.consumer_spec(stream, filter);
+        let consumer_engine = engine.clone();
+        let task = crate::bus::run_batch_consumer(
+            self.bus.clone(),
+            spec,
+            self.dead_letters(),
+            self.shutdown.clone(),
+            move |batch| {
+                let engine = consumer_engine.clone();
+                async move { engine.handle(batch).await }
+            },
+        );
+        self.tasks.spawn(task);
+        if let Some(every) = engine.config.anti_entropy_every {
+            self.spawn(
+                "anti-entropy",
+                crate::push::anti_entropy::run(engine.clone(), every, self.shutdown.clone()),
+            );
+        }
+        self.push_targets.write().unwrap_or_else(|p| p.into_inner()).push(engine);
+    }
+
+    /// The push targets this service runs.
+    pub fn push_targets(&self) -> Vec<Arc<dyn PushTarget>> {
+        self.push_targets.read().unwrap_or_else(|p| p.into_inner()).clone()
     }
 }
 

@@ -95,11 +95,18 @@ pub mod metrics {
         &["consumer", "outcome"]));
     metric!(OUTBOX: IntCounterVec = register_int_counter_vec!(
         "outbox_published_total", "Outbox rows published by schema", &["schema"]));
+    metric!(PUSH_DRIFT: IntCounterVec = register_int_counter_vec!(
+        "push_drift_total", "Records anti-entropy found different on a target (and pushed again)",
+        &["target"]));
     metric!(READY: IntGauge = register_int_gauge!(
         "ready", "1 when the last readiness check passed"));
 
     pub fn consumed(consumer: &str, outcome: &str) {
         MESSAGES.with_label_values(&[consumer, outcome]).inc();
+    }
+
+    pub fn push_drift(target: &str) {
+        PUSH_DRIFT.with_label_values(&[target]).inc();
     }
 
     pub fn outbox_published(schema: &str, n: usize) {

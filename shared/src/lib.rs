@@ -14,6 +14,7 @@ pub mod http;
 pub mod mappers;
 pub mod notify;
 pub mod outbound;
+pub mod push;
 pub mod schemas;
 pub mod settings;
 pub mod telemetry;

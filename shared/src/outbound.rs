@@ -122,6 +122,28 @@ pub async fn send(
     }
 }
 
+/// Sends `request` (a `Null` body sends none) and returns the status and the JSON answer
+/// (`Null` when the answer is empty or not JSON); a failure is classified like [`send`]'s.
+pub async fn exchange(
+    client: &reqwest::Client,
+    endpoint: &Endpoint,
+    request: &OutboundRequest,
+) -> Result<(StatusCode, serde_json::Value), Outcome> {
+    let body = (!request.body.is_null()).then_some(&request.body);
+    let response = execute(client, endpoint, request.method.clone(), &request.path, body).await?;
+    let status = response.status();
+    let bytes = response.bytes().await.map_err(|e| Outcome::Retry {
+        status: Some(status),
+        after: None,
+        error: format!(
+            "reading the answer of {} failed: {}",
+            origin(&endpoint.base_url),
+            without_url(&e)
+        ),
+    })?;
+    Ok((status, serde_json::from_slice(&bytes).unwrap_or(serde_json::Value::Null)))
+}
+
 /// GETs `path_and_query` below `endpoint` and parses the JSON answer; a failure is classified
 /// like [`send`]'s (a body that is not JSON counts as `Rejected`).
 pub async fn fetch_json(

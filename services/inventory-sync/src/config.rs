@@ -7,6 +7,7 @@ use shared::{
     config::{CommonConfig, ConfigError, required_secret, url_var, var_parsed},
     http::AuthConfig,
     outbound::{Endpoint, TargetAuth},
+    push::PushConfig,
     schemas::inventory::Target,
 };
 
@@ -23,10 +24,12 @@ pub struct Config {
     pub targets: BTreeMap<Target, Endpoint>,
     /// `ADJUST_WORKERS` (default 2, about the database's cores) and `ADJUST_MAX_BATCH` (default 256).
     pub adjuster: AdjusterConfig,
-    /// `PUSH_CONCURRENCY` (default 2): pushes in flight per target and replica. Pushes are
+    /// The push engine per target: `PUSH_CONCURRENCY` (default 2) batches in flight per target
+    /// and replica, each one transaction of up to `PUSH_BATCH` (default 64) levels. Pushes are
     /// asynchronous and coalesce per record, so a low value keeps CPU and connections for the
     /// synchronous adjustments under load, at the price of more push lag.
-    pub push_concurrency: usize,
+    /// `ANTI_ENTROPY_SECS` (default 300, 0 = off): pause between read-back passes.
+    pub push: PushConfig,
 }
 
 impl Config {
@@ -47,11 +50,19 @@ impl Config {
             workers: var_parsed("ADJUST_WORKERS", 2)?,
             max_batch: var_parsed("ADJUST_MAX_BATCH", 256)?,
         };
-        let push_concurrency = var_parsed("PUSH_CONCURRENCY", 2)?;
+        let anti_entropy_secs: u64 = var_parsed("ANTI_ENTROPY_SECS", 300)?;
+        let push = PushConfig {
+            concurrency: var_parsed("PUSH_CONCURRENCY", 2)?,
+            batch: var_parsed("PUSH_BATCH", 64)?,
+            anti_entropy_every: (anti_entropy_secs > 0)
+                .then(|| std::time::Duration::from_secs(anti_entropy_secs)),
+            ..PushConfig::default()
+        };
         for (name, value) in [
             ("ADJUST_WORKERS", adjuster.workers),
             ("ADJUST_MAX_BATCH", adjuster.max_batch),
-            ("PUSH_CONCURRENCY", push_concurrency),
+            ("PUSH_CONCURRENCY", push.concurrency),
+            ("PUSH_BATCH", push.batch),
         ] {
             if value == 0 {
                 return Err(ConfigError::Invalid {
@@ -66,7 +77,7 @@ impl Config {
             hmac_secrets: shared::config::secret_list("INVENTORY_HMAC_SECRETS"),
             targets,
             adjuster,
-            push_concurrency,
+            push,
         })
     }
 }

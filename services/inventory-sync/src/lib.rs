@@ -3,8 +3,8 @@
 //! - `POST /adjustments` applies an adjustment synchronously (see [`domain::adjuster`]).
 //! - The ERP's inventory messages (`webhooks.erp.inventory`) arrive as `count` adjustments.
 //! - Every change leaves `inventory.adjusted.<sku>` and, per target other than its origin,
-//!   `inventory.level.<target>.<warehouse>.<sku>`; one durable consumer per target pushes the
-//!   latest level ([`consumers::push`]).
+//!   `inventory.level.<target>.<warehouse>.<sku>`; the shared push engine pushes the latest
+//!   level to each target ([`push`]).
 //! - Threshold crossings raise `alerts.*`; a periodic reconciliation checks ledger sums.
 //! - A bulk load of `stock` from the ERP (`/admin/bulk/jobs`, see [`bulk`]).
 
@@ -14,6 +14,7 @@ pub mod consumers;
 pub mod domain;
 pub mod handlers;
 pub mod metrics;
+pub mod push;
 pub mod reconcile;
 pub mod routes;
 
@@ -42,11 +43,6 @@ pub struct AppState {
     pub platform: Platform,
     pub adjuster: Adjuster,
     pub targets: Arc<BTreeMap<Target, Endpoint>>,
-    /// Connections of the push consumers, which hold one (and a per-record lock) for the
-    /// duration of an HTTP push: a slow target can exhaust this pool, never the platform's.
-    pub push_db: shared::db::PgPool,
-    /// Pushes in flight per target (`PUSH_CONCURRENCY`).
-    pub push_concurrency: usize,
 }
 
 /// Connects everything, starts the consumers and binds the HTTP server (port 0 in tests).
@@ -72,7 +68,6 @@ pub async fn build(config: Config) -> anyhow::Result<Application> {
         })
     };
     let adjuster_db = pool_of(config.adjuster.workers)?;
-    let push_db = pool_of(config.targets.len() * config.push_concurrency)?;
     let state = AppState {
         adjuster: Adjuster::start(
             adjuster_db,
@@ -80,12 +75,20 @@ pub async fn build(config: Config) -> anyhow::Result<Application> {
             config.adjuster,
             config.targets.keys().copied().collect(),
         ),
-        targets: Arc::new(config.targets),
+        targets: Arc::new(config.targets.clone()),
         platform: platform.clone(),
-        push_db,
-        push_concurrency: config.push_concurrency,
     };
     consumers::spawn_all(&state);
+    for (&target, endpoint) in &config.targets {
+        let engine = platform.push_engine(
+            target.as_str(),
+            endpoint.clone(),
+            push::StockLevels { target },
+            config.push,
+        )?;
+        let filter = format!("inventory.level.{}.>", target.as_str());
+        platform.run_push(engine, &streams::INVENTORY_LEVELS, &filter);
+    }
     let erp = state.targets.get(&Target::Erp).cloned();
     platform.run_bulk(erp.map(|erp| {
         bulk::ErpStock { http: platform.http.clone(), erp, adjuster: state.adjuster.clone() }

@@ -2,7 +2,7 @@
 
 use actix_web::web;
 
-use crate::handlers::{adjustments, products, stock, targets};
+use crate::handlers::{adjustments, products, stock};
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.service(adjustments::post_adjustment)
@@ -10,9 +10,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .service(products::get_product)
         .service(stock::get_stock)
         .service(stock::get_ledger)
-        .service(stock::get_reconciliation)
-        .service(targets::list_targets)
-        .service(targets::resume_target);
+        .service(stock::get_reconciliation);
 }
 
 #[derive(utoipa::OpenApi)]
@@ -24,9 +22,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         products::get_product,
         stock::get_stock,
         stock::get_ledger,
-        stock::get_reconciliation,
-        targets::list_targets,
-        targets::resume_target
+        stock::get_reconciliation
     )
 )]
 pub struct ApiDoc;

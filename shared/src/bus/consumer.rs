@@ -39,8 +39,10 @@ pub struct ConsumerSpec {
     pub max_deliver: i64,
     /// Longer than the slowest handler (outbound HTTP has a 10 s total timeout).
     pub ack_wait: Duration,
-    /// Messages handled at once per replica.
+    /// Handler calls (single messages, or batches) running at once per replica.
     pub concurrency: usize,
+    /// Most messages handed to a batch handler at once ([`run_batch_consumer`]); 1 otherwise.
+    pub batch: usize,
 }
 
 impl ConsumerSpec {
@@ -52,6 +54,7 @@ impl ConsumerSpec {
             max_deliver: 10,
             ack_wait: Duration::from_secs(30),
             concurrency: 16,
+            batch: 1,
         }
     }
 }
@@ -109,6 +112,39 @@ pub async fn run_consumer<T, F, Fut>(
     F: Fn(Delivery<T>) -> Fut,
     Fut: Future<Output = Result<(), HandlerError>>,
 {
+    let spec = ConsumerSpec { batch: 1, ..spec };
+    let handler = &handler;
+    run_batch_consumer(
+        bus,
+        spec,
+        dead_letters,
+        shutdown,
+        move |batch: Vec<Delivery<T>>| async move {
+            let mut outcomes = Vec::with_capacity(batch.len());
+            for delivery in batch {
+                outcomes.push(handler(delivery).await);
+            }
+            outcomes
+        },
+    )
+    .await
+}
+
+/// Like [`run_consumer`], but hands the handler every message that is ready at once, up to
+/// `spec.batch`, so it can apply them in one transaction (group commit). The handler returns
+/// one outcome per delivery, in order; each message is then acked, nak'ed or dead-lettered on
+/// its own, exactly as with [`run_consumer`]. Up to `spec.concurrency` batches run at once.
+pub async fn run_batch_consumer<T, F, Fut>(
+    bus: Bus,
+    spec: ConsumerSpec,
+    dead_letters: DeadLetters,
+    shutdown: CancellationToken,
+    handler: F,
+) where
+    T: DeserializeOwned,
+    F: Fn(Vec<Delivery<T>>) -> Fut,
+    Fut: Future<Output = Vec<Result<(), HandlerError>>>,
+{
     let mut failures = 0;
     while !shutdown.is_cancelled() {
         match consume(&bus, &spec, &dead_letters, &shutdown, &handler).await {
@@ -136,9 +172,10 @@ async fn consume<T, F, Fut>(
 ) -> anyhow::Result<()>
 where
     T: DeserializeOwned,
-    F: Fn(Delivery<T>) -> Fut,
-    Fut: Future<Output = Result<(), HandlerError>>,
+    F: Fn(Vec<Delivery<T>>) -> Fut,
+    Fut: Future<Output = Vec<Result<(), HandlerError>>>,
 {
+    let batch = spec.batch.max(1);
     let stream = bus.js.get_stream(bus.name(spec.stream.name)).await?;
     let consumer: async_nats::jetstream::consumer::PullConsumer = stream
         .create_consumer(pull::Config {
@@ -148,14 +185,14 @@ where
             deliver_policy: DeliverPolicy::All,
             ack_wait: spec.ack_wait,
             max_deliver: -1,
-            max_ack_pending: (spec.concurrency * 4) as i64,
+            max_ack_pending: (spec.concurrency * batch * 2).max(spec.concurrency * 4) as i64,
             ..Default::default()
         })
         .await
         .map_err(|e| anyhow::anyhow!("declaring consumer {}: {e}", spec.durable))?;
     let messages = consumer
         .stream()
-        .max_messages_per_batch(spec.concurrency)
+        .max_messages_per_batch(spec.concurrency * batch)
         .heartbeat(Duration::from_secs(5))
         .expires(Duration::from_secs(30))
         .messages()
@@ -172,9 +209,20 @@ where
             futures::future::ready(ok)
         })
         .filter_map(|m| futures::future::ready(m.ok()))
-        .for_each_concurrent(spec.concurrency, |msg| process(bus, spec, dead_letters, handler, msg))
+        .ready_chunks(batch)
+        .for_each_concurrent(spec.concurrency, |msgs| {
+            process(bus, spec, dead_letters, handler, msgs)
+        })
         .await;
     first_error.map_or(Ok(()), Err)
+}
+
+/// A received message with what the consumer knows of it.
+struct Received {
+    msg: async_nats::jetstream::Message,
+    subject: String,
+    delivered: i64,
+    span: tracing::Span,
 }
 
 async fn process<T, F, Fut>(
@@ -182,67 +230,116 @@ async fn process<T, F, Fut>(
     spec: &ConsumerSpec,
     dead_letters: &DeadLetters,
     handler: &F,
-    msg: async_nats::jetstream::Message,
+    msgs: Vec<async_nats::jetstream::Message>,
 ) where
     T: DeserializeOwned,
-    F: Fn(Delivery<T>) -> Fut,
-    Fut: Future<Output = Result<(), HandlerError>>,
+    F: Fn(Vec<Delivery<T>>) -> Fut,
+    Fut: Future<Output = Vec<Result<(), HandlerError>>>,
 {
-    let subject = bus.strip_prefix(msg.subject.as_str()).to_owned();
-    let delivered = msg.info().map(|i| i.delivered).unwrap_or(1);
-    let span = tracing::info_span!(
-        "consume",
-        consumer = %spec.durable,
-        %subject,
-        delivered,
-        trace_id = tracing::field::Empty
-    );
-    crate::telemetry::set_parent_from_nats(&span, msg.headers.as_ref());
-    crate::telemetry::record_trace_id(&span);
-    async {
-        let outcome = match serde_json::from_slice::<Envelope<T>>(&msg.payload) {
-            Err(e) => Err(HandlerError::Permanent(anyhow::anyhow!("undecodable message: {e}"))),
-            Ok(_) if delivered > spec.max_deliver + 1 => Err(HandlerError::Permanent(anyhow::anyhow!(
-                "delivered {delivered} times without an answer (the handler crashed or timed out)"
-            ))),
-            Ok(envelope) => handler(Delivery { subject: subject.clone(), envelope, delivered }).await,
-        };
-        let ack = match outcome {
-            Ok(()) => {
-                crate::health::metrics::consumed(&spec.durable, "ok");
-                AckKind::Ack
+    let mut settled: Vec<(Received, Result<(), HandlerError>)> = Vec::with_capacity(msgs.len());
+    let mut handled: Vec<Received> = Vec::with_capacity(msgs.len());
+    let mut deliveries: Vec<Delivery<T>> = Vec::with_capacity(msgs.len());
+    for msg in msgs {
+        let subject = bus.strip_prefix(msg.subject.as_str()).to_owned();
+        let delivered = msg.info().map(|i| i.delivered).unwrap_or(1);
+        let span = tracing::info_span!(
+            "consume",
+            consumer = %spec.durable,
+            %subject,
+            delivered,
+            trace_id = tracing::field::Empty
+        );
+        crate::telemetry::set_parent_from_nats(&span, msg.headers.as_ref());
+        crate::telemetry::record_trace_id(&span);
+        let decoded = serde_json::from_slice::<Envelope<T>>(&msg.payload);
+        let received = Received { msg, subject, delivered, span };
+        match decoded {
+            Err(e) => settled.push((
+                received,
+                Err(HandlerError::Permanent(anyhow::anyhow!("undecodable message: {e}"))),
+            )),
+            Ok(_) if delivered > spec.max_deliver + 1 => settled.push((
+                received,
+                Err(HandlerError::Permanent(anyhow::anyhow!(
+                    "delivered {delivered} times without an answer (the handler crashed or timed out)"
+                ))),
+            )),
+            Ok(envelope) => {
+                deliveries.push(Delivery {
+                    subject: received.subject.clone(),
+                    envelope,
+                    delivered,
+                });
+                handled.push(received);
             }
-            Err(HandlerError::Retry { error, after }) if delivered < spec.max_deliver => {
-                let delay = after.unwrap_or_else(|| backoff(delivered));
-                tracing::warn!(error = format!("{error:#}"), retry_in_ms = delay.as_millis() as u64, "handler failed, will retry");
-                crate::health::metrics::consumed(&spec.durable, "retry");
-                AckKind::Nak(Some(delay))
-            }
-            Err(HandlerError::Retry { error, .. } | HandlerError::Permanent(error)) => {
-                let reason = format!("{error:#}");
-                match dead_letters
-                    .record(&spec.durable, &subject, &msg.payload, &reason, delivered)
-                    .await
-                {
-                    Ok(id) => {
-                        tracing::error!(error = %reason, dead_letter = %id, "message dead-lettered");
-                        crate::health::metrics::consumed(&spec.durable, "dead_letter");
-                        AckKind::Term
-                    }
-                    Err(e) => {
-                        tracing::error!(error = %reason, dead_letter_error = %e, "cannot write dead letter, will retry");
-                        AckKind::Nak(Some(backoff(delivered)))
-                    }
-                }
-            }
-        };
-        if let Err(e) = msg.ack_with(ack).await {
-            // The message will be redelivered after ack_wait; handlers are idempotent.
-            tracing::warn!(error = %e, "ack failed");
         }
     }
-    .instrument(span)
-    .await
+    if !deliveries.is_empty() {
+        // A batch runs in the span of its first message (a single message: its own span).
+        let span = handled.first().map(|r| r.span.clone()).unwrap_or_else(tracing::Span::none);
+        let count = deliveries.len();
+        let mut outcomes = handler(deliveries).instrument(span).await.into_iter();
+        for received in handled {
+            let outcome = outcomes.next().unwrap_or_else(|| {
+                Err(HandlerError::Retry {
+                    error: anyhow::anyhow!("the handler answered fewer than {count} outcomes"),
+                    after: None,
+                })
+            });
+            settled.push((received, outcome));
+        }
+    }
+    for (received, outcome) in settled {
+        let span = received.span.clone();
+        settle(spec, dead_letters, received, outcome).instrument(span).await;
+    }
+}
+
+/// Acks, naks or dead-letters one message according to its outcome.
+async fn settle(
+    spec: &ConsumerSpec,
+    dead_letters: &DeadLetters,
+    received: Received,
+    outcome: Result<(), HandlerError>,
+) {
+    let Received { msg, subject, delivered, .. } = received;
+    let ack = match outcome {
+        Ok(()) => {
+            crate::health::metrics::consumed(&spec.durable, "ok");
+            AckKind::Ack
+        }
+        Err(HandlerError::Retry { error, after }) if delivered < spec.max_deliver => {
+            let delay = after.unwrap_or_else(|| backoff(delivered));
+            tracing::warn!(
+                error = format!("{error:#}"),
+                retry_in_ms = delay.as_millis() as u64,
+                "handler failed, will retry"
+            );
+            crate::health::metrics::consumed(&spec.durable, "retry");
+            AckKind::Nak(Some(delay))
+        }
+        Err(HandlerError::Retry { error, .. } | HandlerError::Permanent(error)) => {
+            let reason = format!("{error:#}");
+            match dead_letters
+                .record(&spec.durable, &subject, &msg.payload, &reason, delivered)
+                .await
+            {
+                Ok(id) => {
+                    tracing::error!(error = %reason, dead_letter = %id, "message dead-lettered");
+                    crate::health::metrics::consumed(&spec.durable, "dead_letter");
+                    AckKind::Term
+                }
+                Err(e) => {
+                    tracing::error!(error = %reason, dead_letter_error = %e, "cannot write dead letter, will retry");
+                    AckKind::Nak(Some(backoff(delivered)))
+                }
+            }
+        }
+    };
+    if let Err(e) = msg.ack_with(ack).await {
+        // The message will be redelivered after ack_wait; handlers are idempotent.
+        tracing::warn!(error = %e, "ack failed");
+    }
 }
 
 #[cfg(test)]

@@ -18,7 +18,7 @@ use bytes::Bytes;
 
 use crate::{config::NatsConfig, schemas::Envelope};
 
-pub use consumer::{ConsumerSpec, Delivery, HandlerError, run_consumer};
+pub use consumer::{ConsumerSpec, Delivery, HandlerError, run_batch_consumer, run_consumer};
 pub use streams::StreamSpec;
 
 /// How long a publish may wait for its PubAck before it counts as failed (and is retried).

@@ -1,4 +1,5 @@
-//! ERP formats: `PUT /api/inventory/{sku}` with `{sku, warehouseCode, qtyOnHand}`; inbound
+//! ERP formats: `PUT /api/inventory/{sku}` with `{sku, warehouseCode, qtyOnHand}` (read back
+//! with `GET /api/inventory/{sku}?warehouseCode=`); inbound
 //! inventory messages become `count` adjustments; `GET /api/inventory?offset=&limit=` lists
 //! stock levels a page at a time (`{data: [...], has_more}`) for bulk loads.
 
@@ -13,6 +14,24 @@ pub fn stock_level(level: &StockLevel) -> OutboundRequest {
         path: format!("/api/inventory/{}", super::path_segment(&level.sku)),
         body: json!({"sku": level.sku, "warehouseCode": level.warehouse, "qtyOnHand": level.on_hand}),
     }
+}
+
+/// Reads the ERP's level of one sku in one warehouse (`GET /api/inventory/{sku}?warehouseCode=`).
+pub fn read_stock_level(sku: &str, warehouse: &str) -> OutboundRequest {
+    OutboundRequest {
+        method: Method::GET,
+        path: format!(
+            "/api/inventory/{}?warehouseCode={}",
+            super::path_segment(sku),
+            super::path_segment(warehouse)
+        ),
+        body: Value::Null,
+    }
+}
+
+/// The quantity in the ERP's answer to [`read_stock_level`].
+pub fn level_in(answer: &Value) -> Option<i64> {
+    answer.get("qtyOnHand").and_then(Value::as_i64)
 }
 
 /// The path of one page of the ERP's stock levels.

@@ -83,6 +83,37 @@ mod tests {
         }
 
         #[test]
+        fn every_read_back_is_a_get_whose_parameters_decode_to_the_record(level in level()) {
+            type Read = fn(&str, &str) -> crate::outbound::OutboundRequest;
+            for read in [erp::read_stock_level as Read, shop::read_stock_level, pos::read_stock_level, wms::read_stock_level] {
+                let request = read(&level.sku, &level.warehouse);
+                prop_assert_eq!(&request.method, &reqwest::Method::GET);
+                prop_assert!(request.body.is_null());
+                prop_assert!(!request.path.contains(['#', ' ']), "{}", request.path);
+                let (path, query) = request.path.split_once('?').unwrap_or((request.path.as_str(), ""));
+                let mut values: Vec<String> = query.split('&').filter_map(|kv| kv.split_once('=')).filter_map(|(_, v)| decode(v)).collect();
+                values.extend(path.rsplit('/').next().and_then(decode));
+                prop_assert!(values.contains(&level.sku), "{} lacks the sku", request.path);
+                prop_assert!(values.contains(&level.warehouse), "{} lacks the warehouse", request.path);
+            }
+        }
+
+        #[test]
+        fn a_level_read_back_is_the_level_pushed(level in level()) {
+            // What each system answers to a read after our push (the sandbox's formats).
+            let answers = [
+                (erp::level_in as fn(&Value) -> Option<i64>, erp::stock_level(&level).body),
+                (shop::level_in, serde_json::json!({"inventory_levels": [shop::stock_level(&level).body]})),
+                (pos::level_in, pos::stock_level(&level).body),
+                (wms::level_in, wms::stock_level(&level).body),
+            ];
+            for (read, answer) in answers {
+                prop_assert_eq!(read(&answer), Some(level.on_hand));
+            }
+            prop_assert_eq!(shop::level_in(&serde_json::json!({"inventory_levels": []})), None);
+        }
+
+        #[test]
         fn the_erp_path_names_the_sku_as_one_segment(level in level()) {
             let path = erp::stock_level(&level).path;
             let segment = path.strip_prefix("/api/inventory/").unwrap_or_default();

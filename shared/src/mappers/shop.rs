@@ -3,7 +3,7 @@
 //! unavailable (`inventory_policy: deny`) when it runs out everywhere.
 
 use reqwest::Method;
-use serde_json::json;
+use serde_json::{Value, json};
 
 use crate::{outbound::OutboundRequest, schemas::inventory::StockLevel};
 
@@ -19,6 +19,25 @@ pub fn stock_level(level: &StockLevel) -> OutboundRequest {
             "available": level.on_hand,
         }),
     }
+}
+
+/// Reads one inventory level (`GET .../inventory_levels.json?inventory_item_ids=&location_ids=`).
+pub fn read_stock_level(sku: &str, warehouse: &str) -> OutboundRequest {
+    OutboundRequest {
+        method: Method::GET,
+        path: format!(
+            "/admin/api/{API_VERSION}/inventory_levels.json?inventory_item_ids={}&location_ids={}",
+            super::path_segment(sku),
+            super::path_segment(warehouse)
+        ),
+        body: Value::Null,
+    }
+}
+
+/// The `available` figure in the shop's answer to [`read_stock_level`] (none when the list is
+/// empty).
+pub fn level_in(answer: &Value) -> Option<i64> {
+    answer.get("inventory_levels")?.as_array()?.first()?.get("available")?.as_i64()
 }
 
 /// Enables or disables selling the product.

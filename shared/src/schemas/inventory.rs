@@ -131,7 +131,7 @@ impl Event for StockLevelChanged {
 }
 
 /// The level a target is told about.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct StockLevel {
     pub sku: String,
     pub warehouse: String,

@@ -21,6 +21,21 @@ pub enum SyncStatus {
     Skipped,
     Failed,
     DeadLettered,
+    /// Anti-entropy found the target holding another value than ours (and corrected it).
+    Drifted,
+}
+
+impl SyncStatus {
+    /// The name in sync logs (`Failed` is logged as `retrying`: the attempt will be repeated).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SyncStatus::Synced => "synced",
+            SyncStatus::Skipped => "skipped",
+            SyncStatus::Failed => "retrying",
+            SyncStatus::DeadLettered => "dead_lettered",
+            SyncStatus::Drifted => "drifted",
+        }
+    }
 }
 
 /// One sync attempt with an external system: `sync.events.<system>.<direction>.<entity>`.

@@ -38,7 +38,11 @@ fn config(db: &TestDb, nats: &TestNats, sandbox: &Sandbox) -> inventory_sync::Co
             (Target::Wms, endpoint(Target::Wms, &sandbox.wms)),
         ]),
         adjuster: inventory_sync::domain::adjuster::AdjusterConfig { workers: 4, max_batch: 256 },
-        push_concurrency: 4,
+        push: shared::push::PushConfig {
+            concurrency: 4,
+            anti_entropy_every: None,
+            ..Default::default()
+        },
     }
 }
 

@@ -50,7 +50,11 @@ fn inventory_test_config(db: &TestDb, nats: &TestNats) -> inventory_sync::Config
         hmac_secrets: vec![],
         targets: Default::default(),
         adjuster: inventory_sync::domain::adjuster::AdjusterConfig { workers: 2, max_batch: 64 },
-        push_concurrency: 2,
+        push: shared::push::PushConfig {
+            concurrency: 2,
+            anti_entropy_every: None,
+            ..Default::default()
+        },
     }
 }
 

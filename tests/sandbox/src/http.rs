@@ -84,6 +84,10 @@ struct State {
     /// Faults for requests whose path contains the given text, checked first.
     path_faults: Vec<(String, Fault)>,
     latency: Option<Duration>,
+    /// Requests received and not answered yet (waiting out the latency).
+    in_flight: usize,
+    /// Extra random delay, up to this, on top of `latency` (each request draws its own).
+    jitter: Option<Duration>,
     /// (sku, location) -> quantity, for the stock-holding systems.
     levels: BTreeMap<(String, String), i64>,
     /// sku -> sellable, for the shop.
@@ -178,6 +182,26 @@ impl SimServer {
         self.state().latency = latency;
     }
 
+    /// Requests received and not answered yet.
+    pub fn in_flight(&self) -> usize {
+        self.state().in_flight
+    }
+
+    /// Delays every answer by a random time up to `max` (so requests overtake each other).
+    pub fn set_jitter(&self, max: Option<Duration>) {
+        self.state().jitter = max;
+    }
+
+    /// Changes the level the system holds, as its own users do (a sale, a receipt, a count),
+    /// without recording a request; returns the new level. The system reports such changes to
+    /// datasync itself, after making them, as real systems do.
+    pub fn change_level(&self, sku: &str, location: &str, change: impl FnOnce(i64) -> i64) -> i64 {
+        let mut state = self.state();
+        let level = state.levels.entry((sku.to_owned(), location.to_owned())).or_insert(0);
+        *level = change(*level);
+        *level
+    }
+
     /// The stock level the system holds for `sku` at `location`.
     pub fn level(&self, sku: &str, location: &str) -> Option<i64> {
         self.state().levels.get(&(sku.to_owned(), location.to_owned())).copied()
@@ -238,9 +262,16 @@ async fn handle(req: HttpRequest, body: web::Bytes, sim: web::Data<Inner>) -> Ht
             .unwrap_or_default();
         return HttpResponse::Ok().json(requests);
     }
-    let latency = sim.state.lock().map(|s| s.latency).unwrap_or(None);
+    let (latency, jitter) = {
+        let mut state = sim.state.lock().unwrap_or_else(|p| p.into_inner());
+        state.in_flight += 1;
+        (state.latency, state.jitter)
+    };
     if let Some(latency) = latency {
         tokio::time::sleep(latency).await;
+    }
+    if let Some(jitter) = jitter {
+        tokio::time::sleep(jitter.mul_f64(rand::random::<f64>())).await;
     }
     let (status, response, retry_after) = {
         let mut state = sim.state.lock().unwrap_or_else(|p| p.into_inner());
@@ -277,6 +308,7 @@ async fn handle(req: HttpRequest, body: web::Bytes, sim: web::Data<Inner>) -> Ht
             };
             (s, b, None)
         };
+        state.in_flight -= 1;
         state.requests.push(Recorded {
             method,
             path,
@@ -334,6 +366,48 @@ fn int_field(body: &Value, name: &str) -> Result<i64, (u16, Value)> {
         .ok_or_else(|| problem(422, &format!("{name} is required and must be an integer")))
 }
 
+/// The decoded value of query parameter `name`.
+fn query_param(query: &str, name: &str) -> Option<String> {
+    query
+        .split('&')
+        .filter_map(|kv| kv.split_once('='))
+        .find(|(k, _)| *k == name)
+        .map(|(_, v)| percent_decode(v))
+}
+
+fn percent_decode(value: &str) -> String {
+    let bytes = value.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let hex = bytes.get(i + 1..i + 3).and_then(|h| std::str::from_utf8(h).ok());
+        match (bytes[i], hex.and_then(|h| u8::from_str_radix(h, 16).ok())) {
+            (b'%', Some(byte)) => {
+                out.push(byte);
+                i += 3;
+            }
+            (b'+', _) => {
+                out.push(b' ');
+                i += 1;
+            }
+            (byte, _) => {
+                out.push(byte);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// The level at (sku, location), or a 404.
+fn held(state: &State, sku: &str, location: &str) -> Result<i64, (u16, Value)> {
+    state
+        .levels
+        .get(&(sku.to_owned(), location.to_owned()))
+        .copied()
+        .ok_or_else(|| problem(404, "no such inventory level"))
+}
+
 fn route(
     system: System,
     state: &mut State,
@@ -370,6 +444,13 @@ fn route(
                 let total = state.levels.len();
                 Ok((200, json!({"data": data, "has_more": offset + limit < total, "total": total})))
             }
+            (System::Erp, "GET", ["api", "inventory", sku]) => {
+                let sku = percent_decode(sku);
+                let warehouse = query_param(query, "warehouseCode")
+                    .ok_or_else(|| problem(400, "warehouseCode is required"))?;
+                let qty = held(state, &sku, &warehouse)?;
+                Ok((200, json!({"sku": sku, "warehouseCode": warehouse, "qtyOnHand": qty})))
+            }
             (System::Erp, "PUT", ["api", "inventory", sku]) => {
                 if str_field(body, "sku")? != *sku {
                     return Err(problem(422, "sku does not match the URL"));
@@ -378,6 +459,18 @@ fn route(
                 let qty = int_field(body, "qtyOnHand")?;
                 state.levels.insert(((*sku).to_owned(), warehouse.to_owned()), qty);
                 Ok((200, json!({"sku": sku, "warehouseCode": warehouse, "qtyOnHand": qty})))
+            }
+            (System::Shop, "GET", ["admin", "api", _, "inventory_levels.json"]) => {
+                let item = query_param(query, "inventory_item_ids")
+                    .ok_or_else(|| problem(400, "inventory_item_ids is required"))?;
+                let location = query_param(query, "location_ids")
+                    .ok_or_else(|| problem(400, "location_ids is required"))?;
+                let levels: Vec<Value> = held(state, &item, &location)
+                    .ok()
+                    .map(|available| json!({"inventory_item_id": item, "location_id": location, "available": available}))
+                    .into_iter()
+                    .collect();
+                Ok((200, json!({"inventory_levels": levels})))
             }
             (System::Shop, "POST", ["admin", "api", _, "inventory_levels", "set.json"]) => {
                 let item = str_field(body, "inventory_item_id")?;
@@ -408,12 +501,27 @@ fn route(
                     json!({"product": {"id": sku, "available": available, "inventory_policy": policy}}),
                 ))
             }
+            (System::Pos, "GET", ["inventory", item]) => {
+                let item = percent_decode(item);
+                let location = query_param(query, "location_id")
+                    .ok_or_else(|| problem(400, "location_id is required"))?;
+                let qty = held(state, &item, &location)?;
+                Ok((200, json!({"item_id": item, "location_id": location, "quantity": qty})))
+            }
             (System::Pos, "POST", ["inventory", "update"]) => {
                 let item = str_field(body, "item_id")?;
                 let location = str_field(body, "location_id")?;
                 let qty = int_field(body, "quantity")?;
                 state.levels.insert((item.to_owned(), location.to_owned()), qty);
                 Ok((200, json!({"status": "ok"})))
+            }
+            (System::Wms, "GET", ["api", "inventory"]) => {
+                let sku =
+                    query_param(query, "sku").ok_or_else(|| problem(400, "sku is required"))?;
+                let location = query_param(query, "location")
+                    .ok_or_else(|| problem(400, "location is required"))?;
+                let qty = held(state, &sku, &location)?;
+                Ok((200, json!({"sku": sku, "location": location, "qty": qty})))
             }
             (System::Wms, "PUT", ["api", "inventory"]) => {
                 let sku = str_field(body, "sku")?;

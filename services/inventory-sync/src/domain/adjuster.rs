@@ -19,7 +19,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use chrono::{DateTime, Utc};
 use diesel::{
     result::{DatabaseErrorKind, Error as DieselError},
-    sql_types::{Array, BigInt, Bool, Nullable, Text, Timestamptz},
+    sql_types::{Array, BigInt, Nullable, Text, Timestamptz},
 };
 use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
 use serde::Serialize;
@@ -455,8 +455,13 @@ async fn apply_batch(
             continue;
         }
         new_rows.push(NewRow { adjustment: a, before: *on_hand, after });
+        // A change that leaves the level as it was (a count confirming it) is in the ledger but
+        // is no new version: nothing is pushed for it, so a system that reports our own push
+        // back to us cannot start a loop.
+        if after != *on_hand {
+            *version += 1;
+        }
         *on_hand = after;
-        *version += 1;
         plans.push(Plan::Insert(new_rows.len() - 1));
     }
 
@@ -493,38 +498,46 @@ async fn apply_batch(
             inserted.push(ledger.answer(false));
         }
 
-        // Each changed row with its new level and its last change (source, absolute?).
-        let last_change: BTreeMap<(&str, &str), (&str, bool)> = new_rows
+        // Each row whose level changed, with its new level and the source of its last change.
+        let last_change: BTreeMap<(&str, &str), &str> = new_rows
             .iter()
+            .filter(|r| r.after != r.before)
             .map(|r| {
                 let a = r.adjustment;
-                ((a.sku.as_str(), a.warehouse.as_str()), (a.source.as_str(), a.kind.is_absolute()))
+                ((a.sku.as_str(), a.warehouse.as_str()), a.source.as_str())
             })
             .collect();
-        let changed: Vec<(&RowKey, &Level, (&str, bool))> = levels
+        let changed: Vec<(&RowKey, &Level, &str)> = levels
             .iter()
             .filter_map(|(k, v)| last_change.get(&(k.0.as_str(), k.1.as_str())).map(|c| (k, v, *c)))
             .collect();
-        diesel::sql_query(
-            "UPDATE inventory.stock s SET on_hand = v.on_hand, version = v.version, \
-                 last_source = v.last_source, last_change_absolute = v.absolute, updated_at = now() \
-             FROM unnest($1::text[], $2::text[], $3::bigint[], $4::bigint[], $5::text[], $6::bool[]) \
-                 AS v(sku, warehouse, on_hand, version, last_source, absolute) \
-             WHERE s.sku = v.sku AND s.warehouse = v.warehouse",
-        )
-        .bind::<Array<Text>, _>(changed.iter().map(|(k, _, _)| k.0.as_str()).collect::<Vec<_>>())
-        .bind::<Array<Text>, _>(changed.iter().map(|(k, _, _)| k.1.as_str()).collect::<Vec<_>>())
-        .bind::<Array<BigInt>, _>(changed.iter().map(|(_, v, _)| v.0).collect::<Vec<_>>())
-        .bind::<Array<BigInt>, _>(changed.iter().map(|(_, v, _)| v.1).collect::<Vec<_>>())
-        .bind::<Array<Text>, _>(changed.iter().map(|(_, _, c)| c.0).collect::<Vec<_>>())
-        .bind::<Array<Bool>, _>(changed.iter().map(|(_, _, c)| c.1).collect::<Vec<_>>())
-        .execute(conn)
-        .await?;
+        if !changed.is_empty() {
+            diesel::sql_query(
+                "UPDATE inventory.stock s SET on_hand = v.on_hand, version = v.version, \
+                     last_source = v.last_source, updated_at = now() \
+                 FROM unnest($1::text[], $2::text[], $3::bigint[], $4::bigint[], $5::text[]) \
+                     AS v(sku, warehouse, on_hand, version, last_source) \
+                 WHERE s.sku = v.sku AND s.warehouse = v.warehouse",
+            )
+            .bind::<Array<Text>, _>(
+                changed.iter().map(|(k, _, _)| k.0.as_str()).collect::<Vec<_>>(),
+            )
+            .bind::<Array<Text>, _>(
+                changed.iter().map(|(k, _, _)| k.1.as_str()).collect::<Vec<_>>(),
+            )
+            .bind::<Array<BigInt>, _>(changed.iter().map(|(_, v, _)| v.0).collect::<Vec<_>>())
+            .bind::<Array<BigInt>, _>(changed.iter().map(|(_, v, _)| v.1).collect::<Vec<_>>())
+            .bind::<Array<Text>, _>(changed.iter().map(|(_, _, c)| *c).collect::<Vec<_>>())
+            .execute(conn)
+            .await?;
+        }
+        let changed: BTreeSet<(&str, &str)> =
+            changed.iter().map(|(k, _, _)| (k.0.as_str(), k.1.as_str())).collect();
 
         outbox::enqueue(
             conn,
             SCHEMA,
-            &events(&inserted, &products, &mut fresh, targets, low_stock_alerts),
+            &events(&inserted, &products, &mut fresh, &changed, targets, low_stock_alerts),
         )
         .await?;
     }
@@ -546,24 +559,20 @@ async fn apply_batch(
 }
 
 /// Outbox rows for applied adjustments: one `StockAdjusted` each, one `StockLevelChanged` per
-/// changed sku/warehouse and configured target (except the systems the changes came from,
-/// unless another change in the batch came from elsewhere), and threshold-crossing alerts.
+/// sku/warehouse whose level changed and configured target (the system a change came from
+/// included: the push engine reads it back and pushes only if a crossing push overwrote its
+/// change), and threshold-crossing alerts.
 fn events(
     applied: &[Applied],
     products: &HashMap<String, ProductRow>,
     fresh: &mut BTreeSet<(String, String)>,
+    changed: &BTreeSet<(&str, &str)>,
     configured: &BTreeSet<Target>,
     low_stock_alerts: bool,
 ) -> Vec<OutboxRow> {
-    let mut rows = Vec::with_capacity(applied.len() * 2);
-    let mut targets: BTreeMap<(&str, &str), BTreeSet<Target>> = BTreeMap::new();
+    let mut rows = Vec::with_capacity(applied.len() + changed.len() * configured.len());
     for a in applied {
         rows.push(OutboxRow::new(&Envelope::new(crate::SERVICE, StockAdjusted::from(a))));
-        let origin = Target::parse(&a.source);
-        targets
-            .entry((a.sku.as_str(), a.warehouse.as_str()))
-            .or_default()
-            .extend(configured.iter().copied().filter(|t| Some(*t) != origin));
         let first_change = fresh.remove(&(a.sku.clone(), a.warehouse.clone()));
         if let Some(product) = products.get(&a.sku)
             && !first_change
@@ -575,11 +584,15 @@ fn events(
             }
         }
     }
-    for ((sku, warehouse), targets) in targets {
-        for target in targets {
+    for (sku, warehouse) in changed {
+        for &target in configured {
             rows.push(OutboxRow::new(&Envelope::new(
                 crate::SERVICE,
-                StockLevelChanged { target, sku: sku.to_owned(), warehouse: warehouse.to_owned() },
+                StockLevelChanged {
+                    target,
+                    sku: (*sku).to_owned(),
+                    warehouse: (*warehouse).to_owned(),
+                },
             )));
         }
     }

@@ -1,4 +1,3 @@
 pub mod adjustments;
 pub mod products;
 pub mod stock;
-pub mod targets;

@@ -11,6 +11,8 @@ use crate::helpers::{WAIT, adjustment, spawn};
 async fn every_target_except_the_source_receives_the_new_level_in_its_own_format() {
     let t = spawn().await;
     t.put_product("TEE-1", 0).await;
+    // The POS took the receipt itself: it holds 7 before it tells us.
+    t.sandbox.pos.set_level("TEE-1", "W1", 7);
 
     let (status, _) = t.adjust(&adjustment("pos", "TEE-1", "receipt", 7, "r1")).await;
     assert_eq!(status, 201);
@@ -24,7 +26,12 @@ async fn every_target_except_the_source_receives_the_new_level_in_its_own_format
             sim.requests()
         );
     }
-    assert!(s.pos.requests().is_empty(), "the source is never pushed back to");
+    assert!(s.pos.wait_until(WAIT, |x| !x.requests().is_empty()).await, "the source is read back");
+    assert!(
+        s.pos.requests().iter().all(|r| r.method == "GET"),
+        "the source holds the level already and is not pushed to: {:?}",
+        s.pos.requests()
+    );
     let erp = &s.erp.accepted()[0];
     assert_eq!((erp.method.as_str(), erp.path.as_str()), ("PUT", "/api/inventory/TEE-1"));
     assert_eq!(erp.body, json!({"sku": "TEE-1", "warehouseCode": "W1", "qtyOnHand": 7}));
@@ -41,9 +48,7 @@ async fn every_target_except_the_source_receives_the_new_level_in_its_own_format
         json!({"inventory_item_id": "TEE-1", "location_id": "W1", "available": 7})
     );
     let logged = harness::eventually(WAIT, || async {
-        (t.count("SELECT count(*) AS n FROM inventory.target_sync_log WHERE status = 'synced'")
-            .await
-            == 3)
+        (t.count("SELECT count(*) AS n FROM inventory.push_log WHERE status = 'synced'").await == 3)
             .then_some(())
     });
     assert!(logged.await.is_some(), "every push is logged");
@@ -66,7 +71,7 @@ async fn failing_targets_are_retried_honouring_retry_after_until_they_accept() {
     let statuses: Vec<u16> = t.sandbox.erp.requests().iter().map(|r| r.status).collect();
     assert_eq!(statuses, [503, 503, 429, 200]);
     let logged = harness::eventually(WAIT, || async {
-        (t.count("SELECT count(*) AS n FROM inventory.target_sync_log WHERE target = 'erp' AND status = 'retrying'").await == 3).then_some(())
+        (t.count("SELECT count(*) AS n FROM inventory.push_log WHERE target = 'erp' AND status = 'retrying'").await == 3).then_some(())
     });
     assert!(logged.await.is_some(), "failed attempts are logged");
     assert_eq!(t.count("SELECT count(*) AS n FROM inventory.dead_letters").await, 0);
@@ -180,7 +185,7 @@ async fn erp_inventory_messages_become_count_adjustments_exactly_once() {
     let t = spawn().await;
     t.put_product("TEE-5", 0).await;
     // The ERP has not been told about the POS receipt yet when its own count arrives: the
-    // count is absolute, so the ERP already has the resulting level and nothing is echoed.
+    // ERP holds its count (read back), so nothing is echoed to it.
     t.sandbox.erp.fail_next(1, Fault::RateLimited { retry_after_secs: 5 });
     t.adjust(&adjustment("pos", "TEE-5", "receipt", 3, "r1")).await;
     assert!(
@@ -198,6 +203,7 @@ async fn erp_inventory_messages_become_count_adjustments_exactly_once() {
         },
     );
     let payload = serde_json::to_vec(&message).unwrap();
+    t.sandbox.erp.set_level("TEE-5", "W1", 42); // the ERP counted, then reports
 
     for attempt in 0..2 {
         // The second publish has another message id: only the ledger's unique key can stop it.
@@ -228,15 +234,16 @@ async fn erp_inventory_messages_become_count_adjustments_exactly_once() {
         t.sandbox.erp.requests().iter().all(|r| r.body["qtyOnHand"] != 42),
         "ERP's own count is not pushed back to it"
     );
-    assert_eq!(t.sandbox.erp.requests().len(), 1, "only the push that got the 429");
+    let writes = t.sandbox.erp.requests().into_iter().filter(|r| r.method != "GET").count();
+    assert_eq!(writes, 1, "only the push that got the 429");
     assert_eq!(
         t.count(
-            "SELECT count(*) AS n FROM inventory.target_sync_log \
-             WHERE target = 'erp' AND status = 'skipped' AND quantity = 42"
+            "SELECT count(*) AS n FROM inventory.push_log \
+             WHERE target = 'erp' AND status = 'skipped' AND value->>'on_hand' = '42'"
         )
         .await,
         1,
-        "the pending push was skipped, not sent"
+        "the ERP was read back and not pushed to"
     );
 }
 
@@ -335,7 +342,7 @@ async fn a_target_that_answers_410_is_stopped_until_resumed_then_caught_up() {
         harness::eventually(WAIT, || async {
             let skipped = t
                 .count(
-                    "SELECT count(*) AS n FROM inventory.target_sync_log \
+                    "SELECT count(*) AS n FROM inventory.push_log \
                      WHERE target = 'erp' AND status = 'skipped' AND error LIKE 'target stopped%'",
                 )
                 .await;

@@ -41,7 +41,11 @@ pub fn config_for(db: &TestDb, nats: &TestNats, sandbox: &Sandbox) -> Config {
             (Target::Wms, endpoint(Target::Wms, &sandbox.wms)),
         ]),
         adjuster: AdjusterConfig { workers: 4, max_batch: 256 },
-        push_concurrency: 4,
+        push: shared::push::PushConfig {
+            concurrency: 4,
+            anti_entropy_every: None,
+            ..Default::default()
+        },
     }
 }
 

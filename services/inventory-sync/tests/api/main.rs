@@ -4,6 +4,7 @@
 
 mod adjustments;
 mod bulk;
+mod convergence;
 mod fanout;
 mod helpers;
 mod operations;

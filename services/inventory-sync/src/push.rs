@@ -1,0 +1,211 @@
+//! Stock levels pushed to each target (ERP, shop, POS, WMS) by the shared push engine
+//! ([`shared::push`]): this holds only what is inventory's own, how a stock row is loaded and
+//! how each target's request looks.
+//!
+//! Input: `inventory.level.<target>.<warehouse>.<sku>` (latest message per subject only), one
+//! batch consumer per configured target. The record key is `<warehouse>/<sku>`; the record's
+//! version is `stock.version` (bumped by every change of the level) and its origin
+//! `stock.last_source`. For the shop, a delivered level is followed by the product's
+//! availability: disabled when it is out of stock everywhere, enabled when stock returns.
+
+use diesel::sql_types::{Array, BigInt, Bool, Nullable, Text};
+use diesel_async::{AsyncPgConnection, RunQueryDsl};
+use serde_json::Value;
+use shared::{
+    bus::outbox::OutboxRow,
+    mappers,
+    outbound::{self, OutboundRequest, Outcome},
+    push::{Connector, FollowUp, Loaded, Origin},
+    schemas::{
+        Envelope,
+        inventory::{StockLevel, StockLevelChanged, Target},
+    },
+};
+
+/// One target's stock levels.
+pub struct StockLevels {
+    pub target: Target,
+}
+
+#[derive(diesel::QueryableByName)]
+struct Row {
+    #[diesel(sql_type = Text)]
+    sku: String,
+    #[diesel(sql_type = Text)]
+    warehouse: String,
+    #[diesel(sql_type = BigInt)]
+    on_hand: i64,
+    #[diesel(sql_type = BigInt)]
+    version: i64,
+    #[diesel(sql_type = Nullable<Text>)]
+    last_source: Option<String>,
+}
+
+#[derive(diesel::QueryableByName)]
+struct Availability {
+    #[diesel(sql_type = Bool)]
+    in_stock: bool,
+    #[diesel(sql_type = Nullable<Bool>)]
+    shop_available: Option<bool>,
+}
+
+fn key(warehouse: &str, sku: &str) -> String {
+    format!("{warehouse}/{sku}")
+}
+
+/// `(warehouse, sku)` of a key; warehouses never contain `/` (they are subject tokens).
+fn split(key: &str) -> (&str, &str) {
+    key.split_once('/').unwrap_or(("", key))
+}
+
+impl Connector for StockLevels {
+    type Record = StockLevel;
+    type Message = StockLevelChanged;
+    const ENTITY: &'static str = "stock_level";
+
+    fn key(&self, message: &StockLevelChanged) -> String {
+        key(&message.warehouse, &message.sku)
+    }
+
+    fn message(&self, record_key: &str) -> OutboxRow {
+        let (warehouse, sku) = split(record_key);
+        OutboxRow::new(&Envelope::new(
+            crate::SERVICE,
+            StockLevelChanged { target: self.target, sku: sku.into(), warehouse: warehouse.into() },
+        ))
+    }
+
+    fn records_sql(&self) -> String {
+        "SELECT warehouse || '/' || sku AS key, version FROM inventory.stock \
+         WHERE warehouse || '/' || sku > $1 ORDER BY 1 LIMIT $2"
+            .into()
+    }
+
+    async fn load(
+        &self,
+        conn: &mut AsyncPgConnection,
+        keys: &[String],
+    ) -> diesel::QueryResult<Vec<Loaded<StockLevel>>> {
+        let (warehouses, skus): (Vec<&str>, Vec<&str>) = keys.iter().map(|k| split(k)).unzip();
+        // Ordered by sku: the shop's follow-up locks product rows in this order (no deadlocks
+        // between batches).
+        let rows: Vec<Row> = diesel::sql_query(
+            "SELECT sku, warehouse, on_hand, version, last_source FROM inventory.stock \
+             WHERE (warehouse, sku) IN (SELECT * FROM unnest($1::text[], $2::text[])) \
+             ORDER BY sku, warehouse",
+        )
+        .bind::<Array<Text>, _>(warehouses)
+        .bind::<Array<Text>, _>(skus)
+        .load(conn)
+        .await?;
+        Ok(rows
+            .into_iter()
+            .map(|r| Loaded {
+                key: key(&r.warehouse, &r.sku),
+                version: r.version,
+                origin: r.last_source.map(|system| Origin { system }),
+                record: StockLevel { sku: r.sku, warehouse: r.warehouse, on_hand: r.on_hand },
+            })
+            .collect())
+    }
+
+    fn request(&self, record: &Loaded<StockLevel>) -> OutboundRequest {
+        let level = &record.record;
+        match self.target {
+            Target::Erp => mappers::erp::stock_level(level),
+            Target::Ecommerce => mappers::shop::stock_level(level),
+            Target::Pos => mappers::pos::stock_level(level),
+            Target::Wms => mappers::wms::stock_level(level),
+        }
+    }
+
+    fn read_request(&self, record: &Loaded<StockLevel>) -> Option<OutboundRequest> {
+        let (sku, warehouse) = (&record.record.sku, &record.record.warehouse);
+        Some(match self.target {
+            Target::Erp => mappers::erp::read_stock_level(sku, warehouse),
+            Target::Ecommerce => mappers::shop::read_stock_level(sku, warehouse),
+            Target::Pos => mappers::pos::read_stock_level(sku, warehouse),
+            Target::Wms => mappers::wms::read_stock_level(sku, warehouse),
+        })
+    }
+
+    fn holds(&self, record: &Loaded<StockLevel>, answer: &Value) -> bool {
+        let found = match self.target {
+            Target::Erp => mappers::erp::level_in(answer),
+            Target::Ecommerce => mappers::shop::level_in(answer),
+            Target::Pos => mappers::pos::level_in(answer),
+            Target::Wms => mappers::wms::level_in(answer),
+        };
+        found == Some(record.record.on_hand)
+    }
+
+    async fn after_delivered(
+        &self,
+        ctx: FollowUp<'_>,
+        record: &Loaded<StockLevel>,
+        _answer: &Value,
+    ) -> anyhow::Result<Outcome> {
+        if self.target != Target::Ecommerce {
+            return Ok(Outcome::Delivered(reqwest::StatusCode::OK));
+        }
+        shop_availability(ctx, &record.record.sku).await
+    }
+
+    fn unsettled_sql(&self) -> Option<String> {
+        // Products whose availability on the shop differs from their stock (one key each).
+        (self.target == Target::Ecommerce).then(|| {
+            "SELECT min(s.warehouse) || '/' || p.sku FROM inventory.products p \
+                 JOIN inventory.stock s ON s.sku = p.sku \
+             GROUP BY p.sku, p.shop_available \
+             HAVING p.shop_available IS DISTINCT FROM (SUM(s.on_hand) > 0)"
+                .into()
+        })
+    }
+}
+
+/// Disables the product on the shop when it is out of stock everywhere, re-enables it when
+/// stock returns; no request when the shop already has the right state.
+async fn shop_availability(ctx: FollowUp<'_>, sku: &str) -> anyhow::Result<Outcome> {
+    let FollowUp { conn, http, endpoint } = ctx;
+    // Availability is per product while pushes are per warehouse: lock the product row so two
+    // warehouses' pushes cannot decide on stale totals and leave the wrong state.
+    diesel::sql_query("SELECT 1 FROM inventory.products WHERE sku = $1 FOR NO KEY UPDATE")
+        .bind::<Text, _>(sku)
+        .execute(&mut *conn)
+        .await?;
+    let availability: Availability = diesel::sql_query(
+        "SELECT COALESCE(SUM(s.on_hand), 0) > 0 AS in_stock, p.shop_available \
+         FROM inventory.products p LEFT JOIN inventory.stock s ON s.sku = p.sku \
+         WHERE p.sku = $1 GROUP BY p.shop_available",
+    )
+    .bind::<Text, _>(sku)
+    .get_result(&mut *conn)
+    .await?;
+    if availability.shop_available == Some(availability.in_stock) {
+        return Ok(Outcome::Delivered(reqwest::StatusCode::OK));
+    }
+    let request = mappers::shop::product_availability(sku, availability.in_stock);
+    let outcome = outbound::send(http, endpoint, &request).await;
+    if matches!(outcome, Outcome::Delivered(_)) {
+        diesel::sql_query(
+            "UPDATE inventory.products SET shop_available = $2, updated_at = now() WHERE sku = $1",
+        )
+        .bind::<Text, _>(sku)
+        .bind::<Bool, _>(availability.in_stock)
+        .execute(conn)
+        .await?;
+        tracing::info!(sku, available = availability.in_stock, "shop availability changed");
+    }
+    Ok(outcome)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_key_is_warehouse_then_sku_and_splits_back() {
+        assert_eq!(key("W1", "A/B"), "W1/A/B");
+        assert_eq!(split("W1/A/B"), ("W1", "A/B"));
+    }
+}

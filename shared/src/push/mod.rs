@@ -1,0 +1,546 @@
+//! The outbound push engine: one for every connector. A connector says how to load a record,
+//! how to build its request and, where the target's API can read, how to read the target's
+//! figure back; the engine does everything else.
+//!
+//! Input: a durable consumer per target on a subject that names one record per message (for
+//! stock, `inventory.level.<target>.<warehouse>.<sku>`). A message carries no data: the record
+//! is loaded when the push runs, so bursts coalesce and reordered or duplicated messages are
+//! harmless.
+//!
+//! Per batch of ready messages (one database transaction, one connection):
+//! 1. Take a transaction-scoped advisory lock per record (`try`: a record another batch or
+//!    replica is pushing right now is retried shortly), so pushes of one record to one target
+//!    never overlap and always go out in version order.
+//! 2. Load the records and `push_state` (the version the target was last told). A record the
+//!    target already has at this version is not sent again (version fencing), so a stale or
+//!    duplicate message never sends an older version after a newer one.
+//! 3. HTTP, concurrently within the batch: the push, or for a record whose latest change came
+//!    from this very target (its own count or sale), a read-back first. Loop
+//!    prevention never assumes: the target is skipped only when it shows our exact figure; a
+//!    differing or unreadable figure is pushed. (A push of ours can cross the target's own
+//!    change in the network and overwrite it; the read-back catches that, an assumption
+//!    would leave the target stale for good.)
+//! 4. In the same transaction: `push_state` for what was delivered, one `push_log` row and one
+//!    `sync.events.<target>.outbound.<entity>` event per attempt, a `410 Gone` stops the target
+//!    (critical alert; later pushes are skipped and logged; resuming queues what it missed).
+//!
+//! Failures: 5xx, 429 (`Retry-After` honoured) and transport errors are retried with backoff up
+//! to the `push_max_attempts` runtime setting, then dead-lettered (replayable); other 4xx at once.
+//!
+//! Why a connection and locks are held across the batch's HTTP calls: the advisory locks die
+//! with the session, so a crashed replica never blocks a record (a lease row would block it
+//! until the lease expires), and the batch's results commit with the same transaction that read
+//! the versions. The cost is one pooled connection per batch in flight (not per record), from the
+//! engine's own pool, bounded by the 10 s outbound timeout.
+//!
+//! [`anti_entropy`] reads every record back on a schedule and corrects drift.
+
+pub mod anti_entropy;
+mod store;
+
+use std::{collections::BTreeMap, future::Future, sync::Arc, time::Duration};
+
+use diesel_async::{AsyncConnection, AsyncPgConnection};
+use futures::StreamExt;
+use serde::Serialize;
+use serde_json::Value;
+
+pub use store::TargetStatus;
+
+use crate::{
+    bus::{ConsumerSpec, Delivery, HandlerError, outbox::OutboxRow},
+    db::PgPool,
+    outbound::{self, Endpoint, OutboundRequest, Outcome},
+    schemas::sync::SyncStatus,
+};
+
+/// Where the latest change of a record came from.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Origin {
+    /// The system's name, as targets are named (`erp`, `pos`, `crm`, ...). That system made the
+    /// change itself, so it normally holds the value already, unless a push of ours crossed its
+    /// change in the network and overwrote it: the engine reads it back before skipping it.
+    pub system: String,
+}
+
+/// A record as the connector loaded it.
+#[derive(Clone, Debug)]
+pub struct Loaded<R> {
+    /// The record's key, as in the push message (e.g. `W1/SKU-1`).
+    pub key: String,
+    /// Increases with every change; targets remember the version they were told.
+    pub version: i64,
+    pub origin: Option<Origin>,
+    pub record: R,
+}
+
+/// What the engine may do after a delivered push, inside the batch's transaction.
+pub struct FollowUp<'a> {
+    pub conn: &'a mut AsyncPgConnection,
+    pub http: &'a reqwest::Client,
+    pub endpoint: &'a Endpoint,
+}
+
+/// A connector: how one kind of record reaches one target system.
+pub trait Connector: Send + Sync + 'static {
+    /// The record as pushed; serialized into the push log.
+    type Record: Serialize + Send + Sync + 'static;
+    /// The message that asks for a push.
+    type Message: serde::de::DeserializeOwned + Send + 'static;
+
+    /// The entity name in the log and on `sync.events.<target>.outbound.<entity>`.
+    const ENTITY: &'static str;
+
+    /// The key of the record a message names.
+    fn key(&self, message: &Self::Message) -> String;
+
+    /// The message that asks for a push of `key` (resume, anti-entropy).
+    fn message(&self, key: &str) -> OutboxRow;
+
+    /// SQL returning `(key text, version bigint)` for every record this target should hold,
+    /// ordered by key, with `$1` the key to start after and `$2` the page size.
+    fn records_sql(&self) -> String;
+
+    /// Loads the current state of `keys`; keys without a record are left out.
+    fn load(
+        &self,
+        conn: &mut AsyncPgConnection,
+        keys: &[String],
+    ) -> impl Future<Output = diesel::QueryResult<Vec<Loaded<Self::Record>>>> + Send;
+
+    /// The request that sets the target to `record`.
+    fn request(&self, record: &Loaded<Self::Record>) -> OutboundRequest;
+
+    /// The request that reads the target's figure, where its API has one.
+    fn read_request(&self, _record: &Loaded<Self::Record>) -> Option<OutboundRequest> {
+        None
+    }
+
+    /// Whether the target's answer to [`Connector::read_request`] shows exactly `record`.
+    fn holds(&self, _record: &Loaded<Self::Record>, _answer: &Value) -> bool {
+        false
+    }
+
+    /// Work after a delivered push, or on a redelivery of a record the target already has
+    /// (for example, write back the id a create returned, or settle a derived state). The
+    /// answer is `Null` when nothing was sent. A non-delivered outcome is retried like a push.
+    fn after_delivered(
+        &self,
+        _ctx: FollowUp<'_>,
+        _record: &Loaded<Self::Record>,
+        _answer: &Value,
+    ) -> impl Future<Output = anyhow::Result<Outcome>> + Send {
+        async { Ok(Outcome::Delivered(reqwest::StatusCode::OK)) }
+    }
+
+    /// Extra SQL returning `(key text)` of records that are unsettled although their version was
+    /// delivered (e.g. a follow-up call that failed), with `$1` the target. Resume re-queues them.
+    fn unsettled_sql(&self) -> Option<String> {
+        None
+    }
+}
+
+/// Tuning of one target's engine.
+#[derive(Clone, Copy, Debug)]
+pub struct PushConfig {
+    /// Batches in flight per replica (each holds one connection of the engine's pool).
+    pub concurrency: usize,
+    /// Most records per batch (one transaction).
+    pub batch: usize,
+    /// HTTP calls in flight within a batch.
+    pub http_concurrency: usize,
+    /// Pause between anti-entropy passes (`None`: off).
+    pub anti_entropy_every: Option<Duration>,
+}
+
+impl Default for PushConfig {
+    fn default() -> Self {
+        Self {
+            concurrency: 2,
+            batch: 64,
+            http_concurrency: 16,
+            anti_entropy_every: Some(Duration::from_secs(300)),
+        }
+    }
+}
+
+/// One target's engine.
+pub struct PushEngine<C: Connector> {
+    /// The target system's name (`erp`, `ecommerce`, ...).
+    pub target: String,
+    pub endpoint: Endpoint,
+    pub connector: C,
+    pub config: PushConfig,
+    /// The engine's own pool (a bulkhead: a slow target never starves other work).
+    pub pool: PgPool,
+    pub(crate) http: reqwest::Client,
+    pub(crate) schema: &'static str,
+    pub(crate) service: &'static str,
+    pub(crate) settings: crate::settings::Settings,
+}
+
+/// What the batch decided for one record before any HTTP.
+enum Plan {
+    /// The target already has this version; only the follow-up runs.
+    Current,
+    /// The target is stopped (410): skipped and logged.
+    Stopped(String),
+    /// The latest change came from the target itself: read back, push if it differs.
+    ReadBack,
+    Push,
+}
+
+/// What happened to one record.
+struct Done {
+    outcome: Outcome,
+    /// The target's answer (JSON), `Null` when none.
+    answer: Value,
+    /// The read-back showed our figure: nothing sent.
+    confirmed: bool,
+    /// Which call the outcome belongs to (for the log).
+    what: &'static str,
+}
+
+/// How long a record locked by another batch waits before it is tried again.
+const BUSY_RETRY: Duration = Duration::from_millis(500);
+
+impl<C: Connector> PushEngine<C> {
+    fn lock_name(&self, key: &str) -> String {
+        format!("push/{}/{}/{key}", self.schema, self.target)
+    }
+
+    /// The consumer declaration for this engine.
+    pub fn consumer_spec(
+        &self,
+        stream: &'static crate::bus::StreamSpec,
+        filter: &str,
+    ) -> ConsumerSpec {
+        ConsumerSpec {
+            // The hard cap; the live retry budget is the `push_max_attempts` setting.
+            max_deliver: 100,
+            concurrency: self.config.concurrency,
+            batch: self.config.batch,
+            ..ConsumerSpec::new(&format!("{}-push-{}", self.schema, self.target), stream, filter)
+        }
+    }
+
+    /// Handles one batch of push messages; one outcome per delivery, in order.
+    pub async fn handle(
+        &self,
+        deliveries: Vec<Delivery<C::Message>>,
+    ) -> Vec<Result<(), HandlerError>> {
+        let keys: Vec<String> =
+            deliveries.iter().map(|d| self.connector.key(&d.envelope.data)).collect();
+        // Attempts per key: the highest delivery count among its messages.
+        let mut attempts: BTreeMap<String, i64> = BTreeMap::new();
+        for (key, d) in keys.iter().zip(&deliveries) {
+            let a = attempts.entry(key.clone()).or_default();
+            *a = (*a).max(d.delivered);
+        }
+        let results = match self.push_batch(&attempts).await {
+            Ok(results) => results,
+            Err(e) => {
+                let e = format!("{e:#}");
+                return keys
+                    .iter()
+                    .map(|_| {
+                        Err(HandlerError::Retry { error: anyhow::anyhow!("{e}"), after: None })
+                    })
+                    .collect();
+            }
+        };
+        keys.iter()
+            .map(|key| match results.get(key) {
+                Some(Ok(())) => Ok(()),
+                Some(Err(e)) => Err(e.duplicate()),
+                None => Err(HandlerError::Retry {
+                    error: anyhow::anyhow!("record {key} is being pushed by another worker"),
+                    after: Some(BUSY_RETRY),
+                }),
+            })
+            .collect()
+    }
+
+    /// One transaction for the batch; the outcome per locked key (keys locked elsewhere are
+    /// missing from the answer).
+    async fn push_batch(
+        &self,
+        attempts: &BTreeMap<String, i64>,
+    ) -> anyhow::Result<BTreeMap<String, Result<(), HandlerError>>> {
+        let budget = i64::from(self.settings.current().push_max_attempts.max(1));
+        let mut conn = self.pool.get().await?;
+        conn.transaction::<_, anyhow::Error, _>(async |conn| {
+            let keys: Vec<String> = attempts.keys().cloned().collect();
+            let locked =
+                store::try_lock(conn, &keys.iter().map(|k| self.lock_name(k)).collect::<Vec<_>>())
+                    .await?;
+            let keys: Vec<String> =
+                keys.into_iter().zip(locked).filter(|(_, l)| *l).map(|(k, _)| k).collect();
+            let mut out = BTreeMap::new();
+            if keys.is_empty() {
+                return Ok(out);
+            }
+            let stopped = store::stopped_reason(conn, self.schema, &self.target).await?;
+            let pushed = store::pushed_versions(conn, self.schema, &self.target, &keys).await?;
+            let records = self.connector.load(conn, &keys).await?;
+            // A key without a record (deleted) needs nothing.
+            for key in &keys {
+                if !records.iter().any(|r| &r.key == key) {
+                    out.insert(key.clone(), Ok(()));
+                }
+            }
+            let plans: Vec<(Loaded<C::Record>, Plan)> = records
+                .into_iter()
+                .map(|r| {
+                    let plan = if let Some(reason) = &stopped {
+                        Plan::Stopped(reason.clone())
+                    } else if pushed.get(&r.key).is_some_and(|v| *v >= r.version) {
+                        Plan::Current
+                    } else if r.origin.as_ref().is_some_and(|o| o.system == self.target) {
+                        Plan::ReadBack
+                    } else {
+                        Plan::Push
+                    };
+                    (r, plan)
+                })
+                .collect();
+            // Boxed: the transaction's future must be `Send`, which the compiler cannot prove
+            // for a stream of closures borrowing the records.
+            let calls: Vec<futures::future::BoxFuture<'_, Option<Done>>> =
+                plans.iter().map(|(record, plan)| Box::pin(self.call(record, plan)) as _).collect();
+            let done: Vec<Option<Done>> = futures::stream::iter(calls)
+                .buffered(self.config.http_concurrency.max(1))
+                .collect()
+                .await;
+
+            let mut log = Vec::new();
+            let mut delivered = Vec::new();
+            let mut stop_reason = None;
+            for ((record, plan), done) in plans.iter().zip(done) {
+                let attempt = attempts.get(&record.key).copied().unwrap_or(1);
+                let Some(mut done) = done else {
+                    // Current: only the follow-up, silent when it has nothing to do.
+                    let follow = self.follow_up(conn, record, &Value::Null).await?;
+                    if matches!(follow, Outcome::Delivered(_)) {
+                        out.insert(record.key.clone(), Ok(()));
+                        continue;
+                    }
+                    let failed = Done {
+                        outcome: follow,
+                        answer: Value::Null,
+                        confirmed: false,
+                        what: "follow-up",
+                    };
+                    let result =
+                        self.settle(record, failed, attempt, budget, &mut log, &mut stop_reason);
+                    out.insert(record.key.clone(), result);
+                    continue;
+                };
+                if let Plan::Stopped(reason) = plan {
+                    // Acked, not lost: resuming the target queues every record it missed.
+                    log.push(store::LogRow::of(
+                        record,
+                        SyncStatus::Skipped,
+                        None,
+                        Some(format!("target stopped: {reason}")),
+                        attempt,
+                    )?);
+                    out.insert(record.key.clone(), Ok(()));
+                    continue;
+                }
+                if matches!(done.outcome, Outcome::Delivered(_)) {
+                    delivered.push((record.key.clone(), record.version));
+                    let follow = self.follow_up(conn, record, &done.answer).await?;
+                    if !matches!(follow, Outcome::Delivered(_)) {
+                        // The push itself is logged as synced; the follow-up is retried.
+                        log.push(store::LogRow::of(
+                            record,
+                            SyncStatus::Synced,
+                            done.outcome.status(),
+                            None,
+                            attempt,
+                        )?);
+                        done = Done {
+                            outcome: follow,
+                            answer: Value::Null,
+                            confirmed: false,
+                            what: "follow-up",
+                        };
+                    }
+                }
+                let result = self.settle(record, done, attempt, budget, &mut log, &mut stop_reason);
+                out.insert(record.key.clone(), result);
+            }
+            store::mark_pushed(conn, self.schema, &self.target, &delivered).await?;
+            store::write_log(conn, self.schema, self.service, &self.target, C::ENTITY, &log)
+                .await?;
+            if let Some(reason) = stop_reason {
+                store::stop_target(conn, self.schema, self.service, &self.target, &reason).await?;
+            }
+            Ok(out)
+        })
+        .await
+    }
+
+    /// Logs one record's outcome and turns it into the consumer's answer.
+    fn settle(
+        &self,
+        record: &Loaded<C::Record>,
+        done: Done,
+        attempt: i64,
+        budget: i64,
+        log: &mut Vec<store::LogRow>,
+        stop_reason: &mut Option<String>,
+    ) -> Result<(), HandlerError> {
+        let what = done.what;
+        let (status, error) = match &done.outcome {
+            Outcome::Delivered(_) if done.confirmed => (
+                SyncStatus::Skipped,
+                Some("target already holds this value (read back)".to_owned()),
+            ),
+            Outcome::Delivered(_) => (SyncStatus::Synced, None),
+            Outcome::Retry { error, .. } if attempt < budget => {
+                (SyncStatus::Failed, Some(format!("{what}: {error}")))
+            }
+            Outcome::Retry { error, .. } => {
+                (SyncStatus::DeadLettered, Some(format!("{what}: {error}")))
+            }
+            Outcome::Gone => (SyncStatus::DeadLettered, Some(format!("{what}: 410 Gone"))),
+            Outcome::Rejected { status, body } => {
+                (SyncStatus::DeadLettered, Some(format!("{what}: {status}: {body}")))
+            }
+        };
+        match store::LogRow::of(record, status, done.outcome.status(), error, attempt) {
+            Ok(row) => log.push(row),
+            Err(e) => return Err(HandlerError::Retry { error: e.into(), after: None }),
+        }
+        match done.outcome {
+            Outcome::Delivered(_) => {
+                tracing::debug!(target = %self.target, key = %record.key, version = record.version, confirmed = done.confirmed, "pushed");
+                Ok(())
+            }
+            Outcome::Retry { .. } if attempt >= budget => {
+                Err(HandlerError::Permanent(anyhow::anyhow!(
+                    "{what} to {}: retry budget of {budget} attempts exhausted",
+                    self.target
+                )))
+            }
+            Outcome::Gone => {
+                *stop_reason = Some(format!("{what} answered 410 Gone"));
+                Err(Outcome::Gone.into_handler_error(&format!("{what} to {}", self.target)))
+            }
+            other => Err(other.into_handler_error(&format!("{what} to {}", self.target))),
+        }
+    }
+
+    async fn follow_up(
+        &self,
+        conn: &mut AsyncPgConnection,
+        record: &Loaded<C::Record>,
+        answer: &Value,
+    ) -> anyhow::Result<Outcome> {
+        let ctx = FollowUp { conn, http: &self.http, endpoint: &self.endpoint };
+        self.connector.after_delivered(ctx, record, answer).await
+    }
+
+    /// The HTTP part for one record: `None` when nothing is to be sent (current or stopped
+    /// records are handled by the caller; stopped ones get `Some` with a placeholder).
+    async fn call(&self, record: &Loaded<C::Record>, plan: &Plan) -> Option<Done> {
+        match plan {
+            Plan::Current => None,
+            Plan::Stopped(_) => Some(Done {
+                outcome: Outcome::Delivered(reqwest::StatusCode::NO_CONTENT),
+                answer: Value::Null,
+                confirmed: false,
+                what: "push",
+            }),
+            Plan::ReadBack => {
+                if let Some(read) = self.connector.read_request(record) {
+                    match outbound::exchange(&self.http, &self.endpoint, &read).await {
+                        Ok((status, answer)) if self.connector.holds(record, &answer) => {
+                            return Some(Done {
+                                outcome: Outcome::Delivered(status),
+                                answer: Value::Null,
+                                confirmed: true,
+                                what: "read-back",
+                            });
+                        }
+                        Ok(_) => {
+                            tracing::info!(target = %self.target, key = %record.key, "target's own change was crossed by a push; pushing the current value")
+                        }
+                        Err(outcome) => {
+                            tracing::info!(target = %self.target, key = %record.key, status = ?outcome.status(), "read-back failed; pushing the current value")
+                        }
+                    }
+                }
+                Some(self.push(record).await)
+            }
+            Plan::Push => Some(self.push(record).await),
+        }
+    }
+
+    async fn push(&self, record: &Loaded<C::Record>) -> Done {
+        let request = self.connector.request(record);
+        let (outcome, answer) = match outbound::exchange(&self.http, &self.endpoint, &request).await
+        {
+            Ok((status, answer)) => (Outcome::Delivered(status), answer),
+            Err(outcome) => (outcome, Value::Null),
+        };
+        Done { outcome, answer, confirmed: false, what: "push" }
+    }
+}
+
+impl HandlerError {
+    /// The same error again (for several deliveries of one record in a batch).
+    fn duplicate(&self) -> Self {
+        match self {
+            HandlerError::Retry { error, after } => {
+                HandlerError::Retry { error: anyhow::anyhow!("{error:#}"), after: *after }
+            }
+            HandlerError::Permanent(error) => HandlerError::Permanent(anyhow::anyhow!("{error:#}")),
+        }
+    }
+}
+
+/// What operators can do with a target, whatever its connector.
+pub trait PushTarget: Send + Sync {
+    fn target(&self) -> &str;
+    /// Whether it is stopped, and how many records it is behind.
+    fn status<'a>(&'a self) -> futures::future::BoxFuture<'a, anyhow::Result<TargetStatus>>;
+    /// Clears a stop and queues every record the target has not been told; returns
+    /// (was stopped, queued).
+    fn resume<'a>(&'a self) -> futures::future::BoxFuture<'a, anyhow::Result<(bool, usize)>>;
+    /// Runs an anti-entropy pass now.
+    fn check<'a>(
+        &'a self,
+    ) -> futures::future::BoxFuture<'a, anyhow::Result<anti_entropy::PassReport>>;
+}
+
+impl<C: Connector> PushTarget for PushEngine<C> {
+    fn target(&self) -> &str {
+        &self.target
+    }
+
+    fn status<'a>(&'a self) -> futures::future::BoxFuture<'a, anyhow::Result<TargetStatus>> {
+        Box::pin(async move {
+            let mut conn = self.pool.get().await?;
+            store::status(&mut conn, self).await
+        })
+    }
+
+    fn resume<'a>(&'a self) -> futures::future::BoxFuture<'a, anyhow::Result<(bool, usize)>> {
+        Box::pin(async move {
+            let mut conn = self.pool.get().await?;
+            store::resume(&mut conn, self).await
+        })
+    }
+
+    fn check<'a>(
+        &'a self,
+    ) -> futures::future::BoxFuture<'a, anyhow::Result<anti_entropy::PassReport>> {
+        Box::pin(anti_entropy::pass(self))
+    }
+}
+
+/// The push targets a service runs, for the operator endpoints.
+pub type Targets = Arc<std::sync::RwLock<Vec<Arc<dyn PushTarget>>>>;
