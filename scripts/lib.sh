@@ -554,9 +554,9 @@ ensure_env_file() {
         echo "ADMIN_TOKEN=$(random_hex 32)"
         echo
         echo "# inventory-sync: comma separated name:key pairs (a key may only submit adjustments"
-        echo "# whose source is its name) / comma separated HMAC secrets"
+        echo "# whose source is its name) / comma separated name:secret pairs for signed requests"
         echo "INVENTORY_API_KEYS=manual:$(random_hex 24),pos:$(random_hex 24),wms:$(random_hex 24),ecommerce:$(random_hex 24),erp:$(random_hex 24)"
-        echo "INVENTORY_HMAC_SECRETS=$(random_hex 32)"
+        echo "INVENTORY_HMAC_SECRETS=manual:$(random_hex 32),erp:$(random_hex 32)"
         echo
         echo "# Sync targets. Unset means \"target not configured\". For a local sandbox use e.g."
         echo "# ERP_BASE_URL=http://127.0.0.1:<port>"

@@ -230,14 +230,21 @@ impl Application {
         let port = listener.local_addr()?.port();
         let state = web::Data::new(state);
         let platform_data = web::Data::new(platform.clone());
-        let auth =
-            web::Data::new(AuthConfig { admin_token: Some(cfg.admin_token.clone()), ..auth });
+        let auth = web::Data::new(AuthConfig {
+            admin_token: Some(cfg.admin_token.clone()),
+            max_body: cfg.max_body,
+            ..auth
+        });
+        // The body extractor's own limit is the same, so an oversized chunked body is refused
+        // while it is read (and answered 413 by the extractors).
+        let payload_limit = web::PayloadConfig::new(cfg.max_body);
         let server = HttpServer::new(move || {
             App::new()
                 .wrap(from_fn(observe))
                 .app_data(state.clone())
                 .app_data(platform_data.clone())
                 .app_data(auth.clone())
+                .app_data(payload_limit.clone())
                 .configure(crate::health::configure)
                 .configure(crate::admin::configure)
                 .configure(routes)

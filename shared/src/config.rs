@@ -126,6 +126,8 @@ pub struct CommonConfig {
     /// `SETTINGS_DEFAULTS`: JSON object overriding built-in runtime-setting defaults; values
     /// stored in the `settings` KV bucket override these in turn.
     pub settings_defaults: crate::settings::RuntimeSettings,
+    /// `MAX_BODY_BYTES`, default 1 MiB: larger request bodies are refused with 413.
+    pub max_body: usize,
 }
 
 /// Log output format.
@@ -168,6 +170,7 @@ impl CommonConfig {
             log_format: var_parsed("LOG_FORMAT", LogFormat::Json)?,
             shutdown_grace: Duration::from_secs(var_parsed("SHUTDOWN_GRACE_SECS", 30)?),
             settings_defaults: crate::settings::RuntimeSettings::from_env()?,
+            max_body: var_parsed("MAX_BODY_BYTES", 1024 * 1024)?,
         }
         .validated()
     }

@@ -18,8 +18,9 @@ pub struct Config {
     pub common: CommonConfig,
     /// `INVENTORY_API_KEYS`: `name:key` pairs; the name is the only `source` the key may claim.
     pub api_keys: Vec<(String, SecretString)>,
-    /// `INVENTORY_HMAC_SECRETS`: secrets for signed requests (any source).
-    pub hmac_secrets: Vec<SecretString>,
+    /// `INVENTORY_HMAC_SECRETS`: `name:secret` pairs for signed requests (several per name
+    /// during a rotation); a signature may only submit its secret's name as `source`.
+    pub hmac_secrets: Vec<(String, SecretString)>,
     /// Configured targets (`<TARGET>_BASE_URL` plus its credential); unset = not pushed to.
     pub targets: BTreeMap<Target, Endpoint>,
     /// `ADJUST_WORKERS` (default 2, about the database's cores) and `ADJUST_MAX_BATCH` (default 256).
@@ -74,7 +75,7 @@ impl Config {
         Ok(Self {
             common: CommonConfig::from_env(crate::SERVICE, crate::PORT)?,
             api_keys: AuthConfig::parse_api_keys("INVENTORY_API_KEYS")?,
-            hmac_secrets: shared::config::secret_list("INVENTORY_HMAC_SECRETS"),
+            hmac_secrets: AuthConfig::parse_api_keys("INVENTORY_HMAC_SECRETS")?,
             targets,
             adjuster,
             push,

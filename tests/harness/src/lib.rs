@@ -150,6 +150,7 @@ pub fn common_config(service: &'static str, db: &TestDb, nats: &TestNats) -> Com
         log_format: LogFormat::Json,
         shutdown_grace: Duration::from_secs(10),
         settings_defaults: RuntimeSettings::default(),
+        max_body: 1024 * 1024,
     }
 }
 
@@ -169,6 +170,7 @@ pub fn init_logs() {
                 log_format: LogFormat::Pretty,
                 shutdown_grace: Duration::ZERO,
                 settings_defaults: RuntimeSettings::default(),
+                max_body: 0,
             };
             // The guard lives for the whole test process.
             std::mem::forget(shared::telemetry::init(&cfg));

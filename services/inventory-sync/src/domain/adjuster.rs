@@ -65,7 +65,9 @@ pub struct Applied {
     pub new_quantity: i64,
     pub reason: Option<String>,
     pub created_at: DateTime<Utc>,
-    /// True when this is the stored answer of an earlier identical request.
+    /// True when this is the stored answer of an earlier identical request (said in the
+    /// `Idempotent-Replayed` header, not the body: a replay answers with the same body).
+    #[serde(skip)]
     pub replayed: bool,
 }
 

@@ -32,6 +32,9 @@ pub struct AdjustmentRequest {
     pub expected_on_hand: Option<i64>,
 }
 
+/// Header marking the stored answer of an earlier identical request.
+pub const IDEMPOTENT_REPLAYED: &str = "Idempotent-Replayed";
+
 /// Largest quantity accepted (far above any real stock; keeps every sum inside `i64`).
 pub const MAX_QUANTITY: i64 = 1_000_000_000_000;
 
@@ -128,14 +131,15 @@ impl From<Refused> for ApiError {
 
 /// Applies a stock adjustment atomically and answers with the new quantity.
 ///
-/// Authenticated by `X-API-Key` (the key's name must equal `source`) or by an HMAC signature.
-/// Retrying with the same `(source, reference)` returns the first answer (200, `replayed`).
+/// Authenticated by `X-API-Key` or by an HMAC signature; the key's or secret's name must equal
+/// `source`. Retrying with the same `(source, reference)` answers exactly as the first time
+/// (201, the same body), marked by the header `Idempotent-Replayed: true`.
 #[utoipa::path(post, path = "/adjustments", tag = "inventory",
     security(("api_key" = []), ("signature" = [])),
     request_body = AdjustmentRequest,
     responses(
-        (status = 201, description = "applied", body = Applied),
-        (status = 200, description = "replay of an earlier identical request", body = Applied),
+        (status = 201, description = "applied (or, with `Idempotent-Replayed: true`, the first answer to an identical earlier request)", body = Applied),
+        (status = 403, description = "the credentials belong to another source"),
         (status = 401, description = "not authenticated"),
         (status = 409, description = "expected_on_hand mismatch, or reference reused"),
         (status = 422, description = "invalid field, unknown product, or stock would go negative"),
@@ -148,11 +152,14 @@ pub async fn post_adjustment(
 ) -> Result<HttpResponse, ApiError> {
     let request: AdjustmentRequest = parse_json(&auth.body)?;
     let adjustment = request.validate()?;
-    if auth.client != "hmac" && auth.client != adjustment.source {
+    if auth.client != adjustment.source {
         return Err(ApiError::Invalid {
             status: StatusCode::FORBIDDEN,
             field: Some("source".into()),
-            detail: format!("this API key may only submit adjustments for source {}", auth.client),
+            detail: format!(
+                "these credentials may only submit adjustments for source {}",
+                auth.client
+            ),
         });
     }
     let applied = state.adjuster.apply(adjustment).await?;
@@ -160,6 +167,9 @@ pub async fn post_adjustment(
         sku = %applied.sku, warehouse = %applied.warehouse, ledger_id = applied.ledger_id,
         new_quantity = applied.new_quantity, replayed = applied.replayed, "adjustment answered"
     );
-    let status = if applied.replayed { StatusCode::OK } else { StatusCode::CREATED };
-    Ok(HttpResponse::build(status).json(applied))
+    let mut response = HttpResponse::Created();
+    if applied.replayed {
+        response.insert_header((IDEMPOTENT_REPLAYED, "true"));
+    }
+    Ok(response.json(applied))
 }

@@ -1,7 +1,7 @@
 use futures::future::join_all;
-use serde_json::json;
+use serde_json::{Value, json};
 
-use crate::helpers::{HMAC_SECRET, adjust_on, adjustment, spawn};
+use crate::helpers::{HMAC_SECRET, POS_HMAC_SECRET, adjust_on, adjustment, spawn};
 
 #[tokio::test]
 async fn a_receipt_adds_stock_and_answers_with_the_new_quantity() {
@@ -13,7 +13,6 @@ async fn a_receipt_adds_stock_and_answers_with_the_new_quantity() {
     assert_eq!(status, 201, "{body}");
     assert_eq!(body["new_quantity"], 12);
     assert_eq!(body["quantity_before"], 0);
-    assert_eq!(body["replayed"], false);
     assert_eq!(t.on_hand("MUG-1", "W1").await, 12);
     let ledger: serde_json::Value = t.app.admin_get("/ledger/MUG-1").await.json().await.unwrap();
     assert_eq!(ledger.as_array().unwrap().len(), 1);
@@ -66,14 +65,31 @@ async fn a_retry_returns_the_first_answer_and_changes_nothing() {
     t.put_product("MUG-4", 0).await;
     let request = adjustment("pos", "MUG-4", "receipt", 4, "once");
 
-    let (first_status, first) = t.adjust(&request).await;
-    let (second_status, second) = t.adjust(&request).await;
+    let send = || {
+        t.app
+            .http
+            .post(t.app.url("/adjustments"))
+            .header("X-API-Key", crate::helpers::api_key("pos"))
+            .json(&request)
+            .send()
+    };
 
-    assert_eq!((first_status, second_status), (201, 200));
-    assert_eq!(first["ledger_id"], second["ledger_id"]);
+    let first = send().await.unwrap();
+    let second = send().await.unwrap();
+
+    assert_eq!(
+        (first.status().as_u16(), second.status().as_u16()),
+        (201, 201),
+        "a replay answers as the first time"
+    );
+    assert_eq!(first.headers().get("Idempotent-Replayed"), None);
+    assert_eq!(second.headers().get("Idempotent-Replayed").unwrap(), "true");
+    let (first, second): (Value, Value) =
+        (first.json().await.unwrap(), second.json().await.unwrap());
+    assert_eq!(first, second, "same body");
     assert_eq!(second["new_quantity"], 4);
-    assert_eq!(second["replayed"], true);
     assert_eq!(t.on_hand("MUG-4", "W1").await, 4);
+    assert_eq!(t.count("SELECT count(*) AS n FROM inventory.ledger").await, 1);
 }
 
 #[tokio::test]
@@ -208,13 +224,19 @@ async fn only_authenticated_callers_may_adjust_and_only_for_their_own_source() {
     );
     assert_eq!(t.count("SELECT count(*) AS n FROM inventory.ledger").await, 0);
     assert_eq!(
+        post(vec![("X-Datasync-Signature", shared::http::sign(POS_HMAC_SECRET, now, &raw))]).await,
+        403,
+        "a signature made with the POS's secret cannot claim source erp"
+    );
+    assert_eq!(t.count("SELECT count(*) AS n FROM inventory.ledger").await, 0);
+    assert_eq!(
         post(vec![("X-Datasync-Signature", shared::http::sign(HMAC_SECRET, now, &raw))]).await,
         201
     );
     assert_eq!(
         post(vec![("X-API-Key", crate::helpers::api_key("erp"))]).await,
-        200,
-        "same reference replays"
+        201,
+        "same reference replays the first answer"
     );
     let unauthenticated_read = t.app.http.get(t.app.url("/stock/MUG-8")).send().await.unwrap();
     assert_eq!(unauthenticated_read.status(), 401);

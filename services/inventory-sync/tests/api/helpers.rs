@@ -9,7 +9,9 @@ use secrecy::SecretString;
 use serde_json::{Value, json};
 use shared::{outbound::Endpoint, schemas::inventory::Target};
 
+/// The ERP's signing secret (a signature speaks for the sender whose secret made it).
 pub const HMAC_SECRET: &str = "test-hmac-secret-0123456789";
+pub const POS_HMAC_SECRET: &str = "test-pos-hmac-secret-0123456789";
 pub const SOURCES: [&str; 5] = ["erp", "ecommerce", "pos", "wms", "manual"];
 
 pub fn api_key(source: &str) -> String {
@@ -33,7 +35,10 @@ pub fn config_for(db: &TestDb, nats: &TestNats, sandbox: &Sandbox) -> Config {
     Config {
         common: harness::common_config(inventory_sync::SERVICE, db, nats),
         api_keys: SOURCES.iter().map(|s| (s.to_string(), SecretString::from(api_key(s)))).collect(),
-        hmac_secrets: vec![SecretString::from(HMAC_SECRET)],
+        hmac_secrets: vec![
+            ("erp".into(), SecretString::from(HMAC_SECRET)),
+            ("pos".into(), SecretString::from(POS_HMAC_SECRET)),
+        ],
         targets: BTreeMap::from([
             (Target::Erp, endpoint(Target::Erp, &sandbox.erp)),
             (Target::Ecommerce, endpoint(Target::Ecommerce, &sandbox.shop)),

@@ -3,6 +3,8 @@
 //! extractors (admin bearer token, API keys, HMAC-signed bodies). All secret comparisons are
 //! constant-time; secrets never appear in responses or logs.
 
+pub mod verify;
+
 use std::future::{Ready, ready};
 
 use actix_web::{
@@ -19,8 +21,6 @@ use serde::{Serialize, de::DeserializeOwned};
 use sha2::Sha256;
 use subtle::ConstantTimeEq;
 
-/// Largest request body accepted by the signed/API-key extractor.
-const MAX_BODY: usize = 256 * 1024;
 /// Signed requests older (or newer) than this are rejected as replays.
 pub const SIGNATURE_TOLERANCE_SECS: i64 = 300;
 /// Header carrying `t=<unix seconds>,v1=<hex hmac-sha256>` (several `v1=` during rotation).
@@ -179,17 +179,34 @@ pub fn parse_json<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
 
 /// Secrets the authentication extractors check against; registered once per app by
 /// [`crate::app`].
-#[derive(Clone, Default)]
+#[derive(Clone)]
 pub struct AuthConfig {
     pub admin_token: Option<SecretString>,
     /// `(client name, key)` pairs accepted in `X-API-Key`.
     pub api_keys: Vec<(String, SecretString)>,
-    /// HMAC secrets accepted for signed bodies (several during a rotation).
-    pub hmac_secrets: Vec<SecretString>,
+    /// `(sender name, secret)` pairs accepted for signed bodies (several per sender during a
+    /// rotation); a signed request speaks for the sender whose secret matched.
+    pub hmac_secrets: Vec<verify::NamedSecret>,
+    /// Largest request body accepted (`MAX_BODY_BYTES`); larger is a 413.
+    pub max_body: usize,
+}
+
+/// Default largest request body: 1 MiB.
+pub const DEFAULT_MAX_BODY: usize = 1024 * 1024;
+
+impl Default for AuthConfig {
+    fn default() -> Self {
+        Self {
+            admin_token: None,
+            api_keys: vec![],
+            hmac_secrets: vec![],
+            max_body: DEFAULT_MAX_BODY,
+        }
+    }
 }
 
 impl AuthConfig {
-    /// Parses `name:key,name:key` (the `*_API_KEYS` variables).
+    /// Parses `name:key,name:key` (the `*_API_KEYS` and `*_HMAC_SECRETS` variables).
     pub fn parse_api_keys(
         var: &str,
     ) -> Result<Vec<(String, SecretString)>, crate::config::ConfigError> {
@@ -286,7 +303,8 @@ impl FromRequest for Reader {
 /// the raw bytes (`X-Datasync-Signature: t=<unix>,v1=<hex>`, HMAC-SHA256 of `"<t>.<body>"`).
 #[derive(Debug)]
 pub struct Authenticated {
-    /// The API key's client name, or `"hmac"` for signed requests.
+    /// The name of the API key or signing secret that matched: the only sender the request
+    /// may speak for.
     pub client: String,
     pub body: Bytes,
 }
@@ -306,7 +324,7 @@ impl FromRequest for Authenticated {
                 let key = key.to_str().map_err(|_| ApiError::Unauthorized("invalid API key"))?;
                 let client = verify_api_key(&auth.api_keys, key)
                     .ok_or(ApiError::Unauthorized("invalid API key"))?;
-                let body = read_body(body, &req).await?;
+                let body = read_body(body, &req, auth.max_body).await?;
                 return Ok(Self { client, body });
             }
             let header = req
@@ -315,35 +333,52 @@ impl FromRequest for Authenticated {
                 .and_then(|v| v.to_str().ok())
                 .map(str::to_owned)
                 .ok_or(ApiError::Unauthorized("missing X-API-Key or X-Datasync-Signature"))?;
-            let body = read_body(body, &req).await?;
-            verify_signature(&auth.hmac_secrets, &header, &body, chrono::Utc::now().timestamp())?;
-            Ok(Self { client: "hmac".into(), body })
+            let body = read_body(body, &req, auth.max_body).await?;
+            let client = verify_signature(
+                &auth.hmac_secrets,
+                &header,
+                &body,
+                chrono::Utc::now().timestamp(),
+            )?;
+            Ok(Self { client, body })
         })
     }
 }
 
-async fn read_body(
+/// Reads the body up to `limit` bytes; a larger one (declared or streamed) is a 413.
+pub async fn read_body(
     body: impl std::future::Future<Output = Result<Bytes, actix_web::Error>>,
     req: &HttpRequest,
+    limit: usize,
 ) -> Result<Bytes, ApiError> {
+    let too_large = || ApiError::Invalid {
+        status: StatusCode::PAYLOAD_TOO_LARGE,
+        field: None,
+        detail: format!("body larger than {limit} bytes"),
+    };
     if req
         .headers()
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<usize>().ok())
-        .is_some_and(|len| len > MAX_BODY)
+        .is_some_and(|len| len > limit)
     {
-        return Err(ApiError::Invalid {
-            status: StatusCode::PAYLOAD_TOO_LARGE,
-            field: None,
-            detail: format!("body larger than {MAX_BODY} bytes"),
-        });
+        return Err(too_large());
     }
-    body.await.map_err(|e| ApiError::Invalid {
-        status: StatusCode::BAD_REQUEST,
-        field: None,
-        detail: format!("cannot read body: {e}"),
-    })
+    let body = body.await.map_err(|e| {
+        if e.as_response_error().status_code() == StatusCode::PAYLOAD_TOO_LARGE {
+            return too_large();
+        }
+        ApiError::Invalid {
+            status: StatusCode::BAD_REQUEST,
+            field: None,
+            detail: format!("cannot read body: {e}"),
+        }
+    })?;
+    if body.len() > limit {
+        return Err(too_large());
+    }
+    Ok(body)
 }
 
 /// The client name of the matching key. Every key is compared (no early exit), so timing does
@@ -373,13 +408,14 @@ fn mac(secret: &str, t: i64, body: &[u8]) -> Hmac<Sha256> {
 }
 
 /// Checks `t=..,v1=..[,v1=..]` against every secret, in constant time per comparison, and
-/// rejects timestamps outside the tolerance window (replays).
+/// rejects timestamps outside the tolerance window (replays). Returns the name of the secret
+/// that matched.
 pub fn verify_signature(
-    secrets: &[SecretString],
+    secrets: &[verify::NamedSecret],
     header: &str,
     body: &[u8],
     now: i64,
-) -> Result<(), ApiError> {
+) -> Result<String, ApiError> {
     let mut timestamp = None;
     let mut signatures = Vec::new();
     for part in header.split(',') {
@@ -393,21 +429,25 @@ pub fn verify_signature(
     if now.abs_diff(t) > SIGNATURE_TOLERANCE_SECS.unsigned_abs() {
         return Err(ApiError::Unauthorized("signature timestamp outside the 5 minute window"));
     }
-    let mut valid = false;
-    for secret in secrets {
+    let mut sender = None;
+    for (name, secret) in secrets {
+        let mut valid = false;
         for signature in &signatures {
             valid |= mac(secret.expose_secret(), t, body).verify_slice(signature).is_ok();
         }
+        if valid {
+            sender = Some(name.clone());
+        }
     }
-    if valid { Ok(()) } else { Err(ApiError::Unauthorized("invalid signature")) }
+    sender.ok_or(ApiError::Unauthorized("invalid signature"))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn secrets(list: &[&str]) -> Vec<SecretString> {
-        list.iter().map(|s| SecretString::from(s.to_string())).collect()
+    fn secrets(list: &[&str]) -> Vec<verify::NamedSecret> {
+        list.iter().map(|s| ("sender".to_owned(), SecretString::from(s.to_string()))).collect()
     }
 
     #[test]
