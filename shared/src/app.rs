@@ -26,7 +26,10 @@ use crate::{
         outbox::OutboxRelay,
     },
     config::CommonConfig,
-    db::PgPool,
+    db::{
+        PgPool,
+        group_commit::{Batch, GroupCommit, GroupCommitConfig},
+    },
     http::AuthConfig,
     outbound::Endpoint,
     push::{Connector, PushConfig, PushEngine, PushTarget},
@@ -62,6 +65,9 @@ pub struct Platform {
     /// The push targets this service runs ([`Platform::run_push`]).
     pub(crate) push_targets: crate::push::Targets,
     tasks: TaskTracker,
+    /// Group-commit executors stop after every other task (those may still submit work).
+    commit_tasks: TaskTracker,
+    commits_shutdown: CancellationToken,
 }
 
 impl Platform {
@@ -79,8 +85,10 @@ impl Platform {
             bus.ensure_stream(stream).await?;
         }
         let shutdown = CancellationToken::new();
+        let tasks = TaskTracker::new();
         let settings =
-            Settings::open(&bus, config.settings_defaults.clone(), shutdown.clone()).await?;
+            Settings::open(&bus, config.settings_defaults.clone(), &tasks, shutdown.clone())
+                .await?;
         let mut openapi = spec.openapi;
         openapi.merge(<crate::admin::PlatformApi as utoipa::OpenApi>::openapi());
         openapi.info.title = config.service.to_owned();
@@ -96,7 +104,9 @@ impl Platform {
             openapi: Arc::new(openapi),
             bulk: Default::default(),
             push_targets: Default::default(),
-            tasks: TaskTracker::new(),
+            tasks,
+            commit_tasks: TaskTracker::new(),
+            commits_shutdown: CancellationToken::new(),
         };
         let relay = OutboxRelay {
             pool: platform.db.clone(),
@@ -197,6 +207,25 @@ impl Platform {
         self.push_targets.write().unwrap_or_else(|p| p.into_inner()).push(engine);
     }
 
+    /// A group commit ([`crate::db::group_commit`]) whose executors the shutdown path stops
+    /// and waits for.
+    pub fn group_commit<B: Batch>(
+        &self,
+        name: &'static str,
+        pool: PgPool,
+        config: GroupCommitConfig,
+        batch: B,
+    ) -> GroupCommit<B> {
+        GroupCommit::start(
+            name,
+            pool,
+            config,
+            batch,
+            &self.commit_tasks,
+            self.commits_shutdown.clone(),
+        )
+    }
+
     /// The push targets this service runs.
     pub fn push_targets(&self) -> Vec<Arc<dyn PushTarget>> {
         self.push_targets.read().unwrap_or_else(|p| p.into_inner()).clone()
@@ -278,11 +307,16 @@ impl Application {
         let platform = self.platform;
         platform.shutdown.cancel();
         platform.tasks.close();
-        if tokio::time::timeout(platform.config.shutdown_grace, platform.tasks.wait())
-            .await
-            .is_err()
-        {
+        let deadline = tokio::time::Instant::now() + platform.config.shutdown_grace;
+        if tokio::time::timeout_at(deadline, platform.tasks.wait()).await.is_err() {
             tracing::warn!("background tasks did not finish within the grace period");
+        }
+        // Group commits last: the tasks above (consumers, bulk pages) may still have submitted
+        // work to them while finishing.
+        platform.commits_shutdown.cancel();
+        platform.commit_tasks.close();
+        if tokio::time::timeout_at(deadline, platform.commit_tasks.wait()).await.is_err() {
+            tracing::warn!("group commits did not finish within the grace period");
         }
         platform.db.close();
         tracing::info!("stopped");
@@ -353,10 +387,10 @@ async fn observe(
         Err(e) => e.as_response_error().status_code().as_u16(),
     };
     span.record("status", status);
-    crate::health::metrics::HTTP_REQUESTS
+    crate::metrics::HTTP_REQUESTS
         .with_label_values(&[route.as_str(), method.as_str(), &status.to_string()])
         .inc();
-    crate::health::metrics::HTTP_DURATION
+    crate::metrics::HTTP_DURATION
         .with_label_values(&[route.as_str(), method.as_str()])
         .observe(started.elapsed().as_secs_f64());
     response

@@ -38,7 +38,7 @@ pub async fn readyz(platform: web::Data<Platform>) -> HttpResponse {
         tokio::join!(crate::db::check(&platform.db), platform.bus.check(platform.readiness_stream));
     let (db, nats) = (Check::from(db), Check::from(nats));
     let ready = db.error.is_none() && nats.error.is_none();
-    metrics::READY.set(i64::from(ready));
+    crate::metrics::READY.set(i64::from(ready));
     let body = serde_json::json!({"status": if ready { "ok" } else { "fail" }, "postgres": db, "nats": nats});
     if ready {
         HttpResponse::Ok().json(body)
@@ -67,49 +67,4 @@ pub async fn openapi(platform: web::Data<Platform>) -> HttpResponse {
 /// Mounts the operator endpoints.
 pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.service(healthz).service(readyz).service(metrics_endpoint).service(openapi);
-}
-
-/// The platform's own metrics, registered once per process in the default registry.
-pub mod metrics {
-    use std::sync::LazyLock;
-
-    use prometheus::{
-        HistogramVec, IntCounterVec, IntGauge, register_histogram_vec, register_int_counter_vec,
-        register_int_gauge,
-    };
-
-    macro_rules! metric {
-        ($name:ident: $ty:ty = $init:expr) => {
-            pub static $name: LazyLock<$ty> =
-                LazyLock::new(|| $init.unwrap_or_else(|e| panic!("metric registration: {e}")));
-        };
-    }
-
-    metric!(HTTP_REQUESTS: IntCounterVec = register_int_counter_vec!(
-        "http_requests_total", "HTTP requests by route, method and status", &["route", "method", "status"]));
-    metric!(HTTP_DURATION: HistogramVec = register_histogram_vec!(
-        "http_request_duration_seconds", "HTTP request latency by route", &["route", "method"],
-        vec![0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0]));
-    metric!(MESSAGES: IntCounterVec = register_int_counter_vec!(
-        "bus_messages_total", "Consumed messages by consumer and outcome (ok, retry, dead_letter)",
-        &["consumer", "outcome"]));
-    metric!(OUTBOX: IntCounterVec = register_int_counter_vec!(
-        "outbox_published_total", "Outbox rows published by schema", &["schema"]));
-    metric!(PUSH_DRIFT: IntCounterVec = register_int_counter_vec!(
-        "push_drift_total", "Records anti-entropy found different on a target (and pushed again)",
-        &["target"]));
-    metric!(READY: IntGauge = register_int_gauge!(
-        "ready", "1 when the last readiness check passed"));
-
-    pub fn consumed(consumer: &str, outcome: &str) {
-        MESSAGES.with_label_values(&[consumer, outcome]).inc();
-    }
-
-    pub fn push_drift(target: &str) {
-        PUSH_DRIFT.with_label_values(&[target]).inc();
-    }
-
-    pub fn outbox_published(schema: &str, n: usize) {
-        OUTBOX.with_label_values(&[schema]).inc_by(n as u64);
-    }
 }

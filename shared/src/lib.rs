@@ -12,6 +12,7 @@ pub mod db;
 pub mod health;
 pub mod http;
 pub mod mappers;
+pub mod metrics;
 pub mod notify;
 pub mod outbound;
 pub mod push;

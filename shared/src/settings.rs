@@ -97,7 +97,7 @@ pub struct Settings {
 
 impl Settings {
     /// Opens (declaring if needed) the bucket, loads the current values, and keeps them up to
-    /// date until `shutdown`.
+    /// date until `shutdown` (the watch is a task of `tasks`, so shutdown waits for it).
     ///
     /// The bucket's stream is declared directly rather than with `create_key_value`, which needs
     /// account-info fields that NATS servers before 2.10 do not send; the layout is the standard
@@ -105,6 +105,7 @@ impl Settings {
     pub async fn open(
         bus: &Bus,
         defaults: RuntimeSettings,
+        tasks: &tokio_util::task::TaskTracker,
         shutdown: CancellationToken,
     ) -> anyhow::Result<Self> {
         let bucket = bus.name(BUCKET);
@@ -142,7 +143,7 @@ impl Settings {
                 }
             }
         }
-        tokio::spawn(settings.clone().watch(bus.clone(), tx, overrides, entries, shutdown));
+        tasks.spawn(settings.clone().watch(bus.clone(), tx, overrides, entries, shutdown));
         Ok(settings)
     }
 

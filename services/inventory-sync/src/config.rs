@@ -5,13 +5,12 @@ use std::collections::BTreeMap;
 use secrecy::SecretString;
 use shared::{
     config::{CommonConfig, ConfigError, required_secret, url_var, var_parsed},
+    db::group_commit::GroupCommitConfig,
     http::AuthConfig,
     outbound::{Endpoint, TargetAuth},
     push::PushConfig,
     schemas::inventory::Target,
 };
-
-use crate::domain::adjuster::AdjusterConfig;
 
 #[derive(Clone, Debug)]
 pub struct Config {
@@ -24,7 +23,7 @@ pub struct Config {
     /// Configured targets (`<TARGET>_BASE_URL` plus its credential); unset = not pushed to.
     pub targets: BTreeMap<Target, Endpoint>,
     /// `ADJUST_WORKERS` (default 2, about the database's cores) and `ADJUST_MAX_BATCH` (default 256).
-    pub adjuster: AdjusterConfig,
+    pub adjuster: GroupCommitConfig,
     /// The push engine per target: `PUSH_CONCURRENCY` (default 2) batches in flight per target
     /// and replica, each one transaction of up to `PUSH_BATCH` (default 64) levels. Pushes are
     /// asynchronous and coalesce per record, so a low value keeps CPU and connections for the
@@ -47,7 +46,7 @@ impl Config {
                 targets.insert(target, Endpoint { base_url, auth: target_auth(target, secret) });
             }
         }
-        let adjuster = AdjusterConfig {
+        let adjuster = GroupCommitConfig {
             workers: var_parsed("ADJUST_WORKERS", 2)?,
             max_batch: var_parsed("ADJUST_MAX_BATCH", 256)?,
         };

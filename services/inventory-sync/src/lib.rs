@@ -70,8 +70,8 @@ pub async fn build(config: Config) -> anyhow::Result<Application> {
     let adjuster_db = pool_of(config.adjuster.workers)?;
     let state = AppState {
         adjuster: Adjuster::start(
+            &platform,
             adjuster_db,
-            platform.settings.clone(),
             config.adjuster,
             config.targets.keys().copied().collect(),
         ),

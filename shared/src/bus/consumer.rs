@@ -305,7 +305,7 @@ async fn settle(
     let Received { msg, subject, delivered, .. } = received;
     let ack = match outcome {
         Ok(()) => {
-            crate::health::metrics::consumed(&spec.durable, "ok");
+            crate::metrics::consumed(&spec.durable, "ok");
             AckKind::Ack
         }
         Err(HandlerError::Retry { error, after }) if delivered < spec.max_deliver => {
@@ -315,7 +315,7 @@ async fn settle(
                 retry_in_ms = delay.as_millis() as u64,
                 "handler failed, will retry"
             );
-            crate::health::metrics::consumed(&spec.durable, "retry");
+            crate::metrics::consumed(&spec.durable, "retry");
             AckKind::Nak(Some(delay))
         }
         Err(HandlerError::Retry { error, .. } | HandlerError::Permanent(error)) => {
@@ -326,7 +326,7 @@ async fn settle(
             {
                 Ok(id) => {
                     tracing::error!(error = %reason, dead_letter = %id, "message dead-lettered");
-                    crate::health::metrics::consumed(&spec.durable, "dead_letter");
+                    crate::metrics::consumed(&spec.durable, "dead_letter");
                     AckKind::Term
                 }
                 Err(e) => {

@@ -184,7 +184,7 @@ impl OutboxRelay {
                 })
                 .await?;
             total += published;
-            crate::health::metrics::outbox_published(self.schema, published);
+            crate::metrics::outbox_published(self.schema, published);
             if published < claimed {
                 anyhow::bail!(
                     "{} of {claimed} outbox rows not acknowledged by NATS",

@@ -1,5 +1,7 @@
 //! PostgreSQL: the diesel-async connection pool and the one embedded migration set.
 
+pub mod group_commit;
+
 use std::time::Duration;
 
 use diesel::{connection::SimpleConnection, sql_types::BigInt};

@@ -133,7 +133,7 @@ async fn check_page<C: Connector>(
             continue;
         }
         report.drifted += 1;
-        crate::health::metrics::push_drift(&engine.target);
+        crate::metrics::push_drift(&engine.target);
         tracing::warn!(target = %engine.target, key = %record.key, found = %answer, "target drifted; pushing our value again");
         drifted.push(record.key.clone());
         let found: String = answer.to_string().chars().take(300).collect();

@@ -6,16 +6,18 @@ use shared::{
     config::NatsConfig,
     settings::{RuntimeSettings, Settings},
 };
-use tokio_util::sync::CancellationToken;
+use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
 #[tokio::test]
 async fn a_setting_written_by_one_service_reaches_the_others_live_and_after_restart() {
     let nats = TestNats::new();
     let cfg = NatsConfig { url: nats.url.clone(), prefix: nats.prefix.clone() };
     let stop = CancellationToken::new();
+    let tasks = TaskTracker::new();
     let a = Settings::open(
         &Bus::connect(&cfg, "a").await.unwrap(),
         RuntimeSettings::default(),
+        &tasks,
         stop.clone(),
     )
     .await
@@ -23,6 +25,7 @@ async fn a_setting_written_by_one_service_reaches_the_others_live_and_after_rest
     let b = Settings::open(
         &Bus::connect(&cfg, "b").await.unwrap(),
         RuntimeSettings::default(),
+        &tasks,
         stop.clone(),
     )
     .await
@@ -38,6 +41,7 @@ async fn a_setting_written_by_one_service_reaches_the_others_live_and_after_rest
     let late = Settings::open(
         &Bus::connect(&cfg, "c").await.unwrap(),
         RuntimeSettings::default(),
+        &tasks,
         stop.clone(),
     )
     .await
@@ -48,6 +52,8 @@ async fn a_setting_written_by_one_service_reaches_the_others_live_and_after_rest
         RuntimeSettings::default().sync_priority_source
     );
     stop.cancel();
+    tasks.close();
+    tokio::time::timeout(Duration::from_secs(5), tasks.wait()).await.expect("the watches stop");
 }
 
 #[tokio::test]
@@ -55,9 +61,11 @@ async fn invalid_settings_are_refused_naming_the_field() {
     let nats = TestNats::new();
     let cfg = NatsConfig { url: nats.url.clone(), prefix: nats.prefix.clone() };
     let stop = CancellationToken::new();
+    let tasks = TaskTracker::new();
     let s = Settings::open(
         &Bus::connect(&cfg, "a").await.unwrap(),
         RuntimeSettings::default(),
+        &tasks,
         stop.clone(),
     )
     .await
@@ -70,4 +78,6 @@ async fn invalid_settings_are_refused_naming_the_field() {
     assert!(format!("{unknown:?}").contains("colour"));
     assert_eq!(s.current().push_max_attempts, RuntimeSettings::default().push_max_attempts);
     stop.cancel();
+    tasks.close();
+    tokio::time::timeout(Duration::from_secs(5), tasks.wait()).await.expect("the watches stop");
 }

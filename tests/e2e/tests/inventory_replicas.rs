@@ -37,7 +37,7 @@ fn config(db: &TestDb, nats: &TestNats, sandbox: &Sandbox) -> inventory_sync::Co
             (Target::Pos, endpoint(Target::Pos, &sandbox.pos)),
             (Target::Wms, endpoint(Target::Wms, &sandbox.wms)),
         ]),
-        adjuster: inventory_sync::domain::adjuster::AdjusterConfig { workers: 4, max_batch: 256 },
+        adjuster: shared::db::group_commit::GroupCommitConfig { workers: 4, max_batch: 256 },
         push: shared::push::PushConfig {
             concurrency: 4,
             anti_entropy_every: None,

@@ -49,7 +49,7 @@ fn inventory_test_config(db: &TestDb, nats: &TestNats) -> inventory_sync::Config
         api_keys: vec![],
         hmac_secrets: vec![],
         targets: Default::default(),
-        adjuster: inventory_sync::domain::adjuster::AdjusterConfig { workers: 2, max_batch: 64 },
+        adjuster: shared::db::group_commit::GroupCommitConfig { workers: 2, max_batch: 64 },
         push: shared::push::PushConfig {
             concurrency: 2,
             anti_entropy_every: None,

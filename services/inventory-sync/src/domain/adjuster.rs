@@ -1,7 +1,7 @@
 //! Applying stock adjustments: atomically, never below zero, idempotently, and fast on a hot sku.
 //!
-//! Requests are queued to a few executor tasks. Each executor takes every request waiting at
-//! that moment (up to a batch limit) and applies them in ONE transaction: it locks the affected
+//! Requests go through the platform's group commit ([`shared::db::group_commit`]): each batch
+//! of concurrent requests is applied in ONE transaction by [`apply_batch`], which locks the affected
 //! stock rows in a fixed order (no deadlocks between executors or replicas), reads their
 //! current levels, then walks the requests in arrival order, validating each against the running
 //! level (so each keeps its own validation and ledger row), and writes all ledger rows, the new
@@ -18,21 +18,25 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use chrono::{DateTime, Utc};
 use diesel::{
-    result::{DatabaseErrorKind, Error as DieselError},
+    result::Error as DieselError,
     sql_types::{Array, BigInt, Nullable, Text, Timestamptz},
 };
-use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
+use diesel_async::{AsyncPgConnection, RunQueryDsl};
+use futures::future::BoxFuture;
 use serde::Serialize;
 use shared::{
+    app::Platform,
     bus::outbox::{self, OutboxRow},
-    db::PgPool,
+    db::{
+        PgPool,
+        group_commit::{Batch, GroupCommit, GroupCommitConfig},
+    },
     schemas::{
         Envelope,
         inventory::{AdjustmentType, StockAdjusted, StockLevelChanged, Target},
     },
     settings::Settings,
 };
-use tokio::sync::{mpsc, oneshot};
 
 use super::alerts;
 use crate::SCHEMA;
@@ -105,25 +109,32 @@ pub enum Refused {
     Failed(String),
 }
 
-struct Job {
-    adjustment: Adjustment,
-    reply: oneshot::Sender<Result<Applied, Refused>>,
-}
-
-/// Handle to the executors. Cheap to clone.
+/// Handle to the group commit that applies adjustments. Cheap to clone.
 #[derive(Clone)]
 pub struct Adjuster {
-    /// One queue per executor; a sku always goes to the same one.
-    shards: std::sync::Arc<[mpsc::Sender<Job>]>,
+    commit: GroupCommit<Adjustments>,
 }
 
-/// Tuning of the executors.
-#[derive(Clone, Copy, Debug)]
-pub struct AdjusterConfig {
-    /// Concurrent transactions per replica (`ADJUST_WORKERS`).
-    pub workers: usize,
-    /// Most requests per transaction (`ADJUST_MAX_BATCH`).
-    pub max_batch: usize,
+/// How adjustments are applied in one transaction (see [`apply_batch`]).
+pub struct Adjustments {
+    settings: Settings,
+    /// The systems levels fan out to (the configured ones): no level message is produced for a
+    /// system nothing pushes to.
+    targets: BTreeSet<Target>,
+}
+
+impl Batch for Adjustments {
+    type Request = Adjustment;
+    type Response = Result<Applied, Refused>;
+
+    fn apply<'a>(
+        &'a self,
+        conn: &'a mut AsyncPgConnection,
+        batch: &'a [Adjustment],
+    ) -> BoxFuture<'a, diesel::QueryResult<Vec<Result<Applied, Refused>>>> {
+        let low_stock_alerts = self.settings.current().low_stock_alerts;
+        Box::pin(apply_batch(conn, batch, &self.targets, low_stock_alerts))
+    }
 }
 
 /// A stock row: (sku, warehouse).
@@ -131,114 +142,28 @@ type RowKey = (String, String);
 /// A stock row's (on_hand, version).
 type Level = (i64, i64);
 
-/// How often a batch is retried after a serialization failure, deadlock or key race.
-const BATCH_ATTEMPTS: usize = 3;
-
 impl Adjuster {
-    /// Starts the executors; they stop when every `Adjuster` handle is dropped and their queue
-    /// is drained, so requests accepted before shutdown are still answered.
+    /// Starts the executors (`ADJUST_WORKERS` transactions in flight, `ADJUST_MAX_BATCH`
+    /// adjustments each), tracked by the platform's shutdown path.
     ///
     /// Requests are sharded by sku: all adjustments of one sku meet in the same executor's
     /// queue, so a hot sku forms one large batch instead of several executors queueing on its
     /// row lock, while different skus still commit in parallel.
-    ///
-    /// `targets` are the systems levels fan out to (the configured ones): no level message is
-    /// produced for a system nothing pushes to.
     pub fn start(
+        platform: &Platform,
         pool: PgPool,
-        settings: Settings,
-        config: AdjusterConfig,
+        config: GroupCommitConfig,
         targets: BTreeSet<Target>,
     ) -> Self {
-        let targets = std::sync::Arc::new(targets);
-        let shards = (0..config.workers.max(1))
-            .map(|_| {
-                let (tx, mut rx) = mpsc::channel::<Job>(config.max_batch * 4);
-                let (pool, settings, targets) = (pool.clone(), settings.clone(), targets.clone());
-                tokio::spawn(async move {
-                    while let Some(first) = rx.recv().await {
-                        let mut jobs = vec![first];
-                        while jobs.len() < config.max_batch {
-                            match rx.try_recv() {
-                                Ok(job) => jobs.push(job),
-                                Err(_) => break,
-                            }
-                        }
-                        execute(&pool, &settings, &targets, jobs).await;
-                    }
-                });
-                tx
-            })
-            .collect();
-        Self { shards }
+        let batch = Adjustments { settings: platform.settings.clone(), targets };
+        Self { commit: platform.group_commit("inventory_adjustments", pool, config, batch) }
     }
 
     /// Applies one adjustment (possibly batched with concurrent ones).
     pub async fn apply(&self, adjustment: Adjustment) -> Result<Applied, Refused> {
-        use std::hash::{Hash, Hasher};
-        let mut hasher = std::collections::hash_map::DefaultHasher::new();
-        adjustment.sku.hash(&mut hasher);
-        let shard = &self.shards[(hasher.finish() % self.shards.len() as u64) as usize];
-        let (reply, answer) = oneshot::channel();
-        shard
-            .send(Job { adjustment, reply })
-            .await
-            .map_err(|_| Refused::Failed("service is shutting down".into()))?;
-        answer.await.map_err(|_| Refused::Failed("executor stopped".into()))?
+        let sku = adjustment.sku.clone();
+        self.commit.submit(sku, adjustment).await.map_err(|e| Refused::Failed(e.0))?
     }
-}
-
-async fn execute(pool: &PgPool, settings: &Settings, targets: &BTreeSet<Target>, jobs: Vec<Job>) {
-    let adjustments: Vec<Adjustment> = jobs.iter().map(|j| j.adjustment.clone()).collect();
-    let low_stock_alerts = settings.current().low_stock_alerts;
-    for attempt in 1..=BATCH_ATTEMPTS {
-        let result = async {
-            let mut conn =
-                pool.get().await.map_err(|e| DieselError::QueryBuilderError(e.into()))?;
-            conn.transaction::<_, DieselError, _>(async |conn| {
-                apply_batch(conn, &adjustments, targets, low_stock_alerts).await
-            })
-            .await
-        }
-        .await;
-        match result {
-            Ok(answers) => {
-                crate::metrics::BATCH_SIZE.observe(jobs.len() as f64);
-                for (job, answer) in jobs.into_iter().zip(answers) {
-                    let _ = job.reply.send(answer);
-                }
-                return;
-            }
-            Err(e) if retryable(&e) && attempt < BATCH_ATTEMPTS => {
-                tracing::debug!(error = %e, attempt, "adjustment batch conflicted, retrying");
-            }
-            Err(e) => {
-                tracing::error!(error = %e, batch = jobs.len(), "adjustment batch failed");
-                if jobs.len() > 1 && matches!(e, DieselError::DatabaseError(..)) {
-                    // The database refused something in the batch: apply the requests one by
-                    // one, so only the one at fault fails.
-                    for job in jobs {
-                        Box::pin(execute(pool, settings, targets, vec![job])).await;
-                    }
-                    return;
-                }
-                break;
-            }
-        }
-    }
-    for job in jobs {
-        let _ = job.reply.send(Err(Refused::Failed("database unavailable, retry later".into())));
-    }
-}
-
-fn retryable(e: &DieselError) -> bool {
-    matches!(
-        e,
-        DieselError::DatabaseError(
-            DatabaseErrorKind::UniqueViolation | DatabaseErrorKind::SerializationFailure,
-            _
-        )
-    ) || e.to_string().contains("deadlock detected")
 }
 
 #[derive(diesel::QueryableByName)]

@@ -3,10 +3,11 @@ use std::{collections::BTreeMap, time::Duration};
 use diesel::sql_types::BigInt;
 use diesel_async::RunQueryDsl;
 use harness::{TestApp, TestDb, TestNats};
-use inventory_sync::{Config, config::target_auth, domain::adjuster::AdjusterConfig};
+use inventory_sync::{Config, config::target_auth};
 use sandbox::{Sandbox, SimServer};
 use secrecy::SecretString;
 use serde_json::{Value, json};
+use shared::db::group_commit::GroupCommitConfig;
 use shared::{outbound::Endpoint, schemas::inventory::Target};
 
 /// The ERP's signing secret (a signature speaks for the sender whose secret made it).
@@ -45,7 +46,7 @@ pub fn config_for(db: &TestDb, nats: &TestNats, sandbox: &Sandbox) -> Config {
             (Target::Pos, endpoint(Target::Pos, &sandbox.pos)),
             (Target::Wms, endpoint(Target::Wms, &sandbox.wms)),
         ]),
-        adjuster: AdjusterConfig { workers: 4, max_batch: 256 },
+        adjuster: GroupCommitConfig { workers: 4, max_batch: 256 },
         push: shared::push::PushConfig {
             concurrency: 4,
             anti_entropy_every: None,

@@ -37,7 +37,10 @@ async fn operator_endpoints_answer() {
     t.put_product("OPS-1", 0).await;
     t.adjust(&adjustment("pos", "OPS-1", "receipt", 1, "r")).await;
     let metrics = t.app.http.get(t.app.url("/metrics")).send().await.unwrap().text().await.unwrap();
-    assert!(metrics.contains("inventory_adjustment_batch_size"), "{metrics}");
+    assert!(
+        metrics.contains("group_commit_batch_size_count{name=\"inventory_adjustments\"}"),
+        "{metrics}"
+    );
     assert!(metrics.contains("http_requests_total"));
 }
 

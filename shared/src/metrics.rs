@@ -1,0 +1,51 @@
+//! The platform's own Prometheus metrics, registered once per process in the default
+//! registry and served at `/metrics`.
+
+use std::sync::LazyLock;
+
+use prometheus::{
+    HistogramVec, IntCounterVec, IntGauge, register_histogram_vec, register_int_counter_vec,
+    register_int_gauge,
+};
+
+macro_rules! metric {
+    ($name:ident: $ty:ty = $init:expr) => {
+        pub static $name: LazyLock<$ty> =
+            LazyLock::new(|| $init.unwrap_or_else(|e| panic!("metric registration: {e}")));
+    };
+}
+
+metric!(HTTP_REQUESTS: IntCounterVec = register_int_counter_vec!(
+    "http_requests_total", "HTTP requests by route, method and status", &["route", "method", "status"]));
+metric!(HTTP_DURATION: HistogramVec = register_histogram_vec!(
+    "http_request_duration_seconds", "HTTP request latency by route", &["route", "method"],
+    vec![0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0]));
+metric!(MESSAGES: IntCounterVec = register_int_counter_vec!(
+    "bus_messages_total", "Consumed messages by consumer and outcome (ok, retry, dead_letter)",
+    &["consumer", "outcome"]));
+metric!(OUTBOX: IntCounterVec = register_int_counter_vec!(
+    "outbox_published_total", "Outbox rows published by schema", &["schema"]));
+metric!(PUSH_DRIFT: IntCounterVec = register_int_counter_vec!(
+    "push_drift_total", "Records anti-entropy found different on a target (and pushed again)",
+    &["target"]));
+metric!(GROUP_COMMIT: HistogramVec = register_histogram_vec!(
+    "group_commit_batch_size", "Requests applied per transaction by a group commit", &["name"],
+    vec![1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0]));
+metric!(READY: IntGauge = register_int_gauge!(
+    "ready", "1 when the last readiness check passed"));
+
+pub fn consumed(consumer: &str, outcome: &str) {
+    MESSAGES.with_label_values(&[consumer, outcome]).inc();
+}
+
+pub fn push_drift(target: &str) {
+    PUSH_DRIFT.with_label_values(&[target]).inc();
+}
+
+pub fn outbox_published(schema: &str, n: usize) {
+    OUTBOX.with_label_values(&[schema]).inc_by(n as u64);
+}
+
+pub fn group_commit(name: &str, batch: usize) {
+    GROUP_COMMIT.with_label_values(&[name]).observe(batch as f64);
+}
