@@ -145,7 +145,8 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .service(list_targets)
         .service(resume_target)
         .service(check_target)
-        .configure(crate::bulk::configure);
+        .configure(crate::bulk::configure)
+        .configure(crate::ingress::configure);
 }
 
 /// OpenAPI paths of the operator and admin endpoints, merged into every service's document.
@@ -156,7 +157,8 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         get_settings, put_setting, list_dead_letters, replay_dead_letter,
         list_targets, resume_target, check_target,
         crate::bulk::create_job, crate::bulk::list_jobs, crate::bulk::get_job,
-        crate::bulk::cancel_job, crate::bulk::resume_job
+        crate::bulk::cancel_job, crate::bulk::resume_job,
+        crate::ingress::post_webhook, crate::ingress::get_event
     ),
     modifiers(&SecuritySchemes)
 )]

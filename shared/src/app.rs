@@ -31,6 +31,7 @@ use crate::{
         group_commit::{Batch, GroupCommit, GroupCommitConfig},
     },
     http::AuthConfig,
+    ingress::{Ingress, WebhookSource},
     outbound::Endpoint,
     push::{Connector, PushConfig, PushEngine, PushTarget},
     settings::Settings,
@@ -62,6 +63,8 @@ pub struct Platform {
     pub(crate) openapi: Arc<utoipa::openapi::OpenApi>,
     /// The bulk loads this service offers, once [`Platform::run_bulk`] started them.
     pub(crate) bulk: crate::bulk::EngineSlot,
+    /// The webhook ingress, once [`Platform::run_ingress`] started it.
+    pub(crate) ingress: crate::ingress::IngressSlot,
     /// The push targets this service runs ([`Platform::run_push`]).
     pub(crate) push_targets: crate::push::Targets,
     tasks: TaskTracker,
@@ -104,6 +107,7 @@ impl Platform {
             openapi: Arc::new(openapi),
             bulk: Default::default(),
             push_targets: Default::default(),
+            ingress: Default::default(),
             tasks,
             commit_tasks: TaskTracker::new(),
             commits_shutdown: CancellationToken::new(),
@@ -224,6 +228,27 @@ impl Platform {
             &self.commit_tasks,
             self.commits_shutdown.clone(),
         )
+    }
+
+    /// Accepts webhooks from `sources` at `POST /webhooks/<system>` (see [`crate::ingress`]).
+    pub fn run_ingress(&self, sources: Vec<WebhookSource>) -> anyhow::Result<()> {
+        for source in &sources {
+            for scheme in &source.schemes {
+                scheme.validate().map_err(|e| {
+                    anyhow::anyhow!("webhook source {} ({}): {e}", source.system, scheme.name())
+                })?;
+            }
+        }
+        let received = self.group_commit(
+            "webhook_received",
+            self.db.clone(),
+            GroupCommitConfig { workers: 2, max_batch: 256 },
+            crate::bus::events::Received { schema: self.schema },
+        );
+        let ingress = Ingress { sources, bus: self.bus.clone(), received };
+        self.ingress
+            .set(Arc::new(ingress))
+            .map_err(|_| anyhow::anyhow!("the webhook ingress is already running"))
     }
 
     /// The push targets this service runs.

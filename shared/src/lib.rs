@@ -11,6 +11,7 @@ pub mod config;
 pub mod db;
 pub mod health;
 pub mod http;
+pub mod ingress;
 pub mod mappers;
 pub mod metrics;
 pub mod notify;

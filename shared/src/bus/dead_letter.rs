@@ -52,6 +52,14 @@ fn without_nul(value: serde_json::Value) -> serde_json::Value {
     serde_json::from_str(&text.replace("\\u0000", "\\ufffd")).unwrap_or(value)
 }
 
+/// The envelope id of an inbound webhook event (its status becomes `failed`).
+fn webhook_event_id(subject: &str, payload: &serde_json::Value) -> Option<Uuid> {
+    if !subject.starts_with("webhooks.") {
+        return None;
+    }
+    payload.get("id")?.as_str()?.parse().ok()
+}
+
 impl DeadLetters {
     /// Stores a dead letter and announces it, in one transaction.
     pub async fn record(
@@ -97,6 +105,9 @@ impl DeadLetters {
             .bind::<BigInt, _>(deliveries)
             .execute(conn)
             .await?;
+            if let Some(event_id) = webhook_event_id(subject, &payload) {
+                super::events::dead_lettered(conn, schema, event_id, error).await?;
+            }
             outbox::enqueue(conn, schema, &[OutboxRow::new(&event)]).await
         })
         .await?;

@@ -7,6 +7,7 @@
 
 pub mod consumer;
 pub mod dead_letter;
+pub mod events;
 pub mod inbox;
 pub mod outbox;
 pub mod streams;

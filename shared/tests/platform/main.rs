@@ -3,6 +3,7 @@
 
 mod bus;
 mod db;
+mod ingress;
 mod notify;
 mod settings;
 mod telemetry;

@@ -1,10 +1,12 @@
--- The push engine's tables become platform tables, in every service schema (shared::push):
---   push_state       what each target was last told, per record (version fencing)
+-- The engines' tables, in every service schema:
+--   push_state       what each target was last told, per record (version fencing)  shared::push
 --   push_log         every push attempt, read-back and drift correction
 --   stopped_targets  targets that answered 410 Gone (nothing is pushed until resumed)
--- inventory's own target_state / target_sync_log move into them (record key `warehouse/sku`).
+--   webhook_events   what became of every accepted inbound event                   shared::ingress
+-- inventory's own target_state / target_sync_log move into the push tables (record key
+-- `warehouse/sku`).
 
-CREATE FUNCTION public.datasync_push_tables(schema_name text) RETURNS void LANGUAGE plpgsql AS $$
+CREATE FUNCTION public.datasync_engine_tables(schema_name text) RETURNS void LANGUAGE plpgsql AS $$
 BEGIN
     EXECUTE format($sql$
         CREATE TABLE %1$I.push_state (
@@ -36,11 +38,26 @@ BEGIN
             reason text NOT NULL,
             stopped_at timestamptz NOT NULL DEFAULT now()
         );
+
+        -- `received` once the event is durably in JetStream; the consumer that applies it moves
+        -- it to `applied`, `conflict` or `failed` (with the reason) in the transaction of its
+        -- effect; a dead-lettered event becomes `failed` with the dead letter's error.
+        CREATE TABLE %1$I.webhook_events (
+            id uuid PRIMARY KEY,
+            system text NOT NULL,
+            entity text NOT NULL,
+            -- The sender's id of the event (delivery id or event id): the dedupe key.
+            delivery_id text NOT NULL,
+            status text NOT NULL CHECK (status IN ('received', 'applied', 'conflict', 'failed')),
+            reason text,
+            received_at timestamptz NOT NULL DEFAULT now(),
+            updated_at timestamptz NOT NULL DEFAULT now()
+        );
     $sql$, schema_name);
 END;
 $$;
 
--- Schemas created by later migrations get the push tables with the other platform tables.
+-- Schemas created by later migrations get the engine tables with the other platform tables.
 CREATE OR REPLACE FUNCTION public.datasync_platform_tables(schema_name text) RETURNS void LANGUAGE plpgsql AS $$
 BEGIN
     EXECUTE format('CREATE SCHEMA %I', schema_name);
@@ -75,11 +92,11 @@ BEGIN
         );
         CREATE INDEX dead_letters_open_idx ON %1$I.dead_letters (created_at) WHERE replayed_at IS NULL;
     $sql$, schema_name);
-    PERFORM public.datasync_push_tables(schema_name);
+    PERFORM public.datasync_engine_tables(schema_name);
 END;
 $$;
 
-SELECT public.datasync_push_tables(s)
+SELECT public.datasync_engine_tables(s)
 FROM unnest(ARRAY['crm', 'erp', 'inventory', 'directory', 'resolver', 'monitor']) AS s;
 
 INSERT INTO inventory.push_state (target, record_key, pushed_version, pushed_at)

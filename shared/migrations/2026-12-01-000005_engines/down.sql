@@ -28,11 +28,11 @@ DO $$
 DECLARE s text;
 BEGIN
     FOREACH s IN ARRAY ARRAY['crm', 'erp', 'inventory', 'directory', 'resolver', 'monitor'] LOOP
-        EXECUTE format('DROP TABLE %I.push_state, %I.push_log', s, s);
+        EXECUTE format('DROP TABLE %I.push_state, %I.push_log, %I.webhook_events', s, s, s);
         IF s <> 'inventory' THEN
             EXECUTE format('DROP TABLE %I.stopped_targets', s);
         END IF;
     END LOOP;
 END;
 $$;
-DROP FUNCTION public.datasync_push_tables(text);
+DROP FUNCTION public.datasync_engine_tables(text);

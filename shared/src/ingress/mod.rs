@@ -1,0 +1,242 @@
+//! The webhook ingress: one path for every inbound webhook of every connector.
+//!
+//! `POST /webhooks/<system>`:
+//! 1. The body is read up to the size limit (`MAX_BODY_BYTES`; larger is a 413 problem).
+//! 2. The raw bytes are verified with the system's schemes ([`crate::http::verify`]: Standard
+//!    Webhooks, HubSpot v3, the datasync signature or an API key); the secret that matched must
+//!    belong to this system (a sender speaks only for itself). Failure is a 401, nothing stored.
+//! 3. The connector's parser splits the body into events (one for most senders, several for
+//!    HubSpot's batches), each with the sender's id for it; a bad body is a 4xx naming the field.
+//! 4. Each event is published to JetStream on `webhooks.<system>.<entity>` with `Nats-Msg-Id` =
+//!    `<system>:<id>` and an envelope id derived from the same (UUID v5), so a redelivery by
+//!    the sender is dropped by JetStream and answers the same ids.
+//! 5. A `received` row per event is written to `<schema>.webhook_events` (group commit), and the
+//!    answer is `202 {event_id, event_ids}`; a redelivery answers the same, with
+//!    `Idempotent-Replayed: true`.
+//!
+//! The consumer that applies an event records `applied`, `conflict` or `failed` with
+//! [`record`] in the transaction of its effect; a dead-lettered event becomes `failed` with the
+//! dead letter's error. `GET /events/{id}` reports it.
+
+use std::sync::{Arc, OnceLock};
+
+use actix_web::{HttpRequest, HttpResponse, get, post, web};
+use bytes::Bytes;
+use serde::Serialize;
+use uuid::Uuid;
+
+pub use crate::bus::events::{EventStatus, record};
+
+use crate::{
+    bus::{Bus, events as store},
+    db::group_commit::GroupCommit,
+    http::{
+        ApiError, AuthConfig, Reader,
+        verify::{Scheme, Signed, Verified, verify_any},
+    },
+};
+
+/// One event of a verified webhook.
+#[derive(Clone, Debug, PartialEq)]
+pub struct InboundEvent {
+    /// The sender's id of this event (its delivery id, or the event's own id in a batch).
+    pub id: String,
+    /// The entity it is about; the subject is `webhooks.<system>.<entity>`.
+    pub entity: String,
+    /// The envelope's `data`, as the consumer will decode it.
+    pub data: serde_json::Value,
+}
+
+/// How one system's webhooks are authenticated and read.
+#[derive(Clone)]
+pub struct WebhookSource {
+    /// The system's name (`crm`, `erp`, ...): the path `/webhooks/<system>`.
+    pub system: &'static str,
+    /// Accepted schemes; the request is judged by the first whose credential it carries.
+    pub schemes: Vec<Scheme>,
+    /// Splits a verified body into events; an error is the answer (4xx naming the field).
+    pub parse: fn(&Verified, &[u8]) -> Result<Vec<InboundEvent>, ApiError>,
+}
+
+/// Namespace of the envelope ids derived from `<system>:<event id>`.
+const EVENT_NAMESPACE: Uuid = Uuid::from_u128(0x6d1f_6a3e_8c1b_4e59_9a57_3f0e_2b8c_d401);
+
+/// The envelope id of an event: the same for every delivery of it.
+pub fn event_id(system: &str, id: &str) -> Uuid {
+    Uuid::new_v5(&EVENT_NAMESPACE, format!("{system}:{id}").as_bytes())
+}
+
+/// A running ingress.
+pub struct Ingress {
+    pub(crate) sources: Vec<WebhookSource>,
+    pub(crate) bus: Bus,
+    pub(crate) received: GroupCommit<store::Received>,
+}
+
+pub(crate) type IngressSlot = Arc<OnceLock<Arc<Ingress>>>;
+
+/// The answer to an accepted webhook.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct Accepted {
+    /// The first (usually the only) event's id.
+    pub event_id: Uuid,
+    /// Every event of the webhook, in order.
+    pub event_ids: Vec<Uuid>,
+}
+
+/// The header marking an answer to a delivery that was accepted before.
+pub const IDEMPOTENT_REPLAYED: &str = "Idempotent-Replayed";
+
+impl Ingress {
+    fn source(&self, system: &str) -> Result<&WebhookSource, ApiError> {
+        self.sources
+            .iter()
+            .find(|s| s.system == system)
+            .ok_or_else(|| ApiError::NotFound(format!("webhook source {system}")))
+    }
+
+    /// Verifies, splits and publishes one webhook; `(answer, every event was a redelivery)`.
+    pub async fn accept(
+        &self,
+        system: &str,
+        signed: &Signed<'_>,
+        now_ms: i64,
+    ) -> Result<(Accepted, bool), ApiError> {
+        let source = self.source(system)?;
+        let verified = verify_any(&source.schemes, signed, now_ms)?;
+        if verified.sender != source.system {
+            return Err(ApiError::Unauthorized("these credentials belong to another sender"));
+        }
+        let events = (source.parse)(&verified, signed.body)?;
+        if events.is_empty() {
+            return Err(ApiError::field("body", "the webhook carries no event"));
+        }
+        for event in &events {
+            if !crate::schemas::is_subject_safe(&event.entity) || event.entity.contains('.') {
+                return Err(ApiError::field(
+                    "entity",
+                    format!("invalid entity {:?}", event.entity),
+                ));
+            }
+            if event.id.is_empty() || event.id.len() > 200 {
+                return Err(ApiError::field("id", "an event id must be 1-200 characters"));
+            }
+        }
+        let now = chrono::Utc::now();
+        let trace = crate::telemetry::current_traceparent();
+        let mut acks = Vec::with_capacity(events.len());
+        for event in &events {
+            let envelope = crate::schemas::Envelope {
+                id: event_id(system, &event.id),
+                kind: format!("{system}.webhook_received"),
+                source: system.to_owned(),
+                occurred_at: now,
+                trace: trace.clone(),
+                data: &event.data,
+            };
+            let payload = Bytes::from(serde_json::to_vec(&envelope).map_err(anyhow::Error::from)?);
+            let subject = format!("webhooks.{system}.{}", event.entity);
+            let msg_id = format!("{system}:{}", event.id);
+            let ack = self
+                .bus
+                .send(&subject, &msg_id, envelope.trace.as_deref(), payload)
+                .await
+                .map_err(|e| ApiError::Unavailable(format!("event bus: {e}")))?;
+            acks.push(ack);
+        }
+        let mut replayed = true;
+        for ack in acks {
+            let ack = ack.await.map_err(|e| ApiError::Unavailable(format!("event bus: {e}")))?;
+            replayed &= ack.duplicate;
+        }
+        let ids: Vec<Uuid> = events.iter().map(|e| event_id(system, &e.id)).collect();
+        let rows: Vec<store::ReceivedRow> = events
+            .iter()
+            .zip(&ids)
+            .map(|(e, id)| store::ReceivedRow {
+                id: *id,
+                system: system.to_owned(),
+                entity: e.entity.clone(),
+                delivery_id: e.id.clone(),
+            })
+            .collect();
+        // The events are durable in JetStream already; a failed status row is logged, and the
+        // consumer's own status row still comes.
+        if let Err(e) = self.received.submit(ids[0], rows).await {
+            tracing::warn!(error = %e, system, "received status not recorded");
+        }
+        tracing::info!(system, events = ids.len(), replayed, sender = %verified.sender, "webhook accepted");
+        Ok((Accepted { event_id: ids[0], event_ids: ids }, replayed))
+    }
+}
+
+/// The full URI the sender called, for signatures over it (HubSpot): scheme and host as the
+/// request arrived (a proxy's `Forwarded`/`X-Forwarded-*` headers are honoured by actix).
+fn full_uri(req: &HttpRequest) -> String {
+    let info = req.connection_info();
+    format!("{}://{}{}", info.scheme(), info.host(), req.uri())
+}
+
+fn ingress(slot: &IngressSlot) -> Result<Arc<Ingress>, ApiError> {
+    slot.get().cloned().ok_or_else(|| ApiError::NotFound("webhook ingress".into()))
+}
+
+/// Accepts a webhook from `system` (see the module doc for what happens).
+#[utoipa::path(post, path = "/webhooks/{system}", tag = "webhooks",
+    params(("system" = String, Path, description = "the sending system")),
+    security(("signature" = []), ("api_key" = [])),
+    responses(
+        (status = 202, description = "durably accepted (with `Idempotent-Replayed: true` for a redelivery)", body = Accepted),
+        (status = 400, description = "the body is not what the sender sends"),
+        (status = 401, description = "missing or invalid signature or key"),
+        (status = 404, description = "no such webhook source"),
+        (status = 413, description = "body over the size limit"),
+        (status = 422, description = "a field is invalid"),
+        (status = 503, description = "the event bus is unavailable: retry")))]
+#[post("/webhooks/{system}")]
+pub async fn post_webhook(
+    req: HttpRequest,
+    payload: web::Payload,
+    system: web::Path<String>,
+    platform: web::Data<crate::app::Platform>,
+    auth: web::Data<AuthConfig>,
+) -> Result<HttpResponse, ApiError> {
+    let ingress = ingress(&platform.ingress)?;
+    ingress.source(&system)?;
+    let mut payload = payload.into_inner();
+    let body = <web::Bytes as actix_web::FromRequest>::from_request(&req, &mut payload);
+    let body = crate::http::read_body(body, &req, auth.max_body).await?;
+    let uri = full_uri(&req);
+    let signed =
+        Signed { method: req.method().as_str(), uri: &uri, headers: req.headers(), body: &body };
+    let (accepted, replayed) =
+        ingress.accept(&system, &signed, chrono::Utc::now().timestamp_millis()).await?;
+    let mut response = HttpResponse::Accepted();
+    if replayed {
+        response.insert_header((IDEMPOTENT_REPLAYED, "true"));
+    }
+    Ok(response.json(accepted))
+}
+
+/// What became of an accepted event: `received`, `applied`, `conflict` or `failed` (with the
+/// reason).
+#[utoipa::path(get, path = "/events/{id}", tag = "webhooks",
+    params(("id" = Uuid, Path, description = "an event id from a 202 answer")),
+    security(("api_key" = []), ("admin_token" = [])),
+    responses((status = 200, description = "the event's status", body = store::EventRecord), (status = 404, description = "no such event")))]
+#[get("/events/{id}")]
+pub async fn get_event(
+    _: Reader,
+    id: web::Path<Uuid>,
+    platform: web::Data<crate::app::Platform>,
+) -> Result<HttpResponse, ApiError> {
+    let mut conn = platform.db.get().await?;
+    match store::find(&mut conn, platform.schema, *id).await? {
+        Some(event) => Ok(HttpResponse::Ok().json(event)),
+        None => Err(ApiError::NotFound(format!("event {id}"))),
+    }
+}
+
+pub fn configure(cfg: &mut web::ServiceConfig) {
+    cfg.service(post_webhook).service(get_event);
+}

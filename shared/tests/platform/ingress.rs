@@ -1,0 +1,266 @@
+//! The webhook ingress over real HTTP, NATS and PostgreSQL: verify, publish once per delivery,
+//! answer 202 with the event ids, report each event's status.
+
+use std::time::Duration;
+
+use harness::{TestApp, TestDb, TestNats};
+use reqwest::StatusCode;
+use secrecy::SecretString;
+use serde_json::{Value, json};
+use shared::{
+    app::{Application, Platform, ServiceSpec},
+    bus::{ConsumerSpec, HandlerError, streams},
+    http::{
+        ApiError, AuthConfig,
+        verify::{Scheme, Verified, sign_hubspot, sign_standard},
+    },
+    ingress::{EventStatus, InboundEvent, WebhookSource},
+};
+
+const CRM_SECRET: &str = "whsec_c2VjcmV0LWZvci10aGUtY3JtLXdlYmhvb2tzLTAxMjM=";
+const HUBSPOT_SECRET: &str = "hubspot-app-client-secret";
+const ERP_KEY: &str = "erp-webhook-key-0123456789";
+
+/// A CRM event body: `{id, type, data}` with the entity in `type` (`contact.updated`).
+fn parse_crm(verified: &Verified, body: &[u8]) -> Result<Vec<InboundEvent>, ApiError> {
+    let value: Value = shared::http::parse_json(body)?;
+    let events = match value {
+        Value::Array(items) => items,
+        one => vec![one],
+    };
+    events
+        .into_iter()
+        .map(|event| {
+            let id = event
+                .get("eventId")
+                .map(|id| id.to_string())
+                .or_else(|| verified.delivery_id.clone())
+                .ok_or_else(|| ApiError::field("eventId", "eventId is required"))?;
+            let entity = event
+                .get("objectType")
+                .and_then(Value::as_str)
+                .ok_or_else(|| ApiError::field("objectType", "objectType is required"))?
+                .to_owned();
+            Ok(InboundEvent { id, entity, data: event })
+        })
+        .collect()
+}
+
+struct Fixture {
+    app: TestApp,
+    nats: TestNats,
+    _db: TestDb,
+}
+
+async fn spawn(max_body: usize) -> Fixture {
+    harness::init_logs();
+    let db = TestDb::new().await;
+    let nats = TestNats::new();
+    let mut config = harness::common_config("crm-sync", &db, &nats);
+    config.max_body = max_body;
+    let spec = ServiceSpec {
+        schema: "crm",
+        streams: &[&streams::WEBHOOKS, &streams::SYNC_EVENTS],
+        openapi: shared::app::described("ingress test"),
+    };
+    let platform = Platform::start(&config, spec).await.unwrap();
+    let named = |name: &str, secret: &str| vec![(name.to_owned(), SecretString::from(secret))];
+    platform
+        .run_ingress(vec![
+            WebhookSource {
+                system: "crm",
+                schemes: vec![
+                    Scheme::StandardWebhooks(named("crm", CRM_SECRET)),
+                    Scheme::HubSpotV3(named("crm", HUBSPOT_SECRET)),
+                    Scheme::ApiKey(named("erp", ERP_KEY)),
+                ],
+                parse: parse_crm,
+            },
+            WebhookSource {
+                system: "erp",
+                schemes: vec![Scheme::ApiKey(named("erp", ERP_KEY))],
+                parse: parse_crm,
+            },
+        ])
+        .unwrap();
+    // The consumer that applies CRM contacts: a contact named "poison" can never be applied.
+    let spec = ConsumerSpec {
+        max_deliver: 2,
+        ..ConsumerSpec::new("crm-contacts", &streams::WEBHOOKS, "webhooks.crm.contact")
+    };
+    let consumer_platform = platform.clone();
+    platform.spawn_consumer(spec, move |delivery: shared::bus::Delivery<Value>| {
+        let platform = consumer_platform.clone();
+        async move {
+            if delivery.envelope.data["name"] == "poison" {
+                return Err(HandlerError::Permanent(anyhow::anyhow!("contact cannot be applied")));
+            }
+            let mut conn = platform.db.get().await.map_err(anyhow::Error::from)?;
+            let status = vec![(delivery.envelope.id, EventStatus::Applied, None)];
+            shared::ingress::record(&mut conn, "crm", "crm", "contact", &status).await?;
+            Ok(())
+        }
+    });
+    let app = Application::build(platform, (), AuthConfig::default(), |_| {}).unwrap();
+    Fixture { app: TestApp::spawn(app), nats, _db: db }
+}
+
+fn standard(body: &str, id: &str) -> Vec<(&'static str, String)> {
+    let t = chrono::Utc::now().timestamp();
+    vec![
+        ("webhook-id", id.to_owned()),
+        ("webhook-timestamp", t.to_string()),
+        ("webhook-signature", sign_standard(CRM_SECRET, id, t, body.as_bytes()).unwrap()),
+    ]
+}
+
+async fn post(
+    f: &Fixture,
+    system: &str,
+    body: &str,
+    headers: &[(&'static str, String)],
+) -> reqwest::Response {
+    let mut request = f
+        .app
+        .http
+        .post(f.app.url(&format!("/webhooks/{system}")))
+        .header("Content-Type", "application/json")
+        .body(body.to_owned());
+    for (k, v) in headers {
+        request = request.header(*k, v);
+    }
+    request.send().await.unwrap()
+}
+
+/// Every message on `webhooks.>` so far.
+async fn published(f: &Fixture) -> Vec<(String, Value)> {
+    let js = async_nats::jetstream::new(f.nats.client().await);
+    let stream = js.get_stream(format!("{}_WEBHOOKS", f.nats.prefix)).await.unwrap();
+    let info = stream.get_info().await.unwrap();
+    let mut out = Vec::new();
+    for seq in info.state.first_sequence..=info.state.last_sequence {
+        if let Ok(msg) = stream.get_raw_message(seq).await {
+            out.push((msg.subject.to_string(), serde_json::from_slice(&msg.payload).unwrap()));
+        }
+    }
+    out
+}
+
+async fn event(f: &Fixture, id: &str) -> (StatusCode, Value) {
+    let response = f.app.admin_get(&format!("/events/{id}")).await;
+    (response.status(), response.json().await.unwrap_or(Value::Null))
+}
+
+#[tokio::test]
+async fn a_signed_webhook_is_published_once_and_its_status_can_be_followed() {
+    let f = spawn(1024 * 1024).await;
+    let body = r#"{"objectType": "deal", "name": "Big deal"}"#;
+
+    let first = post(&f, "crm", body, &standard(body, "msg_1")).await;
+    assert_eq!(first.status(), 202);
+    assert!(first.headers().get("Idempotent-Replayed").is_none());
+    let first: Value = first.json().await.unwrap();
+    let again = post(&f, "crm", body, &standard(body, "msg_1")).await;
+
+    assert_eq!(again.status(), 202, "a redelivery answers as the first time");
+    assert_eq!(again.headers().get("Idempotent-Replayed").unwrap(), "true");
+    assert_eq!(again.json::<Value>().await.unwrap(), first);
+    let id = first["event_id"].as_str().unwrap();
+    assert_eq!(first["event_ids"], json!([id]));
+    let messages = published(&f).await;
+    assert_eq!(messages.len(), 1, "{messages:?}");
+    let (subject, envelope) = &messages[0];
+    assert_eq!(subject, &f.nats.subject("webhooks.crm.deal"));
+    assert_eq!(envelope["id"], id);
+    assert_eq!(envelope["type"], "crm.webhook_received");
+    assert_eq!(envelope["data"]["name"], "Big deal");
+    let (status, record) = event(&f, id).await;
+    assert_eq!(status, 200);
+    assert_eq!(record["status"], "received", "no consumer takes deals: {record}");
+    assert_eq!(record["delivery_id"], "msg_1");
+    assert_eq!(event(&f, &uuid::Uuid::nil().to_string()).await.0, 404);
+}
+
+#[tokio::test]
+async fn an_applied_event_reads_applied_and_a_dead_lettered_one_failed_with_the_reason() {
+    let f = spawn(1024 * 1024).await;
+    let good = r#"{"objectType": "contact", "name": "Ada"}"#;
+    let bad = r#"{"objectType": "contact", "name": "poison"}"#;
+
+    let good: Value =
+        post(&f, "crm", good, &standard(good, "msg_good")).await.json().await.unwrap();
+    let bad: Value = post(&f, "crm", bad, &standard(bad, "msg_bad")).await.json().await.unwrap();
+
+    let status_of = |v: &Value| v["event_id"].as_str().unwrap().to_owned();
+    let applied = harness::eventually(Duration::from_secs(20), || async {
+        let (_, record) = event(&f, &status_of(&good)).await;
+        (record["status"] == "applied").then_some(record)
+    });
+    assert!(applied.await.is_some());
+    let failed = harness::eventually(Duration::from_secs(20), || async {
+        let (_, record) = event(&f, &status_of(&bad)).await;
+        (record["status"] == "failed").then_some(record)
+    })
+    .await
+    .expect("the poison event is reported failed");
+    assert!(failed["reason"].as_str().unwrap().contains("contact cannot be applied"), "{failed}");
+}
+
+#[tokio::test]
+async fn a_hubspot_batch_becomes_one_event_per_entry() {
+    let f = spawn(1024 * 1024).await;
+    let body =
+        r#"[{"eventId": 101, "objectType": "deal"}, {"eventId": 102, "objectType": "company"}]"#;
+    let url = f.app.url("/webhooks/crm");
+    let t = chrono::Utc::now().timestamp_millis();
+    let signature = sign_hubspot(HUBSPOT_SECRET, "POST", &url, body.as_bytes(), t);
+    let headers =
+        [("X-HubSpot-Signature-v3", signature), ("X-HubSpot-Request-Timestamp", t.to_string())];
+
+    let response = post(&f, "crm", body, &headers).await;
+
+    assert_eq!(response.status(), 202);
+    let answer: Value = response.json().await.unwrap();
+    assert_eq!(answer["event_ids"].as_array().unwrap().len(), 2);
+    let subjects: Vec<String> = published(&f).await.into_iter().map(|(s, _)| s).collect();
+    assert_eq!(
+        subjects,
+        [f.nats.subject("webhooks.crm.deal"), f.nats.subject("webhooks.crm.company")]
+    );
+    let stale = t - 301_000;
+    let old = sign_hubspot(HUBSPOT_SECRET, "POST", &url, body.as_bytes(), stale);
+    let headers =
+        [("X-HubSpot-Signature-v3", old), ("X-HubSpot-Request-Timestamp", stale.to_string())];
+    assert_eq!(post(&f, "crm", body, &headers).await.status(), 401, "older than 5 minutes");
+}
+
+#[tokio::test]
+async fn unauthenticated_foreign_oversized_or_malformed_webhooks_are_refused_with_nothing_stored() {
+    let f = spawn(1024).await;
+    let body = r#"{"objectType": "contact", "name": "Ada"}"#;
+    let mut forged = standard(body, "msg_2");
+    forged[2].1 =
+        sign_standard("whsec_b3RoZXItc2VjcmV0LW90aGVyLXNlY3JldA==", "msg_2", 0, b"x").unwrap();
+
+    let cases = [
+        (post(&f, "crm", body, &[]).await, 401),
+        (post(&f, "crm", body, &forged).await, 401),
+        // The ERP's key is valid, but it may not speak for the CRM.
+        (post(&f, "crm", body, &[("X-API-Key", ERP_KEY.to_owned())]).await, 401),
+        (post(&f, "fax", body, &standard(body, "msg_3")).await, 404),
+        (post(&f, "crm", "{", &standard("{", "msg_4")).await, 400),
+        (post(&f, "crm", r#"{"name": 1}"#, &standard(r#"{"name": 1}"#, "msg_5")).await, 422),
+    ];
+    for (response, expected) in cases {
+        assert_eq!(response.status(), expected);
+        let problem: Value = response.json().await.unwrap();
+        assert!(problem["title"].is_string(), "{problem}");
+    }
+    let big = format!(r#"{{"objectType": "contact", "name": "{}"}}"#, "x".repeat(2000));
+    let response = post(&f, "crm", &big, &standard(&big, "msg_6")).await;
+    assert_eq!(response.status(), 413);
+    assert_eq!(response.headers().get("content-type").unwrap(), "application/problem+json");
+    assert!(published(&f).await.is_empty(), "nothing was published");
+    let erp = post(&f, "erp", body, &[("X-API-Key", ERP_KEY.to_owned())]).await;
+    assert_eq!(erp.status(), 422, "the ERP's own source takes its key (no eventId here)");
+}
