@@ -2,9 +2,8 @@
 //!
 //! - `POST /adjustments` applies an adjustment synchronously (see [`domain::adjuster`]).
 //! - The ERP's inventory messages (`webhooks.erp.inventory`) arrive as `count` adjustments.
-//! - Every change leaves `inventory.adjusted.<sku>` and, per target other than its origin,
-//!   `inventory.level.<target>.<warehouse>.<sku>`; the shared push engine pushes the latest
-//!   level to each target ([`push`]).
+//! - Every change leaves `inventory.adjusted.<sku>` and `inventory.level.<warehouse>.<sku>`;
+//!   the shared push engine pushes the latest level to each target ([`push`]).
 //! - Threshold crossings raise `alerts.*`; a periodic reconciliation checks ledger sums.
 //! - A bulk load of `stock` from the ERP (`/admin/bulk/jobs`, see [`bulk`]).
 
@@ -86,8 +85,7 @@ pub async fn build(config: Config) -> anyhow::Result<Application> {
             push::StockLevels { target },
             config.push,
         )?;
-        let filter = format!("inventory.level.{}.>", target.as_str());
-        platform.run_push(engine, &streams::INVENTORY_LEVELS, &filter);
+        platform.run_push(engine, &streams::INVENTORY_LEVELS, "inventory.level.>");
     }
     let erp = state.targets.get(&Target::Erp).cloned();
     platform.run_bulk(erp.map(|erp| {

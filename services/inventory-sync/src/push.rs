@@ -2,7 +2,7 @@
 //! ([`shared::push`]): this holds only what is inventory's own, how a stock row is loaded and
 //! how each target's request looks.
 //!
-//! Input: `inventory.level.<target>.<warehouse>.<sku>` (latest message per subject only), one
+//! Input: `inventory.level.<warehouse>.<sku>` (latest message per subject only), read by one
 //! batch consumer per configured target. The record key is `<warehouse>/<sku>`; the record's
 //! version is `stock.version` (bumped by every change of the level) and its origin
 //! `stock.last_source`. For the shop, a delivered level is followed by the product's
@@ -71,7 +71,7 @@ impl Connector for StockLevels {
         let (warehouse, sku) = split(record_key);
         OutboxRow::new(&Envelope::new(
             crate::SERVICE,
-            StockLevelChanged { target: self.target, sku: sku.into(), warehouse: warehouse.into() },
+            StockLevelChanged { sku: sku.into(), warehouse: warehouse.into() },
         ))
     }
 

@@ -64,10 +64,10 @@ pub const INVENTORY: StreamSpec = StreamSpec {
     max_age: WEEK,
 };
 
-/// "This sku/warehouse changed, push it to this target": `inventory.level.<target>.<warehouse>.<sku>`.
-/// One message per subject, so a burst of changes leaves one pending push per target and
-/// record. (A separate stream from `INVENTORY` because the per-subject limit is stream-wide
-/// and must not truncate the ledger events.)
+/// "This sku/warehouse changed, push it": `inventory.level.<warehouse>.<sku>`, read by one
+/// durable consumer per target. One message per subject, so a burst of changes leaves one
+/// pending push per record and target. (A separate stream from `INVENTORY` because the
+/// per-subject limit is stream-wide and must not truncate the ledger events.)
 pub const INVENTORY_LEVELS: StreamSpec = StreamSpec {
     name: "INVENTORY_LEVELS",
     subjects: &["inventory.level.>"],

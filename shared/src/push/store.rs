@@ -14,7 +14,7 @@ use crate::{
     bus::outbox::{self, OutboxRow},
     schemas::{
         Envelope,
-        sync::{AlertRaised, Direction, Severity, SyncRecorded, SyncStatus},
+        sync::{AlertRaised, Direction, RecordSynced, Severity, SyncBatchRecorded, SyncStatus},
     },
 };
 
@@ -170,7 +170,7 @@ impl LogRow {
     }
 }
 
-/// Writes the attempts to `push_log` and announces each on
+/// Writes the attempts to `push_log` and announces them, one event for the batch, on
 /// `sync.events.<target>.outbound.<entity>`.
 pub(super) async fn write_log(
     conn: &mut AsyncPgConnection,
@@ -202,24 +202,24 @@ pub(super) async fn write_log(
     .bind::<Array<BigInt>, _>(rows.iter().map(|r| r.attempt).collect::<Vec<_>>())
     .execute(&mut *conn)
     .await?;
-    let events: Vec<OutboxRow> = rows
-        .iter()
-        .map(|r| {
-            OutboxRow::new(&Envelope::new(
-                service,
-                SyncRecorded {
-                    system: target.to_owned(),
-                    direction: Direction::Outbound,
-                    entity: entity.to_owned(),
+    let event = Envelope::new(
+        service,
+        SyncBatchRecorded {
+            system: target.to_owned(),
+            direction: Direction::Outbound,
+            entity: entity.to_owned(),
+            records: rows
+                .iter()
+                .map(|r| RecordSynced {
                     record_id: r.key.clone(),
                     status: r.status,
                     http_status: r.http_status,
                     detail: r.error.clone(),
-                },
-            ))
-        })
-        .collect();
-    outbox::enqueue(conn, schema, &events).await
+                })
+                .collect(),
+        },
+    );
+    outbox::enqueue(conn, schema, &[OutboxRow::new(&event)]).await
 }
 
 /// Stops pushing to a target that answered 410 Gone, raising a critical alert the first time.

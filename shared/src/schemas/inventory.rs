@@ -113,12 +113,12 @@ impl Event for StockAdjusted {
     }
 }
 
-/// "Push the current level of this sku/warehouse to this target". Carries no quantity: the
-/// pusher reads the latest level when it runs, so stale or reordered messages are harmless and
-/// the stream keeps only the last one per subject.
+/// "The level of this sku/warehouse changed: push it to every target". Carries no quantity:
+/// each target's pusher reads the latest level when it runs, so stale or reordered messages are
+/// harmless and the stream keeps only the last one per subject. One message serves every
+/// target: each target's durable consumer reads the stream on its own.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct StockLevelChanged {
-    pub target: Target,
     pub sku: String,
     pub warehouse: String,
 }
@@ -126,7 +126,7 @@ pub struct StockLevelChanged {
 impl Event for StockLevelChanged {
     const TYPE: &'static str = "inventory.level_changed";
     fn subject(&self) -> String {
-        format!("inventory.level.{}.{}.{}", self.target.as_str(), self.warehouse, self.sku)
+        format!("inventory.level.{}.{}", self.warehouse, self.sku)
     }
 }
 

@@ -85,8 +85,11 @@ mod wire_format {
 
     use super::{
         Envelope, Event,
-        inventory::{AdjustmentType, StockAdjusted, StockLevelChanged, Target},
-        sync::{AlertRaised, Direction, MessageDeadLettered, Severity, SyncRecorded, SyncStatus},
+        inventory::{AdjustmentType, StockAdjusted, StockLevelChanged},
+        sync::{
+            AlertRaised, Direction, MessageDeadLettered, RecordSynced, Severity, SyncBatchRecorded,
+            SyncRecorded, SyncStatus,
+        },
     };
 
     fn wire<T: Event + Clone>(data: T) -> (String, serde_json::Value) {
@@ -128,13 +131,10 @@ mod wire_format {
 
     #[test]
     fn stock_level_changed() {
-        let (subject, json) = wire(StockLevelChanged {
-            target: Target::Ecommerce,
-            sku: "MUG-1".into(),
-            warehouse: "W1".into(),
-        });
-        assert_eq!(subject, "inventory.level.ecommerce.W1.MUG-1");
-        assert_eq!(json["data"], json!({"target": "ecommerce", "sku": "MUG-1", "warehouse": "W1"}));
+        let (subject, json) =
+            wire(StockLevelChanged { sku: "MUG-1".into(), warehouse: "W1".into() });
+        assert_eq!(subject, "inventory.level.W1.MUG-1");
+        assert_eq!(json["data"], json!({"sku": "MUG-1", "warehouse": "W1"}));
     }
 
     #[test]
@@ -157,6 +157,37 @@ mod wire_format {
     }
 
     #[test]
+    fn sync_batch_recorded() {
+        let (subject, json) = wire(SyncBatchRecorded {
+            system: "erp".into(),
+            direction: Direction::Outbound,
+            entity: "stock_level".into(),
+            records: vec![
+                RecordSynced {
+                    record_id: "W1/MUG-1".into(),
+                    status: SyncStatus::Synced,
+                    http_status: Some(200),
+                    detail: None,
+                },
+                RecordSynced {
+                    record_id: "W1/MUG-2".into(),
+                    status: SyncStatus::Failed,
+                    http_status: Some(503),
+                    detail: Some("push: 503".into()),
+                },
+            ],
+        });
+        assert_eq!(subject, "sync.events.erp.outbound.stock_level");
+        assert_eq!(json["type"], "sync.batch_recorded");
+        assert_eq!(
+            json["data"],
+            json!({"system": "erp", "direction": "outbound", "entity": "stock_level", "records": [
+                {"record_id": "W1/MUG-1", "status": "synced", "http_status": 200},
+                {"record_id": "W1/MUG-2", "status": "failed", "http_status": 503, "detail": "push: 503"}]})
+        );
+    }
+
+    #[test]
     fn alert_raised_and_dead_lettered() {
         let (subject, json) = wire(AlertRaised {
             severity: Severity::Critical,
@@ -174,7 +205,7 @@ mod wire_format {
             service: "inventory-sync".into(),
             consumer: "inventory-push-wms".into(),
             dead_letter_id: uuid::Uuid::nil(),
-            subject: "inventory.level.wms.W1.MUG-1".into(),
+            subject: "inventory.level.W1.MUG-1".into(),
             error: "budget".into(),
             deliveries: 8,
         });

@@ -63,6 +63,44 @@ impl Event for SyncRecorded {
     }
 }
 
+/// One record's sync attempt within a [`SyncBatchRecorded`].
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct RecordSynced {
+    pub record_id: String,
+    pub status: SyncStatus,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub http_status: Option<u16>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub detail: Option<String>,
+}
+
+/// The sync attempts of one batch with an external system (a push engine's batch is one
+/// transaction and one announcement): `sync.events.<system>.<direction>.<entity>`, like
+/// [`SyncRecorded`].
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct SyncBatchRecorded {
+    pub system: String,
+    pub direction: Direction,
+    pub entity: String,
+    pub records: Vec<RecordSynced>,
+}
+
+impl Event for SyncBatchRecorded {
+    const TYPE: &'static str = "sync.batch_recorded";
+    fn subject(&self) -> String {
+        SyncRecorded {
+            system: self.system.clone(),
+            direction: self.direction,
+            entity: self.entity.clone(),
+            record_id: String::new(),
+            status: SyncStatus::Synced,
+            http_status: None,
+            detail: None,
+        }
+        .subject()
+    }
+}
+
 #[derive(
     Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, PartialOrd, Ord, utoipa::ToSchema,
 )]

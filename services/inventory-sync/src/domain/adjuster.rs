@@ -486,9 +486,9 @@ async fn apply_batch(
 }
 
 /// Outbox rows for applied adjustments: one `StockAdjusted` each, one `StockLevelChanged` per
-/// sku/warehouse whose level changed and configured target (the system a change came from
-/// included: the push engine reads it back and pushes only if a crossing push overwrote its
-/// change), and threshold-crossing alerts.
+/// sku/warehouse whose level changed when any target is configured (every target's push engine
+/// reads it, the system a change came from included: that one is read back and pushed only if
+/// a crossing push overwrote its change), and threshold-crossing alerts.
 fn events(
     applied: &[Applied],
     products: &HashMap<String, ProductRow>,
@@ -497,7 +497,7 @@ fn events(
     configured: &BTreeSet<Target>,
     low_stock_alerts: bool,
 ) -> Vec<OutboxRow> {
-    let mut rows = Vec::with_capacity(applied.len() + changed.len() * configured.len());
+    let mut rows = Vec::with_capacity(applied.len() + changed.len());
     for a in applied {
         rows.push(OutboxRow::new(&Envelope::new(crate::SERVICE, StockAdjusted::from(a))));
         let first_change = fresh.remove(&(a.sku.clone(), a.warehouse.clone()));
@@ -511,15 +511,11 @@ fn events(
             }
         }
     }
-    for (sku, warehouse) in changed {
-        for &target in configured {
+    if !configured.is_empty() {
+        for (sku, warehouse) in changed {
             rows.push(OutboxRow::new(&Envelope::new(
                 crate::SERVICE,
-                StockLevelChanged {
-                    target,
-                    sku: (*sku).to_owned(),
-                    warehouse: (*warehouse).to_owned(),
-                },
+                StockLevelChanged { sku: (*sku).to_owned(), warehouse: (*warehouse).to_owned() },
             )));
         }
     }

@@ -277,7 +277,9 @@ async fn every_applied_change_is_published_once_and_every_push_is_announced() {
     let announced: Value = serde_json::from_slice(&announced.payload).unwrap();
     assert_eq!(announced["data"]["system"], "erp");
     assert_eq!(announced["data"]["entity"], "stock_level");
-    assert_eq!(announced["data"]["record_id"], "W1/TEE-6");
+    assert_eq!(announced["type"], "sync.batch_recorded");
+    assert_eq!(announced["data"]["records"][0]["record_id"], "W1/TEE-6");
+    assert_eq!(announced["data"]["records"][0]["status"], "synced");
 }
 
 #[tokio::test]
