@@ -21,6 +21,7 @@ use tokio_util::{sync::CancellationToken, task::TaskTracker};
 use tracing::Instrument;
 
 use crate::{
+    bulk::{Bulk, BulkKind, BulkSource},
     bus::{
         Bus, ConsumerSpec, Delivery, HandlerError, StreamSpec, dead_letter::DeadLetters,
         outbox::OutboxRelay,
@@ -34,7 +35,7 @@ use crate::{
     ingress::{Ingress, WebhookSource},
     outbound::Endpoint,
     push::{Connector, PushConfig, PushEngine, PushTarget},
-    settings::Settings,
+    settings::{RuntimeSettings, Settings},
 };
 
 /// What distinguishes one service's bootstrap from another's.
@@ -61,8 +62,8 @@ pub struct Platform {
     pub schema: &'static str,
     pub(crate) readiness_stream: &'static str,
     pub(crate) openapi: Arc<utoipa::openapi::OpenApi>,
-    /// The bulk loads this service offers, once [`Platform::run_bulk`] started them.
-    pub(crate) bulk: crate::bulk::EngineSlot,
+    /// The bulk-sync jobs of this service ([`Platform::run_bulk`]).
+    pub bulk: Bulk,
     /// The webhook ingress, once [`Platform::run_ingress`] started it.
     pub(crate) ingress: crate::ingress::IngressSlot,
     /// The push targets this service runs ([`Platform::run_push`]).
@@ -77,7 +78,7 @@ impl Platform {
     /// Migrates the database, builds the pool, connects to NATS, declares the streams, opens the
     /// settings bucket and starts the outbox relay.
     pub async fn start(config: &CommonConfig, spec: ServiceSpec) -> anyhow::Result<Self> {
-        crate::outbound::install_crypto_provider();
+        crate::tls::install_crypto_provider();
         let applied = crate::db::migrate(&config.db.url).await?;
         if applied > 0 {
             tracing::info!(applied, "database migrations applied");
@@ -89,9 +90,10 @@ impl Platform {
         }
         let shutdown = CancellationToken::new();
         let tasks = TaskTracker::new();
-        let settings =
-            Settings::open(&bus, config.settings_defaults.clone(), &tasks, shutdown.clone())
-                .await?;
+        let defaults = RuntimeSettings::with_overrides(&config.settings_defaults)
+            .map_err(|e| anyhow::anyhow!("SETTINGS_DEFAULTS: {e}"))?;
+        let settings = Settings::open(&bus, defaults, &tasks, shutdown.clone()).await?;
+        let bulk = Bulk::new(config.service, spec.schema, db.clone(), shutdown.clone());
         let mut openapi = spec.openapi;
         openapi.merge(<crate::admin::PlatformApi as utoipa::OpenApi>::openapi());
         openapi.info.title = config.service.to_owned();
@@ -105,7 +107,7 @@ impl Platform {
             schema: spec.schema,
             readiness_stream: spec.streams.first().map_or("SYNC_EVENTS", |s| s.name),
             openapi: Arc::new(openapi),
-            bulk: Default::default(),
+            bulk,
             push_targets: Default::default(),
             ingress: Default::default(),
             tasks,
@@ -245,10 +247,27 @@ impl Platform {
             GroupCommitConfig { workers: 2, max_batch: 256 },
             crate::bus::events::Received { schema: self.schema },
         );
-        let ingress = Ingress { sources, bus: self.bus.clone(), received };
+        let ingress = Ingress {
+            sources,
+            bus: self.bus.clone(),
+            db: self.db.clone(),
+            schema: self.schema,
+            received,
+        };
         self.ingress
             .set(Arc::new(ingress))
             .map_err(|_| anyhow::anyhow!("the webhook ingress is already running"))
+    }
+
+    /// Offers `sources` as bulk loads of this service and starts its job worker.
+    pub fn run_bulk(
+        &self,
+        sources: impl IntoIterator<Item = (BulkKind, Arc<dyn BulkSource>)>,
+    ) -> anyhow::Result<()> {
+        if let Some(worker) = self.bulk.start(sources)? {
+            self.spawn("bulk-worker", worker);
+        }
+        Ok(())
     }
 
     /// The push targets this service runs.
@@ -284,6 +303,8 @@ impl Application {
         let port = listener.local_addr()?.port();
         let state = web::Data::new(state);
         let platform_data = web::Data::new(platform.clone());
+        let bulk_data = web::Data::new(platform.bulk.clone());
+        let ingress_data = web::Data::new(platform.ingress.clone());
         let auth = web::Data::new(AuthConfig {
             admin_token: Some(cfg.admin_token.clone()),
             max_body: cfg.max_body,
@@ -297,6 +318,8 @@ impl Application {
                 .wrap(from_fn(observe))
                 .app_data(state.clone())
                 .app_data(platform_data.clone())
+                .app_data(bulk_data.clone())
+                .app_data(ingress_data.clone())
                 .app_data(auth.clone())
                 .app_data(payload_limit.clone())
                 .configure(crate::health::configure)
@@ -465,6 +488,10 @@ where
             return std::process::ExitCode::from(2);
         }
     };
+    if let Err(e) = RuntimeSettings::with_overrides(&common(&config).settings_defaults) {
+        eprintln!("configuration error: SETTINGS_DEFAULTS: {e}");
+        return std::process::ExitCode::from(2);
+    }
     let telemetry = match crate::telemetry::init(common(&config)) {
         Ok(t) => t,
         Err(e) => {

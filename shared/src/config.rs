@@ -125,7 +125,8 @@ pub struct CommonConfig {
     pub shutdown_grace: Duration,
     /// `SETTINGS_DEFAULTS`: JSON object overriding built-in runtime-setting defaults; values
     /// stored in the `settings` KV bucket override these in turn.
-    pub settings_defaults: crate::settings::RuntimeSettings,
+    /// (Checked against the runtime settings' types when the service starts.)
+    pub settings_defaults: serde_json::Map<String, serde_json::Value>,
     /// `MAX_BODY_BYTES`, default 1 MiB: larger request bodies are refused with 413.
     pub max_body: usize,
 }
@@ -169,7 +170,13 @@ impl CommonConfig {
             otlp_endpoint: url_var("OTEL_EXPORTER_OTLP_ENDPOINT")?,
             log_format: var_parsed("LOG_FORMAT", LogFormat::Json)?,
             shutdown_grace: Duration::from_secs(var_parsed("SHUTDOWN_GRACE_SECS", 30)?),
-            settings_defaults: crate::settings::RuntimeSettings::from_env()?,
+            settings_defaults: match var("SETTINGS_DEFAULTS") {
+                None => serde_json::Map::new(),
+                Some(raw) => serde_json::from_str(&raw).map_err(|e| ConfigError::Invalid {
+                    name: "SETTINGS_DEFAULTS".into(),
+                    reason: format!("expected a JSON object: {e}"),
+                })?,
+            },
             max_body: var_parsed("MAX_BODY_BYTES", 1024 * 1024)?,
         }
         .validated()

@@ -20,3 +20,4 @@ pub mod push;
 pub mod schemas;
 pub mod settings;
 pub mod telemetry;
+pub mod tls;

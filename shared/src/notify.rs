@@ -101,7 +101,7 @@ pub struct Mailer {
 
 impl Mailer {
     pub fn new(cfg: &SmtpConfig) -> anyhow::Result<Self> {
-        crate::outbound::install_crypto_provider();
+        crate::tls::install_crypto_provider();
         let mut builder = AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(&cfg.host)
             .port(cfg.port)
             .timeout(Some(Duration::from_secs(10)));

@@ -19,19 +19,13 @@ const MAX_RETRY_AFTER: Duration = Duration::from_secs(600);
 /// The shared client. Redirects are not followed: an API that redirects elsewhere is a
 /// misconfiguration to surface, not to obey with credentials attached.
 pub fn client() -> anyhow::Result<reqwest::Client> {
-    install_crypto_provider();
+    crate::tls::install_crypto_provider();
     Ok(reqwest::Client::builder()
         .connect_timeout(CONNECT_TIMEOUT)
         .timeout(REQUEST_TIMEOUT)
         .redirect(reqwest::redirect::Policy::none())
         .user_agent(concat!("datasync/", env!("CARGO_PKG_VERSION")))
         .build()?)
-}
-
-/// Installs ring as the process-wide rustls provider (reqwest, async-nats and lettre all use
-/// rustls; one provider for all of them avoids a second C crypto build). Idempotent.
-pub fn install_crypto_provider() {
-    let _ = rustls::crypto::ring::default_provider().install_default();
 }
 
 /// How a target authenticates us.

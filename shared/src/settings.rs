@@ -57,19 +57,13 @@ impl Default for RuntimeSettings {
 }
 
 impl RuntimeSettings {
-    /// Defaults with `SETTINGS_DEFAULTS` (a JSON object of fields) applied on top.
-    pub fn from_env() -> Result<Self, crate::config::ConfigError> {
-        let Some(raw) = crate::config::var("SETTINGS_DEFAULTS") else {
-            return Ok(Self::default());
-        };
-        let overrides: serde_json::Map<String, serde_json::Value> = serde_json::from_str(&raw)
-            .map_err(|e| invalid(format!("expected a JSON object: {e}")))?;
-        merge(&Self::default(), &overrides).map_err(|e| invalid(e.to_string()))
+    /// The built-in defaults with `overrides` (`SETTINGS_DEFAULTS`) applied; the error names
+    /// the field.
+    pub fn with_overrides(
+        overrides: &serde_json::Map<String, serde_json::Value>,
+    ) -> Result<Self, String> {
+        merge(&Self::default(), overrides).map_err(|e| e.to_string())
     }
-}
-
-fn invalid(reason: String) -> crate::config::ConfigError {
-    crate::config::ConfigError::Invalid { name: "SETTINGS_DEFAULTS".into(), reason }
 }
 
 fn merge(

@@ -63,7 +63,7 @@ pub fn init(cfg: &CommonConfig) -> anyhow::Result<TelemetryGuard> {
 /// over OTLP/HTTP (protobuf) to `<endpoint>/v1/traces` when an endpoint is configured.
 pub fn tracer_provider(cfg: &CommonConfig) -> anyhow::Result<SdkTracerProvider> {
     // The exporter's HTTP client is rustls-based: the process-wide provider must exist first.
-    crate::outbound::install_crypto_provider();
+    crate::tls::install_crypto_provider();
     let resource = opentelemetry_sdk::Resource::builder().with_service_name(cfg.service).build();
     let mut builder = SdkTracerProvider::builder().with_resource(resource);
     if let Some(endpoint) = &cfg.otlp_endpoint {

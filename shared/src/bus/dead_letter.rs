@@ -106,7 +106,7 @@ impl DeadLetters {
             .execute(conn)
             .await?;
             if let Some(event_id) = webhook_event_id(subject, &payload) {
-                super::events::dead_lettered(conn, schema, event_id, error).await?;
+                super::events::dead_lettered(conn, schema, subject, event_id, error).await?;
             }
             outbox::enqueue(conn, schema, &[OutboxRow::new(&event)]).await
         })

@@ -104,7 +104,9 @@ pub async fn find(
 }
 
 /// Records what became of events, in the caller's transaction (the one of their effect).
-/// `(envelope id, status, reason)`; an event the ingress has not recorded yet is inserted.
+/// `(envelope id, status, reason)`; an event whose `received` row is not written yet (the
+/// consumer was faster than the ingress's group commit) is inserted, and that row then only
+/// adds the delivery id.
 pub async fn record(
     conn: &mut AsyncPgConnection,
     schema: &str,
@@ -132,22 +134,18 @@ pub async fn record(
     Ok(())
 }
 
-/// Marks a dead-lettered event `failed` (no-op for messages that are not webhook events).
+/// Marks a dead-lettered webhook event (`subject` = `webhooks.<system>.<entity>`) `failed`.
 pub(crate) async fn dead_lettered(
     conn: &mut AsyncPgConnection,
     schema: &str,
+    subject: &str,
     id: Uuid,
     error: &str,
 ) -> diesel::QueryResult<()> {
-    diesel::sql_query(format!(
-        "UPDATE {schema}.webhook_events SET status = 'failed', reason = $2, updated_at = now() \
-         WHERE id = $1"
-    ))
-    .bind::<diesel::sql_types::Uuid, _>(id)
-    .bind::<Text, _>(format!("dead-lettered: {error}"))
-    .execute(conn)
-    .await?;
-    Ok(())
+    let mut parts = subject.splitn(3, '.').skip(1);
+    let (system, entity) = (parts.next().unwrap_or_default(), parts.next().unwrap_or_default());
+    let reason = format!("dead-lettered: {error}");
+    record(conn, schema, system, entity, &[(id, EventStatus::Failed, Some(reason))]).await
 }
 
 /// One accepted event's `received` row.
@@ -160,7 +158,7 @@ pub struct ReceivedRow {
 }
 
 /// Writes `received` rows with a group commit: concurrent webhooks share one transaction. A row
-/// that exists already (a redelivery, or a consumer that was faster) is left as it is.
+/// that exists already (a redelivery, or a consumer that was faster) keeps its status.
 pub struct Received {
     pub schema: &'static str,
 }
@@ -181,7 +179,7 @@ impl Batch for Received {
                  SELECT id, system, entity, delivery_id, 'received' \
                  FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[]) \
                      AS t(id, system, entity, delivery_id) \
-                 ORDER BY id ON CONFLICT (id) DO NOTHING",
+                 ORDER BY id ON CONFLICT (id) DO UPDATE SET delivery_id = excluded.delivery_id",
                 self.schema
             ))
             .bind::<Array<diesel::sql_types::Uuid>, _>(

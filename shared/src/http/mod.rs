@@ -177,8 +177,8 @@ pub fn parse_json<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
     })
 }
 
-/// Secrets the authentication extractors check against; registered once per app by
-/// [`crate::app`].
+/// Secrets the authentication extractors check against; the app registers one
+/// `web::Data<AuthConfig>`.
 #[derive(Clone)]
 pub struct AuthConfig {
     pub admin_token: Option<SecretString>,

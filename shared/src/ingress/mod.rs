@@ -70,10 +70,13 @@ pub fn event_id(system: &str, id: &str) -> Uuid {
 pub struct Ingress {
     pub(crate) sources: Vec<WebhookSource>,
     pub(crate) bus: Bus,
+    pub(crate) db: crate::db::PgPool,
+    pub(crate) schema: &'static str,
     pub(crate) received: GroupCommit<store::Received>,
 }
 
-pub(crate) type IngressSlot = Arc<OnceLock<Arc<Ingress>>>;
+/// Where a service's ingress lives once started (registered for the handlers by the app).
+pub type IngressSlot = Arc<OnceLock<Arc<Ingress>>>;
 
 /// The answer to an accepted webhook.
 #[derive(Debug, Serialize, utoipa::ToSchema)]
@@ -198,10 +201,10 @@ pub async fn post_webhook(
     req: HttpRequest,
     payload: web::Payload,
     system: web::Path<String>,
-    platform: web::Data<crate::app::Platform>,
+    slot: web::Data<IngressSlot>,
     auth: web::Data<AuthConfig>,
 ) -> Result<HttpResponse, ApiError> {
-    let ingress = ingress(&platform.ingress)?;
+    let ingress = ingress(&slot)?;
     ingress.source(&system)?;
     let mut payload = payload.into_inner();
     let body = <web::Bytes as actix_web::FromRequest>::from_request(&req, &mut payload);
@@ -228,10 +231,11 @@ pub async fn post_webhook(
 pub async fn get_event(
     _: Reader,
     id: web::Path<Uuid>,
-    platform: web::Data<crate::app::Platform>,
+    slot: web::Data<IngressSlot>,
 ) -> Result<HttpResponse, ApiError> {
-    let mut conn = platform.db.get().await?;
-    match store::find(&mut conn, platform.schema, *id).await? {
+    let ingress = ingress(&slot)?;
+    let mut conn = ingress.db.get().await?;
+    match store::find(&mut conn, ingress.schema, *id).await? {
         Some(event) => Ok(HttpResponse::Ok().json(event)),
         None => Err(ApiError::NotFound(format!("event {id}"))),
     }

@@ -79,15 +79,6 @@ impl AdjustmentType {
     pub fn is_absolute(self) -> bool {
         matches!(self, Self::Adjustment | Self::Count)
     }
-
-    /// The level after applying `quantity` to `before` (may be negative: the caller rejects).
-    pub fn apply(self, before: i64, quantity: i64) -> i64 {
-        match self {
-            Self::Receipt | Self::TransferIn => before.saturating_add(quantity),
-            Self::Shipment | Self::TransferOut => before.saturating_sub(quantity),
-            Self::Adjustment | Self::Count => quantity,
-        }
-    }
 }
 
 /// One applied adjustment: published on `inventory.adjusted.<sku>` for every change.

@@ -14,7 +14,6 @@ use secrecy::SecretString;
 use shared::{
     app::Application,
     config::{CommonConfig, DbConfig, LogFormat, NatsConfig},
-    settings::RuntimeSettings,
 };
 use tokio_util::sync::CancellationToken;
 
@@ -149,7 +148,7 @@ pub fn common_config(service: &'static str, db: &TestDb, nats: &TestNats) -> Com
         otlp_endpoint: None,
         log_format: LogFormat::Json,
         shutdown_grace: Duration::from_secs(10),
-        settings_defaults: RuntimeSettings::default(),
+        settings_defaults: Default::default(),
         max_body: 1024 * 1024,
     }
 }
@@ -169,7 +168,7 @@ pub fn init_logs() {
                 otlp_endpoint: None,
                 log_format: LogFormat::Pretty,
                 shutdown_grace: Duration::ZERO,
-                settings_defaults: RuntimeSettings::default(),
+                settings_defaults: Default::default(),
                 max_body: 0,
             };
             // The guard lives for the whole test process.
@@ -180,7 +179,7 @@ pub fn init_logs() {
 
 /// An HTTP client for tests (the platform's crypto provider installed).
 pub fn test_client() -> reqwest::Client {
-    shared::outbound::install_crypto_provider();
+    shared::tls::install_crypto_provider();
     // Idle connections are dropped before the server's 5 s keep-alive closes them, so a
     // request is not sent on a connection the server is closing.
     reqwest::Client::builder()

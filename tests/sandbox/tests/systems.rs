@@ -6,7 +6,7 @@ use sandbox::{Fault, Sandbox};
 use serde_json::{Value, json};
 
 fn client() -> reqwest::Client {
-    shared::outbound::install_crypto_provider();
+    shared::tls::install_crypto_provider();
     reqwest::Client::new()
 }
 

@@ -38,7 +38,10 @@ use shared::{
     settings::Settings,
 };
 
-use super::alerts;
+use super::{
+    alerts,
+    plan::{self, Level, Plan, Prior, RowKey, Step},
+};
 use crate::SCHEMA;
 
 /// A validated adjustment request.
@@ -137,11 +140,6 @@ impl Batch for Adjustments {
     }
 }
 
-/// A stock row: (sku, warehouse).
-type RowKey = (String, String);
-/// A stock row's (on_hand, version).
-type Level = (i64, i64);
-
 impl Adjuster {
     /// Starts the executors (`ADJUST_WORKERS` transactions in flight, `ADJUST_MAX_BATCH`
     /// adjustments each), tracked by the platform's shutdown path.
@@ -234,22 +232,21 @@ impl LedgerRow {
         }
     }
 
-    fn same_request(&self, a: &Adjustment) -> bool {
-        self.sku == a.sku
-            && self.warehouse == a.warehouse
-            && self.r#type == a.kind.as_str()
-            && self.quantity == a.quantity
-            && self.expected_on_hand == a.expected_on_hand
+    /// The stored request and its answer.
+    fn prior(self) -> Prior {
+        let answer = self.answer(false);
+        let request = Adjustment {
+            source: answer.source.clone(),
+            reference: answer.reference.clone(),
+            sku: answer.sku.clone(),
+            warehouse: answer.warehouse.clone(),
+            kind: answer.kind,
+            quantity: answer.quantity,
+            expected_on_hand: self.expected_on_hand,
+            reason: answer.reason.clone(),
+        };
+        Prior { request, answer }
     }
-}
-
-/// Whether two requests with the same idempotency key ask for the same thing.
-fn same_request(a: &Adjustment, b: &Adjustment) -> bool {
-    a.sku == b.sku
-        && a.warehouse == b.warehouse
-        && a.kind == b.kind
-        && a.quantity == b.quantity
-        && a.expected_on_hand == b.expected_on_hand
 }
 
 const LEDGER_COLUMNS: &str = "id, source, reference, sku, warehouse, type, quantity, \
@@ -322,75 +319,19 @@ async fn apply_batch(
     .map(|r| ((r.source.clone(), r.reference.clone()), r))
     .collect();
 
-    // 4. Walk the batch in order against the running levels.
-    enum Plan {
-        Done(Result<Applied, Refused>),
-        /// Index into `new_rows`.
-        Insert(usize),
-        /// Same key as an earlier request of this batch.
-        SameAs(usize),
-    }
+    // 4. Walk the batch in order against the running levels (pure: `plan`).
+    let existing: HashMap<(String, String), Prior> =
+        existing.into_iter().map(|(k, row)| (k, row.prior())).collect();
+    let Plan { steps: plans, rows: planned } = plan::plan(batch, &mut levels, &existing);
     struct NewRow<'a> {
         adjustment: &'a Adjustment,
         before: i64,
         after: i64,
     }
-    let mut plans = Vec::with_capacity(batch.len());
-    let mut new_rows: Vec<NewRow> = Vec::new();
-    let mut batch_keys: HashMap<(&str, &str), usize> = HashMap::new();
-    for (i, a) in batch.iter().enumerate() {
-        let key = (a.source.clone(), a.reference.clone());
-        if let Some(row) = existing.get(&key) {
-            plans.push(Plan::Done(if row.same_request(a) {
-                Ok(row.answer(true))
-            } else {
-                Err(Refused::KeyReused { origin: a.source.clone(), reference: a.reference.clone() })
-            }));
-            continue;
-        }
-        if let Some(&first) = batch_keys.get(&(a.source.as_str(), a.reference.as_str())) {
-            plans.push(if same_request(&batch[first], a) {
-                Plan::SameAs(first)
-            } else {
-                Plan::Done(Err(Refused::KeyReused {
-                    origin: a.source.clone(),
-                    reference: a.reference.clone(),
-                }))
-            });
-            continue;
-        }
-        batch_keys.insert((a.source.as_str(), a.reference.as_str()), i);
-        let Some((on_hand, version)) = levels.get_mut(&(a.sku.clone(), a.warehouse.clone())) else {
-            plans.push(Plan::Done(Err(Refused::UnknownProduct(a.sku.clone()))));
-            continue;
-        };
-        if let Some(expected) = a.expected_on_hand
-            && expected != *on_hand
-        {
-            plans.push(Plan::Done(Err(Refused::ExpectedMismatch {
-                current_qty: *on_hand,
-                expected_on_hand: expected,
-            })));
-            continue;
-        }
-        let after = a.kind.apply(*on_hand, a.quantity);
-        if after < 0 {
-            plans.push(Plan::Done(Err(Refused::Negative {
-                current_qty: *on_hand,
-                attempted_qty: after,
-            })));
-            continue;
-        }
-        new_rows.push(NewRow { adjustment: a, before: *on_hand, after });
-        // A change that leaves the level as it was (a count confirming it) is in the ledger but
-        // is no new version: nothing is pushed for it, so a system that reports our own push
-        // back to us cannot start a loop.
-        if after != *on_hand {
-            *version += 1;
-        }
-        *on_hand = after;
-        plans.push(Plan::Insert(new_rows.len() - 1));
-    }
+    let new_rows: Vec<NewRow> = planned
+        .iter()
+        .map(|r| NewRow { adjustment: &batch[r.request], before: r.before, after: r.after })
+        .collect();
 
     // 5. Write ledger rows, levels and events.
     let mut inserted: Vec<Applied> = Vec::new();
@@ -473,9 +414,9 @@ async fn apply_batch(
     let mut answers: Vec<Result<Applied, Refused>> = Vec::with_capacity(batch.len());
     for plan in plans {
         let answer = match plan {
-            Plan::Done(answer) => answer,
-            Plan::Insert(i) => Ok(inserted[i].clone()),
-            Plan::SameAs(first) => match &answers[first] {
+            Step::Done(answer) => answer,
+            Step::Insert(i) => Ok(inserted[i].clone()),
+            Step::SameAs(first) => match &answers[first] {
                 Ok(applied) => Ok(Applied { replayed: true, ..applied.clone() }),
                 Err(_) => Err(Refused::Failed("an identical request in flight was refused".into())),
             },

@@ -2,3 +2,4 @@
 
 pub mod adjuster;
 pub mod alerts;
+pub mod plan;

@@ -1,0 +1,255 @@
+//! The admin API of bulk jobs (`/admin/bulk/jobs`, admin token).
+
+use super::{worker::announce, *};
+
+/// Starts a bulk load.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateJob {
+    pub source: String,
+    pub target: String,
+    pub entity: String,
+    /// Records per page (1-1000, default 100).
+    #[serde(default)]
+    pub batch_size: Option<i32>,
+}
+
+/// A job with the records it could not apply (the first 100).
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct JobDetail {
+    #[serde(flatten)]
+    pub job: Job,
+    pub errors: Vec<JobError>,
+}
+
+fn engine(platform: &Bulk) -> Option<&Arc<Engine>> {
+    platform.engine.get()
+}
+
+async fn find(conn: &mut AsyncPgConnection, service: &str, id: &str) -> Result<Job, ApiError> {
+    diesel::sql_query(format!("SELECT {COLUMNS} FROM bulk.jobs WHERE id = $1 AND service = $2"))
+        .bind::<Text, _>(id)
+        .bind::<Text, _>(service)
+        .get_result(conn)
+        .await
+        .optional()?
+        .ok_or_else(|| ApiError::NotFound(format!("bulk job {id}")))
+}
+
+/// Queues a bulk load; `409` while the same load is queued or running.
+#[utoipa::path(post, path = "/admin/bulk/jobs", tag = "bulk", security(("admin_token" = [])),
+    request_body = CreateJob,
+    responses((status = 202, description = "queued", body = Job), (status = 409, description = "the same load is already queued or running"), (status = 422, description = "invalid field")))]
+#[post("/admin/bulk/jobs")]
+pub async fn create_job(
+    _: Admin,
+    platform: web::Data<Bulk>,
+    body: web::Bytes,
+) -> Result<HttpResponse, ApiError> {
+    let request: CreateJob = parse_json(&body)?;
+    let batch_size = request.batch_size.unwrap_or(DEFAULT_BATCH);
+    if !(1..=MAX_BATCH).contains(&batch_size) {
+        return Err(ApiError::field(
+            "batch_size",
+            format!("batch_size must be between 1 and {MAX_BATCH}"),
+        ));
+    }
+    let kind = BulkKind::new(&request.source, &request.target, &request.entity);
+    let service = platform.service;
+    let Some(engine) = engine(&platform).filter(|e| e.sources.contains_key(&kind)) else {
+        let offered: Vec<String> = engine(&platform)
+            .map(|e| e.sources.keys().map(ToString::to_string).collect())
+            .unwrap_or_default();
+        let field = match engine(&platform) {
+            Some(e) if !e.sources.keys().any(|k| k.source == kind.source) => "source",
+            Some(e)
+                if !e
+                    .sources
+                    .keys()
+                    .any(|k| k.source == kind.source && k.target == kind.target) =>
+            {
+                "target"
+            }
+            _ => "entity",
+        };
+        return Err(ApiError::field(
+            field,
+            format!(
+                "{service} offers no bulk sync of {kind} (offered: {})",
+                if offered.is_empty() { "none".to_owned() } else { offered.join("; ") }
+            ),
+        ));
+    };
+    let id = format!(
+        "SYNC-{}-{}",
+        Utc::now().format("%Y%m%d%H%M%S"),
+        &Uuid::new_v4().simple().to_string()[..8]
+    );
+    let mut conn = platform.db.get().await?;
+    let inserted: Result<Job, DieselError> = diesel::sql_query(format!(
+        "INSERT INTO bulk.jobs (id, service, source, target, entity, batch_size, status) \
+         VALUES ($1, $2, $3, $4, $5, $6, 'queued') RETURNING {COLUMNS}"
+    ))
+    .bind::<Text, _>(&id)
+    .bind::<Text, _>(service)
+    .bind::<Text, _>(&kind.source)
+    .bind::<Text, _>(&kind.target)
+    .bind::<Text, _>(&kind.entity)
+    .bind::<Integer, _>(batch_size)
+    .get_result(&mut conn)
+    .await;
+    match inserted {
+        Ok(job) => {
+            tracing::info!(job = %job.id, kind = %kind, "bulk job queued by admin");
+            engine.wake.notify_one();
+            Ok(HttpResponse::Accepted().json(job))
+        }
+        Err(DieselError::DatabaseError(DatabaseErrorKind::UniqueViolation, _)) => {
+            let active: Option<Job> = diesel::sql_query(format!(
+                "SELECT {COLUMNS} FROM bulk.jobs WHERE service = $1 AND source = $2 AND target = $3 \
+                 AND entity = $4 AND status IN ('queued', 'running')"
+            ))
+            .bind::<Text, _>(service)
+            .bind::<Text, _>(&kind.source)
+            .bind::<Text, _>(&kind.target)
+            .bind::<Text, _>(&kind.entity)
+            .get_result(&mut conn)
+            .await
+            .optional()?;
+            Err(ApiError::Conflict {
+                detail: format!("a bulk sync of {kind} is already queued or running"),
+                extra: json!({"job_id": active.map(|j| j.id)}),
+            })
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// This service's bulk jobs, newest first (the last 100).
+#[utoipa::path(get, path = "/admin/bulk/jobs", tag = "bulk", security(("admin_token" = [])),
+    responses((status = 200, description = "jobs, newest first", body = [Job])))]
+#[get("/admin/bulk/jobs")]
+pub async fn list_jobs(_: Admin, platform: web::Data<Bulk>) -> Result<HttpResponse, ApiError> {
+    let mut conn = platform.db.get().await?;
+    let jobs: Vec<Job> = diesel::sql_query(format!(
+        "SELECT {COLUMNS} FROM bulk.jobs WHERE service = $1 ORDER BY created_at DESC, id DESC LIMIT 100"
+    ))
+    .bind::<Text, _>(platform.service)
+    .load(&mut conn)
+    .await?;
+    Ok(HttpResponse::Ok().json(jobs))
+}
+
+/// One job with the first 100 records it could not apply.
+#[utoipa::path(get, path = "/admin/bulk/jobs/{id}", tag = "bulk", security(("admin_token" = [])),
+    params(("id" = String, Path, description = "job id")),
+    responses((status = 200, description = "the job", body = JobDetail), (status = 404, description = "no such job")))]
+#[get("/admin/bulk/jobs/{id}")]
+pub async fn get_job(
+    _: Admin,
+    platform: web::Data<Bulk>,
+    id: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    let mut conn = platform.db.get().await?;
+    let job = find(&mut conn, platform.service, &id).await?;
+    let errors: Vec<JobError> = diesel::sql_query(
+        "SELECT record_id, error, created_at FROM bulk.job_errors WHERE job_id = $1 ORDER BY id LIMIT 100",
+    )
+    .bind::<Text, _>(&job.id)
+    .load(&mut conn)
+    .await?;
+    Ok(HttpResponse::Ok().json(JobDetail { job, errors }))
+}
+
+/// Cancels a queued or running job. A running one stops within seconds: the page in progress
+/// is abandoned (what it already applied stays applied; it is idempotent) and not counted.
+#[utoipa::path(post, path = "/admin/bulk/jobs/{id}/cancel", tag = "bulk", security(("admin_token" = [])),
+    params(("id" = String, Path, description = "job id")),
+    responses((status = 200, description = "cancelled", body = Job), (status = 404, description = "no such job"), (status = 409, description = "the job has already ended")))]
+#[post("/admin/bulk/jobs/{id}/cancel")]
+pub async fn cancel_job(
+    _: Admin,
+    platform: web::Data<Bulk>,
+    id: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    transition(&platform, &id, &["queued", "running"], "cancelled").await
+}
+
+/// Queues a failed or cancelled job again; it resumes from its checkpoint.
+#[utoipa::path(post, path = "/admin/bulk/jobs/{id}/resume", tag = "bulk", security(("admin_token" = [])),
+    params(("id" = String, Path, description = "job id")),
+    responses((status = 200, description = "queued again", body = Job), (status = 404, description = "no such job"), (status = 409, description = "the job is not failed or cancelled, or the same load is active")))]
+#[post("/admin/bulk/jobs/{id}/resume")]
+pub async fn resume_job(
+    _: Admin,
+    platform: web::Data<Bulk>,
+    id: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    let response = transition(&platform, &id, &["failed", "cancelled"], "queued").await?;
+    if let Some(engine) = engine(&platform) {
+        engine.wake.notify_one();
+    }
+    Ok(response)
+}
+
+async fn transition(
+    platform: &Bulk,
+    id: &str,
+    from: &[&str],
+    to: &'static str,
+) -> Result<HttpResponse, ApiError> {
+    let service = platform.service;
+    let schema = platform.schema;
+    let mut conn = platform.db.get().await?;
+    let from: Vec<&str> = from.to_vec();
+    let changed = conn
+        .transaction::<_, DieselError, _>(async |conn| {
+            let job: Option<Job> = diesel::sql_query(format!(
+                "UPDATE bulk.jobs SET status = $3, lease_owner = NULL, lease_until = NULL, \
+                     error = CASE WHEN $3 = 'queued' THEN NULL ELSE error END, \
+                     completed_at = CASE WHEN $3 = 'queued' THEN NULL ELSE now() END, \
+                     updated_at = now() \
+                 WHERE id = $1 AND service = $2 AND status = ANY($4) RETURNING {COLUMNS}"
+            ))
+            .bind::<Text, _>(id)
+            .bind::<Text, _>(service)
+            .bind::<Text, _>(to)
+            .bind::<Array<Text>, _>(&from)
+            .get_result(conn)
+            .await
+            .optional()?;
+            if let Some(job) = &job {
+                announce(conn, schema, job).await?;
+            }
+            Ok(job)
+        })
+        .await;
+    match changed {
+        Ok(Some(job)) => {
+            tracing::info!(job = %job.id, status = to, "bulk job changed by admin");
+            Ok(HttpResponse::Ok().json(job))
+        }
+        Ok(None) => {
+            let job = find(&mut conn, service, id).await?;
+            Err(ApiError::Conflict {
+                detail: format!("bulk job {id} is {}", job.status),
+                extra: json!({"status": job.status}),
+            })
+        }
+        Err(DieselError::DatabaseError(DatabaseErrorKind::UniqueViolation, _)) => {
+            Err(ApiError::Conflict {
+                detail: format!("another bulk job of the same kind as {id} is queued or running"),
+                extra: json!({}),
+            })
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+pub fn configure(cfg: &mut web::ServiceConfig) {
+    cfg.service(create_job)
+        .service(list_jobs)
+        .service(get_job)
+        .service(cancel_job)
+        .service(resume_job);
+}

@@ -1,0 +1,244 @@
+//! The bulk (initial) sync job engine, built once and exposed by every connector service.
+//!
+//! A service registers one [`BulkSource`] per kind of load it offers (source system, target,
+//! entity) with `Platform::run_bulk`; operators start, watch, cancel and resume jobs through
+//! `/admin/bulk/jobs` (admin token). Jobs live in `bulk.jobs`, rows a job could not apply in
+//! `bulk.job_errors`.
+//!
+//! How a job runs: a worker claims it with a lease (`FOR UPDATE SKIP LOCKED`, so replicas share
+//! the queue), then loops: fetch one page from the source (retrying 5xx/429/timeouts with
+//! backoff and honouring `Retry-After`), apply it (retried the same way), and commit the page's
+//! counters, its record errors and the next cursor (the checkpoint) in one transaction fenced
+//! by the lease. A heartbeat renews the lease while a page is worked on and notices a
+//! cancellation within seconds. A crash between apply and commit applies that page again, so
+//! [`BulkSource::apply`] must be idempotent; a crash anywhere else loses nothing: an expired
+//! lease is taken over and the job goes on from its checkpoint. A graceful stop finishes the
+//! current page and hands the lease back at once. A source that refuses (4xx) or stays down
+//! past the retry budget fails the job with the reason; `resume` queues it again from its
+//! checkpoint.
+//!
+//! Every state change is announced on `sync.events.<source>.bulk.<entity>`; completion and
+//! failure also raise an alert (`alerts.info` / `alerts.warning`) for sync-monitor to route.
+
+use std::{
+    collections::BTreeMap,
+    sync::{Arc, LazyLock, OnceLock},
+    time::Duration,
+};
+
+use actix_web::{HttpResponse, get, post, web};
+use chrono::{DateTime, Utc};
+use diesel::{
+    OptionalExtension,
+    result::{DatabaseErrorKind, Error as DieselError},
+    sql_types::{Array, BigInt, Bool, Integer, Jsonb, Nullable, Text, Timestamptz},
+};
+use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
+use futures::future::BoxFuture;
+use prometheus::{IntCounterVec, register_int_counter_vec};
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
+use uuid::Uuid;
+
+use crate::{
+    bus::{consumer::backoff, outbox},
+    db::PgPool,
+    http::{Admin, ApiError, parse_json},
+    outbound::Outcome,
+    schemas::{
+        Envelope,
+        sync::{AlertRaised, BulkJobChanged, Severity},
+    },
+};
+
+/// How long a claimed job stays with its worker without a renewal.
+const LEASE: Duration = Duration::from_secs(30);
+/// How often an idle worker looks for queued jobs (creating a job wakes it at once).
+const POLL: Duration = Duration::from_secs(2);
+/// How often a worker renews its lease while it works on a page (and notices a cancellation).
+const HEARTBEAT: Duration = Duration::from_secs(2);
+/// Attempts to fetch, and to apply, a page before the job fails.
+const ATTEMPTS: i64 = 5;
+/// Default and largest page size.
+const DEFAULT_BATCH: i32 = 100;
+const MAX_BATCH: i32 = 1000;
+
+static RECORDS: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    register_int_counter_vec!(
+        "datasync_bulk_records_total",
+        "Records handled by bulk-sync jobs, by entity and result (applied, failed)",
+        &["entity", "result"]
+    )
+    .unwrap_or_else(|e| panic!("metric registration: {e}"))
+});
+
+/// One page read from a source.
+#[derive(Debug, Default)]
+pub struct Page {
+    pub records: Vec<Value>,
+    /// The cursor of the next page; `None` when this was the last one.
+    pub next: Option<Value>,
+}
+
+/// A record a job could not apply; the job goes on with the next one.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RecordError {
+    pub record_id: String,
+    pub error: String,
+}
+
+/// What a bulk load reads and where it writes: `{source, target, entity}`.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub struct BulkKind {
+    pub source: String,
+    pub target: String,
+    pub entity: String,
+}
+
+impl BulkKind {
+    pub fn new(source: &str, target: &str, entity: &str) -> Self {
+        Self { source: source.to_owned(), target: target.to_owned(), entity: entity.to_owned() }
+    }
+}
+
+impl std::fmt::Display for BulkKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} from {} to {}", self.entity, self.source, self.target)
+    }
+}
+
+/// One kind of bulk load a service offers.
+pub trait BulkSource: Send + Sync + 'static {
+    /// Reads the page at `cursor` (`None`: the first page) of at most `limit` records.
+    fn fetch<'a>(
+        &'a self,
+        cursor: Option<&'a Value>,
+        limit: usize,
+    ) -> BoxFuture<'a, Result<Page, Outcome>>;
+
+    /// Applies one page. Must be idempotent: a page is applied again when the worker died
+    /// before its checkpoint committed. Returns the records that could not be applied; an
+    /// `Err` fails the job (it can be resumed from its checkpoint).
+    fn apply<'a>(
+        &'a self,
+        job: &'a Job,
+        records: &'a [Value],
+    ) -> BoxFuture<'a, anyhow::Result<Vec<RecordError>>>;
+}
+
+/// The bulk loads a service offers, and the signal that wakes its worker.
+pub struct Engine {
+    sources: BTreeMap<BulkKind, Arc<dyn BulkSource>>,
+    wake: Notify,
+}
+
+/// The bulk-sync plumbing of one service: what the worker and the admin API share. Cheap to
+/// clone.
+#[derive(Clone)]
+pub struct Bulk {
+    pub service: &'static str,
+    /// The service's schema (its outbox carries the job announcements).
+    pub schema: &'static str,
+    pub db: PgPool,
+    pub shutdown: CancellationToken,
+    /// The loads offered, once [`Bulk::start`] ran.
+    pub(crate) engine: Arc<OnceLock<Arc<Engine>>>,
+}
+
+impl Bulk {
+    pub fn new(
+        service: &'static str,
+        schema: &'static str,
+        db: PgPool,
+        shutdown: CancellationToken,
+    ) -> Self {
+        Self { service, schema, db, shutdown, engine: Default::default() }
+    }
+
+    /// Offers `sources` as bulk loads of this service; returns the job worker to run (none when
+    /// nothing is offered).
+    pub fn start(
+        &self,
+        sources: impl IntoIterator<Item = (BulkKind, Arc<dyn BulkSource>)>,
+    ) -> anyhow::Result<Option<impl std::future::Future<Output = ()> + Send + 'static>> {
+        let engine =
+            Arc::new(Engine { sources: sources.into_iter().collect(), wake: Notify::new() });
+        self.engine
+            .set(engine.clone())
+            .map_err(|_| anyhow::anyhow!("the bulk engine is already running"))?;
+        Ok((!engine.sources.is_empty()).then(|| worker::work(self.clone(), engine)))
+    }
+}
+
+/// A bulk-sync job.
+#[derive(Clone, Debug, Serialize, diesel::QueryableByName, utoipa::ToSchema)]
+pub struct Job {
+    #[diesel(sql_type = Text)]
+    pub id: String,
+    #[diesel(sql_type = Text)]
+    pub service: String,
+    #[diesel(sql_type = Text)]
+    pub source: String,
+    #[diesel(sql_type = Text)]
+    pub target: String,
+    #[diesel(sql_type = Text)]
+    pub entity: String,
+    #[diesel(sql_type = Integer)]
+    pub batch_size: i32,
+    /// `queued`, `running`, `completed`, `failed` or `cancelled`.
+    #[diesel(sql_type = Text)]
+    pub status: String,
+    /// The source's cursor after the last applied page (where the job resumes).
+    #[diesel(sql_type = Nullable<Jsonb>)]
+    #[schema(value_type = Option<Object>)]
+    pub checkpoint: Option<Value>,
+    #[diesel(sql_type = BigInt)]
+    pub pages: i64,
+    #[diesel(sql_type = BigInt)]
+    pub total_records: i64,
+    #[diesel(sql_type = BigInt)]
+    pub processed_records: i64,
+    #[diesel(sql_type = BigInt)]
+    pub error_count: i64,
+    #[diesel(sql_type = Nullable<Text>)]
+    pub error: Option<String>,
+    #[diesel(sql_type = Integer)]
+    pub attempts: i32,
+    #[diesel(sql_type = Timestamptz)]
+    pub created_at: DateTime<Utc>,
+    #[diesel(sql_type = Nullable<Timestamptz>)]
+    pub started_at: Option<DateTime<Utc>>,
+    #[diesel(sql_type = Timestamptz)]
+    pub updated_at: DateTime<Utc>,
+    #[diesel(sql_type = Nullable<Timestamptz>)]
+    pub completed_at: Option<DateTime<Utc>>,
+}
+
+const COLUMNS: &str = "id, service, source, target, entity, batch_size, status, checkpoint, pages, \
+    total_records, processed_records, error_count, error, attempts, created_at, started_at, \
+    updated_at, completed_at";
+
+impl Job {
+    pub fn kind(&self) -> BulkKind {
+        BulkKind::new(&self.source, &self.target, &self.entity)
+    }
+}
+
+/// A record a job could not apply.
+#[derive(Debug, Serialize, diesel::QueryableByName, utoipa::ToSchema)]
+pub struct JobError {
+    #[diesel(sql_type = Text)]
+    pub record_id: String,
+    #[diesel(sql_type = Text)]
+    pub error: String,
+    #[diesel(sql_type = Timestamptz)]
+    pub created_at: DateTime<Utc>,
+}
+
+mod api;
+mod worker;
+
+pub use api::*;

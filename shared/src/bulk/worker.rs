@@ -1,0 +1,420 @@
+//! The job worker: claims jobs with a lease and runs them page by page.
+
+use super::*;
+
+pub(super) async fn work(platform: Bulk, engine: Arc<Engine>) {
+    let owner = format!("{}/{}", platform.service, Uuid::new_v4().simple());
+    while !platform.shutdown.is_cancelled() {
+        match claim(&platform, &engine, &owner).await {
+            Ok(Some(job)) => {
+                let span = tracing::info_span!("bulk_job", job = %job.id, kind = %job.kind());
+                run_job(&platform, &engine, &owner, job).instrument(span).await;
+                continue;
+            }
+            Ok(None) => {}
+            Err(e) => tracing::warn!(error = %e, "looking for bulk jobs failed"),
+        }
+        tokio::select! {
+            () = platform.shutdown.cancelled() => {}
+            () = engine.wake.notified() => {}
+            () = tokio::time::sleep(POLL) => {}
+        }
+    }
+}
+
+/// Takes the oldest queued job of a kind this replica offers, or a running one whose worker's
+/// lease expired.
+async fn claim(platform: &Bulk, engine: &Engine, owner: &str) -> anyhow::Result<Option<Job>> {
+    let offered: Vec<String> =
+        engine.sources.keys().map(|k| format!("{}/{}/{}", k.source, k.target, k.entity)).collect();
+    let mut conn = platform.db.get().await?;
+    let service = platform.service;
+    let schema = platform.schema;
+    let job = conn
+        .transaction::<_, DieselError, _>(async |conn| {
+            let job: Option<Job> = diesel::sql_query(format!(
+                "UPDATE bulk.jobs SET status = 'running', lease_owner = $2, \
+                     lease_until = now() + make_interval(secs => $3), attempts = attempts + 1, \
+                     started_at = COALESCE(started_at, now()), updated_at = now() \
+                 WHERE id = (SELECT id FROM bulk.jobs WHERE service = $1 \
+                     AND (status = 'queued' OR (status = 'running' AND lease_until < now())) \
+                     AND source || '/' || target || '/' || entity = ANY($4) \
+                     ORDER BY created_at LIMIT 1 FOR UPDATE SKIP LOCKED) \
+                 RETURNING {COLUMNS}"
+            ))
+            .bind::<Text, _>(service)
+            .bind::<Text, _>(owner)
+            .bind::<BigInt, _>(LEASE.as_secs() as i64)
+            .bind::<Array<Text>, _>(&offered)
+            .get_result(conn)
+            .await
+            .optional()?;
+            if let Some(job) = &job {
+                announce(conn, schema, job).await?;
+            }
+            Ok(job)
+        })
+        .await?;
+    if let Some(job) = &job {
+        tracing::info!(job = %job.id, attempt = job.attempts, checkpoint = ?job.checkpoint, "bulk job claimed");
+    }
+    Ok(job)
+}
+
+async fn run_job(platform: &Bulk, engine: &Engine, owner: &str, mut job: Job) {
+    let Some(source) = engine.sources.get(&job.kind()) else {
+        let error = format!("{} offers no bulk sync of {}", platform.service, job.kind());
+        fail(platform, owner, &job, &error).await;
+        return;
+    };
+    loop {
+        if platform.shutdown.is_cancelled() {
+            release(platform, owner, &job).await;
+            return;
+        }
+        match renew(platform, owner, &job, LEASE).await {
+            Ok(true) => {}
+            Ok(false) => {
+                tracing::info!("bulk job cancelled or taken over; stopping");
+                return;
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "renewing the bulk job's lease failed; it will be resumed");
+                return;
+            }
+        }
+        let step = tokio::select! {
+            step = page(platform, &job, source.as_ref()) => step,
+            () = heartbeat(platform, owner, &job) => {
+                tracing::info!("bulk job cancelled or taken over; stopping");
+                return;
+            }
+        };
+        let (page, errors) = match step {
+            Step::Applied(page, errors) => (page, errors),
+            Step::Stopping => {
+                release(platform, owner, &job).await;
+                return;
+            }
+            Step::Failed(error) => {
+                fail(platform, owner, &job, &error).await;
+                return;
+            }
+        };
+        match commit_page(platform, owner, &job, &page, &errors).await {
+            Ok(Some(updated)) => {
+                let failed = failed_records(&page, &errors);
+                RECORDS
+                    .with_label_values(&[&job.entity, "applied"])
+                    .inc_by((page.records.len() as i64 - failed) as u64);
+                RECORDS.with_label_values(&[&job.entity, "failed"]).inc_by(failed as u64);
+                job = updated;
+                if job.status == "completed" {
+                    tracing::info!(
+                        processed = job.processed_records,
+                        errors = job.error_count,
+                        "bulk job completed"
+                    );
+                    return;
+                }
+            }
+            Ok(None) => {
+                tracing::info!("bulk job cancelled or taken over; stopping");
+                return;
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "saving the bulk job's checkpoint failed; it will be resumed");
+                return;
+            }
+        }
+    }
+}
+
+/// Renews the lease every [`HEARTBEAT`] while a page is fetched and applied; returns when the
+/// job is no longer this worker's (cancelled, or taken over), which abandons the page.
+async fn heartbeat(platform: &Bulk, owner: &str, job: &Job) {
+    loop {
+        tokio::time::sleep(HEARTBEAT).await;
+        match renew(platform, owner, job, LEASE).await {
+            Ok(true) => {}
+            Ok(false) => return,
+            // The database may be back before the lease runs out; keep trying.
+            Err(e) => tracing::warn!(error = %e, "renewing the bulk job's lease failed"),
+        }
+    }
+}
+
+enum Step {
+    Applied(Page, Vec<RecordError>),
+    Failed(String),
+    Stopping,
+}
+
+/// Fetches and applies the page at the job's checkpoint, retrying transient failures of
+/// either with backoff (a fetch honours `Retry-After`; an apply may run again, being
+/// idempotent).
+async fn page(platform: &Bulk, job: &Job, source: &dyn BulkSource) -> Step {
+    let number = job.pages + 1;
+    let limit = usize::try_from(job.batch_size).unwrap_or(1).max(1);
+    let mut attempt = 0;
+    let page = loop {
+        attempt += 1;
+        let (error, wait) = match source.fetch(job.checkpoint.as_ref(), limit).await {
+            Ok(page) => break page,
+            Err(Outcome::Retry { after, error, .. }) => (error, after),
+            Err(Outcome::Gone) => {
+                return Step::Failed(format!(
+                    "fetching page {number} failed: the source answered 410 Gone"
+                ));
+            }
+            Err(Outcome::Rejected { status, body }) => {
+                return Step::Failed(format!(
+                    "fetching page {number} failed: the source rejected the request with {status}: {body}"
+                ));
+            }
+            Err(Outcome::Delivered(status)) => {
+                return Step::Failed(format!(
+                    "fetching page {number} failed: unexpected answer {status}"
+                ));
+            }
+        };
+        if attempt >= ATTEMPTS {
+            return Step::Failed(format!(
+                "fetching page {number} failed: {error} (after {ATTEMPTS} attempts)"
+            ));
+        }
+        let wait = wait.unwrap_or_else(|| backoff(attempt));
+        tracing::warn!(%error, attempt, wait_ms = wait.as_millis() as u64, "fetching a page failed; retrying");
+        if !pause(platform, wait).await {
+            return Step::Stopping;
+        }
+    };
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        match source.apply(job, &page.records).await {
+            Ok(errors) => return Step::Applied(page, errors),
+            Err(e) if attempt < ATTEMPTS => {
+                let wait = backoff(attempt);
+                tracing::warn!(error = %format!("{e:#}"), attempt, "applying a page failed; retrying");
+                if !pause(platform, wait).await {
+                    return Step::Stopping;
+                }
+            }
+            Err(e) => {
+                return Step::Failed(format!(
+                    "applying page {number} failed: {e:#} (after {ATTEMPTS} attempts)"
+                ));
+            }
+        }
+    }
+}
+
+/// Sleeps `wait`; `false` if the service started stopping meanwhile.
+async fn pause(platform: &Bulk, wait: Duration) -> bool {
+    tokio::select! {
+        () = platform.shutdown.cancelled() => false,
+        () = tokio::time::sleep(wait) => true,
+    }
+}
+
+/// Records of the page that failed (each record counted once, however many errors it has).
+fn failed_records(page: &Page, errors: &[RecordError]) -> i64 {
+    let distinct: std::collections::BTreeSet<&str> =
+        errors.iter().map(|e| e.record_id.as_str()).collect();
+    distinct.len().min(page.records.len()) as i64
+}
+
+/// Extends the lease; `false` when the job is no longer this worker's to run (cancelled, or
+/// taken over after the lease expired).
+async fn renew(platform: &Bulk, owner: &str, job: &Job, lease: Duration) -> anyhow::Result<bool> {
+    let mut conn = platform.db.get().await?;
+    let renewed = diesel::sql_query(
+        "UPDATE bulk.jobs SET lease_until = now() + make_interval(secs => $3), updated_at = now() \
+         WHERE id = $1 AND lease_owner = $2 AND status = 'running'",
+    )
+    .bind::<Text, _>(&job.id)
+    .bind::<Text, _>(owner)
+    .bind::<BigInt, _>(lease.as_secs() as i64)
+    .execute(&mut conn)
+    .await?;
+    Ok(renewed == 1)
+}
+
+/// Records one applied page: counters, record errors and the next cursor, in one transaction
+/// fenced by the lease. `None` if the job is no longer this worker's.
+async fn commit_page(
+    platform: &Bulk,
+    owner: &str,
+    job: &Job,
+    page: &Page,
+    errors: &[RecordError],
+) -> anyhow::Result<Option<Job>> {
+    let done = page.next.is_none() || page.records.is_empty();
+    let failed = failed_records(page, errors);
+    let total = page.records.len() as i64;
+    let schema = platform.schema;
+    let mut conn = platform.db.get().await?;
+    let updated = conn
+        .transaction::<_, DieselError, _>(async |conn| {
+            let updated: Option<Job> = diesel::sql_query(format!(
+                "UPDATE bulk.jobs SET \
+                     checkpoint = CASE WHEN $3 THEN checkpoint ELSE $4 END, pages = pages + 1, \
+                     total_records = total_records + $5, \
+                     processed_records = processed_records + $5 - $6, \
+                     error_count = error_count + $6, \
+                     status = CASE WHEN $3 THEN 'completed' ELSE status END, \
+                     completed_at = CASE WHEN $3 THEN now() END, \
+                     lease_owner = CASE WHEN $3 THEN NULL ELSE lease_owner END, \
+                     lease_until = CASE WHEN $3 THEN NULL ELSE now() + make_interval(secs => $7) END, \
+                     updated_at = now() \
+                 WHERE id = $1 AND lease_owner = $2 AND status = 'running' \
+                 RETURNING {COLUMNS}"
+            ))
+            .bind::<Text, _>(&job.id)
+            .bind::<Text, _>(owner)
+            .bind::<Bool, _>(done)
+            .bind::<Nullable<Jsonb>, _>(page.next.as_ref())
+            .bind::<BigInt, _>(total)
+            .bind::<BigInt, _>(failed)
+            .bind::<BigInt, _>(LEASE.as_secs() as i64)
+            .get_result(conn)
+            .await
+            .optional()?;
+            let Some(updated) = updated else { return Ok(None) };
+            if !errors.is_empty() {
+                diesel::sql_query(
+                    "INSERT INTO bulk.job_errors (job_id, record_id, error) \
+                     SELECT $1, r, e FROM unnest($2::text[], $3::text[]) AS v(r, e)",
+                )
+                .bind::<Text, _>(&job.id)
+                .bind::<Array<Text>, _>(errors.iter().map(|e| e.record_id.as_str()).collect::<Vec<_>>())
+                .bind::<Array<Text>, _>(errors.iter().map(|e| e.error.as_str()).collect::<Vec<_>>())
+                .execute(conn)
+                .await?;
+            }
+            if done {
+                announce(conn, schema, &updated).await?;
+            }
+            Ok(Some(updated))
+        })
+        .await?;
+    Ok(updated)
+}
+
+/// Fails the job with `error` (it keeps its checkpoint and can be resumed).
+async fn fail(platform: &Bulk, owner: &str, job: &Job, error: &str) {
+    tracing::warn!(%error, "bulk job failed");
+    let schema = platform.schema;
+    let result: anyhow::Result<()> = async {
+        let mut conn = platform.db.get().await?;
+        conn.transaction::<_, DieselError, _>(async |conn| {
+            let failed: Option<Job> = diesel::sql_query(format!(
+                "UPDATE bulk.jobs SET status = 'failed', error = $3, lease_owner = NULL, \
+                     lease_until = NULL, completed_at = now(), updated_at = now() \
+                 WHERE id = $1 AND lease_owner = $2 AND status = 'running' RETURNING {COLUMNS}"
+            ))
+            .bind::<Text, _>(&job.id)
+            .bind::<Text, _>(owner)
+            .bind::<Text, _>(error)
+            .get_result(conn)
+            .await
+            .optional()?;
+            if let Some(failed) = failed {
+                announce(conn, schema, &failed).await?;
+            }
+            Ok(())
+        })
+        .await?;
+        Ok(())
+    }
+    .await;
+    if let Err(e) = result {
+        tracing::warn!(error = %e, "recording the bulk job's failure failed; its lease will expire");
+    }
+}
+
+/// Hands the job back (graceful stop) so the next worker resumes it without waiting.
+async fn release(platform: &Bulk, owner: &str, job: &Job) {
+    let result: anyhow::Result<usize> = async {
+        let mut conn = platform.db.get().await?;
+        Ok(diesel::sql_query(
+            "UPDATE bulk.jobs SET lease_until = now(), updated_at = now() \
+             WHERE id = $1 AND lease_owner = $2 AND status = 'running'",
+        )
+        .bind::<Text, _>(&job.id)
+        .bind::<Text, _>(owner)
+        .execute(&mut conn)
+        .await?)
+    }
+    .await;
+    match result {
+        Ok(_) => {
+            tracing::info!(checkpoint = ?job.checkpoint, "bulk job handed back; it resumes from its checkpoint")
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "handing the bulk job back failed; its lease will expire")
+        }
+    }
+}
+
+/// Announces the job's state on `sync.events`, with an alert when it completed or failed.
+pub(super) async fn announce(
+    conn: &mut AsyncPgConnection,
+    schema: &'static str,
+    job: &Job,
+) -> Result<(), DieselError> {
+    let mut rows = vec![outbox::OutboxRow::new(&Envelope::new(
+        &job.service,
+        BulkJobChanged {
+            job_id: job.id.clone(),
+            service: job.service.clone(),
+            source: job.source.clone(),
+            target: job.target.clone(),
+            entity: job.entity.clone(),
+            status: job.status.clone(),
+            total_records: job.total_records,
+            processed_records: job.processed_records,
+            error_count: job.error_count,
+            error: job.error.clone(),
+        },
+    ))];
+    let fields = BTreeMap::from([
+        ("job_id".to_owned(), json!(job.id)),
+        ("source".to_owned(), json!(job.source)),
+        ("target".to_owned(), json!(job.target)),
+        ("entity".to_owned(), json!(job.entity)),
+        ("processed".to_owned(), json!(job.processed_records)),
+        ("errors".to_owned(), json!(job.error_count)),
+    ]);
+    let summary = format!(
+        "Job ID: {}\nSource: {}\nTarget: {}\nEntity: {}\nProcessed: {}\nErrors: {}",
+        job.id, job.source, job.target, job.entity, job.processed_records, job.error_count
+    );
+    let alert = match job.status.as_str() {
+        "completed" => Some(AlertRaised {
+            severity: Severity::Info,
+            kind: "bulk_sync_completed".into(),
+            title: format!("Bulk Sync Complete: {}", job.id),
+            text: format!("Bulk sync completed\n\n{summary}"),
+            dedup_key: format!("bulk/{}", job.id),
+            fields,
+        }),
+        "failed" => Some(AlertRaised {
+            severity: Severity::Warning,
+            kind: "bulk_sync_failed".into(),
+            title: format!("Bulk Sync Failed: {}", job.id),
+            text: format!(
+                "Bulk sync failed\n\n{summary}\nError: {}",
+                job.error.as_deref().unwrap_or("unknown")
+            ),
+            dedup_key: format!("bulk/{}", job.id),
+            fields,
+        }),
+        _ => None,
+    };
+    if let Some(alert) = alert {
+        rows.push(outbox::OutboxRow::new(&Envelope::new(&job.service, alert)));
+    }
+    outbox::enqueue(conn, schema, &rows).await
+}
