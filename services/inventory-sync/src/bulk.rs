@@ -24,9 +24,9 @@ use shared::{
     schemas::inventory::AdjustmentType,
 };
 
-use crate::{
-    domain::adjuster::{Adjuster, Refused},
-    handlers::adjustments::AdjustmentRequest,
+use crate::domain::{
+    adjuster::{Adjuster, Adjustment, Refused},
+    adjustment::AdjustmentRequest,
 };
 
 pub struct ErpStock {
@@ -80,7 +80,7 @@ impl BulkSource for ErpStock {
                     continue;
                 }
                 let adjustment = mappers::erp::inventory_record(record).and_then(|level| {
-                    AdjustmentRequest {
+                    Adjustment::try_from(AdjustmentRequest {
                         source: "erp".into(),
                         reference: format!(
                             "{}/{}/{}/{}",
@@ -92,8 +92,7 @@ impl BulkSource for ErpStock {
                         quantity: level.on_hand,
                         reason: Some(format!("bulk sync {}", job.id)),
                         expected_on_hand: None,
-                    }
-                    .validate()
+                    })
                     .map_err(|e| e.to_string())
                 });
                 match adjustment {

@@ -49,7 +49,7 @@ fn parse_crm(verified: &Verified, body: &[u8]) -> Result<Vec<InboundEvent>, ApiE
 struct Fixture {
     app: TestApp,
     nats: TestNats,
-    _db: TestDb,
+    db: TestDb,
 }
 
 async fn spawn(max_body: usize) -> Fixture {
@@ -102,7 +102,7 @@ async fn spawn(max_body: usize) -> Fixture {
         }
     });
     let app = Application::build(platform, (), AuthConfig::default(), |_| {}).unwrap();
-    Fixture { app: TestApp::spawn(app), nats, _db: db }
+    Fixture { app: TestApp::spawn(app), nats, db }
 }
 
 fn standard(body: &str, id: &str) -> Vec<(&'static str, String)> {
@@ -179,6 +179,7 @@ async fn a_signed_webhook_is_published_once_and_its_status_can_be_followed() {
     assert_eq!(record["status"], "received", "no consumer takes deals: {record}");
     assert_eq!(record["delivery_id"], "msg_1");
     assert_eq!(event(&f, &uuid::Uuid::nil().to_string()).await.0, 404);
+    harness::assert_settled(&f.db, &f.nats, "crm", 0).await;
 }
 
 #[tokio::test]
@@ -204,6 +205,7 @@ async fn an_applied_event_reads_applied_and_a_dead_lettered_one_failed_with_the_
     .await
     .expect("the poison event is reported failed");
     assert!(failed["reason"].as_str().unwrap().contains("contact cannot be applied"), "{failed}");
+    harness::assert_settled(&f.db, &f.nats, "crm", 1).await;
 }
 
 #[tokio::test]
@@ -232,6 +234,7 @@ async fn a_hubspot_batch_becomes_one_event_per_entry() {
     let headers =
         [("X-HubSpot-Signature-v3", old), ("X-HubSpot-Request-Timestamp", stale.to_string())];
     assert_eq!(post(&f, "crm", body, &headers).await.status(), 401, "older than 5 minutes");
+    harness::assert_settled(&f.db, &f.nats, "crm", 0).await;
 }
 
 #[tokio::test]
@@ -263,4 +266,5 @@ async fn unauthenticated_foreign_oversized_or_malformed_webhooks_are_refused_wit
     assert!(published(&f).await.is_empty(), "nothing was published");
     let erp = post(&f, "erp", body, &[("X-API-Key", ERP_KEY.to_owned())]).await;
     assert_eq!(erp.status(), 422, "the ERP's own source takes its key (no eventId here)");
+    harness::assert_settled(&f.db, &f.nats, "crm", 0).await;
 }

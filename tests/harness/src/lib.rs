@@ -136,6 +136,74 @@ impl Drop for TestNats {
     }
 }
 
+/// What is still pending in a test's installation (empty when settled).
+#[derive(Debug, Default, PartialEq)]
+pub struct Pending {
+    /// Rows in the service schema's outbox, not yet published.
+    pub outbox: i64,
+    /// `(consumer, messages not yet delivered, delivered and not yet acknowledged)` of every
+    /// durable consumer with work left.
+    pub consumers: Vec<(String, u64, usize)>,
+    /// Dead letters in the service schema.
+    pub dead_letters: i64,
+}
+
+/// What is pending in `schema` and on the installation's streams.
+pub async fn pending(db: &TestDb, nats: &TestNats, schema: &str) -> Pending {
+    #[derive(diesel::QueryableByName)]
+    struct Counts {
+        #[diesel(sql_type = diesel::sql_types::BigInt)]
+        outbox: i64,
+        #[diesel(sql_type = diesel::sql_types::BigInt)]
+        dead_letters: i64,
+    }
+    let mut conn = db.connect().await;
+    let counts: Counts = diesel::sql_query(format!(
+        "SELECT (SELECT count(*) FROM {schema}.outbox) AS outbox, \
+                (SELECT count(*) FROM {schema}.dead_letters) AS dead_letters"
+    ))
+    .get_result(&mut conn)
+    .await
+    .unwrap_or_else(|e| panic!("counting {schema}'s outbox: {e}"));
+    let js = async_nats::jetstream::new(nats.client().await);
+    let streams: Vec<String> = js
+        .stream_names()
+        .filter_map(|n| async move { n.ok() })
+        .filter(|n| futures::future::ready(n.starts_with(&format!("{}_", nats.prefix))))
+        .collect()
+        .await;
+    let mut consumers = Vec::new();
+    for name in streams {
+        let Ok(stream) = js.get_stream(&name).await else { continue };
+        let names: Vec<String> =
+            stream.consumer_names().filter_map(|n| async move { n.ok() }).collect().await;
+        for consumer in names {
+            let Ok(info) = stream.consumer_info(&consumer).await else { continue };
+            if info.num_pending > 0 || info.num_ack_pending > 0 {
+                consumers.push((consumer, info.num_pending, info.num_ack_pending));
+            }
+        }
+    }
+    Pending { outbox: counts.outbox, consumers, dead_letters: counts.dead_letters }
+}
+
+/// Ends an integration test: waits (up to 30 s) until the outbox is empty and every durable
+/// consumer has delivered and had acknowledged all its messages, then asserts that, and that
+/// exactly `dead_letters` dead letters were written.
+pub async fn assert_settled(db: &TestDb, nats: &TestNats, schema: &str, dead_letters: i64) {
+    let expected = Pending { dead_letters, ..Default::default() };
+    let mut last = Pending::default();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while tokio::time::Instant::now() < deadline {
+        last = pending(db, nats, schema).await;
+        if last == expected {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!(last, expected, "work left pending at the end of the test");
+}
+
 /// The configuration a service gets in tests: port 0 on loopback, the test database and prefix.
 pub fn common_config(service: &'static str, db: &TestDb, nats: &TestNats) -> CommonConfig {
     CommonConfig {

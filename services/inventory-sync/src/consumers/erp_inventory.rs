@@ -14,7 +14,13 @@ use shared::{
     },
 };
 
-use crate::{AppState, domain::adjuster::Refused, handlers::adjustments::AdjustmentRequest};
+use crate::{
+    AppState,
+    domain::{
+        adjuster::{Adjustment, Refused},
+        adjustment::AdjustmentRequest,
+    },
+};
 
 #[tracing::instrument(skip_all, fields(sku = %delivery.envelope.data.entity_id))]
 pub async fn handle(state: &AppState, delivery: Delivery<ErpWebhook>) -> Result<(), HandlerError> {
@@ -22,7 +28,7 @@ pub async fn handle(state: &AppState, delivery: Delivery<ErpWebhook>) -> Result<
     let inventory: ErpInventory = serde_json::from_value(webhook.payload).map_err(|e| {
         HandlerError::Permanent(anyhow::anyhow!("invalid ERP inventory payload: {e}"))
     })?;
-    let adjustment = AdjustmentRequest {
+    let adjustment = Adjustment::try_from(AdjustmentRequest {
         source: "erp".into(),
         sku: webhook.entity_id,
         warehouse: inventory.warehouse,
@@ -31,8 +37,7 @@ pub async fn handle(state: &AppState, delivery: Delivery<ErpWebhook>) -> Result<
         reason: Some(format!("ERP inventory {}", webhook.event_type)),
         reference: delivery.envelope.id.to_string(),
         expected_on_hand: None,
-    }
-    .validate()
+    })
     .map_err(|e| HandlerError::Permanent(anyhow::anyhow!("invalid ERP inventory message: {e}")))?;
     match state.adjuster.apply(adjustment).await {
         Ok(applied) => {

@@ -17,6 +17,7 @@ async fn a_receipt_adds_stock_and_answers_with_the_new_quantity() {
     let ledger: serde_json::Value = t.app.admin_get("/ledger/MUG-1").await.json().await.unwrap();
     assert_eq!(ledger.as_array().unwrap().len(), 1);
     assert_eq!(ledger[0]["delta"], 12);
+    t.assert_settled(0).await;
 }
 
 #[tokio::test]
@@ -41,6 +42,7 @@ async fn each_adjustment_type_moves_stock_the_right_way() {
         t.count("SELECT sum(delta)::bigint AS n FROM inventory.ledger WHERE sku = 'MUG-2'").await,
         9
     );
+    t.assert_settled(0).await;
 }
 
 #[tokio::test]
@@ -57,6 +59,7 @@ async fn a_shipment_below_zero_is_refused_with_both_quantities_and_writes_nothin
     assert_eq!(body["detail"], "Inventory cannot be negative");
     assert_eq!(t.on_hand("MUG-3", "W1").await, 2);
     assert_eq!(t.count("SELECT count(*) AS n FROM inventory.ledger").await, 1);
+    t.assert_settled(0).await;
 }
 
 #[tokio::test]
@@ -90,6 +93,7 @@ async fn a_retry_returns_the_first_answer_and_changes_nothing() {
     assert_eq!(second["new_quantity"], 4);
     assert_eq!(t.on_hand("MUG-4", "W1").await, 4);
     assert_eq!(t.count("SELECT count(*) AS n FROM inventory.ledger").await, 1);
+    t.assert_settled(0).await;
 }
 
 #[tokio::test]
@@ -102,6 +106,7 @@ async fn reusing_a_reference_for_a_different_adjustment_is_a_conflict() {
 
     assert_eq!(status, 409, "{body}");
     assert_eq!(t.on_hand("MUG-5", "W1").await, 4);
+    t.assert_settled(0).await;
 }
 
 #[tokio::test]
@@ -124,6 +129,7 @@ async fn compare_and_set_refuses_when_on_hand_moved() {
     );
     assert_eq!(ok_status, 201, "{ok}");
     assert_eq!(ok["new_quantity"], 10);
+    t.assert_settled(0).await;
 }
 
 #[tokio::test]
@@ -183,6 +189,7 @@ async fn bad_input_is_a_client_error_naming_the_field() {
         .unwrap();
     assert_eq!(not_json.status(), 400);
     assert_eq!(t.count("SELECT count(*) AS n FROM inventory.ledger").await, 0);
+    t.assert_settled(0).await;
 }
 
 #[tokio::test]
@@ -240,6 +247,7 @@ async fn only_authenticated_callers_may_adjust_and_only_for_their_own_source() {
     );
     let unauthenticated_read = t.app.http.get(t.app.url("/stock/MUG-8")).send().await.unwrap();
     assert_eq!(unauthenticated_read.status(), 401);
+    t.assert_settled(0).await;
 }
 
 #[tokio::test]
@@ -264,6 +272,7 @@ async fn concurrent_shipments_never_oversell_and_each_is_applied_once() {
     );
     let reconciliation = t.app.admin_get("/reconciliation").await;
     assert_eq!(reconciliation.status(), 200);
+    t.assert_settled(0).await;
 }
 
 #[tokio::test]
@@ -283,6 +292,7 @@ async fn one_reference_sent_concurrently_with_different_quantities_is_applied_on
     assert!(answers.iter().all(|(s, _)| matches!(s, 201 | 409)), "{answers:?}");
     let quantity = applied[0].1["quantity"].as_i64().unwrap();
     assert_eq!(t.on_hand("MUG-9", "W1").await, quantity);
+    t.assert_settled(0).await;
 }
 
 #[tokio::test]
@@ -305,4 +315,5 @@ async fn a_request_the_database_cannot_store_fails_alone() {
     assert_eq!(bad.1["field"], "reason");
     assert!(good.iter().all(|s| *s == 201), "{good:?}");
     assert_eq!(t.on_hand("MUG-10", "W1").await, 20);
+    t.assert_settled(0).await;
 }

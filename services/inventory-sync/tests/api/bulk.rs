@@ -104,6 +104,7 @@ async fn a_bulk_load_from_the_erp_sets_stock_page_by_page_and_reports_bad_record
     let list: Vec<Value> = t.app.admin_get(LOAD).await.json().await.unwrap();
     assert_eq!(list.len(), 1);
     assert_eq!(list[0]["id"], id);
+    t.assert_settled(0).await;
 }
 
 #[tokio::test]
@@ -160,6 +161,7 @@ async fn bulk_jobs_are_validated_and_one_load_runs_at_a_time_until_cancelled() {
     assert_eq!(status, 404);
     let (status, _) = create(&t, stock_load(10)).await;
     assert_eq!(status, 202, "a new load may start once the old one is cancelled");
+    t.assert_settled(0).await;
 }
 
 #[tokio::test]
@@ -198,6 +200,7 @@ async fn a_failed_bulk_load_resumes_from_its_checkpoint() {
     assert_eq!(t.on_hand("RES-29", "W1").await, 129);
     let (status, _) = post(&t, &format!("{LOAD}/{id}/resume")).await;
     assert_eq!(status, 409, "a completed job cannot be resumed");
+    t.assert_settled(0).await;
 }
 
 #[tokio::test]
@@ -231,6 +234,7 @@ async fn a_bulk_load_interrupted_by_a_restart_goes_on_from_its_checkpoint() {
     assert_eq!(offsets(&sandbox.erp), expected, "every page read once, none skipped");
     let stock: Value = restarted.admin_get("/stock/RST-59").await.json().await.unwrap();
     assert_eq!(stock["on_hand"], 1059);
+    harness::assert_settled(&db, &nats, "inventory", 0).await;
     restarted.stop().await;
     drop((sandbox, nats, db));
 }

@@ -108,6 +108,7 @@ async fn systems_that_change_their_own_figures_end_in_agreement_with_crossing_pu
         .await;
     assert!(confirmed > 0, "no own change was confirmed by a read-back");
     assert_eq!(t.count("SELECT count(*) AS n FROM inventory.dead_letters").await, 0);
+    t.assert_settled(0).await;
 }
 
 #[tokio::test]
@@ -137,6 +138,7 @@ async fn a_crossing_push_that_overwrote_a_count_is_corrected() {
         t.sandbox.erp.requests()
     );
     assert_eq!(t.on_hand("CROSS-1", "W1").await, 17);
+    t.assert_settled(0).await;
 }
 
 #[tokio::test]
@@ -154,6 +156,7 @@ async fn an_own_change_is_pushed_back_when_the_target_cannot_be_read() {
         t.sandbox.erp.requests()
     );
     assert_eq!(t.sandbox.erp.level("CROSS-2", "W1"), Some(5));
+    t.assert_settled(0).await;
 }
 
 #[tokio::test]
@@ -208,4 +211,5 @@ async fn anti_entropy_reads_every_target_back_and_corrects_drift() {
         .is_some()
     );
     assert_eq!(pass("fax").await.unwrap().status(), 404);
+    t.assert_settled(0).await;
 }

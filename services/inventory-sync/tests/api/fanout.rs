@@ -52,6 +52,7 @@ async fn every_target_except_the_source_receives_the_new_level_in_its_own_format
             .then_some(())
     });
     assert!(logged.await.is_some(), "every push is logged");
+    t.assert_settled(0).await;
 }
 
 #[tokio::test]
@@ -75,6 +76,7 @@ async fn failing_targets_are_retried_honouring_retry_after_until_they_accept() {
     });
     assert!(logged.await.is_some(), "failed attempts are logged");
     assert_eq!(t.count("SELECT count(*) AS n FROM inventory.dead_letters").await, 0);
+    t.assert_settled(0).await;
 }
 
 #[tokio::test]
@@ -133,6 +135,7 @@ async fn a_target_that_keeps_failing_becomes_a_dead_letter_that_can_be_replayed(
         .await
         .unwrap();
     assert_eq!(again.status(), 404, "a dead letter is replayed once");
+    t.assert_settled(1).await;
 }
 
 #[tokio::test]
@@ -178,6 +181,7 @@ async fn stock_thresholds_raise_alerts_once_and_toggle_shop_availability() {
         .find(|r| r.body["product"]["available"] == false)
         .unwrap();
     assert_eq!(deny.body["product"]["inventory_policy"], "deny");
+    t.assert_settled(0).await;
 }
 
 #[tokio::test]
@@ -245,6 +249,7 @@ async fn erp_inventory_messages_become_count_adjustments_exactly_once() {
         1,
         "the ERP was read back and not pushed to"
     );
+    t.assert_settled(0).await;
 }
 
 #[tokio::test]
@@ -280,6 +285,7 @@ async fn every_applied_change_is_published_once_and_every_push_is_announced() {
     assert_eq!(announced["type"], "sync.batch_recorded");
     assert_eq!(announced["data"]["records"][0]["record_id"], "W1/TEE-6");
     assert_eq!(announced["data"]["records"][0]["status"], "synced");
+    t.assert_settled(0).await;
 }
 
 #[tokio::test]
@@ -298,6 +304,7 @@ async fn a_targets_own_change_does_not_hide_other_changes_it_has_not_seen() {
         "{:?}",
         t.sandbox.pos.requests()
     );
+    t.assert_settled(0).await;
 }
 
 #[tokio::test]
@@ -314,6 +321,7 @@ async fn a_failed_shop_availability_call_is_retried_even_when_the_level_was_push
         t.sandbox.shop.requests()
     );
     assert_eq!(t.sandbox.shop.level("TEE-8", "W1"), Some(4));
+    t.assert_settled(0).await;
 }
 
 #[tokio::test]
@@ -382,6 +390,7 @@ async fn a_target_that_answers_410_is_stopped_until_resumed_then_caught_up() {
         .await
         .is_some()
     );
+    t.assert_settled(1).await;
 }
 
 #[tokio::test]
@@ -422,4 +431,5 @@ async fn a_shop_answering_410_to_an_availability_call_is_settled_after_resume() 
         .await
         .is_some()
     );
+    t.assert_settled(1).await;
 }

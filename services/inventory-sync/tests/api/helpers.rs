@@ -67,6 +67,11 @@ pub async fn spawn() -> TestInventory {
 }
 
 impl TestInventory {
+    /// Ends a test: nothing left pending (outbox, consumers), exactly `dead_letters` dead letters.
+    pub async fn assert_settled(&self, dead_letters: i64) {
+        harness::assert_settled(&self.db, &self.nats, "inventory", dead_letters).await;
+    }
+
     /// The entry of `GET /targets` for one target.
     pub async fn target_status(&self, target: &str) -> Option<Value> {
         let all: Vec<Value> = self.app.admin_get("/targets").await.json().await.ok()?;

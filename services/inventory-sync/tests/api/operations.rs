@@ -42,6 +42,7 @@ async fn operator_endpoints_answer() {
         "{metrics}"
     );
     assert!(metrics.contains("http_requests_total"));
+    t.assert_settled(0).await;
 }
 
 #[tokio::test]
@@ -64,6 +65,7 @@ async fn adjustments_survive_a_restart_and_their_pushes_complete_after_it() {
     );
     let stock: Value = restarted.admin_get("/stock/OPS-2").await.json().await.unwrap();
     assert_eq!(stock["on_hand"], 6);
+    harness::assert_settled(&db, &nats, "inventory", 0).await;
     restarted.stop().await;
     drop((nats, db));
 }
