@@ -13,6 +13,7 @@ pub mod consumers;
 pub mod domain;
 pub mod handlers;
 pub mod metrics;
+pub mod models;
 pub mod push;
 pub mod reconcile;
 pub mod routes;

@@ -29,12 +29,6 @@ pub struct Report {
     pub mismatches: Vec<Mismatch>,
 }
 
-#[derive(diesel::QueryableByName)]
-struct Count {
-    #[diesel(sql_type = BigInt)]
-    n: i64,
-}
-
 /// Runs the check and updates the `inventory_reconciliation_mismatches` gauge.
 pub async fn check(state: &AppState) -> anyhow::Result<Report> {
     let mut conn = state.platform.db.get().await?;
@@ -47,14 +41,12 @@ pub async fn check(state: &AppState) -> anyhow::Result<Report> {
     )
     .load(&mut conn)
     .await?;
-    let rows: Count = diesel::sql_query("SELECT count(*) AS n FROM inventory.stock")
-        .get_result(&mut conn)
-        .await?;
+    let rows_checked = crate::models::stock::StockLevel::count(&mut conn).await?;
     crate::metrics::RECONCILIATION_MISMATCHES.set(mismatches.len() as i64);
     if !mismatches.is_empty() {
         tracing::error!(mismatches = mismatches.len(), "ledger and stock disagree");
     }
-    Ok(Report { rows_checked: rows.n, mismatches })
+    Ok(Report { rows_checked, mismatches })
 }
 
 pub async fn run_periodically(state: AppState) {

@@ -1,16 +1,16 @@
 //! Products: the reorder data stock alerts are computed from.
 
 use actix_web::{HttpResponse, get, put, web};
-use chrono::{DateTime, Utc};
-use diesel::sql_types::{BigInt, Bool, Nullable, Text, Timestamptz};
-use diesel_async::RunQueryDsl;
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 use shared::{
     http::{Admin, ApiError, Reader, parse_json},
     schemas::is_subject_safe,
 };
 
-use crate::AppState;
+use crate::{
+    AppState,
+    models::product::{NewProduct, Product},
+};
 
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -21,24 +21,6 @@ pub struct ProductRequest {
     #[serde(default)]
     pub reorder_quantity: i64,
 }
-
-#[derive(Debug, Serialize, diesel::QueryableByName, utoipa::ToSchema)]
-pub struct Product {
-    #[diesel(sql_type = Text)]
-    pub sku: String,
-    #[diesel(sql_type = Text)]
-    pub name: String,
-    #[diesel(sql_type = BigInt)]
-    pub reorder_point: i64,
-    #[diesel(sql_type = BigInt)]
-    pub reorder_quantity: i64,
-    #[diesel(sql_type = Nullable<Bool>)]
-    pub shop_available: Option<bool>,
-    #[diesel(sql_type = Timestamptz)]
-    pub updated_at: DateTime<Utc>,
-}
-
-const COLUMNS: &str = "sku, name, reorder_point, reorder_quantity, shop_available, updated_at";
 
 /// Creates or updates a product (admin).
 #[utoipa::path(put, path = "/products/{sku}", tag = "inventory", params(("sku" = String, Path, description = "product sku")), security(("admin_token" = [])),
@@ -70,17 +52,15 @@ pub async fn put_product(
         return Err(ApiError::field("reorder_quantity", "reorder_quantity must not be negative"));
     }
     let mut conn = state.platform.db.get().await?;
-    let product: Product = diesel::sql_query(format!(
-        "INSERT INTO inventory.products (sku, name, reorder_point, reorder_quantity) VALUES ($1, $2, $3, $4) \
-         ON CONFLICT (sku) DO UPDATE SET name = excluded.name, reorder_point = excluded.reorder_point, \
-           reorder_quantity = excluded.reorder_quantity, updated_at = now() \
-         RETURNING {COLUMNS}"
-    ))
-    .bind::<Text, _>(sku.as_str())
-    .bind::<Text, _>(request.name.trim())
-    .bind::<BigInt, _>(request.reorder_point)
-    .bind::<BigInt, _>(request.reorder_quantity)
-    .get_result(&mut conn)
+    let product = Product::upsert(
+        &mut conn,
+        &NewProduct {
+            sku: sku.as_str(),
+            name: request.name.trim(),
+            reorder_point: request.reorder_point,
+            reorder_quantity: request.reorder_quantity,
+        },
+    )
     .await?;
     Ok(HttpResponse::Ok().json(product))
 }
@@ -95,14 +75,8 @@ pub async fn get_product(
     sku: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
     let mut conn = state.platform.db.get().await?;
-    let product: Product =
-        diesel::sql_query(format!("SELECT {COLUMNS} FROM inventory.products WHERE sku = $1"))
-            .bind::<Text, _>(sku.as_str())
-            .get_result(&mut conn)
-            .await
-            .map_err(|e| match e {
-                diesel::result::Error::NotFound => ApiError::NotFound(format!("product {sku}")),
-                e => e.into(),
-            })?;
+    let product = Product::find(&mut conn, &sku)
+        .await?
+        .ok_or_else(|| ApiError::NotFound(format!("product {sku}")))?;
     Ok(HttpResponse::Ok().json(product))
 }

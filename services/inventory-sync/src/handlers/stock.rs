@@ -1,29 +1,13 @@
 //! Reading stock, the ledger and the reconciliation report.
 
 use actix_web::{HttpResponse, get, web};
-use chrono::{DateTime, Utc};
-use diesel::sql_types::{BigInt, Nullable, Text, Timestamptz};
-use diesel_async::RunQueryDsl;
 use serde::{Deserialize, Serialize};
 use shared::http::{ApiError, Reader};
 
-use crate::AppState;
-
-#[derive(Debug, Serialize, diesel::QueryableByName, utoipa::ToSchema)]
-pub struct StockLevel {
-    #[diesel(sql_type = Text)]
-    pub warehouse: String,
-    #[diesel(sql_type = BigInt)]
-    pub on_hand: i64,
-    #[diesel(sql_type = BigInt)]
-    pub reserved: i64,
-    #[diesel(sql_type = BigInt)]
-    pub available: i64,
-    #[diesel(sql_type = BigInt)]
-    pub version: i64,
-    #[diesel(sql_type = Timestamptz)]
-    pub updated_at: DateTime<Utc>,
-}
+use crate::{
+    AppState,
+    models::{ledger::LedgerEntry, product::Product, stock::StockLevel},
+};
 
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct StockReport {
@@ -36,20 +20,10 @@ async fn ensure_product(
     conn: &mut diesel_async::AsyncPgConnection,
     sku: &str,
 ) -> Result<(), ApiError> {
-    #[derive(diesel::QueryableByName)]
-    struct Found {
-        #[diesel(sql_type = BigInt)]
-        n: i64,
+    match Product::find(conn, sku).await? {
+        Some(_) => Ok(()),
+        None => Err(ApiError::NotFound(format!("product {sku}"))),
     }
-    let found: Found =
-        diesel::sql_query("SELECT count(*) AS n FROM inventory.products WHERE sku = $1")
-            .bind::<Text, _>(sku)
-            .get_result(conn)
-            .await?;
-    if found.n == 0 {
-        return Err(ApiError::NotFound(format!("product {sku}")));
-    }
-    Ok(())
 }
 
 /// Stock of a sku per warehouse.
@@ -63,42 +37,9 @@ pub async fn get_stock(
 ) -> Result<HttpResponse, ApiError> {
     let mut conn = state.platform.db.get().await?;
     ensure_product(&mut conn, &sku).await?;
-    let warehouses: Vec<StockLevel> = diesel::sql_query(
-        "SELECT warehouse, on_hand, reserved, available, version, updated_at FROM inventory.stock \
-         WHERE sku = $1 ORDER BY warehouse",
-    )
-    .bind::<Text, _>(sku.as_str())
-    .load(&mut conn)
-    .await?;
+    let warehouses = StockLevel::of_sku(&mut conn, &sku).await?;
     let on_hand = warehouses.iter().map(|w| w.on_hand).sum();
     Ok(HttpResponse::Ok().json(StockReport { sku: sku.into_inner(), on_hand, warehouses }))
-}
-
-#[derive(Debug, Serialize, diesel::QueryableByName, utoipa::ToSchema)]
-pub struct LedgerEntry {
-    #[diesel(sql_type = BigInt)]
-    pub id: i64,
-    #[diesel(sql_type = Text)]
-    pub warehouse: String,
-    #[diesel(sql_type = Text)]
-    pub source: String,
-    #[diesel(sql_type = Text)]
-    pub reference: String,
-    #[diesel(sql_type = Text)]
-    #[serde(rename = "type")]
-    pub kind: String,
-    #[diesel(sql_type = BigInt)]
-    pub quantity: i64,
-    #[diesel(sql_type = BigInt)]
-    pub delta: i64,
-    #[diesel(sql_type = BigInt)]
-    pub quantity_before: i64,
-    #[diesel(sql_type = BigInt)]
-    pub quantity_after: i64,
-    #[diesel(sql_type = Nullable<Text>)]
-    pub reason: Option<String>,
-    #[diesel(sql_type = Timestamptz)]
-    pub created_at: DateTime<Utc>,
 }
 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
@@ -126,16 +67,8 @@ pub async fn get_ledger(
     }
     let mut conn = state.platform.db.get().await?;
     ensure_product(&mut conn, &sku).await?;
-    let entries: Vec<LedgerEntry> = diesel::sql_query(
-        "SELECT id, warehouse, source, reference, type AS kind, quantity, delta, quantity_before, \
-                quantity_after, reason, created_at \
-         FROM inventory.ledger WHERE sku = $1 AND id < $2 ORDER BY id DESC LIMIT $3",
-    )
-    .bind::<Text, _>(sku.as_str())
-    .bind::<BigInt, _>(query.before.unwrap_or(i64::MAX))
-    .bind::<BigInt, _>(limit)
-    .load(&mut conn)
-    .await?;
+    let entries =
+        LedgerEntry::page(&mut conn, &sku, query.before.unwrap_or(i64::MAX), limit).await?;
     Ok(HttpResponse::Ok().json(entries))
 }
 

@@ -8,3 +8,4 @@ mod convergence;
 mod fanout;
 mod helpers;
 mod operations;
+mod schema;
