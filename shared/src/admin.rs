@@ -16,7 +16,7 @@ use crate::{
     responses((status = 200, description = "the settings in force", body = crate::settings::RuntimeSettings)))]
 #[get("/admin/settings")]
 pub async fn get_settings(_: Admin, platform: web::Data<Platform>) -> HttpResponse {
-    HttpResponse::Ok().json(&*platform.settings.current())
+    HttpResponse::Ok().json(platform.settings.view())
 }
 
 /// Sets one runtime setting for every service (body: the JSON value).

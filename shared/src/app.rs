@@ -35,7 +35,7 @@ use crate::{
     ingress::{Ingress, WebhookSource},
     outbound::Endpoint,
     push::{Connector, PushConfig, PushEngine, PushTarget},
-    settings::{RuntimeSettings, Settings},
+    settings::{OwnSettings, Settings, split_defaults},
 };
 
 /// What distinguishes one service's bootstrap from another's.
@@ -46,6 +46,8 @@ pub struct ServiceSpec {
     pub streams: &'static [&'static StreamSpec],
     /// The service's own OpenAPI document (the platform endpoints are merged in).
     pub openapi: utoipa::openapi::OpenApi,
+    /// The service's own runtime settings, if it has any (see [`crate::settings`]).
+    pub settings: Option<OwnSettings>,
 }
 
 /// The connected plumbing of a running service. Cheap to clone.
@@ -90,9 +92,11 @@ impl Platform {
         }
         let shutdown = CancellationToken::new();
         let tasks = TaskTracker::new();
-        let defaults = RuntimeSettings::with_overrides(&config.settings_defaults)
-            .map_err(|e| anyhow::anyhow!("SETTINGS_DEFAULTS: {e}"))?;
-        let settings = Settings::open(&bus, defaults, &tasks, shutdown.clone()).await?;
+        let (defaults, own_defaults) =
+            split_defaults(&config.settings_defaults, spec.settings.as_ref())
+                .map_err(|e| anyhow::anyhow!("SETTINGS_DEFAULTS: {e}"))?;
+        let own = spec.settings.map(|own| (own, own_defaults));
+        let settings = Settings::open(&bus, defaults, own, &tasks, shutdown.clone()).await?;
         let bulk = Bulk::new(config.service, spec.schema, db.clone(), shutdown.clone());
         let mut openapi = spec.openapi;
         openapi.merge(<crate::admin::PlatformApi as utoipa::OpenApi>::openapi());
@@ -488,7 +492,7 @@ where
             return std::process::ExitCode::from(2);
         }
     };
-    if let Err(e) = RuntimeSettings::with_overrides(&common(&config).settings_defaults) {
+    if let Err(e) = split_defaults(&common(&config).settings_defaults, None) {
         eprintln!("configuration error: SETTINGS_DEFAULTS: {e}");
         return std::process::ExitCode::from(2);
     }

@@ -139,25 +139,23 @@ pub async fn exchange(
 }
 
 /// GETs `path_and_query` below `endpoint` and parses the JSON answer; a failure is classified
-/// like [`send`]'s (a body that is not JSON counts as `Rejected`).
+/// like [`send`]'s (an answer that is not JSON counts as `Rejected`).
 pub async fn fetch_json(
     client: &reqwest::Client,
     endpoint: &Endpoint,
     path_and_query: &str,
 ) -> Result<serde_json::Value, Outcome> {
-    let response = execute(client, endpoint, Method::GET, path_and_query, None).await?;
-    let status = response.status();
-    let bytes = response.bytes().await.map_err(|e| Outcome::Retry {
-        status: Some(status),
-        after: None,
-        error: format!(
-            "reading the answer of {} failed: {}",
-            origin(&endpoint.base_url),
-            without_url(&e)
-        ),
-    })?;
-    serde_json::from_slice(&bytes)
-        .map_err(|e| Outcome::Rejected { status, body: format!("answer is not JSON: {e}") })
+    let request = OutboundRequest {
+        method: Method::GET,
+        path: path_and_query.to_owned(),
+        body: serde_json::Value::Null,
+    };
+    match exchange(client, endpoint, &request).await? {
+        (status, serde_json::Value::Null) => {
+            Err(Outcome::Rejected { status, body: "answer is not JSON".to_owned() })
+        }
+        (_, answer) => Ok(answer),
+    }
 }
 
 /// Sends one request with the endpoint's credentials; a non-2xx answer or a transport error is

@@ -2,6 +2,10 @@
 //! `settings`: one key per field, JSON values, watched live by every service. Defaults come from
 //! config (`SETTINGS_DEFAULTS`); a value in the bucket overrides its default. Writes are
 //! validated against the typed struct first, so the bucket never holds a value services reject.
+//!
+//! Two kinds: the platform's [`RuntimeSettings`] (keys without a dot, read by every service),
+//! and a service's own settings ([`OwnSettings`], a struct the service declares; keys
+//! `<service>.<field>`, read and written only through that service).
 
 use std::{collections::BTreeMap, sync::Arc, time::Duration};
 
@@ -35,8 +39,6 @@ pub struct RuntimeSettings {
     pub alert_email_to: Vec<String>,
     /// Deliveries of an outbound push before it becomes a dead letter.
     pub push_max_attempts: u32,
-    /// Whether low-stock alerts are raised (out-of-stock alerts always are).
-    pub low_stock_alerts: bool,
 }
 
 impl Default for RuntimeSettings {
@@ -51,7 +53,6 @@ impl Default for RuntimeSettings {
             ]),
             alert_email_to: vec![],
             push_max_attempts: 8,
-            low_stock_alerts: true,
         }
     }
 }
@@ -64,6 +65,75 @@ impl RuntimeSettings {
     ) -> Result<Self, String> {
         merge(&Self::default(), overrides).map_err(|e| e.to_string())
     }
+}
+
+/// A service's own runtime settings: its name (the key prefix) and its typed struct's
+/// defaults and check.
+#[derive(Clone)]
+pub struct OwnSettings {
+    pub service: &'static str,
+    defaults: serde_json::Map<String, serde_json::Value>,
+    check: fn(&[u8]) -> Result<serde_json::Value, ApiError>,
+}
+
+impl OwnSettings {
+    /// The settings struct `T` of `service` (`T::default()` are its defaults; it should refuse
+    /// unknown fields, so a typo is an error naming the field).
+    pub fn of<T>(service: &'static str) -> Self
+    where
+        T: Serialize + serde::de::DeserializeOwned + Default,
+    {
+        let defaults = match serde_json::to_value(T::default()) {
+            Ok(serde_json::Value::Object(map)) => map,
+            _ => serde_json::Map::new(),
+        };
+        Self {
+            service,
+            defaults,
+            check: |bytes| {
+                let typed: T = crate::http::parse_json(bytes)?;
+                Ok(serde_json::to_value(typed).map_err(anyhow::Error::from)?)
+            },
+        }
+    }
+
+    fn prefix(&self) -> String {
+        format!("{}.", self.service)
+    }
+
+    /// The defaults with `overrides` on top, checked.
+    fn merged(
+        &self,
+        overrides: &serde_json::Map<String, serde_json::Value>,
+    ) -> Result<serde_json::Value, ApiError> {
+        let mut map = self.defaults.clone();
+        map.extend(overrides.iter().map(|(k, v)| (k.clone(), v.clone())));
+        let bytes = serde_json::to_vec(&map).map_err(anyhow::Error::from)?;
+        (self.check)(&bytes)
+    }
+}
+
+/// Splits `SETTINGS_DEFAULTS` into the platform's fields and `own`'s (keys `<service>.<field>`);
+/// keys of other services are left out. Both are checked; the error names the field.
+pub fn split_defaults(
+    defaults: &serde_json::Map<String, serde_json::Value>,
+    own: Option<&OwnSettings>,
+) -> Result<(RuntimeSettings, serde_json::Map<String, serde_json::Value>), String> {
+    let platform: serde_json::Map<_, _> = defaults
+        .iter()
+        .filter(|(k, _)| !k.contains('.'))
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    let mut own_defaults = serde_json::Map::new();
+    if let Some(own) = own {
+        let prefix = own.prefix();
+        own_defaults = defaults
+            .iter()
+            .filter_map(|(k, v)| k.strip_prefix(&prefix).map(|f| (f.to_owned(), v.clone())))
+            .collect();
+        own.merged(&own_defaults).map_err(|e| e.to_string())?;
+    }
+    Ok((RuntimeSettings::with_overrides(&platform)?, own_defaults))
 }
 
 fn merge(
@@ -86,12 +156,29 @@ fn merge(
 pub struct Settings {
     kv: kv::Store,
     defaults: Arc<RuntimeSettings>,
+    /// The service's own settings, with their defaults from `SETTINGS_DEFAULTS` applied.
+    own: Option<Arc<(OwnSettings, serde_json::Map<String, serde_json::Value>)>>,
     current: watch::Receiver<Arc<RuntimeSettings>>,
+    current_own: watch::Receiver<Arc<serde_json::Value>>,
+}
+
+/// The values stored in the bucket, per kind.
+#[derive(Default)]
+struct Overrides {
+    platform: serde_json::Map<String, serde_json::Value>,
+    own: serde_json::Map<String, serde_json::Value>,
+}
+
+/// Where the watch sends what it applied.
+struct Senders {
+    platform: watch::Sender<Arc<RuntimeSettings>>,
+    own: watch::Sender<Arc<serde_json::Value>>,
 }
 
 impl Settings {
     /// Opens (declaring if needed) the bucket, loads the current values, and keeps them up to
     /// date until `shutdown` (the watch is a task of `tasks`, so shutdown waits for it).
+    /// `own` are the service's own settings (with their configured defaults), if it has any.
     ///
     /// The bucket's stream is declared directly rather than with `create_key_value`, which needs
     /// account-info fields that NATS servers before 2.10 do not send; the layout is the standard
@@ -99,6 +186,7 @@ impl Settings {
     pub async fn open(
         bus: &Bus,
         defaults: RuntimeSettings,
+        own: Option<(OwnSettings, serde_json::Map<String, serde_json::Value>)>,
         tasks: &tokio_util::task::TaskTracker,
         shutdown: CancellationToken,
     ) -> anyhow::Result<Self> {
@@ -120,51 +208,72 @@ impl Settings {
             .map_err(|e| anyhow::anyhow!("declaring settings bucket: {e}"))?;
         let kv = bus.js.get_key_value(&bucket).await?;
         let defaults = Arc::new(defaults);
-        let (tx, current) = watch::channel(defaults.clone());
-        let settings = Self { kv, defaults, current };
+        let (platform_tx, current) = watch::channel(defaults.clone());
+        let own_defaults = match &own {
+            Some((spec, configured)) => spec.merged(configured)?,
+            None => serde_json::Value::Object(serde_json::Map::new()),
+        };
+        let (own_tx, current_own) = watch::channel(Arc::new(own_defaults));
+        let settings = Self { kv, defaults, own: own.map(Arc::new), current, current_own };
+        let senders = Senders { platform: platform_tx, own: own_tx };
         let mut entries = settings.kv.watch_with_history(">").await?;
         // Apply what is stored now before the service starts serving.
-        let mut overrides = serde_json::Map::new();
+        let mut overrides = Overrides::default();
         let initial_pending = settings.kv.status().await.map(|s| s.values()).unwrap_or(0);
         if initial_pending > 0 {
             while let Ok(Some(entry)) =
                 tokio::time::timeout(Duration::from_secs(2), entries.next()).await
             {
                 let Ok(entry) = entry else { break };
-                settings.apply(&tx, &mut overrides, &entry);
+                settings.apply(&senders, &mut overrides, &entry);
                 if entry.delta == 0 {
                     break;
                 }
             }
         }
-        tasks.spawn(settings.clone().watch(bus.clone(), tx, overrides, entries, shutdown));
+        tasks.spawn(settings.clone().watch(bus.clone(), senders, overrides, entries, shutdown));
         Ok(settings)
     }
 
-    fn apply(
-        &self,
-        tx: &watch::Sender<Arc<RuntimeSettings>>,
-        overrides: &mut serde_json::Map<String, serde_json::Value>,
-        entry: &kv::Entry,
-    ) {
+    fn apply(&self, tx: &Senders, overrides: &mut Overrides, entry: &kv::Entry) {
+        let own = self.own.as_deref().and_then(|(spec, configured)| {
+            let field = entry.key.strip_prefix(&spec.prefix())?;
+            Some((spec, configured, field.to_owned()))
+        });
+        let (map, field) = match &own {
+            Some((_, _, field)) => (&mut overrides.own, field.clone()),
+            // Another service's own setting: not ours to read.
+            None if entry.key.contains('.') => return,
+            None => (&mut overrides.platform, entry.key.clone()),
+        };
         if entry.operation != kv::Operation::Put {
-            overrides.remove(&entry.key);
+            map.remove(&field);
         } else {
             match serde_json::from_slice(&entry.value) {
                 Ok(value) => {
-                    overrides.insert(entry.key.clone(), value);
+                    map.insert(field.clone(), value);
                 }
                 Err(e) => tracing::warn!(key = %entry.key, error = %e, "ignoring non-JSON setting"),
             }
         }
-        match merge(&self.defaults, overrides) {
-            Ok(settings) => {
-                tracing::info!(key = %entry.key, "runtime setting applied");
-                tx.send_replace(Arc::new(settings));
+        let applied = match &own {
+            Some((spec, configured, _)) => {
+                let mut all = (*configured).clone();
+                all.extend(overrides.own.iter().map(|(k, v)| (k.clone(), v.clone())));
+                spec.merged(&all).map(|v| {
+                    tx.own.send_replace(Arc::new(v));
+                })
             }
+            None => merge(&self.defaults, &overrides.platform).map(|v| {
+                tx.platform.send_replace(Arc::new(v));
+            }),
+        };
+        match applied {
+            Ok(()) => tracing::info!(key = %entry.key, "runtime setting applied"),
             Err(e) => {
                 tracing::warn!(key = %entry.key, error = %e, "ignoring invalid setting");
-                overrides.remove(&entry.key);
+                let map = if own.is_some() { &mut overrides.own } else { &mut overrides.platform };
+                map.remove(&field);
             }
         }
     }
@@ -172,8 +281,8 @@ impl Settings {
     async fn watch(
         self,
         bus: Bus,
-        tx: watch::Sender<Arc<RuntimeSettings>>,
-        mut overrides: serde_json::Map<String, serde_json::Value>,
+        tx: Senders,
+        mut overrides: Overrides,
         mut entries: kv::Watch,
         shutdown: CancellationToken,
     ) {
@@ -198,41 +307,87 @@ impl Settings {
         }
     }
 
-    /// The settings in force now.
+    /// The platform settings in force now.
     pub fn current(&self) -> Arc<RuntimeSettings> {
         self.current.borrow().clone()
     }
 
-    /// A receiver that changes whenever a setting does.
+    /// The service's own settings in force now (their defaults when the service has none or a
+    /// stored value cannot be read as `T`).
+    pub fn own<T: serde::de::DeserializeOwned + Default>(&self) -> T {
+        serde_json::from_value((**self.current_own.borrow()).clone()).unwrap_or_default()
+    }
+
+    /// Everything in force, as the admin endpoints show it: the platform's fields, and the
+    /// service's own under its name.
+    pub fn view(&self) -> serde_json::Value {
+        let mut view = serde_json::to_value(&*self.current()).unwrap_or_default();
+        if let (Some(own), serde_json::Value::Object(map)) = (self.own.as_deref(), &mut view) {
+            map.insert(own.0.service.to_owned(), (**self.current_own.borrow()).clone());
+        }
+        view
+    }
+
+    /// A receiver that changes whenever a platform setting does.
     pub fn subscribe(&self) -> watch::Receiver<Arc<RuntimeSettings>> {
         self.current.clone()
     }
 
-    /// Validates and stores one field; every service picks it up through its watch.
+    /// Validates and stores one field (`<field>` for the platform's, `<service>.<field>` for
+    /// this service's own); every service picks it up through its watch. Answers the
+    /// settings in force with the change ([`Settings::view`]).
     pub async fn set(
         &self,
         key: &str,
         value: serde_json::Value,
-    ) -> Result<RuntimeSettings, ApiError> {
-        let fields = serde_json::to_value(&*self.defaults).map_err(anyhow::Error::from)?;
-        if fields.get(key).is_none() {
-            return Err(ApiError::field(key, format!("unknown setting {key:?}")));
+    ) -> Result<serde_json::Value, ApiError> {
+        let named = |e: ApiError| match e {
+            ApiError::Invalid { status, detail, .. } => {
+                ApiError::Invalid { status, field: Some(key.to_owned()), detail }
+            }
+            other => other,
+        };
+        let own = self.own.as_deref().and_then(|(spec, configured)| {
+            Some((spec, configured, key.strip_prefix(&spec.prefix())?))
+        });
+        let mut view = self.view();
+        if let Some((spec, configured, field)) = own {
+            if !spec.defaults.contains_key(field) {
+                return Err(ApiError::field(key, format!("unknown setting {key:?}")));
+            }
+            let mut candidate = configured.clone();
+            if let serde_json::Value::Object(current) = &*self.current_own.borrow().clone() {
+                candidate.extend(current.iter().map(|(k, v)| (k.clone(), v.clone())));
+            }
+            candidate.insert(field.to_owned(), value.clone());
+            let merged = spec.merged(&candidate).map_err(named)?;
+            view[spec.service] = merged;
+        } else if key.contains('.') {
+            return Err(ApiError::field(
+                key,
+                format!("{key:?} is another service's setting: set it through that service"),
+            ));
+        } else {
+            let fields = serde_json::to_value(&*self.defaults).map_err(anyhow::Error::from)?;
+            if fields.get(key).is_none() {
+                return Err(ApiError::field(key, format!("unknown setting {key:?}")));
+            }
+            let current = self.current();
+            let candidate =
+                merge(&current, &serde_json::Map::from_iter([(key.to_owned(), value.clone())]))
+                    .map_err(named)?;
+            let own = view.get(self.own.as_deref().map_or("", |o| o.0.service)).cloned();
+            view = serde_json::to_value(candidate).map_err(anyhow::Error::from)?;
+            if let (Some(own), Some(spec)) = (own, self.own.as_deref()) {
+                view[spec.0.service] = own;
+            }
         }
-        let current = self.current();
-        let candidate =
-            merge(&current, &serde_json::Map::from_iter([(key.to_owned(), value.clone())]))
-                .map_err(|e| match e {
-                    ApiError::Invalid { status, detail, .. } => {
-                        ApiError::Invalid { status, field: Some(key.to_owned()), detail }
-                    }
-                    other => other,
-                })?;
         let bytes = serde_json::to_vec(&value).map_err(anyhow::Error::from)?;
         self.kv
             .put(key, bytes.into())
             .await
             .map_err(|e| ApiError::Unavailable(format!("settings store: {e}")))?;
-        Ok(candidate)
+        Ok(view)
     }
 }
 

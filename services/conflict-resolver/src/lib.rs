@@ -26,6 +26,7 @@ pub async fn build(config: CommonConfig) -> anyhow::Result<Application> {
         schema: SCHEMA,
         streams: &[&streams::SYNC_CONFLICTS, &streams::SYNC_EVENTS],
         openapi: app::described("conflict queue, automatic rules and manual review"),
+        settings: None,
     };
     app::build_platform_only(&config, spec).await
 }

@@ -33,6 +33,7 @@ pub async fn build(config: CommonConfig) -> anyhow::Result<Application> {
         openapi: app::described(
             "CRM (Salesforce, HubSpot) <-> local contacts, accounts and opportunities",
         ),
+        settings: None,
     };
     app::build_platform_only(&config, spec).await
 }

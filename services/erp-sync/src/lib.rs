@@ -28,6 +28,7 @@ pub async fn build(config: CommonConfig) -> anyhow::Result<Application> {
         openapi: app::described(
             "ERP -> local orders, lines, invoices, purchase orders and shipments",
         ),
+        settings: None,
     };
     app::build_platform_only(&config, spec).await
 }

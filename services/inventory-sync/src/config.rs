@@ -90,3 +90,18 @@ pub fn target_auth(target: Target, secret: SecretString) -> TargetAuth {
         Target::Pos => TargetAuth::Header("X-API-Key", secret),
     }
 }
+
+/// inventory-sync's own runtime settings (keys `inventory-sync.<field>` in the settings bucket;
+/// `PUT /admin/settings/inventory-sync.low_stock_alerts` on this service).
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields, default)]
+pub struct InventorySettings {
+    /// Whether low-stock alerts are raised (out-of-stock alerts always are).
+    pub low_stock_alerts: bool,
+}
+
+impl Default for InventorySettings {
+    fn default() -> Self {
+        Self { low_stock_alerts: true }
+    }
+}

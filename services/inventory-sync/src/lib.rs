@@ -27,6 +27,7 @@ use shared::{
     http::AuthConfig,
     outbound::Endpoint,
     schemas::inventory::Target,
+    settings::OwnSettings,
 };
 
 use crate::domain::adjuster::Adjuster;
@@ -57,6 +58,7 @@ pub async fn build(config: Config) -> anyhow::Result<Application> {
             &streams::WEBHOOKS,
         ],
         openapi: <routes::ApiDoc as utoipa::OpenApi>::openapi(),
+        settings: Some(OwnSettings::of::<config::InventorySettings>(SERVICE)),
     };
     let platform = Platform::start(&config.common, spec).await?;
     // Bulkheads: the adjustment executors and the push consumers get pools of their own, so

@@ -28,6 +28,7 @@ pub async fn build(config: CommonConfig) -> anyhow::Result<Application> {
         openapi: app::described(
             "health checks, alert routing (Slack, PagerDuty, email) and the dashboard",
         ),
+        settings: None,
     };
     app::build_platform_only(&config, spec).await
 }

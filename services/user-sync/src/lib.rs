@@ -28,6 +28,7 @@ pub async fn build(config: CommonConfig) -> anyhow::Result<Application> {
         openapi: app::described(
             "SCIM 2.0 server and LDAP/Active Directory pull into the local directory",
         ),
+        settings: None,
     };
     app::build_platform_only(&config, spec).await
 }

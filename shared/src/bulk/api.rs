@@ -172,7 +172,7 @@ pub async fn cancel_job(
     platform: web::Data<Bulk>,
     id: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
-    transition(&platform, &id, &["queued", "running"], "cancelled").await
+    transition(&platform, &id, &[JobStatus::Queued, JobStatus::Running], JobStatus::Cancelled).await
 }
 
 /// Queues a failed or cancelled job again; it resumes from its checkpoint.
@@ -185,7 +185,9 @@ pub async fn resume_job(
     platform: web::Data<Bulk>,
     id: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
-    let response = transition(&platform, &id, &["failed", "cancelled"], "queued").await?;
+    let response =
+        transition(&platform, &id, &[JobStatus::Failed, JobStatus::Cancelled], JobStatus::Queued)
+            .await?;
     if let Some(engine) = engine(&platform) {
         engine.wake.notify_one();
     }
@@ -195,13 +197,13 @@ pub async fn resume_job(
 async fn transition(
     platform: &Bulk,
     id: &str,
-    from: &[&str],
-    to: &'static str,
+    from: &[JobStatus],
+    to: JobStatus,
 ) -> Result<HttpResponse, ApiError> {
     let service = platform.service;
     let schema = platform.schema;
     let mut conn = platform.db.get().await?;
-    let from: Vec<&str> = from.to_vec();
+    let from: Vec<&str> = from.iter().map(|s| s.as_str()).collect();
     let changed = conn
         .transaction::<_, DieselError, _>(async |conn| {
             let job: Option<Job> = diesel::sql_query(format!(
@@ -213,7 +215,7 @@ async fn transition(
             ))
             .bind::<Text, _>(id)
             .bind::<Text, _>(service)
-            .bind::<Text, _>(to)
+            .bind::<Text, _>(to.as_str())
             .bind::<Array<Text>, _>(&from)
             .get_result(conn)
             .await
@@ -226,7 +228,7 @@ async fn transition(
         .await;
     match changed {
         Ok(Some(job)) => {
-            tracing::info!(job = %job.id, status = to, "bulk job changed by admin");
+            tracing::info!(job = %job.id, status = %to, "bulk job changed by admin");
             Ok(HttpResponse::Ok().json(job))
         }
         Ok(None) => {

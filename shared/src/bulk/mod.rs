@@ -173,6 +173,69 @@ impl Bulk {
     }
 }
 
+/// Where a job is in its life.
+#[derive(
+    Clone,
+    Copy,
+    Debug,
+    PartialEq,
+    Eq,
+    Serialize,
+    Deserialize,
+    utoipa::ToSchema,
+    diesel::expression::AsExpression,
+    diesel::deserialize::FromSqlRow,
+)]
+#[diesel(sql_type = Text)]
+#[serde(rename_all = "lowercase")]
+pub enum JobStatus {
+    Queued,
+    Running,
+    Completed,
+    Failed,
+    Cancelled,
+}
+
+impl JobStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            JobStatus::Queued => "queued",
+            JobStatus::Running => "running",
+            JobStatus::Completed => "completed",
+            JobStatus::Failed => "failed",
+            JobStatus::Cancelled => "cancelled",
+        }
+    }
+
+    fn parse(s: &str) -> Option<Self> {
+        [Self::Queued, Self::Running, Self::Completed, Self::Failed, Self::Cancelled]
+            .into_iter()
+            .find(|status| status.as_str() == s)
+    }
+}
+
+impl std::fmt::Display for JobStatus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl diesel::deserialize::FromSql<Text, diesel::pg::Pg> for JobStatus {
+    fn from_sql(bytes: diesel::pg::PgValue<'_>) -> diesel::deserialize::Result<Self> {
+        let text = <String as diesel::deserialize::FromSql<Text, diesel::pg::Pg>>::from_sql(bytes)?;
+        Self::parse(&text).ok_or_else(|| format!("unknown bulk job status {text:?}").into())
+    }
+}
+
+impl diesel::serialize::ToSql<Text, diesel::pg::Pg> for JobStatus {
+    fn to_sql<'b>(
+        &'b self,
+        out: &mut diesel::serialize::Output<'b, '_, diesel::pg::Pg>,
+    ) -> diesel::serialize::Result {
+        <str as diesel::serialize::ToSql<Text, diesel::pg::Pg>>::to_sql(self.as_str(), out)
+    }
+}
+
 /// A bulk-sync job.
 #[derive(Clone, Debug, Serialize, diesel::QueryableByName, utoipa::ToSchema)]
 pub struct Job {
@@ -188,9 +251,8 @@ pub struct Job {
     pub entity: String,
     #[diesel(sql_type = Integer)]
     pub batch_size: i32,
-    /// `queued`, `running`, `completed`, `failed` or `cancelled`.
     #[diesel(sql_type = Text)]
-    pub status: String,
+    pub status: JobStatus,
     /// The source's cursor after the last applied page (where the job resumes).
     #[diesel(sql_type = Nullable<Jsonb>)]
     #[schema(value_type = Option<Object>)]

@@ -109,7 +109,7 @@ async fn run_job(platform: &Bulk, engine: &Engine, owner: &str, mut job: Job) {
                     .inc_by((page.records.len() as i64 - failed) as u64);
                 RECORDS.with_label_values(&[&job.entity, "failed"]).inc_by(failed as u64);
                 job = updated;
-                if job.status == "completed" {
+                if job.status == JobStatus::Completed {
                     tracing::info!(
                         processed = job.processed_records,
                         errors = job.error_count,
@@ -372,7 +372,7 @@ pub(super) async fn announce(
             source: job.source.clone(),
             target: job.target.clone(),
             entity: job.entity.clone(),
-            status: job.status.clone(),
+            status: job.status.as_str().to_owned(),
             total_records: job.total_records,
             processed_records: job.processed_records,
             error_count: job.error_count,
@@ -391,8 +391,8 @@ pub(super) async fn announce(
         "Job ID: {}\nSource: {}\nTarget: {}\nEntity: {}\nProcessed: {}\nErrors: {}",
         job.id, job.source, job.target, job.entity, job.processed_records, job.error_count
     );
-    let alert = match job.status.as_str() {
-        "completed" => Some(AlertRaised {
+    let alert = match job.status {
+        JobStatus::Completed => Some(AlertRaised {
             severity: Severity::Info,
             kind: "bulk_sync_completed".into(),
             title: format!("Bulk Sync Complete: {}", job.id),
@@ -400,7 +400,7 @@ pub(super) async fn announce(
             dedup_key: format!("bulk/{}", job.id),
             fields,
         }),
-        "failed" => Some(AlertRaised {
+        JobStatus::Failed => Some(AlertRaised {
             severity: Severity::Warning,
             kind: "bulk_sync_failed".into(),
             title: format!("Bulk Sync Failed: {}", job.id),

@@ -62,6 +62,7 @@ async fn spawn(max_body: usize) -> Fixture {
         schema: "crm",
         streams: &[&streams::WEBHOOKS, &streams::SYNC_EVENTS],
         openapi: shared::app::described("ingress test"),
+        settings: None,
     };
     let platform = Platform::start(&config, spec).await.unwrap();
     let named = |name: &str, secret: &str| vec![(name.to_owned(), SecretString::from(secret))];

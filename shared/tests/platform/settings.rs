@@ -17,6 +17,7 @@ async fn a_setting_written_by_one_service_reaches_the_others_live_and_after_rest
     let a = Settings::open(
         &Bus::connect(&cfg, "a").await.unwrap(),
         RuntimeSettings::default(),
+        None,
         &tasks,
         stop.clone(),
     )
@@ -25,6 +26,7 @@ async fn a_setting_written_by_one_service_reaches_the_others_live_and_after_rest
     let b = Settings::open(
         &Bus::connect(&cfg, "b").await.unwrap(),
         RuntimeSettings::default(),
+        None,
         &tasks,
         stop.clone(),
     )
@@ -41,6 +43,7 @@ async fn a_setting_written_by_one_service_reaches_the_others_live_and_after_rest
     let late = Settings::open(
         &Bus::connect(&cfg, "c").await.unwrap(),
         RuntimeSettings::default(),
+        None,
         &tasks,
         stop.clone(),
     )
@@ -65,6 +68,7 @@ async fn invalid_settings_are_refused_naming_the_field() {
     let s = Settings::open(
         &Bus::connect(&cfg, "a").await.unwrap(),
         RuntimeSettings::default(),
+        None,
         &tasks,
         stop.clone(),
     )

@@ -135,7 +135,8 @@ impl Batch for Adjustments {
         conn: &'a mut AsyncPgConnection,
         batch: &'a [Adjustment],
     ) -> BoxFuture<'a, diesel::QueryResult<Vec<Result<Applied, Refused>>>> {
-        let low_stock_alerts = self.settings.current().low_stock_alerts;
+        let low_stock_alerts =
+            self.settings.own::<crate::config::InventorySettings>().low_stock_alerts;
         Box::pin(apply_batch(conn, batch, &self.targets, low_stock_alerts))
     }
 }

@@ -69,3 +69,41 @@ async fn adjustments_survive_a_restart_and_their_pushes_complete_after_it() {
     restarted.stop().await;
     drop((nats, db));
 }
+
+#[tokio::test]
+async fn the_service_declares_its_own_runtime_settings_beside_the_platforms() {
+    let t = spawn().await;
+    let put = |key: &'static str, value: serde_json::Value| {
+        t.app
+            .http
+            .put(t.app.url(&format!("/admin/settings/{key}")))
+            .bearer_auth(harness::ADMIN_TOKEN)
+            .json(&value)
+            .send()
+    };
+
+    let defaults: Value = t.app.admin_get("/admin/settings").await.json().await.unwrap();
+    let set = put("inventory-sync.low_stock_alerts", serde_json::json!(false)).await.unwrap();
+    let wrong = put("inventory-sync.low_stock_alerts", serde_json::json!("no")).await.unwrap();
+    let unknown = put("inventory-sync.colour", serde_json::json!(1)).await.unwrap();
+    let foreign = put("crm-sync.anything", serde_json::json!(1)).await.unwrap();
+
+    assert_eq!(defaults["inventory-sync"]["low_stock_alerts"], true);
+    assert!(defaults.get("low_stock_alerts").is_none(), "no longer a platform setting");
+    assert_eq!(set.status(), 200);
+    for (response, field) in [
+        (wrong, "inventory-sync.low_stock_alerts"),
+        (unknown, "inventory-sync.colour"),
+        (foreign, "crm-sync.anything"),
+    ] {
+        assert_eq!(response.status(), 422);
+        let problem: Value = response.json().await.unwrap();
+        assert_eq!(problem["field"], field, "{problem}");
+    }
+    let applied = harness::eventually(crate::helpers::WAIT, || async {
+        let s: Value = t.app.admin_get("/admin/settings").await.json().await.ok()?;
+        (s["inventory-sync"]["low_stock_alerts"] == false).then_some(())
+    });
+    assert!(applied.await.is_some(), "the watch applies the stored value");
+    t.assert_settled(0).await;
+}
