@@ -15,7 +15,7 @@
 
 use std::sync::Arc;
 
-use futures::future::{BoxFuture, join_all};
+use futures::future::BoxFuture;
 use serde_json::{Value, json};
 use shared::{
     bulk::{BulkKind, BulkSource, Job, Page, RecordError},
@@ -100,13 +100,11 @@ impl BulkSource for ErpStock {
                     Err(error) => errors.push(RecordError { record_id, error }),
                 }
             }
-            // Submitted together, so the executors apply the page in a few transactions.
-            let results = join_all(
-                adjustments
-                    .into_iter()
-                    .map(|(id, a)| async move { (id, self.adjuster.apply(a).await) }),
-            )
-            .await;
+            // The page is applied in one transaction (a few set-based statements).
+            let (ids, adjustments): (Vec<String>, Vec<Adjustment>) =
+                adjustments.into_iter().unzip();
+            let results: Vec<(String, Result<_, Refused>)> =
+                ids.into_iter().zip(self.adjuster.apply_all(adjustments).await).collect();
             errors.reverse();
             for (record_id, result) in results.into_iter().rev() {
                 match result {

@@ -67,6 +67,7 @@ async fn run_job(platform: &Bulk, engine: &Engine, owner: &str, mut job: Job) {
         fail(platform, owner, &job, &error).await;
         return;
     };
+    let mut prefetched = None;
     loop {
         if platform.shutdown.is_cancelled() {
             release(platform, owner, &job).await;
@@ -84,7 +85,7 @@ async fn run_job(platform: &Bulk, engine: &Engine, owner: &str, mut job: Job) {
             }
         }
         let step = tokio::select! {
-            step = page(platform, &job, source.as_ref()) => step,
+            step = page(platform, &job, source.as_ref(), &mut prefetched) => step,
             () = heartbeat(platform, owner, &job) => {
                 tracing::info!("bulk job cancelled or taken over; stopping");
                 return;
@@ -150,63 +151,113 @@ enum Step {
     Stopping,
 }
 
-/// Fetches and applies the page at the job's checkpoint, retrying transient failures of
-/// either with backoff (a fetch honours `Retry-After`; an apply may run again, being
-/// idempotent).
-async fn page(platform: &Bulk, job: &Job, source: &dyn BulkSource) -> Step {
+/// A page read ahead while the previous one was applied: the cursor it was read at, and the
+/// page or why it could not be read. (A page read ahead and then abandoned, at a stop, is read
+/// again on resume.)
+type Prefetched = Option<(Option<Value>, Result<Page, Outcome>)>;
+
+/// Fetches (or takes the page read ahead) and applies the page at the job's checkpoint,
+/// retrying transient failures of either with backoff (a fetch honours `Retry-After`; an apply
+/// may run again, being idempotent). While it applies, the next page is read.
+async fn page(
+    platform: &Bulk,
+    job: &Job,
+    source: &dyn BulkSource,
+    prefetched: &mut Prefetched,
+) -> Step {
     let number = job.pages + 1;
     let limit = usize::try_from(job.batch_size).unwrap_or(1).max(1);
+    let page = match prefetched.take() {
+        Some((cursor, Ok(page))) if cursor == job.checkpoint => page,
+        // A refusal stands; a transient failure is retried below.
+        Some((cursor, Err(refusal))) if cursor == job.checkpoint && refused(&refusal) => {
+            return Step::Failed(fetch_failure(number, refusal));
+        }
+        _ => match fetch(platform, job, source, number, limit).await {
+            Ok(page) => page,
+            Err(step) => return step,
+        },
+    };
+    let next_cursor = page.next.clone();
+    let read_ahead = async {
+        match &next_cursor {
+            Some(cursor) => Some(source.fetch(Some(cursor), limit).await),
+            None => None,
+        }
+    };
+    let apply = async move {
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            match source.apply(job, &page.records).await {
+                Ok(errors) => return Step::Applied(page, errors),
+                Err(e) if attempt < ATTEMPTS => {
+                    let wait = backoff(attempt);
+                    tracing::warn!(error = %format!("{e:#}"), attempt, "applying a page failed; retrying");
+                    if !pause(platform, wait).await {
+                        return Step::Stopping;
+                    }
+                }
+                Err(e) => {
+                    return Step::Failed(format!(
+                        "applying page {number} failed: {e:#} (after {ATTEMPTS} attempts)"
+                    ));
+                }
+            }
+        }
+    };
+    let (step, next) = tokio::join!(apply, read_ahead);
+    if let (Step::Applied(..), Some(next)) = (&step, next) {
+        *prefetched = Some((next_cursor, next));
+    }
+    step
+}
+
+/// Fetches the page at the job's checkpoint with retries.
+async fn fetch(
+    platform: &Bulk,
+    job: &Job,
+    source: &dyn BulkSource,
+    number: i64,
+    limit: usize,
+) -> Result<Page, Step> {
     let mut attempt = 0;
-    let page = loop {
+    loop {
         attempt += 1;
         let (error, wait) = match source.fetch(job.checkpoint.as_ref(), limit).await {
-            Ok(page) => break page,
+            Ok(page) => return Ok(page),
             Err(Outcome::Retry { after, error, .. }) => (error, after),
-            Err(Outcome::Gone) => {
-                return Step::Failed(format!(
-                    "fetching page {number} failed: the source answered 410 Gone"
-                ));
-            }
-            Err(Outcome::Rejected { status, body }) => {
-                return Step::Failed(format!(
-                    "fetching page {number} failed: the source rejected the request with {status}: {body}"
-                ));
-            }
-            Err(Outcome::Delivered(status)) => {
-                return Step::Failed(format!(
-                    "fetching page {number} failed: unexpected answer {status}"
-                ));
-            }
+            Err(refusal) => return Err(Step::Failed(fetch_failure(number, refusal))),
         };
         if attempt >= ATTEMPTS {
-            return Step::Failed(format!(
+            return Err(Step::Failed(format!(
                 "fetching page {number} failed: {error} (after {ATTEMPTS} attempts)"
-            ));
+            )));
         }
         let wait = wait.unwrap_or_else(|| backoff(attempt));
         tracing::warn!(%error, attempt, wait_ms = wait.as_millis() as u64, "fetching a page failed; retrying");
         if !pause(platform, wait).await {
-            return Step::Stopping;
+            return Err(Step::Stopping);
         }
-    };
-    let mut attempt = 0;
-    loop {
-        attempt += 1;
-        match source.apply(job, &page.records).await {
-            Ok(errors) => return Step::Applied(page, errors),
-            Err(e) if attempt < ATTEMPTS => {
-                let wait = backoff(attempt);
-                tracing::warn!(error = %format!("{e:#}"), attempt, "applying a page failed; retrying");
-                if !pause(platform, wait).await {
-                    return Step::Stopping;
-                }
-            }
-            Err(e) => {
-                return Step::Failed(format!(
-                    "applying page {number} failed: {e:#} (after {ATTEMPTS} attempts)"
-                ));
-            }
+    }
+}
+
+/// Whether a fetch's failure is final (not worth retrying).
+fn refused(outcome: &Outcome) -> bool {
+    !matches!(outcome, Outcome::Retry { .. })
+}
+
+/// Why the job fails on a final fetch failure.
+fn fetch_failure(number: i64, outcome: Outcome) -> String {
+    match outcome {
+        Outcome::Gone => format!("fetching page {number} failed: the source answered 410 Gone"),
+        Outcome::Rejected { status, body } => format!(
+            "fetching page {number} failed: the source rejected the request with {status}: {body}"
+        ),
+        Outcome::Delivered(status) => {
+            format!("fetching page {number} failed: unexpected answer {status}")
         }
+        Outcome::Retry { error, .. } => format!("fetching page {number} failed: {error}"),
     }
 }
 

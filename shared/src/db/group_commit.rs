@@ -68,11 +68,12 @@ struct Job<B: Batch> {
 /// Handle to the executors. Cheap to clone.
 pub struct GroupCommit<B: Batch> {
     shards: Arc<[mpsc::Sender<Job<B>>]>,
+    runner: Arc<Runner<B>>,
 }
 
 impl<B: Batch> Clone for GroupCommit<B> {
     fn clone(&self) -> Self {
-        Self { shards: self.shards.clone() }
+        Self { shards: self.shards.clone(), runner: self.runner.clone() }
     }
 }
 
@@ -87,18 +88,27 @@ impl<B: Batch> GroupCommit<B> {
         tasks: &TaskTracker,
         shutdown: CancellationToken,
     ) -> Self {
-        let batch = Arc::new(batch);
+        let runner = Arc::new(Runner { name, pool, batch });
         let max_batch = config.max_batch.max(1);
         let shards = (0..config.workers.max(1))
             .map(|_| {
                 let (tx, rx) = mpsc::channel::<Job<B>>(max_batch * 4);
-                let executor =
-                    Executor { name, pool: pool.clone(), batch: batch.clone(), max_batch };
+                let executor = Executor { runner: runner.clone(), max_batch };
                 tasks.spawn(executor.run(rx, shutdown.clone()));
                 tx
             })
             .collect();
-        Self { shards }
+        Self { shards, runner }
+    }
+
+    /// Applies `requests` as ONE batch now, in the caller's task: for work that arrives as a
+    /// batch already (a bulk load's page), with the executors' retries and one-by-one fallback.
+    /// One answer per request, in order.
+    pub async fn apply_all(
+        &self,
+        requests: Vec<B::Request>,
+    ) -> Vec<Result<B::Response, Unavailable>> {
+        self.runner.execute(requests).await
     }
 
     /// Applies one request (possibly batched with concurrent ones). Requests with the same
@@ -120,10 +130,15 @@ impl<B: Batch> GroupCommit<B> {
     }
 }
 
-struct Executor<B: Batch> {
+/// Applies batches: one transaction each, with retries.
+struct Runner<B: Batch> {
     name: &'static str,
     pool: PgPool,
-    batch: Arc<B>,
+    batch: B,
+}
+
+struct Executor<B: Batch> {
+    runner: Arc<Runner<B>>,
     max_batch: usize,
 }
 
@@ -152,11 +167,18 @@ impl<B: Batch> Executor<B> {
                 Err(_) => break,
             }
         }
-        self.execute(jobs).await;
+        let (requests, replies): (Vec<_>, Vec<_>) =
+            jobs.into_iter().map(|j| (j.request, j.reply)).unzip();
+        let answers = self.runner.execute(requests).await;
+        for (reply, answer) in replies.into_iter().zip(answers) {
+            let _ = reply.send(answer);
+        }
     }
+}
 
-    async fn execute(&self, jobs: Vec<Job<B>>) {
-        let requests: Vec<B::Request> = jobs.iter().map(|j| j.request.clone()).collect();
+impl<B: Batch> Runner<B> {
+    /// One transaction for `requests`; one answer each, in order.
+    async fn execute(&self, requests: Vec<B::Request>) -> Vec<Result<B::Response, Unavailable>> {
         for attempt in 1..=BATCH_ATTEMPTS {
             let result = async {
                 let mut conn =
@@ -169,32 +191,31 @@ impl<B: Batch> Executor<B> {
             .await;
             match result {
                 Ok(answers) => {
-                    crate::metrics::group_commit(self.name, jobs.len());
-                    for (job, answer) in jobs.into_iter().zip(answers) {
-                        let _ = job.reply.send(Ok(answer));
-                    }
-                    return;
+                    crate::metrics::group_commit(self.name, requests.len());
+                    return answers.into_iter().map(Ok).collect();
                 }
                 Err(e) if retryable(&e) && attempt < BATCH_ATTEMPTS => {
                     tracing::debug!(error = %e, attempt, name = self.name, "batch conflicted, retrying");
                 }
                 Err(e) => {
-                    tracing::error!(error = %e, batch = jobs.len(), name = self.name, "batch failed");
-                    if jobs.len() > 1 && matches!(e, DieselError::DatabaseError(..)) {
+                    tracing::error!(error = %e, batch = requests.len(), name = self.name, "batch failed");
+                    if requests.len() > 1 && matches!(e, DieselError::DatabaseError(..)) {
                         // The database refused something in the batch: one by one, so only
                         // the request at fault fails.
-                        for job in jobs {
-                            Box::pin(self.execute(vec![job])).await;
+                        let mut answers = Vec::with_capacity(requests.len());
+                        for request in requests {
+                            answers.extend(Box::pin(self.execute(vec![request])).await);
                         }
-                        return;
+                        return answers;
                     }
                     break;
                 }
             }
         }
-        for job in jobs {
-            let _ = job.reply.send(Err(Unavailable("database unavailable, retry later".into())));
-        }
+        requests
+            .iter()
+            .map(|_| Err(Unavailable("database unavailable, retry later".into())))
+            .collect()
     }
 }
 

@@ -158,6 +158,17 @@ impl Adjuster {
         Self { commit: platform.group_commit("inventory_adjustments", pool, config, batch) }
     }
 
+    /// Applies a batch that arrives whole (a bulk load's page) in one transaction; one answer
+    /// per adjustment, in order.
+    pub async fn apply_all(&self, adjustments: Vec<Adjustment>) -> Vec<Result<Applied, Refused>> {
+        self.commit
+            .apply_all(adjustments)
+            .await
+            .into_iter()
+            .map(|answer| answer.unwrap_or_else(|e| Err(Refused::Failed(e.0))))
+            .collect()
+    }
+
     /// Applies one adjustment (possibly batched with concurrent ones).
     pub async fn apply(&self, adjustment: Adjustment) -> Result<Applied, Refused> {
         let sku = adjustment.sku.clone();
