@@ -8,8 +8,8 @@
 //! `stock.last_source`. For the shop, a delivered level is followed by the product's
 //! availability: disabled when it is out of stock everywhere, enabled when stock returns.
 
-use diesel::sql_types::{Array, BigInt, Bool, Nullable, Text};
-use diesel_async::{AsyncPgConnection, RunQueryDsl};
+use crate::models::{product::Availability, stock::StockRow};
+use diesel_async::AsyncPgConnection;
 use serde_json::Value;
 use shared::{
     bus::outbox::OutboxRow,
@@ -25,28 +25,6 @@ use shared::{
 /// One target's stock levels.
 pub struct StockLevels {
     pub target: Target,
-}
-
-#[derive(diesel::QueryableByName)]
-struct Row {
-    #[diesel(sql_type = Text)]
-    sku: String,
-    #[diesel(sql_type = Text)]
-    warehouse: String,
-    #[diesel(sql_type = BigInt)]
-    on_hand: i64,
-    #[diesel(sql_type = BigInt)]
-    version: i64,
-    #[diesel(sql_type = Nullable<Text>)]
-    last_source: Option<String>,
-}
-
-#[derive(diesel::QueryableByName)]
-struct Availability {
-    #[diesel(sql_type = Bool)]
-    in_stock: bool,
-    #[diesel(sql_type = Nullable<Bool>)]
-    shop_available: Option<bool>,
 }
 
 fn key(warehouse: &str, sku: &str) -> String {
@@ -76,9 +54,7 @@ impl Connector for StockLevels {
     }
 
     fn records_sql(&self) -> String {
-        "SELECT warehouse || '/' || sku AS key, version FROM inventory.stock \
-         WHERE warehouse || '/' || sku > $1 ORDER BY 1 LIMIT $2"
-            .into()
+        StockRow::PUSH_RECORDS_SQL.into()
     }
 
     async fn load(
@@ -86,18 +62,10 @@ impl Connector for StockLevels {
         conn: &mut AsyncPgConnection,
         keys: &[String],
     ) -> diesel::QueryResult<Vec<Loaded<StockLevel>>> {
-        let (warehouses, skus): (Vec<&str>, Vec<&str>) = keys.iter().map(|k| split(k)).unzip();
+        let keys: Vec<(&str, &str)> = keys.iter().map(|k| split(k)).collect();
         // Ordered by sku: the shop's follow-up locks product rows in this order (no deadlocks
         // between batches).
-        let rows: Vec<Row> = diesel::sql_query(
-            "SELECT sku, warehouse, on_hand, version, last_source FROM inventory.stock \
-             WHERE (warehouse, sku) IN (SELECT * FROM unnest($1::text[], $2::text[])) \
-             ORDER BY sku, warehouse",
-        )
-        .bind::<Array<Text>, _>(warehouses)
-        .bind::<Array<Text>, _>(skus)
-        .load(conn)
-        .await?;
+        let rows = StockRow::by_warehouse_and_sku(conn, &keys).await?;
         Ok(rows
             .into_iter()
             .map(|r| Loaded {
@@ -153,13 +121,7 @@ impl Connector for StockLevels {
 
     fn unsettled_sql(&self) -> Option<String> {
         // Products whose availability on the shop differs from their stock (one key each).
-        (self.target == Target::Ecommerce).then(|| {
-            "SELECT min(s.warehouse) || '/' || p.sku FROM inventory.products p \
-                 JOIN inventory.stock s ON s.sku = p.sku \
-             GROUP BY p.sku, p.shop_available \
-             HAVING p.shop_available IS DISTINCT FROM (SUM(s.on_hand) > 0)"
-                .into()
-        })
+        (self.target == Target::Ecommerce).then(|| Availability::UNSETTLED_SQL.into())
     }
 }
 
@@ -167,33 +129,14 @@ impl Connector for StockLevels {
 /// stock returns; no request when the shop already has the right state.
 async fn shop_availability(ctx: FollowUp<'_>, sku: &str) -> anyhow::Result<Outcome> {
     let FollowUp { conn, http, endpoint } = ctx;
-    // Availability is per product while pushes are per warehouse: lock the product row so two
-    // warehouses' pushes cannot decide on stale totals and leave the wrong state.
-    diesel::sql_query("SELECT 1 FROM inventory.products WHERE sku = $1 FOR NO KEY UPDATE")
-        .bind::<Text, _>(sku)
-        .execute(&mut *conn)
-        .await?;
-    let availability: Availability = diesel::sql_query(
-        "SELECT COALESCE(SUM(s.on_hand), 0) > 0 AS in_stock, p.shop_available \
-         FROM inventory.products p LEFT JOIN inventory.stock s ON s.sku = p.sku \
-         WHERE p.sku = $1 GROUP BY p.shop_available",
-    )
-    .bind::<Text, _>(sku)
-    .get_result(&mut *conn)
-    .await?;
+    let availability = Availability::lock(conn, sku).await?;
     if availability.shop_available == Some(availability.in_stock) {
         return Ok(Outcome::Delivered(reqwest::StatusCode::OK));
     }
     let request = mappers::shop::product_availability(sku, availability.in_stock);
     let outcome = outbound::send(http, endpoint, &request).await;
     if matches!(outcome, Outcome::Delivered(_)) {
-        diesel::sql_query(
-            "UPDATE inventory.products SET shop_available = $2, updated_at = now() WHERE sku = $1",
-        )
-        .bind::<Text, _>(sku)
-        .bind::<Bool, _>(availability.in_stock)
-        .execute(conn)
-        .await?;
+        Availability::confirm(conn, sku, availability.in_stock).await?;
         tracing::info!(sku, available = availability.in_stock, "shop availability changed");
     }
     Ok(outcome)

@@ -17,11 +17,8 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use chrono::{DateTime, Utc};
-use diesel::{
-    result::Error as DieselError,
-    sql_types::{Array, BigInt, Nullable, Text, Timestamptz},
-};
-use diesel_async::{AsyncPgConnection, RunQueryDsl};
+use diesel::result::Error as DieselError;
+use diesel_async::AsyncPgConnection;
 use futures::future::BoxFuture;
 use serde::Serialize;
 use shared::{
@@ -36,6 +33,12 @@ use shared::{
         inventory::{AdjustmentType, StockAdjusted, StockLevelChanged, Target},
     },
     settings::Settings,
+};
+
+use crate::models::{
+    ledger::{LedgerRow, NewLedgerRow},
+    product::ReorderData,
+    stock::{NewLevel, StockRow},
 };
 
 use super::{
@@ -176,93 +179,39 @@ impl Adjuster {
     }
 }
 
-#[derive(diesel::QueryableByName)]
-struct ProductRow {
-    #[diesel(sql_type = Text)]
-    sku: String,
-    #[diesel(sql_type = Text)]
-    name: String,
-    #[diesel(sql_type = BigInt)]
-    reorder_point: i64,
-}
-
-#[derive(diesel::QueryableByName)]
-struct StockRow {
-    #[diesel(sql_type = Text)]
-    sku: String,
-    #[diesel(sql_type = Text)]
-    warehouse: String,
-    #[diesel(sql_type = BigInt)]
-    on_hand: i64,
-    #[diesel(sql_type = BigInt)]
-    version: i64,
-}
-
-#[derive(diesel::QueryableByName)]
-struct LedgerRow {
-    #[diesel(sql_type = BigInt)]
-    id: i64,
-    #[diesel(sql_type = Text)]
-    source: String,
-    #[diesel(sql_type = Text)]
-    reference: String,
-    #[diesel(sql_type = Text)]
-    sku: String,
-    #[diesel(sql_type = Text)]
-    warehouse: String,
-    #[diesel(sql_type = Text)]
-    r#type: String,
-    #[diesel(sql_type = BigInt)]
-    quantity: i64,
-    #[diesel(sql_type = Nullable<BigInt>)]
-    expected_on_hand: Option<i64>,
-    #[diesel(sql_type = BigInt)]
-    quantity_before: i64,
-    #[diesel(sql_type = BigInt)]
-    quantity_after: i64,
-    #[diesel(sql_type = Nullable<Text>)]
-    reason: Option<String>,
-    #[diesel(sql_type = Timestamptz)]
-    created_at: DateTime<Utc>,
-}
-
-impl LedgerRow {
-    fn answer(&self, replayed: bool) -> Applied {
-        Applied {
-            ledger_id: self.id,
-            source: self.source.clone(),
-            reference: self.reference.clone(),
-            sku: self.sku.clone(),
-            warehouse: self.warehouse.clone(),
-            kind: AdjustmentType::parse(&self.r#type).unwrap_or(AdjustmentType::Adjustment),
-            quantity: self.quantity,
-            quantity_before: self.quantity_before,
-            new_quantity: self.quantity_after,
-            reason: self.reason.clone(),
-            created_at: self.created_at,
-            replayed,
-        }
-    }
-
-    /// The stored request and its answer.
-    fn prior(self) -> Prior {
-        let answer = self.answer(false);
-        let request = Adjustment {
-            source: answer.source.clone(),
-            reference: answer.reference.clone(),
-            sku: answer.sku.clone(),
-            warehouse: answer.warehouse.clone(),
-            kind: answer.kind,
-            quantity: answer.quantity,
-            expected_on_hand: self.expected_on_hand,
-            reason: answer.reason.clone(),
-        };
-        Prior { request, answer }
+/// The answer a ledger row stands for.
+fn answer(row: &LedgerRow, replayed: bool) -> Applied {
+    Applied {
+        ledger_id: row.id,
+        source: row.source.clone(),
+        reference: row.reference.clone(),
+        sku: row.sku.clone(),
+        warehouse: row.warehouse.clone(),
+        kind: AdjustmentType::parse(&row.r#type).unwrap_or(AdjustmentType::Adjustment),
+        quantity: row.quantity,
+        quantity_before: row.quantity_before,
+        new_quantity: row.quantity_after,
+        reason: row.reason.clone(),
+        created_at: row.created_at,
+        replayed,
     }
 }
 
-const LEDGER_COLUMNS: &str = "id, source, reference, sku, warehouse, type, quantity, \
-    expected_on_hand, quantity_before, quantity_after, reason, created_at";
+/// The stored request and its answer.
+fn prior(row: LedgerRow) -> Prior {
+    let answer = answer(&row, false);
+    let request = Adjustment {
+        source: answer.source.clone(),
+        reference: answer.reference.clone(),
+        sku: answer.sku.clone(),
+        warehouse: answer.warehouse.clone(),
+        kind: answer.kind,
+        quantity: answer.quantity,
+        expected_on_hand: row.expected_on_hand,
+        reason: answer.reason.clone(),
+    };
+    Prior { request, answer }
+}
 
 /// One transaction for a batch; returns one answer per adjustment, in order.
 async fn apply_batch(
@@ -274,15 +223,8 @@ async fn apply_batch(
     // 1. Products (reorder points for alerts; unknown skus are refused).
     let skus: Vec<&str> =
         batch.iter().map(|a| a.sku.as_str()).collect::<BTreeSet<_>>().into_iter().collect();
-    let products: HashMap<String, ProductRow> = diesel::sql_query(
-        "SELECT sku, name, reorder_point FROM inventory.products WHERE sku = ANY($1)",
-    )
-    .bind::<Array<Text>, _>(&skus)
-    .load::<ProductRow>(conn)
-    .await?
-    .into_iter()
-    .map(|p| (p.sku.clone(), p))
-    .collect();
+    let products: HashMap<String, ReorderData> =
+        ReorderData::of(conn, &skus).await?.into_iter().map(|p| (p.sku.clone(), p)).collect();
 
     // 2. Lock the stock rows in a fixed order, creating missing ones.
     let keys: BTreeSet<(&str, &str)> = batch
@@ -290,50 +232,29 @@ async fn apply_batch(
         .filter(|a| products.contains_key(&a.sku))
         .map(|a| (a.sku.as_str(), a.warehouse.as_str()))
         .collect();
-    let (key_skus, key_warehouses): (Vec<&str>, Vec<&str>) = keys.iter().copied().unzip();
+    let keys: Vec<(&str, &str)> = keys.into_iter().collect();
     let mut levels: BTreeMap<RowKey, Level> = BTreeMap::new();
     if !keys.is_empty() {
-        diesel::sql_query(
-            "INSERT INTO inventory.stock (sku, warehouse) \
-             SELECT * FROM unnest($1::text[], $2::text[]) ORDER BY 1, 2 ON CONFLICT DO NOTHING",
-        )
-        .bind::<Array<Text>, _>(&key_skus)
-        .bind::<Array<Text>, _>(&key_warehouses)
-        .execute(conn)
-        .await?;
-        let rows: Vec<StockRow> = diesel::sql_query(
-            "SELECT sku, warehouse, on_hand, version FROM inventory.stock \
-             WHERE (sku, warehouse) IN (SELECT * FROM unnest($1::text[], $2::text[])) \
-             ORDER BY sku, warehouse FOR UPDATE",
-        )
-        .bind::<Array<Text>, _>(&key_skus)
-        .bind::<Array<Text>, _>(&key_warehouses)
-        .load(conn)
-        .await?;
-        levels = rows.into_iter().map(|r| ((r.sku, r.warehouse), (r.on_hand, r.version))).collect();
+        levels = StockRow::lock(conn, &keys)
+            .await?
+            .into_iter()
+            .map(|r| ((r.sku, r.warehouse), (r.on_hand, r.version)))
+            .collect();
     }
     // Rows that never changed before this batch (their first receipt is not "back in stock").
     let mut fresh: BTreeSet<(String, String)> =
         levels.iter().filter(|(_, (_, version))| *version == 0).map(|(k, _)| k.clone()).collect();
 
     // 3. Earlier answers for these idempotency keys.
-    let sources: Vec<&str> = batch.iter().map(|a| a.source.as_str()).collect();
-    let references: Vec<&str> = batch.iter().map(|a| a.reference.as_str()).collect();
-    let existing: HashMap<(String, String), LedgerRow> = diesel::sql_query(format!(
-        "SELECT {LEDGER_COLUMNS} FROM inventory.ledger \
-         WHERE (source, reference) IN (SELECT * FROM unnest($1::text[], $2::text[]))"
-    ))
-    .bind::<Array<Text>, _>(&sources)
-    .bind::<Array<Text>, _>(&references)
-    .load::<LedgerRow>(conn)
-    .await?
-    .into_iter()
-    .map(|r| ((r.source.clone(), r.reference.clone()), r))
-    .collect();
+    let idempotency_keys: Vec<(&str, &str)> =
+        batch.iter().map(|a| (a.source.as_str(), a.reference.as_str())).collect();
+    let existing: HashMap<(String, String), Prior> = LedgerRow::by_keys(conn, &idempotency_keys)
+        .await?
+        .into_iter()
+        .map(|r| ((r.source.clone(), r.reference.clone()), prior(r)))
+        .collect();
 
     // 4. Walk the batch in order against the running levels (pure: `plan`).
-    let existing: HashMap<(String, String), Prior> =
-        existing.into_iter().map(|(k, row)| (k, row.prior())).collect();
     let Plan { steps: plans, rows: planned } = plan::plan(batch, &mut levels, &existing);
     struct NewRow<'a> {
         adjustment: &'a Adjustment,
@@ -348,34 +269,28 @@ async fn apply_batch(
     // 5. Write ledger rows, levels and events.
     let mut inserted: Vec<Applied> = Vec::new();
     if !new_rows.is_empty() {
-        let col = |f: fn(&NewRow) -> String| new_rows.iter().map(f).collect::<Vec<String>>();
-        let num = |f: fn(&NewRow) -> i64| new_rows.iter().map(f).collect::<Vec<i64>>();
-        let rows: Vec<LedgerRow> = diesel::sql_query(format!(
-            "INSERT INTO inventory.ledger (source, reference, sku, warehouse, type, quantity, \
-                 expected_on_hand, delta, quantity_before, quantity_after, reason) \
-             SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], \
-                 $6::bigint[], $7::bigint[], $8::bigint[], $9::bigint[], $10::bigint[], $11::text[]) \
-             RETURNING {LEDGER_COLUMNS}"
-        ))
-        .bind::<Array<Text>, _>(col(|r| r.adjustment.source.clone()))
-        .bind::<Array<Text>, _>(col(|r| r.adjustment.reference.clone()))
-        .bind::<Array<Text>, _>(col(|r| r.adjustment.sku.clone()))
-        .bind::<Array<Text>, _>(col(|r| r.adjustment.warehouse.clone()))
-        .bind::<Array<Text>, _>(col(|r| r.adjustment.kind.as_str().to_owned()))
-        .bind::<Array<BigInt>, _>(num(|r| r.adjustment.quantity))
-        .bind::<Array<Nullable<BigInt>>, _>(new_rows.iter().map(|r| r.adjustment.expected_on_hand).collect::<Vec<_>>())
-        .bind::<Array<BigInt>, _>(num(|r| r.after - r.before))
-        .bind::<Array<BigInt>, _>(num(|r| r.before))
-        .bind::<Array<BigInt>, _>(num(|r| r.after))
-        .bind::<Array<Nullable<Text>>, _>(new_rows.iter().map(|r| r.adjustment.reason.clone()).collect::<Vec<_>>())
-        .load(conn)
-        .await?;
+        let rows: Vec<NewLedgerRow> = new_rows
+            .iter()
+            .map(|r| NewLedgerRow {
+                source: &r.adjustment.source,
+                reference: &r.adjustment.reference,
+                sku: &r.adjustment.sku,
+                warehouse: &r.adjustment.warehouse,
+                kind: r.adjustment.kind.as_str(),
+                quantity: r.adjustment.quantity,
+                expected_on_hand: r.adjustment.expected_on_hand,
+                before: r.before,
+                after: r.after,
+                reason: r.adjustment.reason.as_deref(),
+            })
+            .collect();
+        let rows = LedgerRow::insert(conn, &rows).await?;
         let by_key: HashMap<(String, String), LedgerRow> =
             rows.into_iter().map(|r| ((r.source.clone(), r.reference.clone()), r)).collect();
         for row in &new_rows {
             let key = (row.adjustment.source.clone(), row.adjustment.reference.clone());
             let ledger = by_key.get(&key).ok_or(DieselError::NotFound)?;
-            inserted.push(ledger.answer(false));
+            inserted.push(answer(ledger, false));
         }
 
         // Each row whose level changed, with its new level and the source of its last change.
@@ -391,26 +306,17 @@ async fn apply_batch(
             .iter()
             .filter_map(|(k, v)| last_change.get(&(k.0.as_str(), k.1.as_str())).map(|c| (k, v, *c)))
             .collect();
-        if !changed.is_empty() {
-            diesel::sql_query(
-                "UPDATE inventory.stock s SET on_hand = v.on_hand, version = v.version, \
-                     last_source = v.last_source, updated_at = now() \
-                 FROM unnest($1::text[], $2::text[], $3::bigint[], $4::bigint[], $5::text[]) \
-                     AS v(sku, warehouse, on_hand, version, last_source) \
-                 WHERE s.sku = v.sku AND s.warehouse = v.warehouse",
-            )
-            .bind::<Array<Text>, _>(
-                changed.iter().map(|(k, _, _)| k.0.as_str()).collect::<Vec<_>>(),
-            )
-            .bind::<Array<Text>, _>(
-                changed.iter().map(|(k, _, _)| k.1.as_str()).collect::<Vec<_>>(),
-            )
-            .bind::<Array<BigInt>, _>(changed.iter().map(|(_, v, _)| v.0).collect::<Vec<_>>())
-            .bind::<Array<BigInt>, _>(changed.iter().map(|(_, v, _)| v.1).collect::<Vec<_>>())
-            .bind::<Array<Text>, _>(changed.iter().map(|(_, _, c)| *c).collect::<Vec<_>>())
-            .execute(conn)
-            .await?;
-        }
+        let new_levels: Vec<NewLevel> = changed
+            .iter()
+            .map(|(k, v, source)| NewLevel {
+                sku: &k.0,
+                warehouse: &k.1,
+                on_hand: v.0,
+                version: v.1,
+                last_source: source,
+            })
+            .collect();
+        StockRow::update_levels(conn, &new_levels).await?;
         let changed: BTreeSet<(&str, &str)> =
             changed.iter().map(|(k, _, _)| (k.0.as_str(), k.1.as_str())).collect();
 
@@ -444,7 +350,7 @@ async fn apply_batch(
 /// a crossing push overwrote its change), and threshold-crossing alerts.
 fn events(
     applied: &[Applied],
-    products: &HashMap<String, ProductRow>,
+    products: &HashMap<String, ReorderData>,
     fresh: &mut BTreeSet<(String, String)>,
     changed: &BTreeSet<(&str, &str)>,
     configured: &BTreeSet<Target>,

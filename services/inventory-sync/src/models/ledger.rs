@@ -1,7 +1,10 @@
 //! `inventory.ledger`: append-only; the sum of `delta` per sku and warehouse is on hand.
 
 use chrono::{DateTime, Utc};
-use diesel::prelude::*;
+use diesel::{
+    prelude::*,
+    sql_types::{Array, BigInt, Nullable, Text, Timestamptz},
+};
 use diesel_async::{AsyncPgConnection, RunQueryDsl};
 use serde::Serialize;
 
@@ -41,5 +44,103 @@ impl LedgerEntry {
             .select(LedgerEntry::as_select())
             .load(conn)
             .await
+    }
+}
+
+/// A ledger row as the adjuster stores and replays it.
+#[derive(Debug, QueryableByName)]
+pub struct LedgerRow {
+    #[diesel(sql_type = BigInt)]
+    pub id: i64,
+    #[diesel(sql_type = Text)]
+    pub source: String,
+    #[diesel(sql_type = Text)]
+    pub reference: String,
+    #[diesel(sql_type = Text)]
+    pub sku: String,
+    #[diesel(sql_type = Text)]
+    pub warehouse: String,
+    #[diesel(sql_type = Text)]
+    pub r#type: String,
+    #[diesel(sql_type = BigInt)]
+    pub quantity: i64,
+    #[diesel(sql_type = Nullable<BigInt>)]
+    pub expected_on_hand: Option<i64>,
+    #[diesel(sql_type = BigInt)]
+    pub quantity_before: i64,
+    #[diesel(sql_type = BigInt)]
+    pub quantity_after: i64,
+    #[diesel(sql_type = Nullable<Text>)]
+    pub reason: Option<String>,
+    #[diesel(sql_type = Timestamptz)]
+    pub created_at: DateTime<Utc>,
+}
+
+/// A ledger row to write.
+pub struct NewLedgerRow<'a> {
+    pub source: &'a str,
+    pub reference: &'a str,
+    pub sku: &'a str,
+    pub warehouse: &'a str,
+    pub kind: &'a str,
+    pub quantity: i64,
+    pub expected_on_hand: Option<i64>,
+    pub before: i64,
+    pub after: i64,
+    pub reason: Option<&'a str>,
+}
+
+const LEDGER_COLUMNS: &str = "id, source, reference, sku, warehouse, type, quantity, \
+    expected_on_hand, quantity_before, quantity_after, reason, created_at";
+
+impl LedgerRow {
+    /// The rows of these idempotency keys (source, reference).
+    pub async fn by_keys(
+        conn: &mut AsyncPgConnection,
+        keys: &[(&str, &str)],
+    ) -> QueryResult<Vec<LedgerRow>> {
+        let (sources, references): (Vec<&str>, Vec<&str>) = keys.iter().copied().unzip();
+        diesel::sql_query(format!(
+            "SELECT {LEDGER_COLUMNS} FROM inventory.ledger \
+             WHERE (source, reference) IN (SELECT * FROM unnest($1::text[], $2::text[]))"
+        ))
+        .bind::<Array<Text>, _>(sources)
+        .bind::<Array<Text>, _>(references)
+        .load(conn)
+        .await
+    }
+
+    /// Appends rows (one statement for the batch); returns them as stored.
+    pub async fn insert(
+        conn: &mut AsyncPgConnection,
+        rows: &[NewLedgerRow<'_>],
+    ) -> QueryResult<Vec<LedgerRow>> {
+        if rows.is_empty() {
+            return Ok(Vec::new());
+        }
+        let text = |f: for<'r> fn(&'r NewLedgerRow<'_>) -> &'r str| {
+            rows.iter().map(f).collect::<Vec<&str>>()
+        };
+        let num = |f: fn(&NewLedgerRow) -> i64| rows.iter().map(f).collect::<Vec<i64>>();
+        diesel::sql_query(format!(
+            "INSERT INTO inventory.ledger (source, reference, sku, warehouse, type, quantity, \
+                 expected_on_hand, delta, quantity_before, quantity_after, reason) \
+             SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], \
+                 $6::bigint[], $7::bigint[], $8::bigint[], $9::bigint[], $10::bigint[], $11::text[]) \
+             RETURNING {LEDGER_COLUMNS}"
+        ))
+        .bind::<Array<Text>, _>(text(|r| r.source))
+        .bind::<Array<Text>, _>(text(|r| r.reference))
+        .bind::<Array<Text>, _>(text(|r| r.sku))
+        .bind::<Array<Text>, _>(text(|r| r.warehouse))
+        .bind::<Array<Text>, _>(text(|r| r.kind))
+        .bind::<Array<BigInt>, _>(num(|r| r.quantity))
+        .bind::<Array<Nullable<BigInt>>, _>(rows.iter().map(|r| r.expected_on_hand).collect::<Vec<_>>())
+        .bind::<Array<BigInt>, _>(num(|r| r.after - r.before))
+        .bind::<Array<BigInt>, _>(num(|r| r.before))
+        .bind::<Array<BigInt>, _>(num(|r| r.after))
+        .bind::<Array<Nullable<Text>>, _>(rows.iter().map(|r| r.reason).collect::<Vec<_>>())
+        .load(conn)
+        .await
     }
 }

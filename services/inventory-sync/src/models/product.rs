@@ -1,7 +1,11 @@
 //! `inventory.products`: the reorder data stock alerts are computed from.
 
 use chrono::{DateTime, Utc};
-use diesel::{prelude::*, upsert::excluded};
+use diesel::{
+    prelude::*,
+    sql_types::{Bool, Nullable, Text},
+    upsert::excluded,
+};
 use diesel_async::{AsyncPgConnection, RunQueryDsl};
 use serde::Serialize;
 
@@ -52,4 +56,72 @@ impl Product {
             .get_result(conn)
             .await
     }
+}
+
+/// What stock alerts need of a product.
+#[derive(Debug, Queryable, Selectable)]
+#[diesel(table_name = products, check_for_backend(diesel::pg::Pg))]
+pub struct ReorderData {
+    pub sku: String,
+    pub name: String,
+    pub reorder_point: i64,
+}
+
+impl ReorderData {
+    /// The products among `skus` (unknown skus are absent).
+    pub async fn of(conn: &mut AsyncPgConnection, skus: &[&str]) -> QueryResult<Vec<ReorderData>> {
+        products::table
+            .filter(products::sku.eq_any(skus))
+            .select(ReorderData::as_select())
+            .load(conn)
+            .await
+    }
+}
+
+/// Whether a product is in stock anywhere, and what the shop was last told.
+#[derive(Debug, QueryableByName)]
+pub struct Availability {
+    #[diesel(sql_type = Bool)]
+    pub in_stock: bool,
+    #[diesel(sql_type = Nullable<Bool>)]
+    pub shop_available: Option<bool>,
+}
+
+impl Availability {
+    /// Locks the product row (so pushes of two warehouses cannot decide on stale totals) and
+    /// reads its availability.
+    pub async fn lock(conn: &mut AsyncPgConnection, sku: &str) -> QueryResult<Availability> {
+        products::table.find(sku).select(products::sku).for_no_key_update().execute(conn).await?;
+        diesel::sql_query(
+            "SELECT COALESCE(SUM(s.on_hand), 0) > 0 AS in_stock, p.shop_available \
+             FROM inventory.products p LEFT JOIN inventory.stock s ON s.sku = p.sku \
+             WHERE p.sku = $1 GROUP BY p.shop_available",
+        )
+        .bind::<Text, _>(sku)
+        .get_result(conn)
+        .await
+    }
+
+    /// Records what the shop now has.
+    pub async fn confirm(
+        conn: &mut AsyncPgConnection,
+        sku: &str,
+        available: bool,
+    ) -> QueryResult<()> {
+        diesel::update(products::table.find(sku))
+            .set((
+                products::shop_available.eq(available),
+                products::updated_at.eq(diesel::dsl::now),
+            ))
+            .execute(conn)
+            .await?;
+        Ok(())
+    }
+
+    /// SQL returning the push key (`<warehouse>/<sku>`, a warehouse of the product) of every
+    /// product whose availability on the shop differs from its stock.
+    pub const UNSETTLED_SQL: &'static str = "SELECT min(s.warehouse) || '/' || p.sku \
+         FROM inventory.products p JOIN inventory.stock s ON s.sku = p.sku \
+         GROUP BY p.sku, p.shop_available \
+         HAVING p.shop_available IS DISTINCT FROM (SUM(s.on_hand) > 0)";
 }
