@@ -144,3 +144,31 @@ impl LedgerRow {
         .await
     }
 }
+
+/// A stock row whose on hand differs from the sum of its ledger entries.
+#[derive(Debug, Serialize, QueryableByName, utoipa::ToSchema)]
+pub struct Mismatch {
+    #[diesel(sql_type = Text)]
+    pub sku: String,
+    #[diesel(sql_type = Text)]
+    pub warehouse: String,
+    #[diesel(sql_type = BigInt)]
+    pub on_hand: i64,
+    #[diesel(sql_type = BigInt)]
+    pub ledger_sum: i64,
+}
+
+impl Mismatch {
+    /// Every stock row whose on hand is not the sum of its ledger's deltas.
+    pub async fn all(conn: &mut AsyncPgConnection) -> QueryResult<Vec<Mismatch>> {
+        diesel::sql_query(
+            "SELECT s.sku, s.warehouse, s.on_hand, COALESCE(l.total, 0)::bigint AS ledger_sum \
+             FROM inventory.stock s \
+             LEFT JOIN (SELECT sku, warehouse, SUM(delta) AS total FROM inventory.ledger \
+                 GROUP BY sku, warehouse) l ON l.sku = s.sku AND l.warehouse = s.warehouse \
+             WHERE s.on_hand <> COALESCE(l.total, 0) ORDER BY s.sku, s.warehouse",
+        )
+        .load(conn)
+        .await
+    }
+}
