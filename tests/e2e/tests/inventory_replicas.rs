@@ -174,6 +174,7 @@ async fn two_replicas_under_concurrent_load_lose_and_double_nothing_and_every_ta
             sim.system()
         );
     }
+    harness::assert_settled(&db, &nats, "inventory", 0).await;
     for app in replicas {
         app.stop().await;
     }

@@ -213,6 +213,7 @@ async fn adjustments_accepted_while_nats_is_down_reach_every_target_when_it_retu
             .await,
         "the outbox is published and the push consumer resumes after NATS returns"
     );
+    harness::assert_settled(&db, &nats, "inventory", 0).await;
     app.stop().await;
     drop(own_again);
 }
