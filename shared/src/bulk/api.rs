@@ -1,5 +1,7 @@
 //! The admin API of bulk jobs (`/admin/bulk/jobs`, admin token).
 
+use diesel::{ExpressionMethods, QueryDsl, SelectableHelper};
+
 use super::{worker::announce, *};
 
 /// Starts a bulk load.
@@ -27,10 +29,11 @@ fn engine(platform: &Bulk) -> Option<&Arc<Engine>> {
 }
 
 async fn find(conn: &mut AsyncPgConnection, service: &str, id: &str) -> Result<Job, ApiError> {
-    diesel::sql_query(format!("SELECT {COLUMNS} FROM bulk.jobs WHERE id = $1 AND service = $2"))
-        .bind::<Text, _>(id)
-        .bind::<Text, _>(service)
-        .get_result(conn)
+    schema::jobs::table
+        .filter(schema::jobs::id.eq(id))
+        .filter(schema::jobs::service.eq(service))
+        .select(Job::as_select())
+        .first(conn)
         .await
         .optional()?
         .ok_or_else(|| ApiError::NotFound(format!("bulk job {id}")))
@@ -131,12 +134,13 @@ pub async fn create_job(
 #[get("/admin/bulk/jobs")]
 pub async fn list_jobs(_: Admin, platform: web::Data<Bulk>) -> Result<HttpResponse, ApiError> {
     let mut conn = platform.db.get().await?;
-    let jobs: Vec<Job> = diesel::sql_query(format!(
-        "SELECT {COLUMNS} FROM bulk.jobs WHERE service = $1 ORDER BY created_at DESC, id DESC LIMIT 100"
-    ))
-    .bind::<Text, _>(platform.service)
-    .load(&mut conn)
-    .await?;
+    let jobs: Vec<Job> = schema::jobs::table
+        .filter(schema::jobs::service.eq(platform.service))
+        .order((schema::jobs::created_at.desc(), schema::jobs::id.desc()))
+        .limit(100)
+        .select(Job::as_select())
+        .load(&mut conn)
+        .await?;
     Ok(HttpResponse::Ok().json(jobs))
 }
 
@@ -152,12 +156,13 @@ pub async fn get_job(
 ) -> Result<HttpResponse, ApiError> {
     let mut conn = platform.db.get().await?;
     let job = find(&mut conn, platform.service, &id).await?;
-    let errors: Vec<JobError> = diesel::sql_query(
-        "SELECT record_id, error, created_at FROM bulk.job_errors WHERE job_id = $1 ORDER BY id LIMIT 100",
-    )
-    .bind::<Text, _>(&job.id)
-    .load(&mut conn)
-    .await?;
+    let errors: Vec<JobError> = schema::job_errors::table
+        .filter(schema::job_errors::job_id.eq(&job.id))
+        .order(schema::job_errors::id)
+        .limit(100)
+        .select(JobError::as_select())
+        .load(&mut conn)
+        .await?;
     Ok(HttpResponse::Ok().json(JobDetail { job, errors }))
 }
 

@@ -237,7 +237,16 @@ impl diesel::serialize::ToSql<Text, diesel::pg::Pg> for JobStatus {
 }
 
 /// A bulk-sync job.
-#[derive(Clone, Debug, Serialize, diesel::QueryableByName, utoipa::ToSchema)]
+#[derive(
+    Clone,
+    Debug,
+    Serialize,
+    diesel::QueryableByName,
+    diesel::Queryable,
+    diesel::Selectable,
+    utoipa::ToSchema,
+)]
+#[diesel(table_name = schema::jobs, check_for_backend(diesel::pg::Pg))]
 pub struct Job {
     #[diesel(sql_type = Text)]
     pub id: String,
@@ -290,7 +299,15 @@ impl Job {
 }
 
 /// A record a job could not apply.
-#[derive(Debug, Serialize, diesel::QueryableByName, utoipa::ToSchema)]
+#[derive(
+    Debug,
+    Serialize,
+    diesel::QueryableByName,
+    diesel::Queryable,
+    diesel::Selectable,
+    utoipa::ToSchema,
+)]
+#[diesel(table_name = schema::job_errors, check_for_backend(diesel::pg::Pg))]
 pub struct JobError {
     #[diesel(sql_type = Text)]
     pub record_id: String,
@@ -301,6 +318,7 @@ pub struct JobError {
 }
 
 mod api;
+pub mod schema;
 mod worker;
 
 pub use api::*;

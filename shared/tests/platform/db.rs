@@ -33,3 +33,25 @@ async fn a_bad_database_url_fails_with_a_message_naming_the_variable() {
     let err = shared::db::migrate("postgres://nobody@127.0.0.1:1/none").await.unwrap_err();
     assert!(err.to_string().contains("DATABASE_URL"), "{err}");
 }
+
+#[tokio::test]
+async fn the_bulk_table_definitions_match_the_migrated_database() {
+    use diesel::{QueryDsl, debug_query, pg::Pg};
+    use shared::bulk::schema::{job_errors, jobs};
+    let db = TestDb::new().await;
+    shared::db::migrate(&db.url).await.unwrap();
+
+    let defined = |sql: String| harness::defined_columns(&sql);
+    for (name, columns) in [
+        ("jobs", defined(debug_query::<Pg, _>(&jobs::table.select(jobs::all_columns)).to_string())),
+        (
+            "job_errors",
+            defined(
+                debug_query::<Pg, _>(&job_errors::table.select(job_errors::all_columns))
+                    .to_string(),
+            ),
+        ),
+    ] {
+        assert_eq!(columns, harness::migrated_columns(&db, "bulk", name).await, "bulk.{name}");
+    }
+}

@@ -136,6 +136,42 @@ impl Drop for TestNats {
     }
 }
 
+/// Column names of a diesel table definition, read from the SQL diesel generates for all its
+/// columns: pass `debug_query::<Pg, _>(&t::table.select(t::all_columns)).to_string()`.
+pub fn defined_columns(sql: &str) -> std::collections::BTreeSet<String> {
+    let columns = sql.split(" FROM ").next().unwrap_or_default().trim_start_matches("SELECT ");
+    columns
+        .split(", ")
+        .map(|c| c.rsplit('.').next().unwrap_or(c).trim_matches('"').to_owned())
+        .collect()
+}
+
+/// Column names of `schema.table` in the migrated test database.
+pub async fn migrated_columns(
+    db: &TestDb,
+    schema: &str,
+    table: &str,
+) -> std::collections::BTreeSet<String> {
+    #[derive(diesel::QueryableByName)]
+    struct Column {
+        #[diesel(sql_type = diesel::sql_types::Text)]
+        column_name: String,
+    }
+    let mut conn = db.connect().await;
+    diesel::sql_query(
+        "SELECT column_name::text AS column_name FROM information_schema.columns \
+         WHERE table_schema = $1 AND table_name = $2",
+    )
+    .bind::<diesel::sql_types::Text, _>(schema)
+    .bind::<diesel::sql_types::Text, _>(table)
+    .load::<Column>(&mut conn)
+    .await
+    .unwrap_or_else(|e| panic!("columns of {schema}.{table}: {e}"))
+    .into_iter()
+    .map(|c| c.column_name)
+    .collect()
+}
+
 /// What is still pending in a test's installation (empty when settled).
 #[derive(Debug, Default, PartialEq)]
 pub struct Pending {
