@@ -170,7 +170,8 @@ impl Platform {
         config: PushConfig,
     ) -> anyhow::Result<PushEngine<C>> {
         let pool = crate::db::pool(&crate::config::DbConfig {
-            pool_size: config.concurrency.max(1),
+            // One per batch in flight, plus the anti-entropy pass and the operator endpoints.
+            pool_size: config.concurrency.max(1) + 2,
             ..self.config.db.clone()
         })?;
         Ok(PushEngine {
@@ -183,6 +184,7 @@ impl Platform {
             schema: self.schema,
             service: self.config.service,
             settings: self.settings.clone(),
+            shutdown: self.shutdown.clone(),
         })
     }
 

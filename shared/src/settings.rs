@@ -246,16 +246,17 @@ impl Settings {
             None if entry.key.contains('.') => return,
             None => (&mut overrides.platform, entry.key.clone()),
         };
-        if entry.operation != kv::Operation::Put {
-            map.remove(&field);
+        let previous = if entry.operation != kv::Operation::Put {
+            map.remove(&field)
         } else {
             match serde_json::from_slice(&entry.value) {
-                Ok(value) => {
-                    map.insert(field.clone(), value);
+                Ok(value) => map.insert(field.clone(), value),
+                Err(e) => {
+                    tracing::warn!(key = %entry.key, error = %e, "ignoring non-JSON setting");
+                    return;
                 }
-                Err(e) => tracing::warn!(key = %entry.key, error = %e, "ignoring non-JSON setting"),
             }
-        }
+        };
         let applied = match &own {
             Some((spec, configured, _)) => {
                 let mut all = (*configured).clone();
@@ -271,9 +272,13 @@ impl Settings {
         match applied {
             Ok(()) => tracing::info!(key = %entry.key, "runtime setting applied"),
             Err(e) => {
+                // Keep what was in force (and remembered) before this value.
                 tracing::warn!(key = %entry.key, error = %e, "ignoring invalid setting");
                 let map = if own.is_some() { &mut overrides.own } else { &mut overrides.platform };
-                map.remove(&field);
+                match previous {
+                    Some(value) => map.insert(field, value),
+                    None => map.remove(&field),
+                };
             }
         }
     }

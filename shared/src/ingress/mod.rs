@@ -177,7 +177,8 @@ impl Ingress {
 /// request arrived (a proxy's `Forwarded`/`X-Forwarded-*` headers are honoured by actix).
 fn full_uri(req: &HttpRequest) -> String {
     let info = req.connection_info();
-    format!("{}://{}{}", info.scheme(), info.host(), req.uri())
+    let path = req.uri().path_and_query().map_or(req.path(), |p| p.as_str());
+    format!("{}://{}{}", info.scheme(), info.host(), path)
 }
 
 fn ingress(slot: &IngressSlot) -> Result<Arc<Ingress>, ApiError> {

@@ -1,8 +1,9 @@
 //! Anti-entropy: on a schedule, read every record back from the target (where its API can
 //! read) and correct any drift.
 //!
-//! Only records the target is believed to hold (its `push_state` is at the record's version) are
-//! read; records with a push pending are left to it. Each page is read under the same advisory
+//! Read are the records the target is believed to hold (its `push_state` is at the record's
+//! version) and those whose last push was given up (dead-lettered after its retry budget, so
+//! nothing else would push them again); records with a push pending are left to it. Each page is read under the same advisory
 //! locks the pushes take, so no push of ours is in flight while its record is compared. A record
 //! that differs is reported (`push_log` status `drifted`, `sync.events`, the
 //! `push_drift_total` metric, a warning) and pushed again: its `push_state` is forgotten and a
@@ -68,6 +69,9 @@ pub async fn pass<C: Connector>(engine: &PushEngine<C>) -> anyhow::Result<PassRe
     let mut report = PassReport { target: engine.target.clone(), ..Default::default() };
     let mut after = String::new();
     loop {
+        if engine.shutdown.is_cancelled() {
+            break;
+        }
         let mut conn = engine.pool.get().await?;
         let keys = store::records_page(&mut conn, engine, &after, PAGE).await?;
         let Some(last) = keys.last() else {
@@ -102,10 +106,16 @@ async fn check_page<C: Connector>(
         keys.iter().zip(locked).filter(|(_, l)| *l).map(|(k, _)| k.clone()).collect();
     report.unreadable += (names.len() - keys.len()) as u64;
     let pushed = store::pushed_versions(conn, engine.schema, &engine.target, &keys).await?;
+    let abandoned = store::dead_lettered(conn, engine.schema, &engine.target, &keys).await?;
     let records = engine.connector.load(conn, &keys).await?;
+    // Records the target is believed to hold, and records whose last push was given up (dead
+    // letter): nothing else would ever push those again. Records with a push pending are left
+    // to it.
     let current: Vec<_> = records
         .into_iter()
-        .filter(|r| pushed.get(&r.key).is_some_and(|v| *v >= r.version))
+        .filter(|r| {
+            pushed.get(&r.key).is_some_and(|v| *v >= r.version) || abandoned.contains(&r.key)
+        })
         .collect();
     let Some(first) = current.first() else {
         return Ok(true);
@@ -122,6 +132,8 @@ async fn check_page<C: Connector>(
         .collect()
         .await;
     let mut drifted = Vec::new();
+    // Given-up records the target turned out to hold after all.
+    let mut confirmed = Vec::new();
     let mut log = Vec::new();
     for (record, answer) in current.iter().zip(answers) {
         let Some(answer) = answer else {
@@ -130,6 +142,9 @@ async fn check_page<C: Connector>(
         };
         report.checked += 1;
         if engine.connector.holds(record, &answer) {
+            if abandoned.contains(&record.key) {
+                confirmed.push((record.key.clone(), record.version));
+            }
             continue;
         }
         report.drifted += 1;
@@ -145,6 +160,7 @@ async fn check_page<C: Connector>(
             0,
         )?);
     }
+    store::mark_pushed(conn, engine.schema, &engine.target, &confirmed).await?;
     if !drifted.is_empty() {
         store::forget_pushed(conn, engine.schema, &engine.target, &drifted).await?;
         let messages: Vec<_> = drifted.iter().map(|k| engine.connector.message(k)).collect();
@@ -155,11 +171,20 @@ async fn check_page<C: Connector>(
     Ok(true)
 }
 
-/// The target's figure for `record`; `None` when it cannot be read.
+/// The target's figure for `record` (`Null` when the target answers 404: it has none); `None`
+/// when it cannot be read.
 async fn read<C: Connector>(
     engine: &PushEngine<C>,
     record: &super::Loaded<C::Record>,
 ) -> Option<serde_json::Value> {
     let request = engine.connector.read_request(record)?;
-    outbound::exchange(&engine.http, &engine.endpoint, &request).await.ok().map(|(_, a)| a)
+    match outbound::exchange(&engine.http, &engine.endpoint, &request).await {
+        Ok((_, answer)) => Some(answer),
+        Err(outbound::Outcome::Rejected { status, .. })
+            if status == reqwest::StatusCode::NOT_FOUND =>
+        {
+            Some(serde_json::Value::Null)
+        }
+        Err(_) => None,
+    }
 }

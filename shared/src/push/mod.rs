@@ -2,8 +2,8 @@
 //! how to build its request and, where the target's API can read, how to read the target's
 //! figure back; the engine does everything else.
 //!
-//! Input: a durable consumer per target on a subject that names one record per message (for
-//! stock, `inventory.level.<target>.<warehouse>.<sku>`). A message carries no data: the record
+//! Input: a durable consumer per target on subjects that name one record per message (for
+//! stock, `inventory.level.<warehouse>.<sku>`, read by every target's consumer). A message carries no data: the record
 //! is loaded when the push runs, so bursts coalesce and reordered or duplicated messages are
 //! harmless.
 //!
@@ -31,14 +31,20 @@
 //! with the session, so a crashed replica never blocks a record (a lease row would block it
 //! until the lease expires), and the batch's results commit with the same transaction that read
 //! the versions. The cost is one pooled connection per batch in flight (not per record), from the
-//! engine's own pool, bounded by the 10 s outbound timeout.
+//! engine's own pool, for as long as the batch's calls take (each bounded by the outbound
+//! timeout; the consumer's `ack_wait` is sized above a whole batch).
 //!
 //! [`anti_entropy`] reads every record back on a schedule and corrects drift.
 
 pub mod anti_entropy;
 mod store;
 
-use std::{collections::BTreeMap, future::Future, sync::Arc, time::Duration};
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    future::Future,
+    sync::Arc,
+    time::Duration,
+};
 
 use diesel_async::{AsyncConnection, AsyncPgConnection};
 use futures::StreamExt;
@@ -134,7 +140,8 @@ pub trait Connector: Send + Sync + 'static {
     }
 
     /// Extra SQL returning `(key text)` of records that are unsettled although their version was
-    /// delivered (e.g. a follow-up call that failed), with `$1` the target. Resume re-queues them.
+    /// delivered (e.g. a follow-up call that failed); `$3` is the target (`$1` and `$2` belong to
+    /// [`Connector::records_sql`]). Resume re-queues them.
     fn unsettled_sql(&self) -> Option<String> {
         None
     }
@@ -177,6 +184,7 @@ pub struct PushEngine<C: Connector> {
     pub(crate) schema: &'static str,
     pub(crate) service: &'static str,
     pub(crate) settings: crate::settings::Settings,
+    pub(crate) shutdown: tokio_util::sync::CancellationToken,
 }
 
 /// What the batch decided for one record before any HTTP.
@@ -215,9 +223,16 @@ impl<C: Connector> PushEngine<C> {
         stream: &'static crate::bus::StreamSpec,
         filter: &str,
     ) -> ConsumerSpec {
+        // Rounds of concurrent calls in a batch, each at most a read-back and a push.
+        let rounds = self.config.batch.div_ceil(self.config.http_concurrency.max(1)) as u32;
         ConsumerSpec {
-            // The hard cap; the live retry budget is the `push_max_attempts` setting.
-            max_deliver: 100,
+            // A cap against a message that kills its handler; the retry budget of pushes is the
+            // `push_max_attempts` setting, counted in the push log (waits for a busy record
+            // are no attempts).
+            max_deliver: 1000,
+            // Above the slowest batch: every round at the outbound timeout, twice, plus margin.
+            ack_wait: Duration::from_secs(60)
+                + crate::outbound::REQUEST_TIMEOUT.saturating_mul(2 * rounds),
             concurrency: self.config.concurrency,
             batch: self.config.batch,
             ..ConsumerSpec::new(&format!("{}-push-{}", self.schema, self.target), stream, filter)
@@ -231,13 +246,8 @@ impl<C: Connector> PushEngine<C> {
     ) -> Vec<Result<(), HandlerError>> {
         let keys: Vec<String> =
             deliveries.iter().map(|d| self.connector.key(&d.envelope.data)).collect();
-        // Attempts per key: the highest delivery count among its messages.
-        let mut attempts: BTreeMap<String, i64> = BTreeMap::new();
-        for (key, d) in keys.iter().zip(&deliveries) {
-            let a = attempts.entry(key.clone()).or_default();
-            *a = (*a).max(d.delivered);
-        }
-        let results = match self.push_batch(&attempts).await {
+        let distinct: BTreeSet<String> = keys.iter().cloned().collect();
+        let results = match self.push_batch(&distinct).await {
             Ok(results) => results,
             Err(e) => {
                 let e = format!("{e:#}");
@@ -250,12 +260,15 @@ impl<C: Connector> PushEngine<C> {
             }
         };
         keys.iter()
-            .map(|key| match results.get(key) {
+            .zip(&deliveries)
+            .map(|(key, delivery)| match results.get(key) {
                 Some(Ok(())) => Ok(()),
                 Some(Err(e)) => Err(e.duplicate()),
+                // Waiting for another batch is no failed attempt of ours: the budget counts
+                // attempts in the push log, and the wait grows to spare the bus.
                 None => Err(HandlerError::Retry {
                     error: anyhow::anyhow!("record {key} is being pushed by another worker"),
-                    after: Some(BUSY_RETRY),
+                    after: Some(BUSY_RETRY.saturating_mul(delivery.delivered.clamp(1, 20) as u32)),
                 }),
             })
             .collect()
@@ -265,12 +278,12 @@ impl<C: Connector> PushEngine<C> {
     /// missing from the answer).
     async fn push_batch(
         &self,
-        attempts: &BTreeMap<String, i64>,
+        keys: &BTreeSet<String>,
     ) -> anyhow::Result<BTreeMap<String, Result<(), HandlerError>>> {
         let budget = i64::from(self.settings.current().push_max_attempts.max(1));
         let mut conn = self.pool.get().await?;
         conn.transaction::<_, anyhow::Error, _>(async |conn| {
-            let keys: Vec<String> = attempts.keys().cloned().collect();
+            let keys: Vec<String> = keys.iter().cloned().collect();
             let locked =
                 store::try_lock(conn, &keys.iter().map(|k| self.lock_name(k)).collect::<Vec<_>>())
                     .await?;
@@ -283,6 +296,11 @@ impl<C: Connector> PushEngine<C> {
             let stopped = store::stopped_reason(conn, self.schema, &self.target).await?;
             let pushed = store::pushed_versions(conn, self.schema, &self.target, &keys).await?;
             let records = self.connector.load(conn, &keys).await?;
+            let versions: Vec<(String, i64)> =
+                records.iter().map(|r| (r.key.clone(), r.version)).collect();
+            // This attempt's number: 1 + the failed attempts logged for this very version.
+            let attempts =
+                store::failed_attempts(conn, self.schema, &self.target, &versions).await?;
             // A key without a record (deleted) needs nothing.
             for key in &keys {
                 if !records.iter().any(|r| &r.key == key) {
@@ -317,7 +335,7 @@ impl<C: Connector> PushEngine<C> {
             let mut delivered = Vec::new();
             let mut stop_reason = None;
             for ((record, plan), done) in plans.iter().zip(done) {
-                let attempt = attempts.get(&record.key).copied().unwrap_or(1);
+                let attempt = attempts.get(&record.key).copied().unwrap_or(0) + 1;
                 let Some(mut done) = done else {
                     // Current: only the follow-up, silent when it has nothing to do.
                     let follow = self.follow_up(conn, record, &Value::Null).await?;
@@ -433,14 +451,25 @@ impl<C: Connector> PushEngine<C> {
         }
     }
 
+    /// The connector's follow-up in a savepoint: a failure is retried for this record alone,
+    /// without rolling back the rest of the batch.
     async fn follow_up(
         &self,
         conn: &mut AsyncPgConnection,
         record: &Loaded<C::Record>,
         answer: &Value,
     ) -> anyhow::Result<Outcome> {
-        let ctx = FollowUp { conn, http: &self.http, endpoint: &self.endpoint };
-        self.connector.after_delivered(ctx, record, answer).await
+        let result = conn
+            .transaction::<_, anyhow::Error, _>(async |conn| {
+                let ctx = FollowUp { conn, http: &self.http, endpoint: &self.endpoint };
+                self.connector.after_delivered(ctx, record, answer).await
+            })
+            .await;
+        Ok(result.unwrap_or_else(|e| Outcome::Retry {
+            status: None,
+            after: None,
+            error: format!("follow-up failed: {e:#}"),
+        }))
     }
 
     /// The HTTP part for one record: `None` when nothing is to be sent (current or stopped

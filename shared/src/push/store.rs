@@ -95,6 +95,39 @@ pub(super) async fn pushed_versions(
     Ok(rows.into_iter().map(|r| (r.record_key, r.pushed_version)).collect())
 }
 
+/// Failed attempts logged per key for exactly these versions.
+pub(super) async fn failed_attempts(
+    conn: &mut AsyncPgConnection,
+    schema: &str,
+    target: &str,
+    versions: &[(String, i64)],
+) -> diesel::QueryResult<HashMap<String, i64>> {
+    #[derive(diesel::QueryableByName)]
+    struct Tried {
+        #[diesel(sql_type = Text)]
+        record_key: String,
+        #[diesel(sql_type = BigInt)]
+        n: i64,
+    }
+    if versions.is_empty() {
+        return Ok(HashMap::new());
+    }
+    let (keys, versions): (Vec<&str>, Vec<i64>) =
+        versions.iter().map(|(k, v)| (k.as_str(), *v)).unzip();
+    let rows: Vec<Tried> = diesel::sql_query(format!(
+        "SELECT p.record_key, count(*) AS n FROM {schema}.push_log p \
+         JOIN unnest($2::text[], $3::bigint[]) AS k(key, version) \
+             ON p.record_key = k.key AND p.version = k.version \
+         WHERE p.target = $1 AND p.status = 'retrying' GROUP BY p.record_key"
+    ))
+    .bind::<Text, _>(target)
+    .bind::<Array<Text>, _>(keys)
+    .bind::<Array<BigInt>, _>(versions)
+    .load(conn)
+    .await?;
+    Ok(rows.into_iter().map(|r| (r.record_key, r.n)).collect())
+}
+
 /// Records that the target now holds these versions (never lowers a version).
 pub(super) async fn mark_pushed(
     conn: &mut AsyncPgConnection,
@@ -120,6 +153,31 @@ pub(super) async fn mark_pushed(
     .execute(conn)
     .await?;
     Ok(())
+}
+
+/// Keys among `keys` whose latest logged attempt for the target was given up (dead-lettered).
+pub(super) async fn dead_lettered(
+    conn: &mut AsyncPgConnection,
+    schema: &str,
+    target: &str,
+    keys: &[String],
+) -> diesel::QueryResult<std::collections::HashSet<String>> {
+    #[derive(diesel::QueryableByName)]
+    struct Last {
+        #[diesel(sql_type = Text)]
+        key: String,
+        #[diesel(sql_type = Text)]
+        status: String,
+    }
+    let rows: Vec<Last> = diesel::sql_query(format!(
+        "SELECT DISTINCT ON (record_key) record_key AS key, status FROM {schema}.push_log \
+         WHERE target = $1 AND record_key = ANY($2) ORDER BY record_key, id DESC"
+    ))
+    .bind::<Text, _>(target)
+    .bind::<Array<Text>, _>(keys)
+    .load(conn)
+    .await?;
+    Ok(rows.into_iter().filter(|r| r.status == "dead_lettered").map(|r| r.key).collect())
 }
 
 /// Forgets what the target was told for `key`, so the next message pushes it again.

@@ -101,7 +101,7 @@ impl From<&Applied> for StockAdjusted {
 }
 
 /// Why an adjustment was refused. Nothing was written for it.
-#[derive(Debug, thiserror::Error)]
+#[derive(Clone, Debug, thiserror::Error)]
 pub enum Refused {
     #[error("unknown product {0}")]
     UnknownProduct(String),
@@ -336,7 +336,8 @@ async fn apply_batch(
             Step::Insert(i) => Ok(inserted[i].clone()),
             Step::SameAs(first) => match &answers[first] {
                 Ok(applied) => Ok(Applied { replayed: true, ..applied.clone() }),
-                Err(_) => Err(Refused::Failed("an identical request in flight was refused".into())),
+                // The identical request is refused the same way.
+                Err(refused) => Err(refused.clone()),
             },
         };
         answers.push(answer);

@@ -213,3 +213,51 @@ async fn anti_entropy_reads_every_target_back_and_corrects_drift() {
     assert_eq!(pass("fax").await.unwrap().status(), 404);
     t.assert_settled(0).await;
 }
+
+#[tokio::test]
+async fn anti_entropy_repairs_a_push_that_was_given_up() {
+    let t = spawn().await;
+    t.put_product("AE-3", 0).await;
+    let set = t
+        .app
+        .http
+        .put(t.app.url("/admin/settings/push_max_attempts"))
+        .bearer_auth(harness::ADMIN_TOKEN)
+        .json(&json!(1))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(set.status(), 200);
+    assert!(
+        harness::eventually(WAIT, || async {
+            let s: Value = t.app.admin_get("/admin/settings").await.json().await.ok()?;
+            (s["push_max_attempts"] == 1).then_some(())
+        })
+        .await
+        .is_some()
+    );
+    t.sandbox.wms.fail_next(1, Fault::Status(503));
+    t.adjust(&adjustment("manual", "AE-3", "receipt", 4, "in")).await;
+    let dead = harness::eventually(WAIT, || async {
+        let rows: Vec<Value> = t.app.admin_get("/admin/dead-letters").await.json().await.ok()?;
+        (!rows.is_empty()).then_some(rows)
+    });
+    assert!(dead.await.is_some(), "the push to the WMS was given up");
+    assert_eq!(t.sandbox.wms.level("AE-3", "W1"), None);
+
+    let report: Value = t
+        .app
+        .http
+        .post(t.app.url("/admin/targets/wms/anti-entropy"))
+        .bearer_auth(harness::ADMIN_TOKEN)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+
+    assert_eq!(report["drifted"], 1, "{report}");
+    assert!(t.sandbox.wms.wait_until(WAIT, |x| x.level("AE-3", "W1") == Some(4)).await);
+    t.assert_settled(1).await;
+}
