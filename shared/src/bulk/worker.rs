@@ -1,6 +1,30 @@
-//! The job worker: claims jobs with a lease and runs them page by page.
+//! The job worker: claims jobs with a lease and runs them page by page. The claim and the page
+//! commit stay raw SQL (a `FOR UPDATE SKIP LOCKED` subselect, and counters that depend on
+//! whether the page was the last); the other statements are diesel's DSL.
 
-use super::*;
+use diesel::{ExpressionMethods, QueryDsl, SelectableHelper};
+
+use super::{
+    schema::{job_errors, jobs},
+    *,
+};
+
+/// `jobs` narrowed to one job, its lease holder, and the running status.
+type Held<'a> = diesel::dsl::Filter<
+    diesel::dsl::Filter<
+        diesel::dsl::Filter<jobs::table, diesel::dsl::Eq<jobs::id, &'a str>>,
+        diesel::dsl::Eq<jobs::lease_owner, &'a str>,
+    >,
+    diesel::dsl::Eq<jobs::status, JobStatus>,
+>;
+
+/// The job, while `owner` holds its lease and it runs (every write of a worker is fenced so).
+fn held<'a>(job: &'a Job, owner: &'a str) -> Held<'a> {
+    jobs::table
+        .filter(jobs::id.eq(job.id.as_str()))
+        .filter(jobs::lease_owner.eq(owner))
+        .filter(jobs::status.eq(JobStatus::Running))
+}
 
 pub(super) async fn work(platform: Bulk, engine: Arc<Engine>) {
     let owner = format!("{}/{}", platform.service, Uuid::new_v4().simple());
@@ -280,15 +304,11 @@ fn failed_records(page: &Page, errors: &[RecordError]) -> i64 {
 /// taken over after the lease expired).
 async fn renew(platform: &Bulk, owner: &str, job: &Job, lease: Duration) -> anyhow::Result<bool> {
     let mut conn = platform.db.get().await?;
-    let renewed = diesel::sql_query(
-        "UPDATE bulk.jobs SET lease_until = now() + make_interval(secs => $3), updated_at = now() \
-         WHERE id = $1 AND lease_owner = $2 AND status = 'running'",
-    )
-    .bind::<Text, _>(&job.id)
-    .bind::<Text, _>(owner)
-    .bind::<BigInt, _>(lease.as_secs() as i64)
-    .execute(&mut conn)
-    .await?;
+    let lease_until = Utc::now() + lease;
+    let renewed = diesel::update(held(job, owner))
+        .set((jobs::lease_until.eq(lease_until), jobs::updated_at.eq(diesel::dsl::now)))
+        .execute(&mut conn)
+        .await?;
     Ok(renewed == 1)
 }
 
@@ -334,15 +354,17 @@ async fn commit_page(
             .optional()?;
             let Some(updated) = updated else { return Ok(None) };
             if !errors.is_empty() {
-                diesel::sql_query(
-                    "INSERT INTO bulk.job_errors (job_id, record_id, error) \
-                     SELECT $1, r, e FROM unnest($2::text[], $3::text[]) AS v(r, e)",
-                )
-                .bind::<Text, _>(&job.id)
-                .bind::<Array<Text>, _>(errors.iter().map(|e| e.record_id.as_str()).collect::<Vec<_>>())
-                .bind::<Array<Text>, _>(errors.iter().map(|e| e.error.as_str()).collect::<Vec<_>>())
-                .execute(conn)
-                .await?;
+                let rows: Vec<_> = errors
+                    .iter()
+                    .map(|e| {
+                        (
+                            job_errors::job_id.eq(&job.id),
+                            job_errors::record_id.eq(&e.record_id),
+                            job_errors::error.eq(&e.error),
+                        )
+                    })
+                    .collect();
+                diesel::insert_into(job_errors::table).values(&rows).execute(conn).await?;
             }
             if done {
                 announce(conn, schema, &updated).await?;
@@ -360,17 +382,19 @@ async fn fail(platform: &Bulk, owner: &str, job: &Job, error: &str) {
     let result: anyhow::Result<()> = async {
         let mut conn = platform.db.get().await?;
         conn.transaction::<_, DieselError, _>(async |conn| {
-            let failed: Option<Job> = diesel::sql_query(format!(
-                "UPDATE bulk.jobs SET status = 'failed', error = $3, lease_owner = NULL, \
-                     lease_until = NULL, completed_at = now(), updated_at = now() \
-                 WHERE id = $1 AND lease_owner = $2 AND status = 'running' RETURNING {COLUMNS}"
-            ))
-            .bind::<Text, _>(&job.id)
-            .bind::<Text, _>(owner)
-            .bind::<Text, _>(error)
-            .get_result(conn)
-            .await
-            .optional()?;
+            let failed: Option<Job> = diesel::update(held(job, owner))
+                .set((
+                    jobs::status.eq(JobStatus::Failed),
+                    jobs::error.eq(error),
+                    jobs::lease_owner.eq(None::<String>),
+                    jobs::lease_until.eq(None::<DateTime<Utc>>),
+                    jobs::completed_at.eq(diesel::dsl::now),
+                    jobs::updated_at.eq(diesel::dsl::now),
+                ))
+                .returning(Job::as_returning())
+                .get_result(conn)
+                .await
+                .optional()?;
             if let Some(failed) = failed {
                 announce(conn, schema, &failed).await?;
             }
@@ -389,14 +413,10 @@ async fn fail(platform: &Bulk, owner: &str, job: &Job, error: &str) {
 async fn release(platform: &Bulk, owner: &str, job: &Job) {
     let result: anyhow::Result<usize> = async {
         let mut conn = platform.db.get().await?;
-        Ok(diesel::sql_query(
-            "UPDATE bulk.jobs SET lease_until = now(), updated_at = now() \
-             WHERE id = $1 AND lease_owner = $2 AND status = 'running'",
-        )
-        .bind::<Text, _>(&job.id)
-        .bind::<Text, _>(owner)
-        .execute(&mut conn)
-        .await?)
+        Ok(diesel::update(held(job, owner))
+            .set((jobs::lease_until.eq(diesel::dsl::now), jobs::updated_at.eq(diesel::dsl::now)))
+            .execute(&mut conn)
+            .await?)
     }
     .await;
     match result {
