@@ -103,6 +103,17 @@ pub fn set_parent_from_nats(span: &tracing::Span, headers: Option<&async_nats::H
     let _ = span.set_parent(cx);
 }
 
+/// Links `span` to the trace context found in NATS message headers (a batch span names every
+/// message it handled besides its parent).
+pub fn link_from_nats(span: &tracing::Span, headers: Option<&async_nats::HeaderMap>) {
+    let Some(headers) = headers else { return };
+    let cx = global::get_text_map_propagator(|p| p.extract(&NatsExtractor(headers)));
+    let linked = opentelemetry::trace::TraceContextExt::span(&cx).span_context().clone();
+    if linked.is_valid() {
+        span.add_link(linked);
+    }
+}
+
 /// Makes `span` a child of the trace context found in HTTP request headers.
 pub fn set_parent_from_http(span: &tracing::Span, headers: &actix_web::http::header::HeaderMap) {
     let cx = global::get_text_map_propagator(|p| p.extract(&HttpExtractor(headers)));

@@ -275,10 +275,34 @@ async fn process<T, F, Fut>(
         }
     }
     if !deliveries.is_empty() {
-        // A batch runs in the span of its first message (a single message: its own span).
-        let span = handled.first().map(|r| r.span.clone()).unwrap_or_else(tracing::Span::none);
+        // A single message runs in its own span; a batch in a span of its own, child of its
+        // first message's trace and linked to every other message's.
+        let span = match handled.as_slice() {
+            [one] => one.span.clone(),
+            [first, rest @ ..] => {
+                let span = tracing::info_span!(
+                    "consume_batch",
+                    consumer = %spec.durable,
+                    messages = handled.len(),
+                    trace_id = tracing::field::Empty
+                );
+                crate::telemetry::set_parent_from_nats(&span, first.msg.headers.as_ref());
+                for received in rest {
+                    crate::telemetry::link_from_nats(&span, received.msg.headers.as_ref());
+                }
+                crate::telemetry::record_trace_id(&span);
+                span
+            }
+            [] => tracing::Span::none(),
+        };
         let count = deliveries.len();
-        let mut outcomes = handler(deliveries).instrument(span).await.into_iter();
+        // The handler is called inside the span too (a closure may read the context before
+        // its future runs).
+        let call = {
+            let _entered = span.enter();
+            handler(deliveries)
+        };
+        let mut outcomes = call.instrument(span).await.into_iter();
         for received in handled {
             let outcome = outcomes.next().unwrap_or_else(|| {
                 Err(HandlerError::Retry {

@@ -313,3 +313,64 @@ async fn a_message_whose_handler_never_answers_is_dead_lettered_after_its_budget
     assert!(dead[0].error.contains("without an answer"), "{}", dead[0].error);
     assert_eq!(dead[0].payload["id"], poison.id.to_string());
 }
+
+#[tokio::test]
+async fn a_batch_consumer_hands_over_ready_messages_together_and_continues_the_first_trace() {
+    let (db, nats, bus, pool) = setup().await;
+    let mut cfg = harness::common_config("batch-test", &db, &nats);
+    cfg.log_format = shared::config::LogFormat::Pretty;
+    let _guard = shared::telemetry::init(&cfg).unwrap();
+    let mut sent = Vec::new();
+    for n in 1..=5 {
+        let producer = tracing::info_span!("producer", n);
+        let envelope = {
+            let _entered = producer.enter();
+            sent.push(shared::telemetry::current_trace_id().unwrap());
+            Envelope::new("test", Pinged { n })
+        };
+        tracing::Instrument::instrument(bus.publish(&envelope.subject(), &envelope), producer)
+            .await
+            .unwrap();
+    }
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    let stop = CancellationToken::new();
+    let dead_letters = DeadLetters { pool, schema: "crm", service: "test" };
+    let spec = ConsumerSpec {
+        batch: 10,
+        concurrency: 1,
+        ..ConsumerSpec::new("batch-consumer", &streams::SYNC_EVENTS, "sync.events.test.>")
+    };
+    let task = tokio::spawn(shared::bus::run_batch_consumer(
+        bus.clone(),
+        spec,
+        dead_letters,
+        stop.clone(),
+        move |batch: Vec<shared::bus::Delivery<Pinged>>| {
+            let ns: Vec<i64> = batch.iter().map(|d| d.envelope.data.n).collect();
+            let _ = tx.send((ns, shared::telemetry::current_trace_id()));
+            let outcomes = batch.iter().map(|_| Ok(())).collect::<Vec<_>>();
+            async move { outcomes }
+        },
+    ));
+
+    let mut seen = Vec::new();
+    let mut first_trace = None;
+    while seen.len() < 5 {
+        let (ns, trace) =
+            tokio::time::timeout(Duration::from_secs(10), rx.recv()).await.unwrap().unwrap();
+        first_trace.get_or_insert(trace);
+        seen.extend(ns);
+    }
+    stop.cancel();
+    task.await.unwrap();
+
+    seen.sort();
+    assert_eq!(seen, [1, 2, 3, 4, 5], "every message handed over once");
+    assert_eq!(
+        first_trace.flatten().as_deref(),
+        Some(sent[0].as_str()),
+        "the batch continues the first message's trace"
+    );
+    let left = harness::pending(&db, &nats, "crm").await;
+    assert_eq!((left.consumers, left.dead_letters), (vec![], 0));
+}
