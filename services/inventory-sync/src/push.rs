@@ -97,10 +97,27 @@ impl Connector for StockLevels {
         })
     }
 
+    fn read_many_request(&self, records: &[&Loaded<StockLevel>]) -> Option<OutboundRequest> {
+        let distinct = |f: fn(&StockLevel) -> &str| {
+            let set: std::collections::BTreeSet<&str> =
+                records.iter().map(|r| f(&r.record)).collect();
+            set.into_iter().collect::<Vec<_>>()
+        };
+        match self.target {
+            Target::Erp => Some(mappers::erp::read_stock_levels(&distinct(|l| &l.sku))),
+            Target::Ecommerce => Some(mappers::shop::read_stock_levels(
+                &distinct(|l| &l.sku),
+                &distinct(|l| &l.warehouse),
+            )),
+            Target::Pos | Target::Wms => None,
+        }
+    }
+
     fn holds(&self, record: &Loaded<StockLevel>, answer: &Value) -> bool {
+        let (sku, warehouse) = (record.record.sku.as_str(), record.record.warehouse.as_str());
         let found = match self.target {
-            Target::Erp => mappers::erp::level_in(answer),
-            Target::Ecommerce => mappers::shop::level_in(answer),
+            Target::Erp => mappers::erp::level_of(answer, sku, warehouse),
+            Target::Ecommerce => mappers::shop::level_of(answer, sku, warehouse),
             Target::Pos => mappers::pos::level_in(answer),
             Target::Wms => mappers::wms::level_in(answer),
         };

@@ -29,9 +29,28 @@ pub fn read_stock_level(sku: &str, warehouse: &str) -> OutboundRequest {
     }
 }
 
-/// The quantity in the ERP's answer to [`read_stock_level`].
-pub fn level_in(answer: &Value) -> Option<i64> {
-    answer.get("qtyOnHand").and_then(Value::as_i64)
+/// Reads the ERP's levels of several skus, every warehouse (`GET /api/inventory?sku=A,B`):
+/// answered like a page of the list, `{data: [...]}`.
+pub fn read_stock_levels(skus: &[&str]) -> OutboundRequest {
+    let skus: Vec<String> = skus.iter().map(|s| super::path_segment(s)).collect();
+    OutboundRequest {
+        method: Method::GET,
+        path: format!("/api/inventory?sku={}", skus.join(",")),
+        body: Value::Null,
+    }
+}
+
+/// The quantity of `sku` in `warehouse` in the ERP's answer to [`read_stock_level`] or
+/// [`read_stock_levels`].
+pub fn level_of(answer: &Value, sku: &str, warehouse: &str) -> Option<i64> {
+    let matches = |r: &&Value| {
+        r.get("sku").and_then(Value::as_str) == Some(sku)
+            && r.get("warehouseCode").and_then(Value::as_str) == Some(warehouse)
+    };
+    match answer.get("data").and_then(Value::as_array) {
+        Some(records) => records.iter().find(matches)?.get("qtyOnHand")?.as_i64(),
+        None => Some(answer).filter(matches)?.get("qtyOnHand")?.as_i64(),
+    }
 }
 
 /// The path of one page of the ERP's stock levels.

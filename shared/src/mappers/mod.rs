@@ -101,16 +101,37 @@ mod tests {
         #[test]
         fn a_level_read_back_is_the_level_pushed(level in level()) {
             // What each system answers to a read after our push (the sandbox's formats).
-            let answers = [
-                (erp::level_in as fn(&Value) -> Option<i64>, erp::stock_level(&level).body),
-                (shop::level_in, serde_json::json!({"inventory_levels": [shop::stock_level(&level).body]})),
-                (pos::level_in, pos::stock_level(&level).body),
-                (wms::level_in, wms::stock_level(&level).body),
-            ];
-            for (read, answer) in answers {
-                prop_assert_eq!(read(&answer), Some(level.on_hand));
+            let (sku, warehouse) = (level.sku.as_str(), level.warehouse.as_str());
+            let erp = erp::stock_level(&level).body;
+            let shop = serde_json::json!({"inventory_levels": [shop::stock_level(&level).body]});
+            prop_assert_eq!(erp::level_of(&erp, sku, warehouse), Some(level.on_hand));
+            prop_assert_eq!(erp::level_of(&serde_json::json!({"data": [erp.clone()]}), sku, warehouse), Some(level.on_hand));
+            prop_assert_eq!(shop::level_of(&shop, sku, warehouse), Some(level.on_hand));
+            prop_assert_eq!(pos::level_in(&pos::stock_level(&level).body), Some(level.on_hand));
+            prop_assert_eq!(wms::level_in(&wms::stock_level(&level).body), Some(level.on_hand));
+            // Another record's figure is not ours.
+            let other = format!("{warehouse}x");
+            prop_assert_eq!(erp::level_of(&erp, sku, &other), None);
+            prop_assert_eq!(shop::level_of(&shop, sku, &other), None);
+            prop_assert_eq!(shop::level_of(&serde_json::json!({"inventory_levels": []}), sku, warehouse), None);
+        }
+
+        #[test]
+        fn a_batch_read_names_every_record(levels in proptest::collection::vec(level(), 1..5)) {
+            let skus: Vec<&str> = levels.iter().map(|l| l.sku.as_str()).collect();
+            let warehouses: Vec<&str> = levels.iter().map(|l| l.warehouse.as_str()).collect();
+            for request in [erp::read_stock_levels(&skus), shop::read_stock_levels(&skus, &warehouses)] {
+                prop_assert_eq!(&request.method, &reqwest::Method::GET);
+                let query = request.path.split_once('?').map(|(_, q)| q).unwrap_or_default();
+                let values: Vec<String> = query
+                    .split('&')
+                    .filter_map(|kv| kv.split_once('='))
+                    .flat_map(|(_, v)| v.split(',').filter_map(decode).collect::<Vec<_>>())
+                    .collect();
+                for sku in &skus {
+                    prop_assert!(values.iter().any(|v| v == sku), "{} lacks {}", request.path, sku);
+                }
             }
-            prop_assert_eq!(shop::level_in(&serde_json::json!({"inventory_levels": []})), None);
         }
 
         #[test]

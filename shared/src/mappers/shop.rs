@@ -34,10 +34,33 @@ pub fn read_stock_level(sku: &str, warehouse: &str) -> OutboundRequest {
     }
 }
 
-/// The `available` figure in the shop's answer to [`read_stock_level`] (none when the list is
-/// empty).
-pub fn level_in(answer: &Value) -> Option<i64> {
-    answer.get("inventory_levels")?.as_array()?.first()?.get("available")?.as_i64()
+/// Reads the levels of several items at several locations (Shopify's comma lists).
+pub fn read_stock_levels(skus: &[&str], warehouses: &[&str]) -> OutboundRequest {
+    let list = |v: &[&str]| v.iter().map(|s| super::path_segment(s)).collect::<Vec<_>>().join(",");
+    OutboundRequest {
+        method: Method::GET,
+        path: format!(
+            "/admin/api/{API_VERSION}/inventory_levels.json?inventory_item_ids={}&location_ids={}",
+            list(skus),
+            list(warehouses)
+        ),
+        body: Value::Null,
+    }
+}
+
+/// The `available` figure of `sku` at `warehouse` in the shop's answer to [`read_stock_level`]
+/// or [`read_stock_levels`].
+pub fn level_of(answer: &Value, sku: &str, warehouse: &str) -> Option<i64> {
+    answer
+        .get("inventory_levels")?
+        .as_array()?
+        .iter()
+        .find(|l| {
+            l.get("inventory_item_id").and_then(Value::as_str) == Some(sku)
+                && l.get("location_id").and_then(Value::as_str) == Some(warehouse)
+        })?
+        .get("available")?
+        .as_i64()
 }
 
 /// Enables or disables selling the product.

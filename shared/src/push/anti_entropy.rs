@@ -124,24 +124,42 @@ async fn check_page<C: Connector>(
         return Ok(false);
     }
     report.readable = true;
+    // Many records per request where the target's API allows, one by one otherwise.
+    let refs: Vec<&super::Loaded<C::Record>> = current.iter().collect();
+    let many = engine.read_many(&refs).await;
     // Boxed: see `PushEngine::push_batch`.
-    let reads: Vec<futures::future::BoxFuture<'_, Option<serde_json::Value>>> =
-        current.iter().map(|r| Box::pin(read(engine, r)) as _).collect();
-    let answers: Vec<_> = futures::stream::iter(reads)
+    let reads: Vec<futures::future::BoxFuture<'_, Option<serde_json::Value>>> = current
+        .iter()
+        .filter(|r| !many.contains_key(&r.key))
+        .map(|r| Box::pin(read(engine, r)) as _)
+        .collect();
+    let single: Vec<_> = futures::stream::iter(reads)
         .buffered(engine.config.http_concurrency.max(1))
         .collect()
         .await;
+    let mut single = single.into_iter();
+    // Per record: whether the target holds it (`None`: it could not be read), and what it showed.
+    let answers: Vec<Option<(bool, serde_json::Value)>> = current
+        .iter()
+        .map(|record| match many.get(&record.key) {
+            Some(held) => held.map(|held| (held, serde_json::Value::Null)),
+            None => single
+                .next()
+                .flatten()
+                .map(|answer| (engine.connector.holds(record, &answer), answer)),
+        })
+        .collect();
     let mut drifted = Vec::new();
     // Given-up records the target turned out to hold after all.
     let mut confirmed = Vec::new();
     let mut log = Vec::new();
     for (record, answer) in current.iter().zip(answers) {
-        let Some(answer) = answer else {
+        let Some((held, answer)) = answer else {
             report.unreadable += 1;
             continue;
         };
         report.checked += 1;
-        if engine.connector.holds(record, &answer) {
+        if held {
             if abandoned.contains(&record.key) {
                 confirmed.push((record.key.clone(), record.version));
             }
@@ -151,7 +169,11 @@ async fn check_page<C: Connector>(
         crate::metrics::push_drift(&engine.target);
         tracing::warn!(target = %engine.target, key = %record.key, found = %answer, "target drifted; pushing our value again");
         drifted.push(record.key.clone());
-        let found: String = answer.to_string().chars().take(300).collect();
+        let found: String = if answer.is_null() {
+            "another value (or none)".to_owned()
+        } else {
+            answer.to_string().chars().take(300).collect()
+        };
         log.push(store::LogRow::of(
             record,
             SyncStatus::Drifted,

@@ -122,7 +122,14 @@ pub trait Connector: Send + Sync + 'static {
         None
     }
 
-    /// Whether the target's answer to [`Connector::read_request`] shows exactly `record`.
+    /// One request reading up to [`READ_MANY`] records at once, where the target's API has one
+    /// (`None`: they are read one by one with [`Connector::read_request`]).
+    fn read_many_request(&self, _records: &[&Loaded<Self::Record>]) -> Option<OutboundRequest> {
+        None
+    }
+
+    /// Whether the target's answer to [`Connector::read_request`] or
+    /// [`Connector::read_many_request`] shows exactly `record`.
     fn holds(&self, _record: &Loaded<Self::Record>, _answer: &Value) -> bool {
         false
     }
@@ -208,6 +215,9 @@ struct Done {
     /// Which call the outcome belongs to (for the log).
     what: &'static str,
 }
+
+/// Most records read back with one request.
+pub const READ_MANY: usize = 50;
 
 /// How long a record locked by another batch waits before it is tried again.
 const BUSY_RETRY: Duration = Duration::from_millis(500);
@@ -322,10 +332,21 @@ impl<C: Connector> PushEngine<C> {
                     (r, plan)
                 })
                 .collect();
+            // Read-backs first, many records per request where the target's API allows.
+            let to_read: Vec<&Loaded<C::Record>> = plans
+                .iter()
+                .filter(|(_, plan)| matches!(plan, Plan::ReadBack))
+                .map(|(record, _)| record)
+                .collect();
+            let read = self.read_many(&to_read).await;
             // Boxed: the transaction's future must be `Send`, which the compiler cannot prove
             // for a stream of closures borrowing the records.
-            let calls: Vec<futures::future::BoxFuture<'_, Option<Done>>> =
-                plans.iter().map(|(record, plan)| Box::pin(self.call(record, plan)) as _).collect();
+            let calls: Vec<futures::future::BoxFuture<'_, Option<Done>>> = plans
+                .iter()
+                .map(|(record, plan)| {
+                    Box::pin(self.call(record, plan, read.get(&record.key).copied())) as _
+                })
+                .collect();
             let done: Vec<Option<Done>> = futures::stream::iter(calls)
                 .buffered(self.config.http_concurrency.max(1))
                 .collect()
@@ -474,7 +495,46 @@ impl<C: Connector> PushEngine<C> {
 
     /// The HTTP part for one record: `None` when nothing is to be sent (current or stopped
     /// records are handled by the caller; stopped ones get `Some` with a placeholder).
-    async fn call(&self, record: &Loaded<C::Record>, plan: &Plan) -> Option<Done> {
+    /// Reads `records` back with as few requests as the connector allows: per record read this
+    /// way, whether the target holds it (`None`: the read failed). Records the connector reads
+    /// only one by one are absent.
+    pub(crate) async fn read_many(
+        &self,
+        records: &[&Loaded<C::Record>],
+    ) -> BTreeMap<String, Option<bool>> {
+        let mut held = BTreeMap::new();
+        let chunks: Vec<(&[&Loaded<C::Record>], OutboundRequest)> = records
+            .chunks(READ_MANY)
+            .filter_map(|chunk| Some((chunk, self.connector.read_many_request(chunk)?)))
+            .collect();
+        let answers: Vec<futures::future::BoxFuture<'_, _>> = chunks
+            .iter()
+            .map(|(_, request)| {
+                Box::pin(outbound::exchange(&self.http, &self.endpoint, request)) as _
+            })
+            .collect();
+        let answers: Vec<Result<(reqwest::StatusCode, Value), Outcome>> =
+            futures::stream::iter(answers)
+                .buffered(self.config.http_concurrency.max(1))
+                .collect()
+                .await;
+        for ((chunk, _), answer) in chunks.iter().zip(answers) {
+            for record in chunk.iter() {
+                let holds = answer.as_ref().ok().map(|(_, a)| self.connector.holds(record, a));
+                held.insert(record.key.clone(), holds);
+            }
+        }
+        held
+    }
+
+    /// `read`: what a batched read-back found (`Some(None)`: it failed), `None` if the record
+    /// was not read that way.
+    async fn call(
+        &self,
+        record: &Loaded<C::Record>,
+        plan: &Plan,
+        read: Option<Option<bool>>,
+    ) -> Option<Done> {
         match plan {
             Plan::Current => None,
             Plan::Stopped(_) => Some(Done {
@@ -483,6 +543,16 @@ impl<C: Connector> PushEngine<C> {
                 confirmed: false,
                 what: "push",
             }),
+            Plan::ReadBack if read == Some(Some(true)) => Some(Done {
+                outcome: Outcome::Delivered(reqwest::StatusCode::OK),
+                answer: Value::Null,
+                confirmed: true,
+                what: "read-back",
+            }),
+            Plan::ReadBack if read.is_some() => {
+                tracing::info!(target = %self.target, key = %record.key, found = ?read, "target does not show our value, or could not be read; pushing the current value");
+                Some(self.push(record).await)
+            }
             Plan::ReadBack => {
                 if let Some(read) = self.connector.read_request(record) {
                     match outbound::exchange(&self.http, &self.endpoint, &read).await {

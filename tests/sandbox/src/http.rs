@@ -419,6 +419,22 @@ fn route(
     let result: Result<(u16, Value), (u16, Value)> = (|| {
         let segments: Vec<&str> = path.trim_matches('/').split('/').collect();
         match (system, method, segments.as_slice()) {
+            (System::Erp, "GET", ["api", "inventory"]) if query_param(query, "sku").is_some() => {
+                // Filtered by skus (`sku=A,B`, every warehouse): `{data}`.
+                let wanted: Vec<String> = query
+                    .split('&')
+                    .filter_map(|kv| kv.split_once('='))
+                    .filter(|(k, _)| *k == "sku")
+                    .flat_map(|(_, v)| v.split(',').map(percent_decode).collect::<Vec<_>>())
+                    .collect();
+                let data: Vec<Value> = state
+                    .levels
+                    .iter()
+                    .filter(|((sku, _), _)| wanted.contains(sku))
+                    .map(|((sku, wh), qty)| json!({"sku": sku, "warehouseCode": wh, "qtyOnHand": qty}))
+                    .collect();
+                Ok((200, json!({"data": data})))
+            }
             (System::Erp, "GET", ["api", "inventory"]) => {
                 // Offset pagination, ordered by sku then warehouse: `{data, has_more, total}`.
                 let param = |name: &str, default: usize| -> Result<usize, (u16, Value)> {
@@ -461,15 +477,28 @@ fn route(
                 Ok((200, json!({"sku": sku, "warehouseCode": warehouse, "qtyOnHand": qty})))
             }
             (System::Shop, "GET", ["admin", "api", _, "inventory_levels.json"]) => {
-                let item = query_param(query, "inventory_item_ids")
-                    .ok_or_else(|| problem(400, "inventory_item_ids is required"))?;
-                let location = query_param(query, "location_ids")
-                    .ok_or_else(|| problem(400, "location_ids is required"))?;
-                let levels: Vec<Value> = held(state, &item, &location)
-                    .ok()
-                    .map(|available| json!({"inventory_item_id": item, "location_id": location, "available": available}))
-                    .into_iter()
-                    .collect();
+                // Comma lists of items and locations; every level that exists of the pairs.
+                let list = |name: &str| -> Result<Vec<String>, (u16, Value)> {
+                    let raw = query
+                        .split('&')
+                        .filter_map(|kv| kv.split_once('='))
+                        .find(|(k, _)| *k == name)
+                        .map(|(_, v)| v)
+                        .ok_or_else(|| problem(400, &format!("{name} is required")))?;
+                    Ok(raw.split(',').map(percent_decode).collect())
+                };
+                let (items, locations) = (list("inventory_item_ids")?, list("location_ids")?);
+                if items.len() > 50 || locations.len() > 50 {
+                    return Err(problem(422, "at most 50 ids per list"));
+                }
+                let mut levels = Vec::new();
+                for item in &items {
+                    for location in &locations {
+                        if let Ok(available) = held(state, item, location) {
+                            levels.push(json!({"inventory_item_id": item, "location_id": location, "available": available}));
+                        }
+                    }
+                }
                 Ok((200, json!({"inventory_levels": levels})))
             }
             (System::Shop, "POST", ["admin", "api", _, "inventory_levels", "set.json"]) => {

@@ -146,7 +146,8 @@ async fn an_own_change_is_pushed_back_when_the_target_cannot_be_read() {
     let t = spawn().await;
     t.put_product("CROSS-2", 0).await;
     t.sandbox.erp.set_level("CROSS-2", "W1", 5);
-    t.sandbox.erp.fail_path("warehouseCode", 1, Fault::Status(503));
+    // The ERP's read-back (`GET /api/inventory?sku=...`) fails.
+    t.sandbox.erp.fail_path("sku=", 1, Fault::Status(503));
 
     t.adjust(&adjustment("erp", "CROSS-2", "count", 5, "count-1")).await;
 
