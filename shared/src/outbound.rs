@@ -12,7 +12,7 @@ use crate::bus::HandlerError;
 /// Connection establishment limit.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
 /// Whole-request limit; consumers' `ack_wait` (30 s) stays well above it.
-pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 /// Longest `Retry-After` honoured; longer waits are capped (the message is nak'ed that long).
 const MAX_RETRY_AFTER: Duration = Duration::from_secs(600);
 

@@ -15,7 +15,9 @@
 //! (the adjustment path alone, which is what the baseline does), and with all four targets
 //! (ERP, shop, POS, WMS) pointing at the sandbox's simulated systems in a thread of this
 //! process, so every adjustment also fans out and is pushed on the same two cores.
-//! `PUSH_CONCURRENCY`, `ADJUST_WORKERS` and `ADJUST_MAX_BATCH` are passed through.
+//! `PUSH_CONCURRENCY`, `ADJUST_WORKERS` and `ADJUST_MAX_BATCH` are passed through. After each
+//! fan-out phase it also prints how long the pushes took to catch up (the push lag the
+//! throughput was bought with).
 #![allow(clippy::unwrap_used, clippy::expect_used, reason = "a benchmark fails loudly")]
 
 use std::{
@@ -173,6 +175,20 @@ async fn seed(db: &TestDb) {
     .unwrap();
 }
 
+/// Seconds until the outbox is empty and every push consumer has delivered and had acknowledged
+/// everything (at most 300).
+async fn drain_secs(db: &TestDb, nats: &TestNats) -> f64 {
+    let started = Instant::now();
+    while started.elapsed() < Duration::from_secs(300) {
+        let left = harness::pending(db, nats, "inventory").await;
+        if left.outbox == 0 && left.consumers.is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    started.elapsed().as_secs_f64()
+}
+
 /// Starts the simulated ERP, shop, POS and WMS on a thread of their own; returns the
 /// variables that point inventory-sync at them.
 fn start_targets() -> Vec<(String, String)> {
@@ -269,11 +285,15 @@ fn main() {
             baselines.push(baseline(&db, hot, duration, &format!("b-{name}")).await);
         }
         let mut summary = Vec::new();
+        let mut drains = Vec::new();
         for (runner, env) in [("service", Vec::new()), ("service+fanout", targets)] {
             let svc = Service::start(&db, &nats, &env).await;
             for ((name, hot), b) in cases.into_iter().zip(&baselines) {
                 let f = service(format!("{}/adjustments", svc.base), hot, duration, &format!("{runner}-{name}")).await;
                 summary.push((name, runner, f.ops_per_sec / b.ops_per_sec, f.p99_ms, f.p50_ms, f.ops_per_sec, f.errors));
+                if runner == "service+fanout" {
+                    drains.push((name, drain_secs(&db, &nats).await));
+                }
             }
             let (hwm, reconciliation) = svc.stop().await;
             summary.push(("rss", runner, hwm, 0.0, 0.0, 0.0, reconciliation.as_u16() as u64));
@@ -285,6 +305,9 @@ fn main() {
                     println!("{name:<8} {runner:<15} {ops:>9.0} {p50:>9.2} {p99:>9.2} {errors:>7}");
                 }
             }
+        }
+        for (name, secs) in &drains {
+            println!("{name} service+fanout: every push done {secs:.1} s after the phase ended (push lag)");
         }
         for (name, runner, ratio, p99, _, _, extra) in &summary {
             if *name == "rss" {

@@ -1,6 +1,9 @@
 //! Durable pull consumers: one loop, owned here, for every consumer of the platform.
 //!
-//! Delivery semantics: at-least-once. A handler's `Ok` acks the message; a retryable error naks
+//! Delivery semantics: at-least-once. While a batch handler works, its messages get
+//! in-progress acks every third of `ack_wait` (for up to ten minutes), so long batches keep them
+//! and a crashed process's messages come back after one short `ack_wait`. A handler's `Ok` acks
+//! the message; a retryable error naks
 //! it with a jittered exponential backoff (or the delay the handler asks for, e.g. a target's
 //! `Retry-After`); a permanent error, an undecodable message, or a failure on the last allowed
 //! delivery becomes a dead-letter row and the message is terminated. If the dead letter cannot
@@ -26,6 +29,9 @@ use tracing::Instrument;
 
 use super::{Bus, StreamSpec, dead_letter::DeadLetters};
 use crate::schemas::Envelope;
+
+/// Longest a batch handler keeps its messages with in-progress acks.
+const MAX_IN_PROGRESS: Duration = Duration::from_secs(600);
 
 /// A durable consumer declaration.
 #[derive(Clone, Debug)]
@@ -302,7 +308,30 @@ async fn process<T, F, Fut>(
             let _entered = span.enter();
             handler(deliveries)
         };
-        let mut outcomes = call.instrument(span).await.into_iter();
+        // While a batch handler works, tell the server its messages are in progress, so a long
+        // batch keeps them without a long `ack_wait` (which would delay redelivery after a
+        // crash), for at most `MAX_IN_PROGRESS`: a handler stuck longer loses them as if it had
+        // crashed. (Single-message handlers get no progress acks: their work is short.)
+        let progress = async {
+            if spec.batch <= 1 {
+                return futures::future::pending().await;
+            }
+            let started = tokio::time::Instant::now();
+            loop {
+                tokio::time::sleep(spec.ack_wait / 3).await;
+                if started.elapsed() >= MAX_IN_PROGRESS {
+                    return futures::future::pending().await;
+                }
+                for received in &handled {
+                    let _ = received.msg.ack_with(AckKind::Progress).await;
+                }
+            }
+        };
+        let outcomes = tokio::select! {
+            outcomes = call.instrument(span) => outcomes,
+            () = progress => Vec::new(),
+        };
+        let mut outcomes = outcomes.into_iter();
         for received in handled {
             let outcome = outcomes.next().unwrap_or_else(|| {
                 Err(HandlerError::Retry {

@@ -32,7 +32,7 @@
 //! until the lease expires), and the batch's results commit with the same transaction that read
 //! the versions. The cost is one pooled connection per batch in flight (not per record), from the
 //! engine's own pool, for as long as the batch's calls take (each bounded by the outbound
-//! timeout; the consumer's `ack_wait` is sized above a whole batch).
+//! timeout; the consumer keeps the batch's messages with in-progress acks meanwhile).
 //!
 //! [`anti_entropy`] reads every record back on a schedule and corrects drift.
 
@@ -170,7 +170,7 @@ pub struct PushConfig {
 impl Default for PushConfig {
     fn default() -> Self {
         Self {
-            concurrency: 2,
+            concurrency: 1,
             batch: 64,
             http_concurrency: 16,
             anti_entropy_every: Some(Duration::from_secs(300)),
@@ -233,16 +233,12 @@ impl<C: Connector> PushEngine<C> {
         stream: &'static crate::bus::StreamSpec,
         filter: &str,
     ) -> ConsumerSpec {
-        // Rounds of concurrent calls in a batch, each at most a read-back and a push.
-        let rounds = self.config.batch.div_ceil(self.config.http_concurrency.max(1)) as u32;
         ConsumerSpec {
             // A cap against a message that kills its handler; the retry budget of pushes is the
             // `push_max_attempts` setting, counted in the push log (waits for a busy record
-            // are no attempts).
+            // are no attempts). A long batch keeps its messages with in-progress acks, so the
+            // default `ack_wait` stays short and a crashed replica's messages come back soon.
             max_deliver: 1000,
-            // Above the slowest batch: every round at the outbound timeout, twice, plus margin.
-            ack_wait: Duration::from_secs(60)
-                + crate::outbound::REQUEST_TIMEOUT.saturating_mul(2 * rounds),
             concurrency: self.config.concurrency,
             batch: self.config.batch,
             ..ConsumerSpec::new(&format!("{}-push-{}", self.schema, self.target), stream, filter)
