@@ -37,146 +37,28 @@
 //! [`anti_entropy`] reads every record back on a schedule and corrects drift.
 
 pub mod anti_entropy;
+mod connector;
 mod store;
 
 use std::{
     collections::{BTreeMap, BTreeSet},
-    future::Future,
     sync::Arc,
     time::Duration,
 };
 
 use diesel_async::{AsyncConnection, AsyncPgConnection};
 use futures::StreamExt;
-use serde::Serialize;
 use serde_json::Value;
 
+pub use connector::{Connector, FollowUp, Loaded, Origin, PushConfig};
 pub use store::TargetStatus;
 
 use crate::{
-    bus::{ConsumerSpec, Delivery, HandlerError, outbox::OutboxRow},
+    bus::{ConsumerSpec, Delivery, HandlerError},
     db::PgPool,
     outbound::{self, Endpoint, OutboundRequest, Outcome},
     schemas::sync::SyncStatus,
 };
-
-/// Where the latest change of a record came from.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Origin {
-    /// The system's name, as targets are named (`erp`, `pos`, `crm`, ...). That system made the
-    /// change itself, so it normally holds the value already, unless a push of ours crossed its
-    /// change in the network and overwrote it: the engine reads it back before skipping it.
-    pub system: String,
-}
-
-/// A record as the connector loaded it.
-#[derive(Clone, Debug)]
-pub struct Loaded<R> {
-    /// The record's key, as in the push message (e.g. `W1/SKU-1`).
-    pub key: String,
-    /// Increases with every change; targets remember the version they were told.
-    pub version: i64,
-    pub origin: Option<Origin>,
-    pub record: R,
-}
-
-/// What the engine may do after a delivered push, inside the batch's transaction.
-pub struct FollowUp<'a> {
-    pub conn: &'a mut AsyncPgConnection,
-    pub http: &'a reqwest::Client,
-    pub endpoint: &'a Endpoint,
-}
-
-/// A connector: how one kind of record reaches one target system.
-pub trait Connector: Send + Sync + 'static {
-    /// The record as pushed; serialized into the push log.
-    type Record: Serialize + Send + Sync + 'static;
-    /// The message that asks for a push.
-    type Message: serde::de::DeserializeOwned + Send + 'static;
-
-    /// The entity name in the log and on `sync.events.<target>.outbound.<entity>`.
-    const ENTITY: &'static str;
-
-    /// The key of the record a message names.
-    fn key(&self, message: &Self::Message) -> String;
-
-    /// The message that asks for a push of `key` (resume, anti-entropy).
-    fn message(&self, key: &str) -> OutboxRow;
-
-    /// SQL returning `(key text, version bigint)` for every record this target should hold,
-    /// ordered by key, with `$1` the key to start after and `$2` the page size.
-    fn records_sql(&self) -> String;
-
-    /// Loads the current state of `keys`; keys without a record are left out.
-    fn load(
-        &self,
-        conn: &mut AsyncPgConnection,
-        keys: &[String],
-    ) -> impl Future<Output = diesel::QueryResult<Vec<Loaded<Self::Record>>>> + Send;
-
-    /// The request that sets the target to `record`.
-    fn request(&self, record: &Loaded<Self::Record>) -> OutboundRequest;
-
-    /// The request that reads the target's figure, where its API has one.
-    fn read_request(&self, _record: &Loaded<Self::Record>) -> Option<OutboundRequest> {
-        None
-    }
-
-    /// One request reading up to [`READ_MANY`] records at once, where the target's API has one
-    /// (`None`: they are read one by one with [`Connector::read_request`]).
-    fn read_many_request(&self, _records: &[&Loaded<Self::Record>]) -> Option<OutboundRequest> {
-        None
-    }
-
-    /// Whether the target's answer to [`Connector::read_request`] or
-    /// [`Connector::read_many_request`] shows exactly `record`.
-    fn holds(&self, _record: &Loaded<Self::Record>, _answer: &Value) -> bool {
-        false
-    }
-
-    /// Work after a delivered push, or on a redelivery of a record the target already has
-    /// (for example, write back the id a create returned, or settle a derived state). The
-    /// answer is `Null` when nothing was sent. A non-delivered outcome is retried like a push.
-    fn after_delivered(
-        &self,
-        _ctx: FollowUp<'_>,
-        _record: &Loaded<Self::Record>,
-        _answer: &Value,
-    ) -> impl Future<Output = anyhow::Result<Outcome>> + Send {
-        async { Ok(Outcome::Delivered(reqwest::StatusCode::OK)) }
-    }
-
-    /// Extra SQL returning `(key text)` of records that are unsettled although their version was
-    /// delivered (e.g. a follow-up call that failed); `$3` is the target (`$1` and `$2` belong to
-    /// [`Connector::records_sql`]). Resume re-queues them.
-    fn unsettled_sql(&self) -> Option<String> {
-        None
-    }
-}
-
-/// Tuning of one target's engine.
-#[derive(Clone, Copy, Debug)]
-pub struct PushConfig {
-    /// Batches in flight per replica (each holds one connection of the engine's pool).
-    pub concurrency: usize,
-    /// Most records per batch (one transaction).
-    pub batch: usize,
-    /// HTTP calls in flight within a batch.
-    pub http_concurrency: usize,
-    /// Pause between anti-entropy passes (`None`: off).
-    pub anti_entropy_every: Option<Duration>,
-}
-
-impl Default for PushConfig {
-    fn default() -> Self {
-        Self {
-            concurrency: 1,
-            batch: 64,
-            http_concurrency: 16,
-            anti_entropy_every: Some(Duration::from_secs(300)),
-        }
-    }
-}
 
 /// One target's engine.
 pub struct PushEngine<C: Connector> {
