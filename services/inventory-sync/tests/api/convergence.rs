@@ -219,24 +219,7 @@ async fn anti_entropy_reads_every_target_back_and_corrects_drift() {
 async fn anti_entropy_repairs_a_push_that_was_given_up() {
     let t = spawn().await;
     t.put_product("AE-3", 0).await;
-    let set = t
-        .app
-        .http
-        .put(t.app.url("/admin/settings/push_max_attempts"))
-        .bearer_auth(harness::ADMIN_TOKEN)
-        .json(&json!(1))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(set.status(), 200);
-    assert!(
-        harness::eventually(WAIT, || async {
-            let s: Value = t.app.admin_get("/admin/settings").await.json().await.ok()?;
-            (s["push_max_attempts"] == 1).then_some(())
-        })
-        .await
-        .is_some()
-    );
+    t.set_push_max_attempts(1).await;
     t.sandbox.wms.fail_next(1, Fault::Status(503));
     t.adjust(&adjustment("manual", "AE-3", "receipt", 4, "in")).await;
     let dead = harness::eventually(WAIT, || async {

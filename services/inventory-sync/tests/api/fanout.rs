@@ -83,24 +83,7 @@ async fn failing_targets_are_retried_honouring_retry_after_until_they_accept() {
 async fn a_target_that_keeps_failing_becomes_a_dead_letter_that_can_be_replayed() {
     let t = spawn().await;
     t.put_product("TEE-3", 0).await;
-    let set = t
-        .app
-        .http
-        .put(t.app.url("/admin/settings/push_max_attempts"))
-        .bearer_auth(harness::ADMIN_TOKEN)
-        .json(&json!(2))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(set.status(), 200);
-    assert!(
-        harness::eventually(WAIT, || async {
-            let s: Value = t.app.admin_get("/admin/settings").await.json().await.ok()?;
-            (s["push_max_attempts"] == 2).then_some(())
-        })
-        .await
-        .is_some()
-    );
+    t.set_push_max_attempts(2).await;
     t.sandbox.wms.fail_next(2, Fault::Status(500));
 
     t.adjust(&adjustment("pos", "TEE-3", "receipt", 9, "r1")).await;

@@ -67,6 +67,25 @@ pub async fn spawn() -> TestInventory {
 }
 
 impl TestInventory {
+    /// Sets the `push_max_attempts` runtime setting and waits until the service applies it.
+    pub async fn set_push_max_attempts(&self, attempts: u32) {
+        let set = self
+            .app
+            .http
+            .put(self.app.url("/admin/settings/push_max_attempts"))
+            .bearer_auth(harness::ADMIN_TOKEN)
+            .json(&json!(attempts))
+            .send()
+            .await
+            .expect("PUT setting");
+        assert_eq!(set.status(), 200);
+        let applied = harness::eventually(WAIT, || async {
+            let s: Value = self.app.admin_get("/admin/settings").await.json().await.ok()?;
+            (s["push_max_attempts"] == attempts).then_some(())
+        });
+        assert!(applied.await.is_some(), "the setting is applied");
+    }
+
     /// Ends a test: nothing left pending (outbox, consumers), exactly `dead_letters` dead letters.
     pub async fn assert_settled(&self, dead_letters: i64) {
         harness::assert_settled(&self.db, &self.nats, "inventory", dead_letters).await;
