@@ -2,6 +2,7 @@
 //! `{id, type, source, occurred_at, trace, data}`; event types are past tense and know their
 //! own subject.
 
+pub mod crm;
 pub mod erp;
 pub mod inventory;
 pub mod sync;
