@@ -12,7 +12,8 @@ use serde_json::{Value, json};
 /// Which system a [`SimServer`] simulates.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum System {
-    /// CRM REST API (`/api/contacts`, `/api/accounts`, `/api/opportunities`), bearer token.
+    /// HubSpot-style CRM objects API (`/crm/v3/objects/<type>`, see [`crate::crm`]), bearer
+    /// token.
     Crm,
     /// ERP REST API (`PUT /api/inventory/{sku}`), bearer token.
     Erp,
@@ -78,7 +79,7 @@ pub struct Recorded {
 }
 
 #[derive(Default)]
-struct State {
+pub(crate) struct State {
     requests: Vec<Recorded>,
     faults: VecDeque<Fault>,
     /// Faults for requests whose path contains the given text, checked first.
@@ -92,8 +93,8 @@ struct State {
     levels: BTreeMap<(String, String), i64>,
     /// sku -> sellable, for the shop.
     products: BTreeMap<String, bool>,
-    /// id -> record, for the CRM.
-    records: BTreeMap<String, Value>,
+    /// The CRM's objects and quota.
+    pub(crate) crm: crate::crm::CrmState,
 }
 
 struct Inner {
@@ -153,6 +154,10 @@ impl SimServer {
 
     fn state(&self) -> MutexGuard<'_, State> {
         self.inner.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub(crate) fn state_guard(&self) -> MutexGuard<'_, State> {
+        self.state()
     }
 
     /// Every request received so far.
@@ -217,11 +222,6 @@ impl SimServer {
         self.state().products.get(sku).copied()
     }
 
-    /// A CRM record by id.
-    pub fn record(&self, id: &str) -> Option<Value> {
-        self.state().records.get(id).cloned()
-    }
-
     /// Polls until `check` holds or `timeout` passes; returns whether it held.
     pub async fn wait_until(&self, timeout: Duration, check: impl Fn(&SimServer) -> bool) -> bool {
         let deadline = tokio::time::Instant::now() + timeout;
@@ -273,12 +273,19 @@ async fn handle(req: HttpRequest, body: web::Bytes, sim: web::Data<Inner>) -> Ht
     if let Some(jitter) = jitter {
         tokio::time::sleep(jitter.mul_f64(rand::random::<f64>())).await;
     }
-    let (status, response, retry_after) = {
+    let (status, response, retry_after, extra_headers) = {
         let mut state = sim.state.lock().unwrap_or_else(|p| p.into_inner());
         let authorized = authorized(sim.system, &headers, &path, parsed.as_ref());
+        let limited = (authorized && sim.system == System::Crm).then(|| state.crm.limit());
         let (status, response, retry_after) = if !authorized {
             let (s, b) = problem(401, "invalid credentials");
             (s, b, None)
+        } else if let Some(after) = limited.as_ref().and_then(|l| l.retry_after) {
+            (
+                429,
+                json!({"status": "error", "category": "RATE_LIMITS", "message": "You have reached your secondly limit."}),
+                Some(after),
+            )
         } else if let Some(fault) = state
             .path_faults
             .iter()
@@ -317,7 +324,7 @@ async fn handle(req: HttpRequest, body: web::Bytes, sim: web::Data<Inner>) -> Ht
             body: parsed.unwrap_or(Value::Null),
             status,
         });
-        (status, response, retry_after)
+        (status, response, retry_after, limited.map(|l| l.headers).unwrap_or_default())
     };
     let mut builder = HttpResponse::build(
         actix_web::http::StatusCode::from_u16(status)
@@ -325,6 +332,12 @@ async fn handle(req: HttpRequest, body: web::Bytes, sim: web::Data<Inner>) -> Ht
     );
     if let Some(secs) = retry_after {
         builder.insert_header(("Retry-After", secs.to_string()));
+    }
+    for (name, value) in extra_headers {
+        builder.insert_header((name, value));
+    }
+    if status == 204 {
+        return builder.finish();
     }
     if sim.system == System::Slack && status == 200 {
         return builder.content_type("text/plain").body("ok");
@@ -367,7 +380,7 @@ fn int_field(body: &Value, name: &str) -> Result<i64, (u16, Value)> {
 }
 
 /// The decoded value of query parameter `name`.
-fn query_param(query: &str, name: &str) -> Option<String> {
+pub(crate) fn query_param(query: &str, name: &str) -> Option<String> {
     query
         .split('&')
         .filter_map(|kv| kv.split_once('='))
@@ -559,29 +572,10 @@ fn route(
                 state.levels.insert((sku.to_owned(), location.to_owned()), qty);
                 Ok((200, json!({"sku": sku, "location": location, "qty": qty})))
             }
-            (System::Crm, "POST", ["api", kind @ ("contacts" | "accounts" | "opportunities")]) => {
-                if !body.is_object() {
-                    return Err(problem(422, "body must be an object"));
-                }
-                let id = format!("{}-{}", &kind[..3], uuid::Uuid::new_v4().simple());
-                let mut record = body.clone();
-                record["id"] = json!(id);
-                state.records.insert(id.clone(), record.clone());
-                Ok((201, record))
-            }
-            (System::Crm, "PUT", ["api", "contacts" | "accounts" | "opportunities", id]) => {
-                let record = state.records.get_mut(*id).ok_or_else(|| problem(404, "not found"))?;
-                if let (Some(target), Some(update)) = (record.as_object_mut(), body.as_object()) {
-                    target.extend(update.clone());
-                }
-                Ok((200, record.clone()))
-            }
-            (System::Crm, "GET", ["api", "contacts" | "accounts" | "opportunities", id]) => state
-                .records
-                .get(*id)
-                .cloned()
-                .map(|r| (200, r))
-                .ok_or_else(|| problem(404, "not found")),
+            (System::Crm, _, _) => state
+                .crm
+                .route(method, &segments, query, body)
+                .ok_or_else(|| problem(404, "no such endpoint")),
             (System::Slack, "POST", _) => {
                 str_field(body, "text")?;
                 Ok((200, Value::Null))

@@ -4,10 +4,12 @@
 //! product availability, records), recording every request it received, and able to inject
 //! faults (5xx, 429 with `Retry-After`) so retry paths can be tested.
 
+mod crm;
 mod http;
 mod otlp;
 mod smtp;
 
+pub use crm::{CrmObject, WebhookSigner, deliver};
 pub use http::{Fault, Recorded, SimServer, System};
 pub use otlp::{Export, OtlpSink};
 pub use smtp::{Mail, SmtpSink};

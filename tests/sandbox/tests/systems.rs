@@ -128,14 +128,15 @@ async fn notification_systems_speak_slack_pagerduty_and_smtp() {
 }
 
 #[tokio::test]
-async fn the_crm_keeps_records_it_is_sent() {
+async fn the_crm_keeps_records_lists_them_with_a_cursor_and_rate_limits() {
     let s = Sandbox::start().await.unwrap();
     let http = client();
+    let objects = format!("{}/crm/v3/objects/contacts", s.crm.base_url());
 
     let created: Value = http
-        .post(format!("{}/api/contacts", s.crm.base_url()))
+        .post(&objects)
         .bearer_auth(s.crm.credential())
-        .json(&json!({"firstName": "Ada", "lastName": "Lovelace", "email": "ada@example.com"}))
+        .json(&json!({"properties": {"firstName": "Ada", "lastName": "Lovelace"}}))
         .send()
         .await
         .unwrap()
@@ -143,15 +144,60 @@ async fn the_crm_keeps_records_it_is_sent() {
         .await
         .unwrap();
     let id = created["id"].as_str().unwrap();
-    let updated = http
-        .put(format!("{}/api/contacts/{id}", s.crm.base_url()))
+    let patched = http
+        .patch(format!("{objects}/{id}"))
         .bearer_auth(s.crm.credential())
-        .json(&json!({"title": "Countess"}))
+        .json(&json!({"properties": {"title": "Countess"}}))
         .send()
         .await
         .unwrap();
+    assert_eq!(patched.status(), 200);
+    let held = s.crm.crm_object("contacts", id).unwrap().properties;
+    assert_eq!(
+        (held["title"].as_str(), held["firstName"].as_str()),
+        (Some("Countess"), Some("Ada"))
+    );
 
-    assert_eq!(updated.status(), 200);
-    assert_eq!(s.crm.record(id).unwrap()["title"], "Countess");
-    assert_eq!(s.crm.record(id).unwrap()["firstName"], "Ada");
+    // The CRM's own users add two more; a page of 2 has a cursor to the third.
+    s.crm.crm_change("contacts", None, json!({"firstName": "Grace"}));
+    s.crm.crm_change("contacts", None, json!({"firstName": "Edsger"}));
+    let page: Value = http
+        .get(format!("{objects}?limit=2"))
+        .bearer_auth(s.crm.credential())
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let after = page["paging"]["next"]["after"].as_str().unwrap();
+    let last: Value = http
+        .get(format!("{objects}?limit=2&after={after}"))
+        .bearer_auth(s.crm.credential())
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(page["results"].as_array().unwrap().len(), 2);
+    assert_eq!(last["results"][0]["properties"]["firstName"], "Edsger");
+    assert!(last.get("paging").is_none(), "{last}");
+
+    // Archived records leave the live list; a quota answers 429 with its headers.
+    let deleted = http
+        .delete(format!("{objects}/{id}"))
+        .bearer_auth(s.crm.credential())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(deleted.status(), 204);
+    s.crm.set_quota(1, std::time::Duration::from_secs(60));
+    let first =
+        http.get(format!("{objects}/{id}")).bearer_auth(s.crm.credential()).send().await.unwrap();
+    assert_eq!(first.status(), 404);
+    assert_eq!(first.headers()["x-hubspot-ratelimit-remaining"], "0");
+    let refused = http.get(&objects).bearer_auth(s.crm.credential()).send().await.unwrap();
+    assert_eq!(refused.status(), 429);
+    assert!(refused.headers().contains_key("retry-after"));
 }
