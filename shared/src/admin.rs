@@ -71,15 +71,17 @@ pub async fn replay_dead_letter(
     }
 }
 
+/// The engines pushing to target `name` (one per entity the service pushes there).
 fn push_target(
     platform: &Platform,
     name: &str,
-) -> Result<std::sync::Arc<dyn PushTarget>, ApiError> {
-    platform
-        .push_targets()
-        .into_iter()
-        .find(|t| t.target() == name)
-        .ok_or_else(|| ApiError::NotFound(format!("configured push target {name}")))
+) -> Result<Vec<std::sync::Arc<dyn PushTarget>>, ApiError> {
+    let engines: Vec<_> =
+        platform.push_targets().into_iter().filter(|t| t.target() == name).collect();
+    if engines.is_empty() {
+        return Err(ApiError::NotFound(format!("configured push target {name}")));
+    }
+    Ok(engines)
 }
 
 /// The push targets this service runs: stopped or not, and how many records each is behind.
@@ -117,9 +119,13 @@ pub async fn resume_target(
     platform: web::Data<Platform>,
     target: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
-    let target = push_target(&platform, &target)?;
-    let (was_stopped, queued) = target.resume().await?;
-    Ok(HttpResponse::Ok().json(Resumed { target: target.target().to_owned(), was_stopped, queued }))
+    let mut resumed = Resumed { target: target.into_inner(), was_stopped: false, queued: 0 };
+    for engine in push_target(&platform, &resumed.target)? {
+        let (was_stopped, queued) = engine.resume().await?;
+        resumed.was_stopped |= was_stopped;
+        resumed.queued += queued;
+    }
+    Ok(HttpResponse::Ok().json(resumed))
 }
 
 /// Runs an anti-entropy pass on a target now: reads every record back, pushes the ones that
@@ -133,8 +139,21 @@ pub async fn check_target(
     platform: web::Data<Platform>,
     target: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
-    let target = push_target(&platform, &target)?;
-    Ok(HttpResponse::Ok().json(target.check().await?))
+    let mut total: Option<crate::push::anti_entropy::PassReport> = None;
+    for engine in push_target(&platform, &target)? {
+        let report = engine.check().await?;
+        total = Some(match total {
+            None => report,
+            Some(t) => crate::push::anti_entropy::PassReport {
+                checked: t.checked + report.checked,
+                drifted: t.drifted + report.drifted,
+                unreadable: t.unreadable + report.unreadable,
+                readable: t.readable || report.readable,
+                ..t
+            },
+        });
+    }
+    Ok(HttpResponse::Ok().json(total))
 }
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
@@ -145,6 +164,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .service(list_targets)
         .service(resume_target)
         .service(check_target)
+        .configure(crate::record_errors::configure)
         .configure(crate::bulk::configure)
         .configure(crate::ingress::configure);
 }
@@ -156,6 +176,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         crate::health::healthz, crate::health::readyz, crate::health::metrics_endpoint,
         get_settings, put_setting, list_dead_letters, replay_dead_letter,
         list_targets, resume_target, check_target,
+        crate::record_errors::list, crate::record_errors::act_one, crate::record_errors::act_many,
         crate::bulk::create_job, crate::bulk::list_jobs, crate::bulk::get_job,
         crate::bulk::cancel_job, crate::bulk::resume_job,
         crate::ingress::post_webhook, crate::ingress::get_event

@@ -70,6 +70,8 @@ pub struct Platform {
     pub(crate) ingress: crate::ingress::IngressSlot,
     /// The push targets this service runs ([`Platform::run_push`]).
     pub(crate) push_targets: crate::push::Targets,
+    /// How this service retries its failed records ([`Platform::handle_record_errors`]).
+    pub record_errors: crate::record_errors::Ledger,
     tasks: TaskTracker,
     /// Group-commit executors stop after every other task (those may still submit work).
     commit_tasks: TaskTracker,
@@ -101,6 +103,7 @@ impl Platform {
         let mut openapi = spec.openapi;
         openapi.merge(<crate::admin::PlatformApi as utoipa::OpenApi>::openapi());
         openapi.info.title = config.service.to_owned();
+        let record_errors = crate::record_errors::Ledger::new(db.clone(), spec.schema);
         let platform = Self {
             config: Arc::new(config.clone()),
             db,
@@ -114,6 +117,7 @@ impl Platform {
             bulk,
             push_targets: Default::default(),
             ingress: Default::default(),
+            record_errors,
             tasks,
             commit_tasks: TaskTracker::new(),
             commits_shutdown: CancellationToken::new(),
@@ -276,6 +280,18 @@ impl Platform {
         Ok(())
     }
 
+    /// Lets operators retry and requeue this service's failed records
+    /// (`/admin/record-errors`, see [`crate::record_errors`]).
+    pub fn handle_record_errors(
+        &self,
+        actions: Arc<dyn crate::record_errors::ErrorActions>,
+    ) -> anyhow::Result<()> {
+        self.record_errors
+            .actions
+            .set(actions)
+            .map_err(|_| anyhow::anyhow!("record error actions are already registered"))
+    }
+
     /// The push targets this service runs.
     pub fn push_targets(&self) -> Vec<Arc<dyn PushTarget>> {
         self.push_targets.read().unwrap_or_else(|p| p.into_inner()).clone()
@@ -311,6 +327,7 @@ impl Application {
         let platform_data = web::Data::new(platform.clone());
         let bulk_data = web::Data::new(platform.bulk.clone());
         let ingress_data = web::Data::new(platform.ingress.clone());
+        let ledger_data = web::Data::new(platform.record_errors.clone());
         let auth = web::Data::new(AuthConfig {
             admin_token: Some(cfg.admin_token.clone()),
             max_body: cfg.max_body,
@@ -326,6 +343,7 @@ impl Application {
                 .app_data(platform_data.clone())
                 .app_data(bulk_data.clone())
                 .app_data(ingress_data.clone())
+                .app_data(ledger_data.clone())
                 .app_data(auth.clone())
                 .app_data(payload_limit.clone())
                 .configure(crate::health::configure)

@@ -17,6 +17,7 @@ pub mod metrics;
 pub mod notify;
 pub mod outbound;
 pub mod push;
+pub mod record_errors;
 pub mod schemas;
 pub mod settings;
 pub mod telemetry;

@@ -123,7 +123,13 @@ impl<C: Connector> PushEngine<C> {
             max_deliver: 1000,
             concurrency: self.config.concurrency,
             batch: self.config.batch,
-            ..ConsumerSpec::new(&format!("{}-push-{}", self.schema, self.target), stream, filter)
+            // One durable per target and entity (a service may push several entities to one
+            // target, each with its own engine).
+            ..ConsumerSpec::new(
+                &format!("{}-push-{}-{}", self.schema, self.target, C::ENTITY),
+                stream,
+                filter,
+            )
         }
     }
 
@@ -186,7 +192,8 @@ impl<C: Connector> PushEngine<C> {
             let records = self.connector.load(conn, &keys).await?;
             let versions: Vec<(String, i64)> =
                 records.iter().map(|r| (r.key.clone(), r.version)).collect();
-            // This attempt's number: 1 + the failed attempts logged for this very version.
+            // This attempt's number: 1 + the failed attempts logged for this very version since
+            // it was last given up (a replay or requeue starts a fresh budget).
             let attempts =
                 store::failed_attempts(conn, self.schema, &self.target, &versions).await?;
             // A key without a record (deleted) needs nothing.

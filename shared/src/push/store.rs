@@ -12,6 +12,7 @@ use serde_json::Value;
 use super::{Connector, Loaded, PushEngine};
 use crate::{
     bus::outbox::{self, OutboxRow},
+    record_errors::{self, Failure},
     schemas::{
         Envelope,
         sync::{AlertRaised, Direction, RecordSynced, Severity, SyncBatchRecorded, SyncStatus},
@@ -118,7 +119,11 @@ pub(super) async fn failed_attempts(
         "SELECT p.record_key, count(*) AS n FROM {schema}.push_log p \
          JOIN unnest($2::text[], $3::bigint[]) AS k(key, version) \
              ON p.record_key = k.key AND p.version = k.version \
-         WHERE p.target = $1 AND p.status = 'retrying' GROUP BY p.record_key"
+         WHERE p.target = $1 AND p.status = 'retrying' \
+           AND p.id > coalesce((SELECT max(d.id) FROM {schema}.push_log d \
+               WHERE d.target = $1 AND d.record_key = p.record_key AND d.version = p.version \
+                 AND d.status = 'dead_lettered'), 0) \
+         GROUP BY p.record_key"
     ))
     .bind::<Text, _>(target)
     .bind::<Array<Text>, _>(keys)
@@ -260,6 +265,27 @@ pub(super) async fn write_log(
     .bind::<Array<BigInt>, _>(rows.iter().map(|r| r.attempt).collect::<Vec<_>>())
     .execute(&mut *conn)
     .await?;
+    // The error ledger: a push given up opens (or counts on) the record's row; a delivery
+    // closes it.
+    let failures: Vec<Failure<'_>> = rows
+        .iter()
+        .filter(|r| r.status == SyncStatus::DeadLettered)
+        .map(|r| Failure {
+            system: target,
+            entity,
+            record_id: &r.key,
+            direction: Direction::Outbound,
+            error: r.error.as_deref().unwrap_or("dead-lettered"),
+            payload: &r.value,
+        })
+        .collect();
+    record_errors::record_failure(conn, schema, &failures).await?;
+    let delivered: Vec<String> = rows
+        .iter()
+        .filter(|r| matches!(r.status, SyncStatus::Synced | SyncStatus::Skipped))
+        .map(|r| r.key.clone())
+        .collect();
+    record_errors::settle(conn, schema, target, entity, Direction::Outbound, &delivered).await?;
     let event = Envelope::new(
         service,
         SyncBatchRecorded {

@@ -94,7 +94,7 @@ async fn a_target_that_keeps_failing_becomes_a_dead_letter_that_can_be_replayed(
     })
     .await
     .expect("a dead letter");
-    assert_eq!(dead[0]["consumer"], "inventory-push-wms");
+    assert_eq!(dead[0]["consumer"], "inventory-push-wms-stock_level");
     assert!(dead[0]["error"].as_str().unwrap().contains("budget"), "{}", dead[0]);
     assert_eq!(t.sandbox.wms.level("TEE-3", "W1"), None);
 
