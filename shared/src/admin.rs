@@ -178,7 +178,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         list_targets, resume_target, check_target,
         crate::record_errors::list, crate::record_errors::act_one, crate::record_errors::act_many,
         crate::bulk::create_job, crate::bulk::list_jobs, crate::bulk::get_job,
-        crate::bulk::cancel_job, crate::bulk::resume_job,
+        crate::bulk::cancel_job, crate::bulk::resume_job, crate::bulk::dry_run,
         crate::ingress::post_webhook, crate::ingress::get_event
     ),
     modifiers(&SecuritySchemes)

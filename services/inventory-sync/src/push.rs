@@ -39,7 +39,9 @@ fn split(key: &str) -> (&str, &str) {
 impl Connector for StockLevels {
     type Record = StockLevel;
     type Message = StockLevelChanged;
-    const ENTITY: &'static str = "stock_level";
+    fn entity(&self) -> &'static str {
+        "stock_level"
+    }
 
     fn key(&self, message: &StockLevelChanged) -> String {
         key(&message.warehouse, &message.sku)

@@ -74,6 +74,10 @@ CREATE TABLE crm.sync_state (
     -- The CRM's own time of the newest state in `base`: older CRM events are stale.
     remote_updated_at timestamptz,
     synced_at timestamptz NOT NULL DEFAULT now(),
+    -- An open conflict: the conflicting fields with the CRM's values (they are not pushed
+    -- until the conflict is resolved), and the conflict's id.
+    held jsonb NOT NULL DEFAULT '{}',
+    conflict_id uuid,
     PRIMARY KEY (entity, record_id)
 );
 

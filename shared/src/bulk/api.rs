@@ -258,5 +258,154 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .service(list_jobs)
         .service(get_job)
         .service(cancel_job)
-        .service(resume_job);
+        .service(resume_job)
+        .service(dry_run);
+}
+
+/// A dry run of a bulk load: which records it would create or change, nothing written.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct DryRunRequest {
+    pub source: String,
+    pub target: String,
+    pub entity: String,
+    /// Records to read at most (default 1000, at most 100000).
+    #[serde(default)]
+    pub limit: Option<u64>,
+    /// Records per page (1-1000, default 100).
+    #[serde(default)]
+    pub batch_size: Option<i32>,
+}
+
+/// What a bulk load would do: counts over every record read, the first 50 differences and
+/// errors.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct DryRun {
+    pub source: String,
+    pub target: String,
+    pub entity: String,
+    /// Records read from the source.
+    pub read: u64,
+    /// Whether the source had more records than `limit`.
+    pub truncated: bool,
+    pub create: u64,
+    pub update: u64,
+    pub unchanged: u64,
+    pub error_count: u64,
+    pub errors: Vec<PreviewError>,
+    /// Differences found (the first 50).
+    pub differences: Vec<Difference>,
+    pub difference_count: u64,
+}
+
+/// Reads a bulk load's source and reports what applying it would change; nothing is written.
+/// A mapping change is tried the same way: a build with the new mapping reports what it would
+/// change before it applies anything.
+#[utoipa::path(post, path = "/admin/bulk/dry-run", tag = "bulk", security(("admin_token" = [])),
+    request_body = DryRunRequest,
+    responses((status = 200, description = "counts and the first differences", body = DryRun),
+        (status = 422, description = "no such load, or it has no dry run"),
+        (status = 502, description = "the source failed")))]
+#[post("/admin/bulk/dry-run")]
+pub async fn dry_run(
+    _: Admin,
+    platform: web::Data<Bulk>,
+    body: web::Bytes,
+) -> Result<HttpResponse, ApiError> {
+    const SHOWN: usize = 50;
+    let request: DryRunRequest = parse_json(&body)?;
+    let limit = request.limit.unwrap_or(1000);
+    if !(1..=100_000).contains(&limit) {
+        return Err(ApiError::field("limit", "limit must be between 1 and 100000"));
+    }
+    let batch_size = request.batch_size.unwrap_or(DEFAULT_BATCH);
+    if !(1..=MAX_BATCH).contains(&batch_size) {
+        return Err(ApiError::field(
+            "batch_size",
+            format!("batch_size must be between 1 and {MAX_BATCH}"),
+        ));
+    }
+    let kind = BulkKind::new(&request.source, &request.target, &request.entity);
+    let source =
+        engine(&platform).and_then(|e| e.sources.get(&kind).cloned()).ok_or_else(|| {
+            ApiError::field("entity", format!("{} offers no bulk sync of {kind}", platform.service))
+        })?;
+    let mut report = DryRun {
+        source: kind.source.clone(),
+        target: kind.target.clone(),
+        entity: kind.entity.clone(),
+        read: 0,
+        truncated: false,
+        create: 0,
+        update: 0,
+        unchanged: 0,
+        error_count: 0,
+        errors: Vec::new(),
+        differences: Vec::new(),
+        difference_count: 0,
+    };
+    let mut cursor: Option<Value> = None;
+    loop {
+        let want = (limit - report.read).min(batch_size as u64) as usize;
+        let page = fetch_for_preview(&platform, source.as_ref(), cursor.as_ref(), want).await?;
+        let mut records = page.records;
+        records.truncate(want);
+        report.read += records.len() as u64;
+        let Some(preview) = source.preview(&records).await.map_err(ApiError::Unexpected)? else {
+            return Err(ApiError::field(
+                "entity",
+                format!("the bulk sync of {kind} has no dry run"),
+            ));
+        };
+        report.create += preview.create;
+        report.update += preview.update;
+        report.unchanged += preview.unchanged;
+        report.error_count += preview.errors.len() as u64;
+        report.difference_count += preview.differences.len() as u64;
+        report
+            .errors
+            .extend(preview.errors.into_iter().take(SHOWN - report.errors.len().min(SHOWN)));
+        report.differences.extend(
+            preview.differences.into_iter().take(SHOWN - report.differences.len().min(SHOWN)),
+        );
+        match page.next {
+            Some(next) if report.read < limit => cursor = Some(next),
+            Some(_) => {
+                report.truncated = true;
+                break;
+            }
+            None => break,
+        }
+    }
+    tracing::info!(kind = %kind, read = report.read, create = report.create, update = report.update, "bulk dry run");
+    Ok(HttpResponse::Ok().json(report))
+}
+
+/// One page for a dry run: retried like a job's fetch, a refusal is a 502 naming the source.
+async fn fetch_for_preview(
+    platform: &Bulk,
+    source: &dyn BulkSource,
+    cursor: Option<&Value>,
+    limit: usize,
+) -> Result<Page, ApiError> {
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        match source.fetch(cursor, limit).await {
+            Ok(page) => return Ok(page),
+            Err(Outcome::Retry { after, error, .. }) if attempt < ATTEMPTS => {
+                tracing::warn!(%error, attempt, "dry run: fetching a page failed; retrying");
+                tokio::select! {
+                    _ = platform.shutdown.cancelled() => return Err(ApiError::Unavailable("shutting down".into())),
+                    _ = tokio::time::sleep(after.unwrap_or_else(|| backoff(attempt))) => {}
+                }
+            }
+            Err(outcome) => {
+                return Err(ApiError::Unavailable(format!(
+                    "the source failed: {}",
+                    worker::fetch_failure(0, outcome)
+                )));
+            }
+        }
+    }
 }

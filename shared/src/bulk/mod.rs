@@ -127,6 +127,50 @@ pub trait BulkSource: Send + Sync + 'static {
         job: &'a Job,
         records: &'a [Value],
     ) -> BoxFuture<'a, anyhow::Result<Vec<RecordError>>>;
+
+    /// What applying `records` would change, writing nothing (a dry run); `None` when this
+    /// load has no dry run.
+    fn preview<'a>(
+        &'a self,
+        _records: &'a [Value],
+    ) -> BoxFuture<'a, anyhow::Result<Option<Preview>>> {
+        Box::pin(async { Ok(None) })
+    }
+}
+
+/// What a page would change (see [`BulkSource::preview`]).
+#[derive(Debug, Default, Serialize, utoipa::ToSchema)]
+pub struct Preview {
+    /// Records that would be created here.
+    pub create: u64,
+    /// Records that would change here.
+    pub update: u64,
+    /// Records already as the source has them.
+    pub unchanged: u64,
+    /// Records that could not be applied.
+    pub errors: Vec<PreviewError>,
+    /// The differences found, field by field.
+    pub differences: Vec<Difference>,
+}
+
+/// A record a dry run could not apply.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct PreviewError {
+    pub record_id: String,
+    pub error: String,
+}
+
+/// One field a bulk load would change.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct Difference {
+    pub record_id: String,
+    pub field: String,
+    /// The value here (`null` for a record that would be created).
+    #[schema(value_type = Object)]
+    pub ours: Value,
+    /// The source's value, as it would be written.
+    #[schema(value_type = Object)]
+    pub theirs: Value,
 }
 
 /// The bulk loads a service offers, and the signal that wakes its worker.

@@ -272,7 +272,7 @@ fn refused(outcome: &Outcome) -> bool {
 }
 
 /// Why the job fails on a final fetch failure.
-fn fetch_failure(number: i64, outcome: Outcome) -> String {
+pub(super) fn fetch_failure(number: i64, outcome: Outcome) -> String {
     match outcome {
         Outcome::Gone => format!("fetching page {number} failed: the source answered 410 Gone"),
         Outcome::Rejected { status, body } => format!(

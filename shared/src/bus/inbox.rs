@@ -21,3 +21,29 @@ pub async fn first_delivery(
     .await?;
     Ok(inserted == 1)
 }
+
+/// [`first_delivery`] for many messages at once: the ids seen for the first time.
+pub async fn first_deliveries(
+    conn: &mut AsyncPgConnection,
+    schema: &'static str,
+    consumer: &str,
+    message_ids: &[String],
+) -> diesel::QueryResult<std::collections::HashSet<String>> {
+    #[derive(diesel::QueryableByName)]
+    struct Inserted {
+        #[diesel(sql_type = Text)]
+        message_id: String,
+    }
+    if message_ids.is_empty() {
+        return Ok(Default::default());
+    }
+    let rows: Vec<Inserted> = diesel::sql_query(format!(
+        "INSERT INTO {schema}.inbox (consumer, message_id) SELECT $1, unnest($2::text[]) \
+         ON CONFLICT DO NOTHING RETURNING message_id"
+    ))
+    .bind::<Text, _>(consumer)
+    .bind::<diesel::sql_types::Array<Text>, _>(message_ids)
+    .load(conn)
+    .await?;
+    Ok(rows.into_iter().map(|r| r.message_id).collect())
+}

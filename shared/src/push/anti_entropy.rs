@@ -187,8 +187,15 @@ async fn check_page<C: Connector>(
         store::forget_pushed(conn, engine.schema, &engine.target, &drifted).await?;
         let messages: Vec<_> = drifted.iter().map(|k| engine.connector.message(k)).collect();
         outbox::enqueue(conn, engine.schema, &messages).await?;
-        store::write_log(conn, engine.schema, engine.service, &engine.target, C::ENTITY, &log)
-            .await?;
+        store::write_log(
+            conn,
+            engine.schema,
+            engine.service,
+            &engine.target,
+            engine.connector.entity(),
+            &log,
+        )
+        .await?;
     }
     Ok(true)
 }

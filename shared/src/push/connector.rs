@@ -46,8 +46,9 @@ pub trait Connector: Send + Sync + 'static {
     /// The message that asks for a push.
     type Message: serde::de::DeserializeOwned + Send + 'static;
 
-    /// The entity name in the log and on `sync.events.<target>.outbound.<entity>`.
-    const ENTITY: &'static str;
+    /// The entity name in the log, on `sync.events.<target>.outbound.<entity>`, and in the
+    /// consumer's name (a service may run one engine per entity for one target).
+    fn entity(&self) -> &'static str;
 
     /// The key of the record a message names.
     fn key(&self, message: &Self::Message) -> String;

@@ -126,7 +126,7 @@ impl<C: Connector> PushEngine<C> {
             // One durable per target and entity (a service may push several entities to one
             // target, each with its own engine).
             ..ConsumerSpec::new(
-                &format!("{}-push-{}-{}", self.schema, self.target, C::ENTITY),
+                &format!("{}-push-{}-{}", self.schema, self.target, self.connector.entity()),
                 stream,
                 filter,
             )
@@ -296,8 +296,15 @@ impl<C: Connector> PushEngine<C> {
                 out.insert(record.key.clone(), result);
             }
             store::mark_pushed(conn, self.schema, &self.target, &delivered).await?;
-            store::write_log(conn, self.schema, self.service, &self.target, C::ENTITY, &log)
-                .await?;
+            store::write_log(
+                conn,
+                self.schema,
+                self.service,
+                &self.target,
+                self.connector.entity(),
+                &log,
+            )
+            .await?;
             if let Some(reason) = stop_reason {
                 store::stop_target(conn, self.schema, self.service, &self.target, &reason).await?;
             }

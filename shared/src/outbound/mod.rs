@@ -9,6 +9,8 @@ use secrecy::{ExposeSecret, SecretString};
 
 use crate::bus::HandlerError;
 
+pub mod quota;
+
 /// Connection establishment limit.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
 /// Whole-request limit; consumers' `ack_wait` (30 s) stays well above it.
@@ -108,8 +110,15 @@ pub async fn send(
     endpoint: &Endpoint,
     request: &OutboundRequest,
 ) -> Outcome {
-    match execute(client, endpoint, request.method.clone(), &request.path, Some(&request.body))
-        .await
+    match execute(
+        client,
+        endpoint,
+        request.method.clone(),
+        &request.path,
+        Some(&request.body),
+        None,
+    )
+    .await
     {
         Ok(response) => Outcome::Delivered(response.status()),
         Err(outcome) => outcome,
@@ -123,8 +132,30 @@ pub async fn exchange(
     endpoint: &Endpoint,
     request: &OutboundRequest,
 ) -> Result<(StatusCode, serde_json::Value), Outcome> {
+    exchange_with_headers(client, endpoint, request, None)
+        .await
+        .map(|(status, body)| (status, body))
+}
+
+/// [`exchange`], and every answer's headers (failures' too) go to `quota` first, so a budget
+/// learns the system's rate limits from them (see [`crate::outbound::quota`]).
+pub async fn exchange_with_headers(
+    client: &reqwest::Client,
+    endpoint: &Endpoint,
+    request: &OutboundRequest,
+    quota: Option<&quota::QuotaBudget>,
+) -> Result<(StatusCode, serde_json::Value), Outcome> {
     let body = (!request.body.is_null()).then_some(&request.body);
-    let response = execute(client, endpoint, request.method.clone(), &request.path, body).await?;
+    let result =
+        execute(client, endpoint, request.method.clone(), &request.path, body, quota).await;
+    if let (
+        Some(quota),
+        Err(Outcome::Retry { status: Some(StatusCode::TOO_MANY_REQUESTS), after, .. }),
+    ) = (quota, &result)
+    {
+        quota.refused(*after);
+    }
+    let response = result?;
     let status = response.status();
     let bytes = response.bytes().await.map_err(|e| Outcome::Retry {
         status: Some(status),
@@ -166,6 +197,7 @@ async fn execute(
     method: Method,
     path: &str,
     body: Option<&serde_json::Value>,
+    quota: Option<&quota::QuotaBudget>,
 ) -> Result<reqwest::Response, Outcome> {
     let url = format!("{}{}", endpoint.base_url, path);
     let mut builder = client.request(method, &url);
@@ -182,6 +214,9 @@ async fn execute(
         after: None,
         error: format!("request to {} failed: {}", origin(&endpoint.base_url), without_url(&e)),
     })?;
+    if let Some(quota) = quota {
+        quota.observe(response.headers());
+    }
     if response.status().is_success() { Ok(response) } else { Err(classify(response).await) }
 }
 

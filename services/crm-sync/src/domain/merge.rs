@@ -1,0 +1,220 @@
+//! The three-way merge of a CRM change into a local record. Pure: the consumer loads the
+//! record and its sync state, asks [`merge`], and writes what it decides.
+//!
+//! - A CRM change older than the CRM state we already hold (a late or reordered webhook, or
+//!   one our own later push superseded in the CRM's history) is stale: nothing changes.
+//! - Without unpushed local changes, or when the CRM's change is newer than the local one,
+//!   the CRM's values are applied.
+//! - When the local record changed since the last sync and the CRM's change is older, nothing
+//!   local is overwritten: the CRM's changes to fields the local side did not touch are
+//!   applied, and fields both sides changed to different values are a conflict. Their CRM
+//!   values are held (not pushed over) until the conflict is resolved.
+
+use chrono::{DateTime, Utc};
+use serde_json::{Map, Value};
+use shared::{mappers::crm as mapper, schemas::crm::Entity};
+
+/// What the local side knows of a record.
+#[derive(Clone, Debug)]
+pub struct LocalSide<'a> {
+    /// The mapped columns.
+    pub data: &'a Map<String, Value>,
+    /// Whether local changes wait to be pushed (`local_version > synced_version`).
+    pub pending: bool,
+    pub updated_at: DateTime<Utc>,
+}
+
+/// The agreed state, as in `crm.sync_state`.
+#[derive(Clone, Debug)]
+pub struct Agreed<'a> {
+    pub base: &'a Map<String, Value>,
+    pub remote_updated_at: Option<DateTime<Utc>>,
+    pub held: &'a Map<String, Value>,
+}
+
+/// A change from the CRM: the columns it sent (mapped) and the CRM's time of it.
+#[derive(Clone, Debug)]
+pub struct Incoming<'a> {
+    pub changes: &'a Map<String, Value>,
+    pub at: DateTime<Utc>,
+}
+
+/// What to do.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Decision {
+    /// Older than what we hold: nothing.
+    Stale,
+    Apply {
+        /// Local columns to set.
+        set: Map<String, Value>,
+        /// The new agreed copy.
+        base: Map<String, Value>,
+        /// The new held fields (open conflicts, with the CRM's values).
+        held: Map<String, Value>,
+        /// Fields newly in conflict (both sides changed them differently).
+        conflicts: Vec<&'static str>,
+    },
+}
+
+fn get<'a>(map: &'a Map<String, Value>, column: &str) -> &'a Value {
+    map.get(column).unwrap_or(&Value::Null)
+}
+
+/// Decides how `incoming` changes a record of `entity` (see the module doc).
+pub fn merge(entity: Entity, local: &LocalSide<'_>, agreed: Option<&Agreed<'_>>, incoming: &Incoming<'_>) -> Decision {
+    if let Some(seen) = agreed.and_then(|a| a.remote_updated_at)
+        && incoming.at <= seen
+    {
+        return Decision::Stale;
+    }
+    let empty = Map::new();
+    let base = agreed.map_or(local.data, |a| a.base);
+    let mut held = agreed.map_or(&empty, |a| a.held).clone();
+    let remote_wins = !local.pending || incoming.at >= local.updated_at;
+    let mut set = Map::new();
+    let mut new_base = base.clone();
+    let mut conflicts = Vec::new();
+    for field in mapper::fields(entity) {
+        let Some(theirs) = incoming.changes.get(field.local) else {
+            continue;
+        };
+        let ours = get(local.data, field.local);
+        let was = get(base, field.local);
+        let they_changed = !mapper::same(field.kind, theirs, was);
+        let we_changed = !mapper::same(field.kind, ours, was);
+        let differs = !mapper::same(field.kind, theirs, ours);
+        if remote_wins || !we_changed {
+            if differs {
+                set.insert(field.local.to_owned(), theirs.clone());
+            }
+            new_base.insert(field.local.to_owned(), theirs.clone());
+            held.remove(field.local);
+        } else if they_changed && differs {
+            // Both changed it, differently, and ours is newer: a conflict; the CRM holds
+            // `theirs` meanwhile.
+            held.insert(field.local.to_owned(), theirs.clone());
+            conflicts.push(field.local);
+        } else if !differs {
+            // Both sides arrived at the same value.
+            new_base.insert(field.local.to_owned(), theirs.clone());
+            held.remove(field.local);
+        }
+        // Otherwise the CRM sent the agreed value and ours is a newer local change: keep ours
+        // (it is pushed).
+    }
+    Decision::Apply { set, base: new_base, held, conflicts }
+}
+
+#[cfg(test)]
+mod tests {
+    use chrono::Duration;
+    use proptest::prelude::*;
+    use serde_json::json;
+
+    use super::*;
+
+    const ENTITY: Entity = Entity::Contact;
+
+    /// Records over three contact fields with values from a small set, so sides often agree.
+    fn record() -> impl Strategy<Value = Map<String, Value>> {
+        let value = prop_oneof![Just(Value::Null), Just(json!("a")), Just(json!("b")), Just(json!("c"))];
+        proptest::collection::vec(value, 3).prop_map(|values| {
+            ["first_name", "email", "title"].into_iter().map(String::from).zip(values).collect()
+        })
+    }
+
+    fn changes() -> impl Strategy<Value = Map<String, Value>> {
+        (record(), proptest::collection::vec(any::<bool>(), 3)).prop_map(|(r, keep)| {
+            r.into_iter().zip(keep).filter(|(_, k)| *k).map(|(kv, _)| kv).collect()
+        })
+    }
+
+    fn t(secs: i64) -> DateTime<Utc> {
+        DateTime::<Utc>::UNIX_EPOCH + Duration::seconds(1_000_000 + secs)
+    }
+
+    fn apply(local: &Map<String, Value>, decision: &Decision) -> Map<String, Value> {
+        let mut out = local.clone();
+        if let Decision::Apply { set, .. } = decision {
+            out.extend(set.clone());
+        }
+        out
+    }
+
+    proptest! {
+        #[test]
+        fn without_pending_local_changes_the_crm_values_are_applied(
+            local in record(), base in record(), incoming in changes(), pending in any::<bool>()
+        ) {
+            // No pending change, or the CRM's change is the newer one.
+            let side = LocalSide { data: &local, pending, updated_at: t(0) };
+            let held = Map::new();
+            let agreed = Agreed { base: &base, remote_updated_at: Some(t(-10)), held: &held };
+            let d = merge(ENTITY, &side, Some(&agreed), &Incoming { changes: &incoming, at: t(if pending { 5 } else { -5 }) });
+            let after = apply(&local, &d);
+            for (k, v) in &incoming {
+                prop_assert_eq!(after.get(k), Some(v));
+            }
+            let Decision::Apply { conflicts, base: new_base, .. } = d else { panic!("not stale") };
+            prop_assert!(conflicts.is_empty());
+            for (k, v) in &incoming {
+                prop_assert_eq!(new_base.get(k), Some(v));
+            }
+        }
+
+        #[test]
+        fn an_older_crm_change_never_overwrites_a_local_change(
+            local in record(), base in record(), incoming in changes()
+        ) {
+            let side = LocalSide { data: &local, pending: true, updated_at: t(0) };
+            let held = Map::new();
+            let agreed = Agreed { base: &base, remote_updated_at: Some(t(-10)), held: &held };
+            let d = merge(ENTITY, &side, Some(&agreed), &Incoming { changes: &incoming, at: t(-5) });
+            let after = apply(&local, &d);
+            let Decision::Apply { conflicts, held, .. } = &d else { panic!("not stale") };
+            for (k, ours) in &local {
+                let we_changed = base.get(k) != Some(ours);
+                if we_changed {
+                    // Ours stays.
+                    prop_assert_eq!(after.get(k), Some(ours));
+                } else if let Some(theirs) = incoming.get(k) {
+                    // Untouched here: the CRM's value is applied.
+                    prop_assert_eq!(after.get(k), Some(theirs));
+                }
+                // A conflict is exactly: both changed, to different values.
+                let conflict = we_changed
+                    && incoming.get(k).is_some_and(|theirs| base.get(k) != Some(theirs) && theirs != ours);
+                prop_assert_eq!(conflicts.contains(&k.as_str()), conflict);
+                prop_assert_eq!(held.contains_key(k), conflict);
+            }
+        }
+
+        #[test]
+        fn a_change_older_than_the_known_crm_state_is_stale(
+            local in record(), base in record(), incoming in changes(), pending in any::<bool>()
+        ) {
+            let side = LocalSide { data: &local, pending, updated_at: t(0) };
+            let held = Map::new();
+            let agreed = Agreed { base: &base, remote_updated_at: Some(t(10)), held: &held };
+            let d = merge(ENTITY, &side, Some(&agreed), &Incoming { changes: &incoming, at: t(10) });
+            prop_assert_eq!(d, Decision::Stale);
+        }
+    }
+
+    #[test]
+    fn a_newer_crm_value_settles_a_held_conflict() {
+        let local = json!({"title": "ours"}).as_object().cloned().unwrap();
+        let base = json!({"title": "old"}).as_object().cloned().unwrap();
+        let held = json!({"title": "theirs"}).as_object().cloned().unwrap();
+        let incoming = json!({"title": "newest"}).as_object().cloned().unwrap();
+        let side = LocalSide { data: &local, pending: true, updated_at: t(0) };
+        let agreed = Agreed { base: &base, remote_updated_at: Some(t(-10)), held: &held };
+        let Decision::Apply { set, held, conflicts, .. } =
+            merge(ENTITY, &side, Some(&agreed), &Incoming { changes: &incoming, at: t(5) })
+        else {
+            panic!("stale")
+        };
+        assert_eq!(set["title"], "newest");
+        assert!(held.is_empty() && conflicts.is_empty());
+    }
+}

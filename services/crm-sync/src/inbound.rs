@@ -1,0 +1,414 @@
+//! CRM → local: the webhook source (verified by the shared ingress) and the consumer that
+//! applies the events.
+//!
+//! `POST /webhooks/crm` takes one event or an array of them (`{eventId?, event, type, id,
+//! timestamp, data}`), signed with Standard Webhooks or HubSpot v3; each event is published on
+//! `webhooks.crm.<entity>`.
+//!
+//! The consumer takes every ready event (up to `CRM_INBOUND_BATCH`) and applies them in one
+//! transaction: records locked in id order, the three-way merge per event ([`crate::domain::merge`]),
+//! conflicts announced on `sync.conflicts.detected.crm`, each event's status, an inbox row
+//! per message and one `sync.events.crm.inbound.<entity>` announcement per entity, all
+//! committed together. Changes are written with origin `crm`, so the capture trigger never
+//! queues them back to the CRM. When the batch's transaction fails on a database error, its
+//! events are applied one per transaction, and one that still fails is recorded `failed` with
+//! a row in the error ledger (its retry re-publishes it).
+
+use std::collections::{BTreeMap, HashMap};
+
+use chrono::{DateTime, Utc};
+use diesel_async::{AsyncConnection, AsyncPgConnection};
+use serde_json::{Map, Value};
+use shared::{
+    bus::{Delivery, HandlerError, inbox, outbox::{self, OutboxRow}},
+    http::{ApiError, verify::Verified},
+    ingress::{EventStatus, InboundEvent},
+    mappers::crm as mapper,
+    record_errors::{self, Failure},
+    schemas::{
+        Envelope,
+        crm::{ChangeKind, ConflictDetected, CrmEvent, Entity},
+        sync::{Direction, RecordSynced, SyncBatchRecorded, SyncStatus},
+    },
+};
+use uuid::Uuid;
+
+use crate::{
+    SCHEMA, SERVICE,
+    domain::merge::{self, Agreed, Decision, Incoming, LocalSide},
+    models::{
+        records::{self, Local},
+        sync_state::{self, SyncState},
+    },
+};
+
+/// The durable consumer's name (also the inbox's).
+pub const CONSUMER: &str = "crm-inbound";
+
+/// Splits a verified body into events (see the module doc); shape errors are 400s and invalid
+/// values 422s, each naming the field.
+pub fn parse(verified: &Verified, body: &[u8]) -> Result<Vec<InboundEvent>, ApiError> {
+    let value: Value = serde_json::from_slice(body).map_err(|e| ApiError::Invalid {
+        status: actix_web::http::StatusCode::BAD_REQUEST,
+        field: Some("body".into()),
+        detail: format!("the body is not JSON: {e}"),
+    })?;
+    let events = mapper::parse_webhook(&value, verified.delivery_id.as_deref()).map_err(|e| {
+        let status = if e.field.contains("data.") {
+            actix_web::http::StatusCode::UNPROCESSABLE_ENTITY
+        } else {
+            actix_web::http::StatusCode::BAD_REQUEST
+        };
+        ApiError::Invalid { status, field: Some(e.field), detail: e.detail }
+    })?;
+    events
+        .into_iter()
+        .map(|(id, event)| {
+            Ok(InboundEvent {
+                id,
+                entity: event.entity.as_str().to_owned(),
+                data: serde_json::to_value(&event).map_err(anyhow::Error::from)?,
+            })
+        })
+        .collect()
+}
+
+/// What became of one event.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Outcome {
+    pub status: EventStatus,
+    pub reason: Option<String>,
+}
+
+impl Outcome {
+    fn applied(reason: Option<String>) -> Self {
+        Self { status: EventStatus::Applied, reason }
+    }
+}
+
+/// The records a batch works on, loaded once and kept current as its events apply.
+#[derive(Default)]
+struct Working {
+    records: HashMap<(Entity, String), (Local, Option<SyncState>)>,
+}
+
+impl Working {
+    async fn load(conn: &mut AsyncPgConnection, events: &[&CrmEvent]) -> diesel::QueryResult<Self> {
+        let mut wanted: BTreeMap<Entity, Vec<String>> = BTreeMap::new();
+        for e in events {
+            wanted.entry(e.entity).or_default().push(e.id.clone());
+        }
+        let mut records = HashMap::new();
+        for (entity, mut ids) in wanted {
+            ids.sort();
+            ids.dedup();
+            let locals = records::lock_by_external_ids(conn, entity, &ids).await?;
+            let local_ids: Vec<i64> = locals.iter().map(|l| l.id).collect();
+            let mut states = sync_state::of(conn, entity, &local_ids).await?;
+            for local in locals {
+                let state = states.remove(&local.id);
+                let key = (entity, local.external_id.clone().unwrap_or_default());
+                records.insert(key, (local, state));
+            }
+        }
+        Ok(Self { records })
+    }
+}
+
+/// Applies one event to the working set and the database.
+async fn apply(
+    conn: &mut AsyncPgConnection,
+    working: &mut Working,
+    event: &CrmEvent,
+    now: DateTime<Utc>,
+) -> anyhow::Result<(Outcome, Vec<OutboxRow>)> {
+    let entity = event.entity;
+    let key = (entity, event.id.clone());
+    let changes = mapper::to_local(entity, &event.data)
+        .map_err(|e| anyhow::anyhow!("{}: {}", e.field, e.detail))?;
+    let Some((local, state)) = working.records.get_mut(&key) else {
+        if event.event == ChangeKind::Deleted {
+            return Ok((Outcome::applied(Some("not known here: nothing to delete".into())), vec![]));
+        }
+        let id = records::insert_from_crm(conn, entity, &event.id, &changes)
+            .await?
+            .ok_or_else(|| anyhow::anyhow!("{entity} {} was inserted concurrently", event.id))?;
+        let data = mapper::mapped_columns(entity, &changes);
+        let state = SyncState {
+            base: data.clone(),
+            remote_updated_at: Some(event.timestamp),
+            ..SyncState::default()
+        };
+        sync_state::save(conn, entity, id, &state).await?;
+        let local = Local {
+            entity,
+            id,
+            external_id: Some(event.id.clone()),
+            data,
+            deleted_at: None,
+            deleted_from: None,
+            local_version: 0,
+            updated_at: now,
+        };
+        working.records.insert(key, (local, Some(state)));
+        return Ok((Outcome::applied(Some("created".into())), vec![]));
+    };
+    if state.as_ref().and_then(|s| s.remote_updated_at).is_some_and(|seen| event.timestamp <= seen) {
+        return Ok((
+            Outcome::applied(Some("stale: the CRM state already synced is newer".into())),
+            vec![],
+        ));
+    }
+    let mut state_now = state.clone().unwrap_or_else(|| SyncState {
+        base: local.data.clone(),
+        synced_version: local.local_version,
+        ..SyncState::default()
+    });
+    if event.event == ChangeKind::Deleted {
+        if local.deleted_at.is_none() {
+            records::soft_delete(conn, entity, local.id, "crm").await?;
+            local.deleted_at = Some(now);
+            local.deleted_from = Some("crm".into());
+        }
+        state_now.remote_updated_at = Some(event.timestamp);
+        sync_state::save(conn, entity, local.id, &state_now).await?;
+        *state = Some(state_now);
+        return Ok((Outcome::applied(Some("deleted".into())), vec![]));
+    }
+    if local.deleted_at.is_some() && local.deleted_from.as_deref() == Some("crm") {
+        // The CRM restored it.
+        records::restore(conn, entity, local.id).await?;
+        local.deleted_at = None;
+        local.deleted_from = None;
+    }
+    let side = LocalSide {
+        data: &local.data,
+        pending: local.local_version > state_now.synced_version,
+        updated_at: local.updated_at,
+    };
+    let agreed = Agreed {
+        base: &state_now.base,
+        remote_updated_at: state_now.remote_updated_at,
+        held: &state_now.held,
+    };
+    let incoming = Incoming { changes: &changes, at: event.timestamp };
+    let Decision::Apply { set, base, held, conflicts } = merge::merge(entity, &side, Some(&agreed), &incoming)
+    else {
+        return Ok((Outcome::applied(Some("stale".into())), vec![]));
+    };
+    records::update_columns(conn, entity, local.id, &set).await?;
+    let mut messages = Vec::new();
+    let outcome = if conflicts.is_empty() {
+        Outcome::applied(None)
+    } else {
+        let conflict_id = Uuid::now_v7();
+        let mut remote = state_now.base.clone();
+        remote.extend(changes.clone());
+        let detected = ConflictDetected {
+            conflict_id,
+            system: "crm".into(),
+            entity,
+            record_id: local.id,
+            external_id: event.id.clone(),
+            fields: conflicts.iter().map(|f| (*f).to_owned()).collect(),
+            base: state_now.base.clone(),
+            local: local.data.clone(),
+            remote,
+            local_updated_at: local.updated_at,
+            remote_updated_at: event.timestamp,
+        };
+        messages.push(OutboxRow::new(&Envelope::new(SERVICE, detected)));
+        state_now.conflict_id = Some(conflict_id);
+        tracing::warn!(%entity, id = local.id, fields = ?conflicts, "conflict with the CRM");
+        Outcome {
+            status: EventStatus::Conflict,
+            reason: Some(format!("conflict {conflict_id} on {}", conflicts.join(", "))),
+        }
+    };
+    local.data.extend(set.clone());
+    if !set.is_empty() {
+        local.updated_at = now;
+    }
+    state_now.base = base;
+    if held.is_empty() {
+        state_now.conflict_id = None;
+    }
+    state_now.held = held;
+    state_now.remote_updated_at = Some(event.timestamp);
+    sync_state::save(conn, entity, local.id, &state_now).await?;
+    *state = Some(state_now);
+    Ok((outcome, messages))
+}
+
+/// Applies `deliveries` in one transaction; `Err` when the transaction failed.
+async fn apply_batch(
+    conn: &mut AsyncPgConnection,
+    deliveries: &[&Delivery<CrmEvent>],
+) -> anyhow::Result<Vec<(Uuid, Entity, Outcome)>> {
+    conn.transaction::<_, anyhow::Error, _>(async |conn| {
+        records::set_origin(conn, "crm").await?;
+        let ids: Vec<String> = deliveries.iter().map(|d| d.envelope.id.to_string()).collect();
+        let first = inbox::first_deliveries(conn, SCHEMA, CONSUMER, &ids).await?;
+        let fresh: Vec<&Delivery<CrmEvent>> =
+            deliveries.iter().copied().filter(|d| first.contains(&d.envelope.id.to_string())).collect();
+        let events: Vec<&CrmEvent> = fresh.iter().map(|d| &d.envelope.data).collect();
+        let mut working = Working::load(conn, &events).await?;
+        let now = transaction_time(conn).await?;
+        let mut outcomes = Vec::with_capacity(fresh.len());
+        let mut messages = Vec::new();
+        for delivery in &fresh {
+            let event = &delivery.envelope.data;
+            let (outcome, more) = apply(conn, &mut working, event, now).await?;
+            messages.extend(more);
+            outcomes.push((delivery.envelope.id, event.entity, outcome));
+        }
+        record_outcomes(conn, &fresh, &outcomes, &mut messages).await?;
+        outbox::enqueue(conn, SCHEMA, &messages).await?;
+        Ok(outcomes)
+    })
+    .await
+}
+
+async fn transaction_time(conn: &mut AsyncPgConnection) -> diesel::QueryResult<DateTime<Utc>> {
+    #[derive(diesel::QueryableByName)]
+    struct Now {
+        #[diesel(sql_type = diesel::sql_types::Timestamptz)]
+        now: DateTime<Utc>,
+    }
+    let now: Now = diesel_async::RunQueryDsl::get_result(diesel::sql_query("SELECT now() AS now"), conn).await?;
+    Ok(now.now)
+}
+
+/// Event statuses, ledger rows closed, and one announcement per entity.
+async fn record_outcomes(
+    conn: &mut AsyncPgConnection,
+    deliveries: &[&Delivery<CrmEvent>],
+    outcomes: &[(Uuid, Entity, Outcome)],
+    messages: &mut Vec<OutboxRow>,
+) -> diesel::QueryResult<()> {
+    for entity in Entity::ALL {
+        let mine: Vec<(&Delivery<CrmEvent>, &Outcome)> = deliveries
+            .iter()
+            .zip(outcomes)
+            .filter(|(_, (_, e, _))| *e == entity)
+            .map(|(d, (_, _, o))| (*d, o))
+            .collect();
+        if mine.is_empty() {
+            continue;
+        }
+        let statuses: Vec<(Uuid, EventStatus, Option<String>)> =
+            mine.iter().map(|(d, o)| (d.envelope.id, o.status, o.reason.clone())).collect();
+        shared::ingress::record(conn, SCHEMA, "crm", entity.as_str(), &statuses).await?;
+        let ids: Vec<String> = mine.iter().map(|(d, _)| d.envelope.data.id.clone()).collect();
+        record_errors::settle(conn, SCHEMA, "crm", entity.as_str(), Direction::Inbound, &ids).await?;
+        let batch = SyncBatchRecorded {
+            system: "crm".into(),
+            direction: Direction::Inbound,
+            entity: entity.as_str().into(),
+            records: mine
+                .iter()
+                .map(|(d, o)| RecordSynced {
+                    record_id: d.envelope.data.id.clone(),
+                    status: match o.status {
+                        EventStatus::Applied => SyncStatus::Synced,
+                        EventStatus::Conflict => SyncStatus::Skipped,
+                        _ => SyncStatus::Failed,
+                    },
+                    http_status: None,
+                    detail: o.reason.clone(),
+                })
+                .collect(),
+        };
+        messages.push(OutboxRow::new(&Envelope::new(SERVICE, batch)));
+    }
+    Ok(())
+}
+
+/// Records an event that cannot be applied: `failed`, with a row in the error ledger.
+async fn record_failure(
+    conn: &mut AsyncPgConnection,
+    delivery: &Delivery<CrmEvent>,
+    error: &str,
+) -> anyhow::Result<()> {
+    let event = &delivery.envelope.data;
+    let payload = serde_json::to_value(event)?;
+    conn.transaction::<_, anyhow::Error, _>(async |conn| {
+        inbox::first_delivery(conn, SCHEMA, CONSUMER, &delivery.envelope.id.to_string()).await?;
+        shared::ingress::record(
+            conn,
+            SCHEMA,
+            "crm",
+            event.entity.as_str(),
+            &[(delivery.envelope.id, EventStatus::Failed, Some(error.to_owned()))],
+        )
+        .await?;
+        record_errors::record_failure(
+            conn,
+            SCHEMA,
+            &[Failure {
+                system: "crm",
+                entity: event.entity.as_str(),
+                record_id: &event.id,
+                direction: Direction::Inbound,
+                error,
+                payload: &payload,
+            }],
+        )
+        .await?;
+        Ok(())
+    })
+    .await
+}
+
+/// The consumer's batch handler.
+pub async fn handle(db: &shared::db::PgPool, batch: Vec<Delivery<CrmEvent>>) -> Vec<Result<(), HandlerError>> {
+    let mut conn = match db.get().await {
+        Ok(conn) => conn,
+        Err(e) => {
+            let e = format!("{e}");
+            return batch.iter().map(|_| Err(anyhow::anyhow!("database: {e}").into())).collect();
+        }
+    };
+    let all: Vec<&Delivery<CrmEvent>> = batch.iter().collect();
+    match apply_batch(&mut conn, &all).await {
+        Ok(_) => return batch.iter().map(|_| Ok(())).collect(),
+        Err(e) if batch.len() > 1 => {
+            tracing::warn!(error = %format!("{e:#}"), events = batch.len(), "batch failed; applying its events one by one");
+        }
+        Err(_) => {}
+    }
+    let mut results = Vec::with_capacity(batch.len());
+    for delivery in &batch {
+        let result = match apply_batch(&mut conn, &[delivery]).await {
+            Ok(_) => Ok(()),
+            Err(e) if is_data_error(&e) => {
+                let error = format!("{e:#}");
+                tracing::warn!(id = %delivery.envelope.data.id, error, "CRM event cannot be applied");
+                record_failure(&mut conn, delivery, &error).await.map_err(HandlerError::from)
+            }
+            Err(e) => Err(HandlerError::from(e)),
+        };
+        results.push(result);
+    }
+    results
+}
+
+/// Whether an error is about the data (retrying cannot help) rather than the connection.
+fn is_data_error(e: &anyhow::Error) -> bool {
+    use diesel::result::{DatabaseErrorKind, Error};
+    let text = format!("{e:#}");
+    if text.contains("deadlock detected") || text.contains("could not serialize") {
+        return false;
+    }
+    match e.downcast_ref::<Error>() {
+        Some(Error::DatabaseError(kind, _)) => !matches!(
+            kind,
+            DatabaseErrorKind::SerializationFailure
+                | DatabaseErrorKind::ClosedConnection
+                | DatabaseErrorKind::UniqueViolation
+        ),
+        Some(_) => false,
+        // Mapping errors (a value the mapper refuses).
+        None => !text.contains("inserted concurrently"),
+    }
+}

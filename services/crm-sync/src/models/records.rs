@@ -1,0 +1,248 @@
+//! Every query on `crm.contacts`, `crm.accounts` and `crm.opportunities`.
+//!
+//! The three tables share their bookkeeping columns; their data columns are the mapped fields
+//! of [`shared::mappers::crm`], read as JSON (`to_jsonb(row)`) and written with
+//! `jsonb_populate_record`, so one set of statements serves the three tables and PostgreSQL
+//! does the typing (numeric, date, jsonb). Column names come from the static field tables,
+//! never from input.
+//!
+//! Writes run under a transaction-local origin (`datasync.origin`, see [`set_origin`]): the
+//! capture trigger stamps it on the row, and only a change that did not come from the CRM
+//! bumps `local_version` and queues a push.
+
+use chrono::{DateTime, Utc};
+use diesel::{
+    OptionalExtension,
+    sql_types::{Array, BigInt, Jsonb, Nullable, Text, Timestamptz},
+};
+use diesel_async::{AsyncPgConnection, RunQueryDsl};
+use serde_json::{Map, Value};
+use shared::{mappers::crm as mapper, schemas::crm::Entity};
+
+/// A local record.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Local {
+    pub entity: Entity,
+    pub id: i64,
+    pub external_id: Option<String>,
+    /// The mapped columns (every one, `null` when empty).
+    pub data: Map<String, Value>,
+    pub deleted_at: Option<DateTime<Utc>>,
+    pub deleted_from: Option<String>,
+    pub local_version: i64,
+    pub updated_at: DateTime<Utc>,
+}
+
+#[derive(diesel::QueryableByName)]
+struct Row {
+    #[diesel(sql_type = BigInt)]
+    id: i64,
+    #[diesel(sql_type = Nullable<Text>)]
+    external_id: Option<String>,
+    #[diesel(sql_type = Jsonb)]
+    row: Value,
+    #[diesel(sql_type = Nullable<Timestamptz>)]
+    deleted_at: Option<DateTime<Utc>>,
+    #[diesel(sql_type = Nullable<Text>)]
+    deleted_from: Option<String>,
+    #[diesel(sql_type = BigInt)]
+    local_version: i64,
+    #[diesel(sql_type = Timestamptz)]
+    updated_at: DateTime<Utc>,
+}
+
+impl Row {
+    fn into_local(self, entity: Entity) -> Local {
+        let row = self.row.as_object().cloned().unwrap_or_default();
+        Local {
+            entity,
+            id: self.id,
+            external_id: self.external_id,
+            data: mapper::mapped_columns(entity, &row),
+            deleted_at: self.deleted_at,
+            deleted_from: self.deleted_from,
+            local_version: self.local_version,
+            updated_at: self.updated_at,
+        }
+    }
+}
+
+const SELECT: &str = "SELECT id, external_id, to_jsonb(t) AS row, deleted_at, deleted_from, \
+    local_version, updated_at";
+
+/// Stamps the origin of this transaction's changes (`crm` for changes applied from the CRM).
+pub async fn set_origin(conn: &mut AsyncPgConnection, origin: &str) -> diesel::QueryResult<()> {
+    diesel::sql_query("SELECT set_config('datasync.origin', $1, true)")
+        .bind::<Text, _>(origin)
+        .execute(conn)
+        .await
+        .map(|_| ())
+}
+
+/// The records with these CRM ids, locked for the transaction (in id order).
+pub async fn lock_by_external_ids(
+    conn: &mut AsyncPgConnection,
+    entity: Entity,
+    external_ids: &[String],
+) -> diesel::QueryResult<Vec<Local>> {
+    let rows: Vec<Row> = diesel::sql_query(format!(
+        "{SELECT} FROM crm.{} t WHERE external_id = ANY($1) ORDER BY id FOR UPDATE",
+        entity.table()
+    ))
+    .bind::<Array<Text>, _>(external_ids)
+    .load(conn)
+    .await?;
+    Ok(rows.into_iter().map(|r| r.into_local(entity)).collect())
+}
+
+/// The records with these local ids (`lock`: for the transaction).
+pub async fn by_ids(
+    conn: &mut AsyncPgConnection,
+    entity: Entity,
+    ids: &[i64],
+    lock: bool,
+) -> diesel::QueryResult<Vec<Local>> {
+    let lock = if lock { "FOR UPDATE" } else { "" };
+    let rows: Vec<Row> = diesel::sql_query(format!(
+        "{SELECT} FROM crm.{} t WHERE id = ANY($1) ORDER BY id {lock}",
+        entity.table()
+    ))
+    .bind::<Array<BigInt>, _>(ids)
+    .load(conn)
+    .await?;
+    Ok(rows.into_iter().map(|r| r.into_local(entity)).collect())
+}
+
+fn columns(entity: Entity, data: &Map<String, Value>) -> Vec<&'static str> {
+    mapper::fields(entity).iter().map(|f| f.local).filter(|c| data.contains_key(*c)).collect()
+}
+
+/// Inserts a record the CRM has and we did not; `None` when another transaction inserted the
+/// same CRM id first.
+pub async fn insert_from_crm(
+    conn: &mut AsyncPgConnection,
+    entity: Entity,
+    external_id: &str,
+    data: &Map<String, Value>,
+) -> diesel::QueryResult<Option<i64>> {
+    #[derive(diesel::QueryableByName)]
+    struct Id {
+        #[diesel(sql_type = BigInt)]
+        id: i64,
+    }
+    let cols = columns(entity, data);
+    let names: String = cols.iter().map(|c| format!(", {c}")).collect();
+    let values: String = cols.iter().map(|c| format!(", r.{c}")).collect();
+    let id: Option<Id> = diesel::sql_query(format!(
+        "INSERT INTO crm.{table} (external_id, external_source, synced_at{names}) \
+         SELECT $2, 'crm', now(){values} FROM jsonb_populate_record(NULL::crm.{table}, $1) r \
+         ON CONFLICT (external_id) DO NOTHING RETURNING id",
+        table = entity.table()
+    ))
+    .bind::<Jsonb, _>(Value::Object(data.clone()))
+    .bind::<Text, _>(external_id)
+    .get_result(conn)
+    .await
+    .optional()?;
+    Ok(id.map(|i| i.id))
+}
+
+/// Sets the columns present in `data` (nothing when it is empty).
+pub async fn update_columns(
+    conn: &mut AsyncPgConnection,
+    entity: Entity,
+    id: i64,
+    data: &Map<String, Value>,
+) -> diesel::QueryResult<()> {
+    let cols = columns(entity, data);
+    if cols.is_empty() {
+        return Ok(());
+    }
+    let set: Vec<String> = cols.iter().map(|c| format!("{c} = r.{c}")).collect();
+    diesel::sql_query(format!(
+        "UPDATE crm.{table} t SET {set} FROM jsonb_populate_record(NULL::crm.{table}, $1) r \
+         WHERE t.id = $2",
+        table = entity.table(),
+        set = set.join(", ")
+    ))
+    .bind::<Jsonb, _>(Value::Object(data.clone()))
+    .bind::<BigInt, _>(id)
+    .execute(conn)
+    .await
+    .map(|_| ())
+}
+
+/// Soft delete: `deleted_at` and `deleted_from`; a record already deleted keeps its time.
+pub async fn soft_delete(
+    conn: &mut AsyncPgConnection,
+    entity: Entity,
+    id: i64,
+    from: &str,
+) -> diesel::QueryResult<()> {
+    diesel::sql_query(format!(
+        "UPDATE crm.{} SET deleted_at = now(), deleted_from = $2 WHERE id = $1 AND deleted_at IS NULL",
+        entity.table()
+    ))
+    .bind::<BigInt, _>(id)
+    .bind::<Text, _>(from)
+    .execute(conn)
+    .await
+    .map(|_| ())
+}
+
+/// Undoes a soft delete (the CRM restored the record).
+pub async fn restore(conn: &mut AsyncPgConnection, entity: Entity, id: i64) -> diesel::QueryResult<()> {
+    diesel::sql_query(format!(
+        "UPDATE crm.{} SET deleted_at = NULL, deleted_from = NULL WHERE id = $1",
+        entity.table()
+    ))
+    .bind::<BigInt, _>(id)
+    .execute(conn)
+    .await
+    .map(|_| ())
+}
+
+/// Bookkeeping after a delivered push: the CRM's id (after a create) and `synced_at`. Changes
+/// no data, so queues nothing.
+pub async fn mark_synced(
+    conn: &mut AsyncPgConnection,
+    entity: Entity,
+    id: i64,
+    external_id: Option<&str>,
+) -> diesel::QueryResult<()> {
+    diesel::sql_query(format!(
+        "UPDATE crm.{} SET synced_at = now(), \
+             external_id = coalesce($2, external_id), \
+             external_source = CASE WHEN $2 IS NULL THEN external_source ELSE 'crm' END \
+         WHERE id = $1",
+        entity.table()
+    ))
+    .bind::<BigInt, _>(id)
+    .bind::<Nullable<Text>, _>(external_id)
+    .execute(conn)
+    .await
+    .map(|_| ())
+}
+
+/// Queues a push of the record as it is (a resolution that keeps the local values).
+pub async fn request_push(conn: &mut AsyncPgConnection, entity: Entity, id: i64) -> diesel::QueryResult<()> {
+    diesel::sql_query(format!(
+        "UPDATE crm.{} SET local_version = local_version + 1 WHERE id = $1",
+        entity.table()
+    ))
+    .bind::<BigInt, _>(id)
+    .execute(conn)
+    .await
+    .map(|_| ())
+}
+
+/// `(key, version)` of every record the CRM should hold, for the push engine (`$1` the key to
+/// start after, `$2` the page size).
+pub fn push_records_sql(entity: Entity) -> String {
+    format!(
+        "SELECT '{e}/' || id AS key, local_version AS version FROM crm.{t} \
+         WHERE local_version > 0 AND '{e}/' || id > $1 ORDER BY 1 LIMIT $2",
+        e = entity.as_str(),
+        t = entity.table()
+    )
+}

@@ -1,0 +1,114 @@
+//! `crm.sync_state`: per record, the last copy both sides agreed on (the base of three-way
+//! merges), the local version the CRM holds, the CRM's time of that state, and an open
+//! conflict's held fields.
+
+use std::collections::HashMap;
+
+use chrono::{DateTime, Utc};
+use diesel::{ExpressionMethods, QueryDsl, upsert::excluded};
+use diesel_async::{AsyncPgConnection, RunQueryDsl};
+use serde_json::{Map, Value};
+use shared::schemas::crm::Entity;
+use uuid::Uuid;
+
+use super::schema::sync_state;
+
+/// One record's sync state.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct SyncState {
+    /// The agreed copy (local column names).
+    pub base: Map<String, Value>,
+    /// The `local_version` the CRM holds.
+    pub synced_version: i64,
+    /// The CRM's own time of the newest state we know: older CRM events are stale.
+    pub remote_updated_at: Option<DateTime<Utc>>,
+    /// Fields of an open conflict, with the CRM's values: not pushed until it is resolved.
+    pub held: Map<String, Value>,
+    pub conflict_id: Option<Uuid>,
+}
+
+#[derive(diesel::Queryable)]
+struct Row {
+    record_id: i64,
+    base: Value,
+    synced_version: i64,
+    remote_updated_at: Option<DateTime<Utc>>,
+    held: Value,
+    conflict_id: Option<Uuid>,
+}
+
+fn object(value: Value) -> Map<String, Value> {
+    match value {
+        Value::Object(map) => map,
+        _ => Map::new(),
+    }
+}
+
+/// The states of these records (records never synced are missing).
+pub async fn of(
+    conn: &mut AsyncPgConnection,
+    entity: Entity,
+    ids: &[i64],
+) -> diesel::QueryResult<HashMap<i64, SyncState>> {
+    let rows: Vec<Row> = sync_state::table
+        .filter(sync_state::entity.eq(entity.as_str()))
+        .filter(sync_state::record_id.eq_any(ids))
+        .select((
+            sync_state::record_id,
+            sync_state::base,
+            sync_state::synced_version,
+            sync_state::remote_updated_at,
+            sync_state::held,
+            sync_state::conflict_id,
+        ))
+        .load(conn)
+        .await?;
+    Ok(rows
+        .into_iter()
+        .map(|r| {
+            (
+                r.record_id,
+                SyncState {
+                    base: object(r.base),
+                    synced_version: r.synced_version,
+                    remote_updated_at: r.remote_updated_at,
+                    held: object(r.held),
+                    conflict_id: r.conflict_id,
+                },
+            )
+        })
+        .collect())
+}
+
+/// Writes a record's state.
+pub async fn save(
+    conn: &mut AsyncPgConnection,
+    entity: Entity,
+    id: i64,
+    state: &SyncState,
+) -> diesel::QueryResult<()> {
+    diesel::insert_into(sync_state::table)
+        .values((
+            sync_state::entity.eq(entity.as_str()),
+            sync_state::record_id.eq(id),
+            sync_state::base.eq(Value::Object(state.base.clone())),
+            sync_state::synced_version.eq(state.synced_version),
+            sync_state::remote_updated_at.eq(state.remote_updated_at),
+            sync_state::synced_at.eq(Utc::now()),
+            sync_state::held.eq(Value::Object(state.held.clone())),
+            sync_state::conflict_id.eq(state.conflict_id),
+        ))
+        .on_conflict((sync_state::entity, sync_state::record_id))
+        .do_update()
+        .set((
+            sync_state::base.eq(excluded(sync_state::base)),
+            sync_state::synced_version.eq(excluded(sync_state::synced_version)),
+            sync_state::remote_updated_at.eq(excluded(sync_state::remote_updated_at)),
+            sync_state::synced_at.eq(excluded(sync_state::synced_at)),
+            sync_state::held.eq(excluded(sync_state::held)),
+            sync_state::conflict_id.eq(excluded(sync_state::conflict_id)),
+        ))
+        .execute(conn)
+        .await
+        .map(|_| ())
+}

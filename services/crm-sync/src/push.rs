@@ -1,0 +1,188 @@
+//! Local → CRM through the shared push engine ([`shared::push`]): one engine per entity, all
+//! with target `crm`.
+//!
+//! Input: `outbound.crm.<entity>` (`{entity, id}`), written by the capture trigger in the
+//! transaction of every local change that did not come from the CRM. The record key is
+//! `<entity>/<id>` and its version `local_version`, which only such changes bump: a change
+//! applied from the CRM never reaches this engine, so it is never echoed back.
+//!
+//! The request: a record without a CRM id is created (`POST`, and the id the CRM returns is
+//! written back as `external_id`); a deleted one is archived (`DELETE`); otherwise only the
+//! fields that differ from the last synced copy are sent (`PATCH`), leaving out fields held by
+//! an open conflict. After delivery the sent fields become the agreed copy and the record's
+//! `synced_version` its version.
+
+use std::collections::HashMap;
+
+use chrono::{DateTime, Utc};
+use diesel_async::AsyncPgConnection;
+use serde::Serialize;
+use serde_json::{Map, Value};
+use shared::{
+    bus::outbox::OutboxRow,
+    mappers::crm as mapper,
+    outbound::{OutboundRequest, Outcome},
+    push::{Connector, FollowUp, Loaded},
+    schemas::{
+        Envelope,
+        crm::{Entity, RecordChanged},
+    },
+};
+
+use crate::models::{
+    records,
+    sync_state::{self, SyncState},
+};
+
+/// One entity's records, pushed to the CRM.
+pub struct CrmRecords {
+    pub entity: Entity,
+}
+
+/// A record as the engine pushes it.
+#[derive(Clone, Debug, Serialize)]
+pub struct Pushed {
+    pub id: i64,
+    pub external_id: Option<String>,
+    pub deleted: bool,
+    /// The mapped columns.
+    pub data: Map<String, Value>,
+    /// The fields that differ from the agreed copy (what an update sends).
+    pub changes: Map<String, Value>,
+    #[serde(skip)]
+    state: Option<SyncState>,
+}
+
+/// The local id in a key `<entity>/<id>`.
+fn id_of(key: &str) -> Option<i64> {
+    key.split_once('/').and_then(|(_, id)| id.parse().ok())
+}
+
+impl CrmRecords {
+    fn key(&self, id: i64) -> String {
+        format!("{}/{id}", self.entity)
+    }
+}
+
+/// The fields to send for an update: those differing from the agreed copy, except the ones an
+/// open conflict holds.
+fn changes(entity: Entity, data: &Map<String, Value>, state: Option<&SyncState>) -> Map<String, Value> {
+    let Some(state) = state else {
+        return data.clone();
+    };
+    mapper::changed(entity, &state.base, data)
+        .into_iter()
+        .filter(|f| !state.held.contains_key(*f))
+        .map(|f| (f.to_owned(), data.get(f).cloned().unwrap_or(Value::Null)))
+        .collect()
+}
+
+impl Connector for CrmRecords {
+    type Record = Pushed;
+    type Message = RecordChanged;
+    fn entity(&self) -> &'static str {
+        self.entity.as_str()
+    }
+
+    fn key(&self, message: &RecordChanged) -> String {
+        self.key(message.id)
+    }
+
+    fn message(&self, key: &str) -> OutboxRow {
+        OutboxRow::new(&Envelope::new(
+            crate::SERVICE,
+            RecordChanged { entity: self.entity, id: id_of(key).unwrap_or_default() },
+        ))
+    }
+
+    fn records_sql(&self) -> String {
+        records::push_records_sql(self.entity)
+    }
+
+    async fn load(
+        &self,
+        conn: &mut AsyncPgConnection,
+        keys: &[String],
+    ) -> diesel::QueryResult<Vec<Loaded<Pushed>>> {
+        let ids: Vec<i64> = keys.iter().filter_map(|k| id_of(k)).collect();
+        let locals = records::by_ids(conn, self.entity, &ids, false).await?;
+        let mut states: HashMap<i64, SyncState> = sync_state::of(conn, self.entity, &ids).await?;
+        Ok(locals
+            .into_iter()
+            // Deleted before it ever reached the CRM: nothing to do.
+            .filter(|l| !(l.deleted_at.is_some() && l.external_id.is_none()))
+            .map(|l| {
+                let state = states.remove(&l.id);
+                Loaded {
+                    key: self.key(l.id),
+                    version: l.local_version,
+                    origin: None,
+                    record: Pushed {
+                        id: l.id,
+                        changes: changes(self.entity, &l.data, state.as_ref()),
+                        external_id: l.external_id,
+                        deleted: l.deleted_at.is_some(),
+                        data: l.data,
+                        state,
+                    },
+                }
+            })
+            .collect())
+    }
+
+    fn request(&self, record: &Loaded<Pushed>) -> OutboundRequest {
+        let r = &record.record;
+        match &r.external_id {
+            Some(external_id) if r.deleted => mapper::archive(self.entity, external_id),
+            Some(external_id) => mapper::update(self.entity, external_id, &r.changes),
+            None => mapper::create(self.entity, &r.data),
+        }
+    }
+
+    async fn after_delivered(
+        &self,
+        ctx: FollowUp<'_>,
+        record: &Loaded<Pushed>,
+        answer: &Value,
+    ) -> anyhow::Result<Outcome> {
+        let FollowUp { conn, .. } = ctx;
+        let r = &record.record;
+        let remote = mapper::remote_record(answer);
+        // A create's answer carries the CRM's id; anything else keeps ours.
+        let created_id = match (&r.external_id, &remote) {
+            (None, Some(remote)) => Some(remote.id.clone()),
+            (None, None) if answer.is_null() => None,
+            (None, None) => anyhow::bail!("the CRM's answer to a create has no id: {answer}"),
+            (Some(_), _) => None,
+        };
+        let mut state = r.state.clone().unwrap_or_default();
+        let sent = if r.external_id.is_none() { &r.data } else { &r.changes };
+        state.base.extend(sent.clone());
+        state.synced_version = state.synced_version.max(record.version);
+        let crm_time: Option<DateTime<Utc>> = remote.and_then(|rr| rr.updated_at);
+        state.remote_updated_at = state.remote_updated_at.max(crm_time);
+        sync_state::save(conn, self.entity, r.id, &state).await?;
+        records::mark_synced(conn, self.entity, r.id, created_id.as_deref()).await?;
+        Ok(Outcome::Delivered(reqwest::StatusCode::OK))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    #[test]
+    fn an_update_sends_only_what_changed_and_nothing_held() {
+        let data = json!({"first_name": "Ann", "email": "new@x", "title": "CEO"});
+        let state = SyncState {
+            base: json!({"first_name": "Ann", "email": "old@x", "title": "CTO"}).as_object().cloned().unwrap(),
+            held: json!({"title": "Chair"}).as_object().cloned().unwrap(),
+            ..SyncState::default()
+        };
+        let sent = changes(Entity::Contact, data.as_object().unwrap(), Some(&state));
+        assert_eq!(Value::Object(sent), json!({"email": "new@x"}));
+        assert_eq!(id_of("contact/42"), Some(42));
+    }
+}
