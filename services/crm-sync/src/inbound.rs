@@ -18,9 +18,12 @@ use std::collections::{BTreeMap, HashMap};
 
 use chrono::{DateTime, Utc};
 use diesel_async::{AsyncConnection, AsyncPgConnection};
-use serde_json::{Map, Value};
+use serde_json::Value;
 use shared::{
-    bus::{Delivery, HandlerError, inbox, outbox::{self, OutboxRow}},
+    bus::{
+        Delivery, HandlerError, inbox,
+        outbox::{self, OutboxRow},
+    },
     http::{ApiError, verify::Verified},
     ingress::{EventStatus, InboundEvent},
     mappers::crm as mapper,
@@ -88,12 +91,17 @@ impl Outcome {
 
 /// The records a batch works on, loaded once and kept current as its events apply.
 #[derive(Default)]
-struct Working {
+pub struct Working {
     records: HashMap<(Entity, String), (Local, Option<SyncState>)>,
 }
 
 impl Working {
-    async fn load(conn: &mut AsyncPgConnection, events: &[&CrmEvent]) -> diesel::QueryResult<Self> {
+    /// The records `events` name, with their sync states (`lock`: for the transaction).
+    pub async fn load(
+        conn: &mut AsyncPgConnection,
+        events: &[&CrmEvent],
+        lock: bool,
+    ) -> diesel::QueryResult<Self> {
         let mut wanted: BTreeMap<Entity, Vec<String>> = BTreeMap::new();
         for e in events {
             wanted.entry(e.entity).or_default().push(e.id.clone());
@@ -102,7 +110,7 @@ impl Working {
         for (entity, mut ids) in wanted {
             ids.sort();
             ids.dedup();
-            let locals = records::lock_by_external_ids(conn, entity, &ids).await?;
+            let locals = records::by_external_ids(conn, entity, &ids, lock).await?;
             let local_ids: Vec<i64> = locals.iter().map(|l| l.id).collect();
             let mut states = sync_state::of(conn, entity, &local_ids).await?;
             for local in locals {
@@ -112,6 +120,22 @@ impl Working {
             }
         }
         Ok(Self { records })
+    }
+}
+
+impl Working {
+    /// Whether `event` brings a CRM state this side never saw (for drift reports).
+    pub fn missed(&self, event: &CrmEvent) -> bool {
+        let known = self.records.get(&(event.entity, event.id.clone()));
+        match (event.event, known) {
+            (ChangeKind::Deleted, Some((local, _))) => local.deleted_at.is_none(),
+            (ChangeKind::Deleted, None) => false,
+            (_, None) => true,
+            (_, Some((_, state))) => state
+                .as_ref()
+                .and_then(|s| s.remote_updated_at)
+                .is_none_or(|seen| seen < event.timestamp),
+        }
     }
 }
 
@@ -128,7 +152,10 @@ async fn apply(
         .map_err(|e| anyhow::anyhow!("{}: {}", e.field, e.detail))?;
     let Some((local, state)) = working.records.get_mut(&key) else {
         if event.event == ChangeKind::Deleted {
-            return Ok((Outcome::applied(Some("not known here: nothing to delete".into())), vec![]));
+            return Ok((
+                Outcome::applied(Some("not known here: nothing to delete".into())),
+                vec![],
+            ));
         }
         let id = records::insert_from_crm(conn, entity, &event.id, &changes)
             .await?
@@ -153,7 +180,8 @@ async fn apply(
         working.records.insert(key, (local, Some(state)));
         return Ok((Outcome::applied(Some("created".into())), vec![]));
     };
-    if state.as_ref().and_then(|s| s.remote_updated_at).is_some_and(|seen| event.timestamp <= seen) {
+    if state.as_ref().and_then(|s| s.remote_updated_at).is_some_and(|seen| event.timestamp <= seen)
+    {
         return Ok((
             Outcome::applied(Some("stale: the CRM state already synced is newer".into())),
             vec![],
@@ -192,7 +220,8 @@ async fn apply(
         held: &state_now.held,
     };
     let incoming = Incoming { changes: &changes, at: event.timestamp };
-    let Decision::Apply { set, base, held, conflicts } = merge::merge(entity, &side, Some(&agreed), &incoming)
+    let Decision::Apply { set, base, held, conflicts } =
+        merge::merge(entity, &side, Some(&agreed), &incoming)
     else {
         return Ok((Outcome::applied(Some("stale".into())), vec![]));
     };
@@ -249,24 +278,105 @@ async fn apply_batch(
         records::set_origin(conn, "crm").await?;
         let ids: Vec<String> = deliveries.iter().map(|d| d.envelope.id.to_string()).collect();
         let first = inbox::first_deliveries(conn, SCHEMA, CONSUMER, &ids).await?;
-        let fresh: Vec<&Delivery<CrmEvent>> =
-            deliveries.iter().copied().filter(|d| first.contains(&d.envelope.id.to_string())).collect();
+        let fresh: Vec<&Delivery<CrmEvent>> = deliveries
+            .iter()
+            .copied()
+            .filter(|d| first.contains(&d.envelope.id.to_string()))
+            .collect();
         let events: Vec<&CrmEvent> = fresh.iter().map(|d| &d.envelope.data).collect();
-        let mut working = Working::load(conn, &events).await?;
-        let now = transaction_time(conn).await?;
-        let mut outcomes = Vec::with_capacity(fresh.len());
-        let mut messages = Vec::new();
-        for delivery in &fresh {
-            let event = &delivery.envelope.data;
-            let (outcome, more) = apply(conn, &mut working, event, now).await?;
-            messages.extend(more);
-            outcomes.push((delivery.envelope.id, event.entity, outcome));
-        }
+        let (applied, mut messages) = apply_all(conn, &events).await?;
+        let outcomes: Vec<(Uuid, Entity, Outcome)> = fresh
+            .iter()
+            .zip(applied)
+            .map(|(d, o)| (d.envelope.id, d.envelope.data.entity, o))
+            .collect();
         record_outcomes(conn, &fresh, &outcomes, &mut messages).await?;
         outbox::enqueue(conn, SCHEMA, &messages).await?;
         Ok(outcomes)
     })
     .await
+}
+
+/// Applies CRM changes in the caller's transaction (whose origin must be `crm`, see
+/// [`records::set_origin`]): one outcome per event, in order, and the messages to enqueue with
+/// them (conflicts).
+pub async fn apply_all(
+    conn: &mut AsyncPgConnection,
+    events: &[&CrmEvent],
+) -> anyhow::Result<(Vec<Outcome>, Vec<OutboxRow>)> {
+    let mut working = Working::load(conn, events, true).await?;
+    let now = transaction_time(conn).await?;
+    let mut outcomes = Vec::with_capacity(events.len());
+    let mut messages = Vec::new();
+    for event in events {
+        let (outcome, more) = apply(conn, &mut working, event, now).await?;
+        messages.extend(more);
+        outcomes.push(outcome);
+    }
+    Ok((outcomes, messages))
+}
+
+/// What applying `events` would change, from the records as they are (nothing written).
+pub async fn preview(
+    conn: &mut AsyncPgConnection,
+    events: &[&CrmEvent],
+) -> anyhow::Result<shared::bulk::Preview> {
+    use shared::bulk::{Difference, Preview};
+    let working = Working::load(conn, events, false).await?;
+    let mut preview = Preview::default();
+    for event in events {
+        let entity = event.entity;
+        let changes = mapper::to_local(entity, &event.data)
+            .map_err(|e| anyhow::anyhow!("{}: {}", e.field, e.detail))?;
+        let differences: Vec<(String, Value, Value)> = match working
+            .records
+            .get(&(entity, event.id.clone()))
+        {
+            None => {
+                preview.create += 1;
+                changes
+                    .iter()
+                    .filter(|(_, v)| !v.is_null())
+                    .map(|(k, v)| (k.clone(), Value::Null, v.clone()))
+                    .collect()
+            }
+            Some((local, state)) => {
+                let agreed = state.as_ref().map(|s| Agreed {
+                    base: &s.base,
+                    remote_updated_at: s.remote_updated_at,
+                    held: &s.held,
+                });
+                let side = LocalSide {
+                    data: &local.data,
+                    pending: state.as_ref().is_some_and(|s| local.local_version > s.synced_version),
+                    updated_at: local.updated_at,
+                };
+                match merge::merge(
+                    entity,
+                    &side,
+                    agreed.as_ref(),
+                    &Incoming { changes: &changes, at: event.timestamp },
+                ) {
+                    Decision::Apply { set, .. } if !set.is_empty() => {
+                        preview.update += 1;
+                        set.into_iter()
+                            .map(|(k, v)| {
+                                (k.clone(), local.data.get(&k).cloned().unwrap_or(Value::Null), v)
+                            })
+                            .collect()
+                    }
+                    _ => {
+                        preview.unchanged += 1;
+                        Vec::new()
+                    }
+                }
+            }
+        };
+        preview.differences.extend(differences.into_iter().map(|(field, ours, theirs)| {
+            Difference { record_id: format!("{entity}/{}", event.id), field, ours, theirs }
+        }));
+    }
+    Ok(preview)
 }
 
 async fn transaction_time(conn: &mut AsyncPgConnection) -> diesel::QueryResult<DateTime<Utc>> {
@@ -275,7 +385,9 @@ async fn transaction_time(conn: &mut AsyncPgConnection) -> diesel::QueryResult<D
         #[diesel(sql_type = diesel::sql_types::Timestamptz)]
         now: DateTime<Utc>,
     }
-    let now: Now = diesel_async::RunQueryDsl::get_result(diesel::sql_query("SELECT now() AS now"), conn).await?;
+    let now: Now =
+        diesel_async::RunQueryDsl::get_result(diesel::sql_query("SELECT now() AS now"), conn)
+            .await?;
     Ok(now.now)
 }
 
@@ -300,7 +412,8 @@ async fn record_outcomes(
             mine.iter().map(|(d, o)| (d.envelope.id, o.status, o.reason.clone())).collect();
         shared::ingress::record(conn, SCHEMA, "crm", entity.as_str(), &statuses).await?;
         let ids: Vec<String> = mine.iter().map(|(d, _)| d.envelope.data.id.clone()).collect();
-        record_errors::settle(conn, SCHEMA, "crm", entity.as_str(), Direction::Inbound, &ids).await?;
+        record_errors::settle(conn, SCHEMA, "crm", entity.as_str(), Direction::Inbound, &ids)
+            .await?;
         let batch = SyncBatchRecorded {
             system: "crm".into(),
             direction: Direction::Inbound,
@@ -361,7 +474,10 @@ async fn record_failure(
 }
 
 /// The consumer's batch handler.
-pub async fn handle(db: &shared::db::PgPool, batch: Vec<Delivery<CrmEvent>>) -> Vec<Result<(), HandlerError>> {
+pub async fn handle(
+    db: &shared::db::PgPool,
+    batch: Vec<Delivery<CrmEvent>>,
+) -> Vec<Result<(), HandlerError>> {
     let mut conn = match db.get().await {
         Ok(conn) => conn,
         Err(e) => {

@@ -1,12 +1,38 @@
-//! crm-sync: CRM (Salesforce, HubSpot) <-> local contacts, accounts and opportunities.
+//! crm-sync owns the `crm` schema: contacts, accounts and opportunities, and the last synced
+//! copy of each record (`sync_state`). Built on the shared platform:
 //!
-//! Today the service boots the platform (schema `crm`, its streams, settings, outbox relay)
-//! and serves the operator endpoints; its domain arrives with its own issue.
+//! - Inbound: `POST /webhooks/crm` (Standard Webhooks or HubSpot v3 signatures) through the
+//!   shared ingress; [`inbound`] applies the events in batches with a three-way merge
+//!   ([`domain::merge`]); conflicts go out on `sync.conflicts.detected.crm` and resolutions
+//!   come back on `sync.conflicts.resolved.crm` ([`resolutions`]).
+//! - Outbound: a trigger captures every local insert or update into the outbox, and the shared
+//!   push engine sends it to the CRM ([`push`]); changes that came from the CRM are never sent
+//!   back.
+//! - Bulk loads from the CRM's list API with dry runs and a quota budget ([`bulk`]), drift
+//!   reconciliation ([`reconcile`]), and the per-record error ledger ([`ledger`]).
 
+pub mod bulk;
+pub mod config;
+pub mod domain;
+pub mod inbound;
+pub mod ledger;
+pub mod models;
+pub mod push;
+pub mod reconcile;
+pub mod resolutions;
+pub mod routes;
+
+use std::{sync::Arc, time::Duration};
+
+pub use config::Config;
 use shared::{
-    app::{self, Application, ServiceSpec},
-    bus::streams,
-    config::{CommonConfig, ConfigError},
+    app::{Application, Platform, ServiceSpec},
+    bus::{ConsumerSpec, streams},
+    http::{AuthConfig, verify::Scheme},
+    ingress::WebhookSource,
+    notify::Mailer,
+    outbound::{Endpoint, quota::QuotaBudget},
+    schemas::crm::Entity,
 };
 
 pub const SERVICE: &str = "crm-sync";
@@ -15,13 +41,33 @@ pub const PORT: u16 = 8081;
 /// The PostgreSQL schema this service owns.
 pub const SCHEMA: &str = "crm";
 
-/// Reads the service's configuration from the environment.
-pub fn config() -> Result<CommonConfig, ConfigError> {
-    CommonConfig::from_env(SERVICE, PORT)
+/// Shared state of handlers and background work.
+#[derive(Clone)]
+pub struct AppState {
+    pub platform: Platform,
+    pub crm: Option<Endpoint>,
+    /// The share of the CRM's quota for bulk loads and reconciliation.
+    pub budget: Arc<QuotaBudget>,
+    pub reconcile_grace: Duration,
 }
 
-/// Connects everything and binds the HTTP server (port 0 in tests).
-pub async fn build(config: CommonConfig) -> anyhow::Result<Application> {
+/// The CRM's webhook source: the schemes with configured secrets, all named `crm`.
+fn webhook_source(config: &Config) -> Option<WebhookSource> {
+    let named = |secrets: &[secrecy::SecretString]| -> Vec<(String, secrecy::SecretString)> {
+        secrets.iter().map(|s| ("crm".to_owned(), s.clone())).collect()
+    };
+    let mut schemes = Vec::new();
+    if !config.standard_secrets.is_empty() {
+        schemes.push(Scheme::StandardWebhooks(named(&config.standard_secrets)));
+    }
+    if !config.hubspot_secrets.is_empty() {
+        schemes.push(Scheme::HubSpotV3(named(&config.hubspot_secrets)));
+    }
+    (!schemes.is_empty()).then_some(WebhookSource { system: "crm", schemes, parse: inbound::parse })
+}
+
+/// Connects everything, starts the consumers and binds the HTTP server (port 0 in tests).
+pub async fn build(config: Config) -> anyhow::Result<Application> {
     let spec = ServiceSpec {
         schema: SCHEMA,
         streams: &[
@@ -30,15 +76,103 @@ pub async fn build(config: CommonConfig) -> anyhow::Result<Application> {
             &streams::SYNC_CONFLICTS,
             &streams::OUTBOUND,
         ],
-        openapi: app::described(
-            "CRM (Salesforce, HubSpot) <-> local contacts, accounts and opportunities",
-        ),
+        openapi: <routes::ApiDoc as utoipa::OpenApi>::openapi(),
         settings: None,
     };
-    app::build_platform_only(&config, spec).await
+    let platform = Platform::start(&config.common, spec).await?;
+    let state = AppState {
+        platform: platform.clone(),
+        crm: config.crm.clone(),
+        budget: Arc::new(QuotaBudget::new(config.bulk_quota_share)),
+        reconcile_grace: config.reconcile_grace,
+    };
+
+    // Inbound: webhooks, then batches of events.
+    match webhook_source(&config) {
+        Some(source) => platform.run_ingress(vec![source])?,
+        None => tracing::warn!(
+            "no CRM_WEBHOOK_SECRETS or CRM_HUBSPOT_CLIENT_SECRETS: CRM webhooks are refused"
+        ),
+    }
+    let inbound_db = platform.db.clone();
+    let inbound_task = shared::bus::run_batch_consumer(
+        platform.bus.clone(),
+        ConsumerSpec {
+            batch: config.inbound_batch,
+            concurrency: config.inbound_concurrency,
+            ..ConsumerSpec::new(inbound::CONSUMER, &streams::WEBHOOKS, "webhooks.crm.>")
+        },
+        platform.dead_letters(),
+        platform.shutdown.clone(),
+        move |batch| {
+            let db = inbound_db.clone();
+            async move { inbound::handle(&db, batch).await }
+        },
+    );
+    platform.spawn("crm-inbound", inbound_task);
+    let resolutions_db = platform.db.clone();
+    platform.spawn_consumer(
+        ConsumerSpec::new(
+            resolutions::CONSUMER,
+            &streams::SYNC_CONFLICTS,
+            "sync.conflicts.resolved.crm",
+        ),
+        move |delivery| {
+            let db = resolutions_db.clone();
+            async move { resolutions::handle(&db, delivery).await }
+        },
+    );
+
+    // Outbound, bulk and reconciliation need the CRM's API.
+    if let Some(crm) = &config.crm {
+        for entity in Entity::ALL {
+            let engine = platform.push_engine(
+                "crm",
+                crm.clone(),
+                push::CrmRecords { entity },
+                config.push,
+            )?;
+            platform.run_push(engine, &streams::OUTBOUND, &format!("outbound.crm.{entity}"));
+        }
+        platform.run_bulk(Entity::ALL.map(|entity| {
+            bulk::CrmLoad {
+                entity,
+                http: platform.http.clone(),
+                crm: crm.clone(),
+                db: platform.db.clone(),
+                budget: state.budget.clone(),
+                shutdown: platform.shutdown.clone(),
+            }
+            .offered()
+        }))?;
+        if let Some(every) = config.reconcile_every {
+            platform.spawn("crm-reconcile", reconcile::run_periodically(state.clone(), every));
+        }
+    } else {
+        tracing::warn!(
+            "CRM_BASE_URL is not set: local changes are not pushed, no bulk loads or reconciliation"
+        );
+        platform.run_bulk(Vec::new())?;
+    }
+    if !config.bulk_notify.is_empty() {
+        let mailer = Mailer::new(&config.smtp)?;
+        let to = Arc::new(config.bulk_notify.clone());
+        let db = platform.db.clone();
+        platform.spawn_consumer(
+            ConsumerSpec::new(bulk::MAIL_CONSUMER, &streams::SYNC_EVENTS, "sync.events.crm.bulk.>"),
+            move |delivery| {
+                let (db, mailer, to) = (db.clone(), mailer.clone(), to.clone());
+                async move { bulk::mail(&db, &mailer, &to, delivery).await }
+            },
+        );
+    }
+    platform.handle_record_errors(
+        ledger::CrmErrors { http: platform.http.clone(), crm: config.crm.clone() }.arc(),
+    )?;
+    Application::build(platform, state, AuthConfig::default(), routes::configure)
 }
 
 /// Serves until SIGTERM/SIGINT.
-pub async fn run(config: CommonConfig) -> anyhow::Result<()> {
-    app::serve(build(config)).await
+pub async fn run(config: Config) -> anyhow::Result<()> {
+    shared::app::serve(build(config)).await
 }

@@ -4,5 +4,5 @@
 
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
-    shared::app::main(crm_sync::config, |c| c, crm_sync::run).await
+    shared::app::main(crm_sync::Config::from_env, |c| &c.common, crm_sync::run).await
 }

@@ -66,7 +66,11 @@ impl CrmRecords {
 
 /// The fields to send for an update: those differing from the agreed copy, except the ones an
 /// open conflict holds.
-fn changes(entity: Entity, data: &Map<String, Value>, state: Option<&SyncState>) -> Map<String, Value> {
+fn changes(
+    entity: Entity,
+    data: &Map<String, Value>,
+    state: Option<&SyncState>,
+) -> Map<String, Value> {
     let Some(state) = state else {
         return data.clone();
     };
@@ -177,7 +181,10 @@ mod tests {
     fn an_update_sends_only_what_changed_and_nothing_held() {
         let data = json!({"first_name": "Ann", "email": "new@x", "title": "CEO"});
         let state = SyncState {
-            base: json!({"first_name": "Ann", "email": "old@x", "title": "CTO"}).as_object().cloned().unwrap(),
+            base: json!({"first_name": "Ann", "email": "old@x", "title": "CTO"})
+                .as_object()
+                .cloned()
+                .unwrap(),
             held: json!({"title": "Chair"}).as_object().cloned().unwrap(),
             ..SyncState::default()
         };

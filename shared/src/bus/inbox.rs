@@ -47,3 +47,26 @@ pub async fn first_deliveries(
     .await?;
     Ok(rows.into_iter().map(|r| r.message_id).collect())
 }
+
+/// Whether `(consumer, message_id)` was recorded (for effects outside the database, such as
+/// an email: check, act, then record).
+pub async fn seen(
+    conn: &mut AsyncPgConnection,
+    schema: &'static str,
+    consumer: &str,
+    message_id: &str,
+) -> diesel::QueryResult<bool> {
+    #[derive(diesel::QueryableByName)]
+    struct Found {
+        #[diesel(sql_type = diesel::sql_types::Bool)]
+        found: bool,
+    }
+    let found: Found = diesel::sql_query(format!(
+        "SELECT EXISTS (SELECT 1 FROM {schema}.inbox WHERE consumer = $1 AND message_id = $2) AS found"
+    ))
+    .bind::<Text, _>(consumer)
+    .bind::<Text, _>(message_id)
+    .get_result(conn)
+    .await?;
+    Ok(found.found)
+}

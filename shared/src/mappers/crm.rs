@@ -363,6 +363,15 @@ pub fn archive(entity: Entity, external_id: &str) -> OutboundRequest {
     }
 }
 
+/// Reads one record: `GET /crm/v3/objects/<type>/<id>` (404 once archived).
+pub fn read(entity: Entity, external_id: &str) -> OutboundRequest {
+    OutboundRequest {
+        method: Method::GET,
+        path: format!("{}/{}", objects(entity), path_segment(external_id)),
+        body: Value::Null,
+    }
+}
+
 /// One page of the list API, `after` the cursor of the previous page.
 pub fn list_path(entity: Entity, after: Option<&str>, limit: usize, archived: bool) -> String {
     let mut path = format!("{}?limit={limit}&archived={archived}", objects(entity));

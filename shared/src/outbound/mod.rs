@@ -132,9 +132,7 @@ pub async fn exchange(
     endpoint: &Endpoint,
     request: &OutboundRequest,
 ) -> Result<(StatusCode, serde_json::Value), Outcome> {
-    exchange_with_headers(client, endpoint, request, None)
-        .await
-        .map(|(status, body)| (status, body))
+    exchange_with_headers(client, endpoint, request, None).await
 }
 
 /// [`exchange`], and every answer's headers (failures' too) go to `quota` first, so a budget

@@ -98,6 +98,13 @@ pub struct CrmEvent {
     pub data: Map<String, Value>,
 }
 
+impl Event for CrmEvent {
+    const TYPE: &'static str = "crm.webhook_received";
+    fn subject(&self) -> String {
+        format!("webhooks.crm.{}", self.entity)
+    }
+}
+
 /// A local change to push: `outbound.crm.<entity>` (written by the capture trigger).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct RecordChanged {

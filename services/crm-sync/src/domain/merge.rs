@@ -61,7 +61,12 @@ fn get<'a>(map: &'a Map<String, Value>, column: &str) -> &'a Value {
 }
 
 /// Decides how `incoming` changes a record of `entity` (see the module doc).
-pub fn merge(entity: Entity, local: &LocalSide<'_>, agreed: Option<&Agreed<'_>>, incoming: &Incoming<'_>) -> Decision {
+pub fn merge(
+    entity: Entity,
+    local: &LocalSide<'_>,
+    agreed: Option<&Agreed<'_>>,
+    incoming: &Incoming<'_>,
+) -> Decision {
     if let Some(seen) = agreed.and_then(|a| a.remote_updated_at)
         && incoming.at <= seen
     {
@@ -117,7 +122,8 @@ mod tests {
 
     /// Records over three contact fields with values from a small set, so sides often agree.
     fn record() -> impl Strategy<Value = Map<String, Value>> {
-        let value = prop_oneof![Just(Value::Null), Just(json!("a")), Just(json!("b")), Just(json!("c"))];
+        let value =
+            prop_oneof![Just(Value::Null), Just(json!("a")), Just(json!("b")), Just(json!("c"))];
         proptest::collection::vec(value, 3).prop_map(|values| {
             ["first_name", "email", "title"].into_iter().map(String::from).zip(values).collect()
         })

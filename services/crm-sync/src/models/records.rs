@@ -40,7 +40,7 @@ struct Row {
     #[diesel(sql_type = Nullable<Text>)]
     external_id: Option<String>,
     #[diesel(sql_type = Jsonb)]
-    row: Value,
+    record: Value,
     #[diesel(sql_type = Nullable<Timestamptz>)]
     deleted_at: Option<DateTime<Utc>>,
     #[diesel(sql_type = Nullable<Text>)]
@@ -53,7 +53,7 @@ struct Row {
 
 impl Row {
     fn into_local(self, entity: Entity) -> Local {
-        let row = self.row.as_object().cloned().unwrap_or_default();
+        let row = self.record.as_object().cloned().unwrap_or_default();
         Local {
             entity,
             id: self.id,
@@ -67,7 +67,7 @@ impl Row {
     }
 }
 
-const SELECT: &str = "SELECT id, external_id, to_jsonb(t) AS row, deleted_at, deleted_from, \
+const SELECT: &str = "SELECT id, external_id, to_jsonb(t) AS record, deleted_at, deleted_from, \
     local_version, updated_at";
 
 /// Stamps the origin of this transaction's changes (`crm` for changes applied from the CRM).
@@ -79,14 +79,16 @@ pub async fn set_origin(conn: &mut AsyncPgConnection, origin: &str) -> diesel::Q
         .map(|_| ())
 }
 
-/// The records with these CRM ids, locked for the transaction (in id order).
-pub async fn lock_by_external_ids(
+/// The records with these CRM ids (`lock`: for the transaction, in id order).
+pub async fn by_external_ids(
     conn: &mut AsyncPgConnection,
     entity: Entity,
     external_ids: &[String],
+    lock: bool,
 ) -> diesel::QueryResult<Vec<Local>> {
+    let lock = if lock { "FOR UPDATE" } else { "" };
     let rows: Vec<Row> = diesel::sql_query(format!(
-        "{SELECT} FROM crm.{} t WHERE external_id = ANY($1) ORDER BY id FOR UPDATE",
+        "{SELECT} FROM crm.{} t WHERE external_id = ANY($1) ORDER BY id {lock}",
         entity.table()
     ))
     .bind::<Array<Text>, _>(external_ids)
@@ -191,7 +193,11 @@ pub async fn soft_delete(
 }
 
 /// Undoes a soft delete (the CRM restored the record).
-pub async fn restore(conn: &mut AsyncPgConnection, entity: Entity, id: i64) -> diesel::QueryResult<()> {
+pub async fn restore(
+    conn: &mut AsyncPgConnection,
+    entity: Entity,
+    id: i64,
+) -> diesel::QueryResult<()> {
     diesel::sql_query(format!(
         "UPDATE crm.{} SET deleted_at = NULL, deleted_from = NULL WHERE id = $1",
         entity.table()
@@ -225,7 +231,11 @@ pub async fn mark_synced(
 }
 
 /// Queues a push of the record as it is (a resolution that keeps the local values).
-pub async fn request_push(conn: &mut AsyncPgConnection, entity: Entity, id: i64) -> diesel::QueryResult<()> {
+pub async fn request_push(
+    conn: &mut AsyncPgConnection,
+    entity: Entity,
+    id: i64,
+) -> diesel::QueryResult<()> {
     diesel::sql_query(format!(
         "UPDATE crm.{} SET local_version = local_version + 1 WHERE id = $1",
         entity.table()

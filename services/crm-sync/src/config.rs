@@ -1,0 +1,107 @@
+//! crm-sync configuration.
+
+use std::time::Duration;
+
+use secrecy::SecretString;
+use shared::{
+    config::{CommonConfig, ConfigError, required_secret, secret_list, url_var, var, var_parsed},
+    notify::SmtpConfig,
+    outbound::{Endpoint, TargetAuth},
+    push::PushConfig,
+};
+
+#[derive(Clone, Debug)]
+pub struct Config {
+    pub common: CommonConfig,
+    /// `CRM_BASE_URL` and `CRM_API_TOKEN` (bearer): the CRM's objects API. Unset: nothing is
+    /// pushed, loaded or reconciled (webhooks are still applied).
+    pub crm: Option<Endpoint>,
+    /// `CRM_WEBHOOK_SECRETS`: Standard Webhooks secrets (`whsec_...`), comma-separated; several
+    /// during a rotation.
+    pub standard_secrets: Vec<SecretString>,
+    /// `CRM_HUBSPOT_CLIENT_SECRETS`: HubSpot app client secrets for v3 signatures.
+    pub hubspot_secrets: Vec<SecretString>,
+    /// `CRM_INBOUND_BATCH` (default 128): most webhook events applied in one transaction.
+    pub inbound_batch: usize,
+    /// `CRM_INBOUND_CONCURRENCY` (default 2): batches applied at once per replica.
+    pub inbound_concurrency: usize,
+    /// `PUSH_CONCURRENCY` (default 1) and `PUSH_BATCH` (default 64) per entity. The CRM has no
+    /// read-back for anti-entropy (its own changes come back by webhook and by drift
+    /// reconciliation), so the engine's anti-entropy is off.
+    pub push: PushConfig,
+    /// `CRM_RECONCILE_SECS` (default 300, 0 = off): pause between drift reconciliations.
+    pub reconcile_every: Option<Duration>,
+    /// `CRM_RECONCILE_GRACE_SECS` (default 60): changes younger than this are left to their
+    /// webhooks (not drift yet).
+    pub reconcile_grace: Duration,
+    /// `CRM_BULK_QUOTA_SHARE` (default 0.5): the share of the CRM's API quota that bulk loads
+    /// and reconciliation may spend; the rest stays for webhooks' pushes.
+    pub bulk_quota_share: f64,
+    /// `CRM_BULK_NOTIFY`: comma-separated addresses that get an email when a bulk load ends
+    /// (unset: none), sent through `SMTP_*`.
+    pub bulk_notify: Vec<String>,
+    pub smtp: SmtpConfig,
+}
+
+impl Config {
+    pub fn from_env() -> Result<Self, ConfigError> {
+        let crm = match url_var("CRM_BASE_URL")? {
+            Some(base_url) => Some(Endpoint {
+                base_url,
+                auth: TargetAuth::Bearer(required_secret("CRM_API_TOKEN")?),
+            }),
+            None => None,
+        };
+        let reconcile_secs: u64 = var_parsed("CRM_RECONCILE_SECS", 300)?;
+        let share: f64 = var_parsed("CRM_BULK_QUOTA_SHARE", 0.5)?;
+        if !(share > 0.0 && share <= 1.0) {
+            return Err(ConfigError::Invalid {
+                name: "CRM_BULK_QUOTA_SHARE".into(),
+                reason: "must be above 0 and at most 1".into(),
+            });
+        }
+        let push = PushConfig {
+            concurrency: var_parsed("PUSH_CONCURRENCY", 1)?,
+            batch: var_parsed("PUSH_BATCH", 64)?,
+            anti_entropy_every: None,
+            ..PushConfig::default()
+        };
+        let inbound_batch = var_parsed("CRM_INBOUND_BATCH", 128)?;
+        let inbound_concurrency = var_parsed("CRM_INBOUND_CONCURRENCY", 2)?;
+        for (name, value) in [
+            ("PUSH_CONCURRENCY", push.concurrency),
+            ("PUSH_BATCH", push.batch),
+            ("CRM_INBOUND_BATCH", inbound_batch),
+            ("CRM_INBOUND_CONCURRENCY", inbound_concurrency),
+        ] {
+            if value == 0 {
+                return Err(ConfigError::Invalid {
+                    name: name.into(),
+                    reason: "must be at least 1".into(),
+                });
+            }
+        }
+        Ok(Self {
+            common: CommonConfig::from_env(crate::SERVICE, crate::PORT)?,
+            crm,
+            standard_secrets: secret_list("CRM_WEBHOOK_SECRETS"),
+            hubspot_secrets: secret_list("CRM_HUBSPOT_CLIENT_SECRETS"),
+            inbound_batch,
+            inbound_concurrency,
+            push,
+            reconcile_every: (reconcile_secs > 0).then(|| Duration::from_secs(reconcile_secs)),
+            reconcile_grace: Duration::from_secs(var_parsed("CRM_RECONCILE_GRACE_SECS", 60)?),
+            bulk_quota_share: share,
+            bulk_notify: var("CRM_BULK_NOTIFY")
+                .map(|v| {
+                    v.split(',')
+                        .map(str::trim)
+                        .filter(|s| !s.is_empty())
+                        .map(String::from)
+                        .collect()
+                })
+                .unwrap_or_default(),
+            smtp: SmtpConfig::from_env()?,
+        })
+    }
+}
