@@ -3,8 +3,10 @@
 //!
 //! - A CRM change older than the CRM state we already hold (a late or reordered webhook, or
 //!   one our own later push superseded in the CRM's history) is stale: nothing changes.
-//! - Without unpushed local changes, or when the CRM's change is newer than the local one,
-//!   the CRM's values are applied.
+//! - Without unpushed local changes the CRM's values are applied. With them, only fields the
+//!   CRM changed (against the agreed copy) count as its changes: a webhook carrying the whole
+//!   record must not undo a local change still on its way to the CRM. When the CRM's change
+//!   is newer than the local one, its changes win.
 //! - When the local record changed since the last sync and the CRM's change is older, nothing
 //!   local is overwritten: the CRM's changes to fields the local side did not touch are
 //!   applied, and fields both sides changed to different values are a conflict. Their CRM
@@ -85,27 +87,27 @@ pub fn merge(
         };
         let ours = get(local.data, field.local);
         let was = get(base, field.local);
+        // A webhook may carry the whole record: a field equal to the agreed copy is no change
+        // of the CRM's (and must not undo a local change that is still on its way there).
         let they_changed = !mapper::same(field.kind, theirs, was);
-        let we_changed = !mapper::same(field.kind, ours, was);
+        let we_changed = local.pending && !mapper::same(field.kind, ours, was);
         let differs = !mapper::same(field.kind, theirs, ours);
-        if remote_wins || !we_changed {
-            if differs {
-                set.insert(field.local.to_owned(), theirs.clone());
-            }
-            new_base.insert(field.local.to_owned(), theirs.clone());
-            held.remove(field.local);
-        } else if they_changed && differs {
+        if !they_changed && we_changed {
+            // Ours is newer than the agreed copy the CRM still shows: it is pushed.
+            continue;
+        }
+        if they_changed && we_changed && differs && !remote_wins {
             // Both changed it, differently, and ours is newer: a conflict; the CRM holds
             // `theirs` meanwhile.
             held.insert(field.local.to_owned(), theirs.clone());
             conflicts.push(field.local);
-        } else if !differs {
-            // Both sides arrived at the same value.
-            new_base.insert(field.local.to_owned(), theirs.clone());
-            held.remove(field.local);
+            continue;
         }
-        // Otherwise the CRM sent the agreed value and ours is a newer local change: keep ours
-        // (it is pushed).
+        if differs {
+            set.insert(field.local.to_owned(), theirs.clone());
+        }
+        new_base.insert(field.local.to_owned(), theirs.clone());
+        held.remove(field.local);
     }
     Decision::Apply { set, base: new_base, held, conflicts }
 }
@@ -150,13 +152,12 @@ mod tests {
     proptest! {
         #[test]
         fn without_pending_local_changes_the_crm_values_are_applied(
-            local in record(), base in record(), incoming in changes(), pending in any::<bool>()
+            local in record(), base in record(), incoming in changes()
         ) {
-            // No pending change, or the CRM's change is the newer one.
-            let side = LocalSide { data: &local, pending, updated_at: t(0) };
+            let side = LocalSide { data: &local, pending: false, updated_at: t(0) };
             let held = Map::new();
             let agreed = Agreed { base: &base, remote_updated_at: Some(t(-10)), held: &held };
-            let d = merge(ENTITY, &side, Some(&agreed), &Incoming { changes: &incoming, at: t(if pending { 5 } else { -5 }) });
+            let d = merge(ENTITY, &side, Some(&agreed), &Incoming { changes: &incoming, at: t(-5) });
             let after = apply(&local, &d);
             for (k, v) in &incoming {
                 prop_assert_eq!(after.get(k), Some(v));
@@ -166,6 +167,24 @@ mod tests {
             for (k, v) in &incoming {
                 prop_assert_eq!(new_base.get(k), Some(v));
             }
+        }
+
+        #[test]
+        fn a_newer_crm_change_wins_but_unchanged_fields_keep_pending_local_changes(
+            local in record(), base in record(), incoming in changes()
+        ) {
+            let side = LocalSide { data: &local, pending: true, updated_at: t(0) };
+            let held = Map::new();
+            let agreed = Agreed { base: &base, remote_updated_at: Some(t(-10)), held: &held };
+            let d = merge(ENTITY, &side, Some(&agreed), &Incoming { changes: &incoming, at: t(5) });
+            let after = apply(&local, &d);
+            for (k, theirs) in &incoming {
+                let they_changed = base.get(k) != Some(theirs);
+                let expected = if they_changed { theirs } else { &local[k] };
+                prop_assert_eq!(after.get(k), Some(expected));
+            }
+            let Decision::Apply { conflicts, .. } = d else { panic!("not stale") };
+            prop_assert!(conflicts.is_empty());
         }
 
         #[test]

@@ -1,0 +1,170 @@
+use serde_json::{Value, json};
+
+use crate::helpers::{WAIT, hubspot, spawn, standard};
+
+#[tokio::test]
+async fn signed_webhooks_in_both_schemes_create_update_and_soft_delete_without_echo() {
+    let t = spawn().await;
+    // A CRM user creates a contact; the CRM reports it, signed with Standard Webhooks.
+    let created = t.sandbox.crm.crm_change(
+        "contacts",
+        None,
+        json!({"firstName": "Ada", "lastName": "Lovelace", "email": "ada@example.com",
+               "account": {"name": "Analytical Engines"}, "leadSource": "web", "status": "new"}),
+    );
+    let id = created["id"].as_str().unwrap().to_owned();
+    let (status, accepted) = t.deliver(&standard(), &created).await;
+    assert_eq!(status, 202, "{accepted}");
+    let row = t.row_eventually("contacts", &id, |_| true).await;
+    assert_eq!(
+        (row["first_name"].as_str(), row["company"].as_str(), row["source"].as_str()),
+        (Some("Ada"), Some("Analytical Engines"), Some("web"))
+    );
+    assert_eq!((row["origin"].as_str(), row["local_version"].as_i64()), (Some("crm"), Some(0)));
+    assert_eq!(row["external_source"], "crm");
+    let event_id = accepted["event_id"].as_str().unwrap();
+    t.event_eventually(event_id, "applied").await;
+
+    // An update, signed with HubSpot v3: only the fields it carries change.
+    let updated = t.sandbox.crm.crm_change("contacts", Some(&id), json!({"title": "Countess"}));
+    let (status, _) = t
+        .deliver(
+            &hubspot(),
+            &json!({
+        "eventId": updated["eventId"], "event": "updated", "type": "contact", "id": id,
+        "timestamp": updated["timestamp"], "data": {"title": "Countess"}}),
+        )
+        .await;
+    assert_eq!(status, 202);
+    let row = t.row_eventually("contacts", &id, |r| r["title"] == "Countess").await;
+    assert_eq!(row["email"], "ada@example.com");
+
+    // A delete is soft.
+    let deleted = t.sandbox.crm.crm_delete("contacts", &id);
+    assert_eq!(t.deliver(&standard(), &deleted).await.0, 202);
+    let row = t.row_eventually("contacts", &id, |r| !r["deleted_at"].is_null()).await;
+    assert_eq!(row["deleted_from"], "crm");
+
+    // Nothing that came from the CRM went back to it.
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    let ours: Vec<_> = t.sandbox.crm.requests().into_iter().filter(|r| r.method != "GET").collect();
+    assert!(
+        ours.is_empty(),
+        "echoed to the CRM: {:?}",
+        ours.iter().map(|r| (&r.method, &r.path)).collect::<Vec<_>>()
+    );
+    assert_eq!(t.count("SELECT count(*) AS n FROM crm.push_log").await, 0);
+    t.assert_settled(0).await;
+}
+
+#[tokio::test]
+async fn a_batch_of_events_for_all_three_types_is_applied_together() {
+    let t = spawn().await;
+    let account = t.sandbox.crm.crm_change(
+        "companies",
+        None,
+        json!({"name": "Acme", "industry": "Tools",
+        "annualRevenue": 1250000.5, "numberOfEmployees": 42, "billingAddress": {"city": "Lyon"}}),
+    );
+    let deal = t.sandbox.crm.crm_change(
+        "deals",
+        None,
+        json!({"name": "Anvils", "accountId": account["id"],
+        "amount": 9900, "stageName": "Proposal", "probability": 40, "closeDate": "2026-12-31"}),
+    );
+    let contact = t.sandbox.crm.crm_change(
+        "contacts",
+        None,
+        json!({"firstName": "Wile", "account": {"name": "Acme"}}),
+    );
+    let (status, accepted) = t.deliver(&hubspot(), &json!([account, deal, contact])).await;
+    assert_eq!(status, 202, "{accepted}");
+    assert_eq!(accepted["event_ids"].as_array().unwrap().len(), 3);
+    let a = t.row_eventually("accounts", account["id"].as_str().unwrap(), |_| true).await;
+    assert_eq!(
+        (a["employee_count"].as_i64(), a["annual_revenue"].as_f64()),
+        (Some(42), Some(1250000.5))
+    );
+    assert_eq!(a["billing_address"], json!({"city": "Lyon"}));
+    let d = t.row_eventually("opportunities", deal["id"].as_str().unwrap(), |_| true).await;
+    assert_eq!(
+        (d["stage"].as_str(), d["close_date"].as_str(), d["probability"].as_i64()),
+        (Some("Proposal"), Some("2026-12-31"), Some(40))
+    );
+    assert_eq!(d["account_id"], account["id"]);
+    t.row_eventually("contacts", contact["id"].as_str().unwrap(), |r| r["company"] == "Acme").await;
+    for id in accepted["event_ids"].as_array().unwrap() {
+        t.event_eventually(id.as_str().unwrap(), "applied").await;
+    }
+    t.assert_settled(0).await;
+}
+
+#[tokio::test]
+async fn bad_signatures_unknown_types_and_bad_values_are_refused_with_nothing_stored() {
+    let t = spawn().await;
+    let event = json!({"eventId": "e-1", "event": "created", "type": "contact", "id": "1",
+        "timestamp": chrono::Utc::now().to_rfc3339(), "data": {"firstName": "Eve"}});
+    let wrong = sandbox::WebhookSigner::Standard {
+        secret: "whsec_d3Jvbmctc2VjcmV0LXdyb25nLXNlY3JldA==".into(),
+    };
+    let (status, body) = t.deliver(&wrong, &event).await;
+    assert_eq!(status, 401, "{body}");
+    let wrong_hubspot = sandbox::WebhookSigner::HubSpot { secret: "not-the-secret".into() };
+    assert_eq!(t.deliver(&wrong_hubspot, &event).await.0, 401);
+    let unsigned = t.app.http.post(t.app.url("/webhooks/crm")).json(&event).send().await.unwrap();
+    assert_eq!(unsigned.status(), 401);
+
+    let mut lead = event.clone();
+    lead["type"] = json!("lead");
+    let (status, body) = t.deliver(&standard(), &lead).await;
+    assert_eq!(status, 400, "{body}");
+    assert_eq!(body["field"], "type");
+    assert!(body["detail"].as_str().unwrap().contains("Unknown record type: lead"), "{body}");
+
+    let mut bad = event.clone();
+    bad["type"] = json!("account");
+    bad["data"] = json!({"numberOfEmployees": "many"});
+    let (status, body) = t.deliver(&standard(), &bad).await;
+    assert_eq!(status, 422, "{body}");
+    assert_eq!(body["field"], "data.numberOfEmployees");
+
+    // The rotated-out secret still verifies.
+    let old =
+        sandbox::WebhookSigner::Standard { secret: crate::helpers::OLD_STANDARD_SECRET.into() };
+    assert_eq!(t.deliver(&old, &event).await.0, 202);
+    t.row_eventually("contacts", "1", |_| true).await;
+    assert_eq!(t.count("SELECT count(*) AS n FROM crm.webhook_events").await, 1);
+    t.assert_settled(0).await;
+}
+
+#[tokio::test]
+async fn a_duplicate_delivery_is_a_no_op() {
+    let t = spawn().await;
+    let created = t.sandbox.crm.crm_change("contacts", None, json!({"firstName": "Dup"}));
+    let (first, a) = t.deliver(&standard(), &created).await;
+    let (second, b) = t.deliver(&standard(), &created).await;
+    assert_eq!((first, second), (202, 202));
+    assert_eq!(a["event_id"], b["event_id"], "a redelivery answers the same id");
+    t.row_eventually("contacts", created["id"].as_str().unwrap(), |_| true).await;
+    t.event_eventually(a["event_id"].as_str().unwrap(), "applied").await;
+    assert_eq!(t.count("SELECT count(*) AS n FROM crm.contacts").await, 1);
+    assert_eq!(
+        t.count("SELECT count(*) AS n FROM crm.inbox WHERE consumer = 'crm-inbound'").await,
+        1
+    );
+    // An older event arriving late changes nothing.
+    let newer =
+        t.sandbox.crm.crm_change("contacts", created["id"].as_str(), json!({"firstName": "Newer"}));
+    assert_eq!(t.deliver(&standard(), &newer).await.0, 202);
+    t.row_eventually("contacts", created["id"].as_str().unwrap(), |r| r["first_name"] == "Newer")
+        .await;
+    let mut late = created.clone();
+    late["eventId"] = json!("late-redelivery");
+    let (_, accepted) = t.deliver(&standard(), &late).await;
+    let status: Value = t.event_eventually(accepted["event_id"].as_str().unwrap(), "applied").await;
+    assert!(status["reason"].as_str().unwrap_or_default().contains("stale"), "{status}");
+    let row = t.row("contacts", created["id"].as_str().unwrap()).await.unwrap();
+    assert_eq!(row["first_name"], "Newer");
+    let _ = WAIT;
+    t.assert_settled(0).await;
+}
