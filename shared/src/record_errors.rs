@@ -11,7 +11,10 @@
 //! - `retry`: the same work again (the stored payload, or the push of the record) with a fresh
 //!   retry budget;
 //! - `requeue`: the record's current state instead (re-read from the system, or from our table);
-//! - `ignore`: closed without doing anything.
+//! - `ignore`: closed (`ignored`) without doing anything.
+//!
+//! A retried or requeued row stays `open` until the work goes through (`resolved`, by
+//! [`settle`]); if it fails again, the same row counts one more attempt.
 //!
 //! One at a time (`POST /admin/record-errors/{id}/{action}`) or in bulk by filter
 //! (`POST /admin/record-errors/{action}`): without `"confirm": true` the bulk call only counts
@@ -55,6 +58,19 @@ fn direction_str(direction: Direction) -> &'static str {
     }
 }
 
+/// `payload` as PostgreSQL's `jsonb` can hold it: NUL characters (which `jsonb` refuses, and
+/// which may be the very reason a record failed) become U+FFFD.
+fn storable(payload: &Value) -> Value {
+    match payload {
+        Value::String(s) if s.contains('\0') => Value::String(s.replace('\0', "\u{FFFD}")),
+        Value::Array(items) => Value::Array(items.iter().map(storable).collect()),
+        Value::Object(map) => Value::Object(
+            map.iter().map(|(k, v)| (k.replace('\0', "\u{FFFD}"), storable(v))).collect(),
+        ),
+        other => other.clone(),
+    }
+}
+
 /// Opens a row for the record, or counts one more attempt on its open row. Call in the
 /// transaction of the failed attempt's bookkeeping.
 pub async fn record_failure(
@@ -75,8 +91,8 @@ pub async fn record_failure(
         .bind::<Text, _>(f.entity)
         .bind::<Text, _>(f.record_id)
         .bind::<Text, _>(direction_str(f.direction))
-        .bind::<Text, _>(f.error)
-        .bind::<Jsonb, _>(f.payload)
+        .bind::<Text, _>(f.error.replace('\0', "\u{FFFD}"))
+        .bind::<Jsonb, _>(storable(f.payload))
         .execute(conn)
         .await?;
     }
@@ -129,7 +145,7 @@ pub struct RecordError {
     #[diesel(sql_type = Jsonb)]
     #[schema(value_type = Object)]
     pub last_payload: Value,
-    /// `open`, `retried`, `requeued`, `ignored` or `resolved`.
+    /// `open`, `ignored` or `resolved`.
     #[diesel(sql_type = Text)]
     pub status: String,
     #[diesel(sql_type = Timestamptz)]
@@ -158,12 +174,9 @@ impl Filter {
             return Err(ApiError::field("direction", "must be inbound or outbound"));
         }
         if let Some(s) = &self.status
-            && !matches!(s.as_str(), "open" | "retried" | "requeued" | "ignored" | "resolved")
+            && !matches!(s.as_str(), "open" | "ignored" | "resolved")
         {
-            return Err(ApiError::field(
-                "status",
-                "must be open, retried, requeued, ignored or resolved",
-            ));
+            return Err(ApiError::field("status", "must be open, ignored or resolved"));
         }
         Ok(())
     }
@@ -238,10 +251,11 @@ impl Action {
         }
     }
 
-    fn closed_status(self) -> &'static str {
+    /// The row's status after the action (retried and requeued rows stay open until the work
+    /// goes through).
+    fn status_after(self) -> &'static str {
         match self {
-            Action::Retry => "retried",
-            Action::Requeue => "requeued",
+            Action::Retry | Action::Requeue => "open",
             Action::Ignore => "ignored",
         }
     }
@@ -309,7 +323,7 @@ async fn act(platform: &Ledger, action: Action, rows: Vec<RecordError>) -> Resul
                  WHERE id = $1 AND status = 'open'"
             ))
             .bind::<BigInt, _>(*id)
-            .bind::<Text, _>(action.closed_status())
+            .bind::<Text, _>(action.status_after())
             .execute(conn)
             .await?;
         }

@@ -44,6 +44,32 @@ pub struct Config {
 }
 
 impl Config {
+    /// The defaults with no CRM connected and no webhook secrets (the platform alone).
+    pub fn unconnected(common: CommonConfig) -> Self {
+        Self {
+            common,
+            crm: None,
+            standard_secrets: Vec::new(),
+            hubspot_secrets: Vec::new(),
+            inbound_batch: 128,
+            inbound_concurrency: 2,
+            push: PushConfig { anti_entropy_every: None, ..PushConfig::default() },
+            reconcile_every: None,
+            reconcile_grace: Duration::from_secs(60),
+            bulk_quota_share: 0.5,
+            bulk_notify: Vec::new(),
+            smtp: SmtpConfig {
+                host: "127.0.0.1".into(),
+                port: 1025,
+                security: shared::notify::SmtpSecurity::None,
+                credentials: None,
+                from: "datasync <datasync@localhost>"
+                    .parse()
+                    .unwrap_or_else(|_| unreachable!("a valid mailbox")),
+            },
+        }
+    }
+
     pub fn from_env() -> Result<Self, ConfigError> {
         let crm = match url_var("CRM_BASE_URL")? {
             Some(base_url) => Some(Endpoint {

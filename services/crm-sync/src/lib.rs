@@ -75,6 +75,7 @@ pub async fn build(config: Config) -> anyhow::Result<Application> {
             &streams::SYNC_EVENTS,
             &streams::SYNC_CONFLICTS,
             &streams::OUTBOUND,
+            &streams::ALERTS,
         ],
         openapi: <routes::ApiDoc as utoipa::OpenApi>::openapi(),
         settings: None,

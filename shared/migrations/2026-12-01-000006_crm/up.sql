@@ -155,7 +155,7 @@ BEGIN
             error text NOT NULL,
             attempts bigint NOT NULL DEFAULT 1,
             last_payload jsonb NOT NULL,
-            status text NOT NULL DEFAULT 'open' CHECK (status IN ('open', 'retried', 'requeued', 'ignored', 'resolved')),
+            status text NOT NULL DEFAULT 'open' CHECK (status IN ('open', 'ignored', 'resolved')),
             created_at timestamptz NOT NULL DEFAULT now(),
             updated_at timestamptz NOT NULL DEFAULT now()
         );

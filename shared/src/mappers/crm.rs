@@ -121,13 +121,27 @@ fn set_path(map: &mut Map<String, Value>, path: &str, value: Value) {
     }
 }
 
+/// Whether any string in `value` holds a NUL (PostgreSQL's text and jsonb refuse it).
+fn has_nul(value: &Value) -> bool {
+    match value {
+        Value::String(s) => s.contains('\0'),
+        Value::Array(items) => items.iter().any(has_nul),
+        Value::Object(map) => map.iter().any(|(k, v)| k.contains('\0') || has_nul(v)),
+        _ => false,
+    }
+}
+
 /// `value` as a valid local value of `kind`, or what is wrong with it.
 fn checked(kind: Kind, value: &Value) -> Result<Value, String> {
     if value.is_null() {
         return Ok(Value::Null);
     }
     match kind {
-        Kind::Text => value.as_str().map(|_| value.clone()).ok_or("must be a string".into()),
+        Kind::Text => match value.as_str() {
+            Some(text) if text.contains('\0') => Err("must not contain NUL characters".into()),
+            Some(_) => Ok(value.clone()),
+            None => Err("must be a string".into()),
+        },
         Kind::Integer => value
             .as_i64()
             .filter(|n| i32::try_from(*n).is_ok())
@@ -142,7 +156,11 @@ fn checked(kind: Kind, value: &Value) -> Result<Value, String> {
             .filter(|s| NaiveDate::parse_from_str(s, "%Y-%m-%d").is_ok())
             .map(|_| value.clone())
             .ok_or("must be a date (YYYY-MM-DD)".into()),
-        Kind::Object => value.as_object().map(|_| value.clone()).ok_or("must be an object".into()),
+        Kind::Object => match value {
+            Value::Object(_) if has_nul(value) => Err("must not contain NUL characters".into()),
+            Value::Object(_) => Ok(value.clone()),
+            _ => Err("must be an object".into()),
+        },
     }
 }
 
@@ -426,7 +444,7 @@ mod tests {
 
     fn value_of(kind: Kind) -> BoxedStrategy<Value> {
         let present = match kind {
-            Kind::Text => any::<String>().prop_map(Value::from).boxed(),
+            Kind::Text => any::<String>().prop_map(|s| Value::from(s.replace('\0', ""))).boxed(),
             Kind::Integer => any::<i32>().prop_map(Value::from).boxed(),
             Kind::Decimal => (any::<i64>(), 0u32..4)
                 .prop_map(|(n, scale)| json!(n as f64 / 10f64.powi(scale as i32)))
@@ -434,7 +452,7 @@ mod tests {
             Kind::Date => (1i32..9999, 1u32..=12, 1u32..=28)
                 .prop_map(|(y, m, d)| json!(format!("{y:04}-{m:02}-{d:02}")))
                 .boxed(),
-            Kind::Object => proptest::collection::btree_map("[a-z]{1,8}", any::<String>(), 0..4)
+            Kind::Object => proptest::collection::btree_map("[a-z]{1,8}", "[^\0]*", 0..4)
                 .prop_map(|m| json!(m))
                 .boxed(),
         };

@@ -17,7 +17,7 @@ async fn all_six_services_boot_together_report_ready_and_stop_gracefully() {
 
     // Started concurrently: migrations and stream declarations must not race.
     let (crm, erp, inv, user, resolver, monitor) = tokio::join!(
-        crm_sync::build(cfg(crm_sync::SERVICE)),
+        crm_sync::build(crm_sync::Config::unconnected(cfg(crm_sync::SERVICE))),
         erp_sync::build(cfg(erp_sync::SERVICE)),
         inventory_sync::build(inventory),
         user_sync::build(cfg(user_sync::SERVICE)),
@@ -126,7 +126,13 @@ async fn readiness_fails_while_nats_or_postgres_is_down_and_recovers_by_itself()
     let mut own = OwnNats::start(port, dir.clone());
     let nats = TestNats { url: format!("nats://127.0.0.1:{}", own.port), prefix: "RT".into() };
     let app = TestApp::spawn(
-        crm_sync::build(harness::common_config(crm_sync::SERVICE, &db, &nats)).await.unwrap(),
+        crm_sync::build(crm_sync::Config::unconnected(harness::common_config(
+            crm_sync::SERVICE,
+            &db,
+            &nats,
+        )))
+        .await
+        .unwrap(),
     );
     assert_eq!(ready(&app).await, 200);
 
