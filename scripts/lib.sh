@@ -558,6 +558,10 @@ ensure_env_file() {
         echo "INVENTORY_API_KEYS=manual:$(random_hex 24),pos:$(random_hex 24),wms:$(random_hex 24),ecommerce:$(random_hex 24),erp:$(random_hex 24)"
         echo "INVENTORY_HMAC_SECRETS=manual:$(random_hex 32),erp:$(random_hex 32)"
         echo
+        echo "# crm-sync: Standard Webhooks secret(s) of the CRM's webhooks (comma separated during"
+        echo "# a rotation); CRM_HUBSPOT_CLIENT_SECRETS for HubSpot v3 signatures"
+        echo "CRM_WEBHOOK_SECRETS=whsec_$(head -c 24 /dev/urandom | base64 | tr -d '\n')"
+        echo
         echo "# Sync targets. Unset means \"target not configured\". For a local sandbox use e.g."
         echo "# ERP_BASE_URL=http://127.0.0.1:<port>"
         echo "# ERP_API_KEY="
@@ -570,12 +574,12 @@ ensure_env_file() {
     } >"$tmp" || { rm -f "$tmp"; die "cannot write $tmp"; }
     # ln is atomic and refuses to replace an existing file (a concurrent run may win).
     if ln "$tmp" "$env_file" 2>/dev/null; then
-        log "created .env with random ADMIN_TOKEN, INVENTORY_API_KEYS and INVENTORY_HMAC_SECRETS (mode 600)"
+        log "created .env with random ADMIN_TOKEN, INVENTORY_API_KEYS, INVENTORY_HMAC_SECRETS and CRM_WEBHOOK_SECRETS (mode 600)"
     elif [[ -e "$env_file" ]]; then
         log ".env exists: leaving it untouched"
     else
         mv -n "$tmp" "$env_file" || { rm -f "$tmp"; die "cannot create $env_file"; }
-        log "created .env with random ADMIN_TOKEN, INVENTORY_API_KEYS and INVENTORY_HMAC_SECRETS (mode 600)"
+        log "created .env with random ADMIN_TOKEN, INVENTORY_API_KEYS, INVENTORY_HMAC_SECRETS and CRM_WEBHOOK_SECRETS (mode 600)"
     fi
     rm -f "$tmp"
 }
