@@ -89,10 +89,23 @@ impl Outcome {
     }
 }
 
-/// The records a batch works on, loaded once and kept current as its events apply.
+/// One record of a batch: as loaded (or new), with what its events changed.
+pub struct Entry {
+    pub local: Local,
+    pub state: Option<SyncState>,
+    /// Not in the table yet (`local.id` is 0 until flushed).
+    new: bool,
+    /// The row's data or deletion changed.
+    changed: bool,
+    /// The sync state changed.
+    state_changed: bool,
+}
+
+/// The records a batch works on: loaded once (locked), changed in memory as its events apply,
+/// and written back with a few set-based statements ([`Working::flush`]).
 #[derive(Default)]
 pub struct Working {
-    records: HashMap<(Entity, String), (Local, Option<SyncState>)>,
+    records: HashMap<(Entity, String), Entry>,
 }
 
 impl Working {
@@ -116,32 +129,76 @@ impl Working {
             for local in locals {
                 let state = states.remove(&local.id);
                 let key = (entity, local.external_id.clone().unwrap_or_default());
-                records.insert(key, (local, state));
+                records.insert(
+                    key,
+                    Entry { local, state, new: false, changed: false, state_changed: false },
+                );
             }
         }
         Ok(Self { records })
     }
-}
 
-impl Working {
     /// Whether `event` brings a CRM state this side never saw (for drift reports).
     pub fn missed(&self, event: &CrmEvent) -> bool {
         let known = self.records.get(&(event.entity, event.id.clone()));
         match (event.event, known) {
-            (ChangeKind::Deleted, Some((local, _))) => local.deleted_at.is_none(),
+            (ChangeKind::Deleted, Some(entry)) => entry.local.deleted_at.is_none(),
             (ChangeKind::Deleted, None) => false,
             (_, None) => true,
-            (_, Some((_, state))) => state
+            (_, Some(entry)) => entry
+                .state
                 .as_ref()
                 .and_then(|s| s.remote_updated_at)
                 .is_none_or(|seen| seen < event.timestamp),
         }
     }
+
+    /// Writes what the events changed: per entity, one insert of the new records, one update
+    /// of the changed ones, one upsert of the sync states.
+    async fn flush(&mut self, conn: &mut AsyncPgConnection) -> anyhow::Result<()> {
+        for entity in Entity::ALL {
+            let fresh: Vec<&Local> = self
+                .records
+                .iter()
+                .filter(|((e, _), entry)| *e == entity && entry.new)
+                .map(|(_, entry)| &entry.local)
+                .collect();
+            let ids = records::insert_many(conn, entity, &fresh).await?;
+            if ids.len() != fresh.len() {
+                anyhow::bail!(
+                    "{} {entity} records were inserted concurrently",
+                    fresh.len() - ids.len()
+                );
+            }
+            for ((e, external_id), entry) in self.records.iter_mut() {
+                if *e == entity && entry.new {
+                    entry.local.id = *ids.get(external_id).ok_or_else(|| {
+                        anyhow::anyhow!("{entity} {external_id} was not inserted")
+                    })?;
+                    entry.new = false;
+                }
+            }
+            let changed: Vec<&Local> = self
+                .records
+                .iter()
+                .filter(|((e, _), entry)| *e == entity && entry.changed && entry.local.id != 0)
+                .map(|(_, entry)| &entry.local)
+                .collect();
+            records::write_many(conn, entity, &changed).await?;
+            let states: Vec<(i64, &SyncState)> = self
+                .records
+                .iter()
+                .filter(|((e, _), entry)| *e == entity && entry.state_changed)
+                .filter_map(|(_, entry)| Some((entry.local.id, entry.state.as_ref()?)))
+                .collect();
+            sync_state::save_many(conn, entity, &states).await?;
+        }
+        Ok(())
+    }
 }
 
-/// Applies one event to the working set and the database.
-async fn apply(
-    conn: &mut AsyncPgConnection,
+/// Applies one event to the working set (in memory; [`Working::flush`] writes it).
+fn apply(
     working: &mut Working,
     event: &CrmEvent,
     now: DateTime<Utc>,
@@ -150,26 +207,22 @@ async fn apply(
     let key = (entity, event.id.clone());
     let changes = mapper::to_local(entity, &event.data)
         .map_err(|e| anyhow::anyhow!("{}: {}", e.field, e.detail))?;
-    let Some((local, state)) = working.records.get_mut(&key) else {
+    let Some(entry) = working.records.get_mut(&key) else {
         if event.event == ChangeKind::Deleted {
             return Ok((
                 Outcome::applied(Some("not known here: nothing to delete".into())),
                 vec![],
             ));
         }
-        let id = records::insert_from_crm(conn, entity, &event.id, &changes)
-            .await?
-            .ok_or_else(|| anyhow::anyhow!("{entity} {} was inserted concurrently", event.id))?;
         let data = mapper::mapped_columns(entity, &changes);
         let state = SyncState {
             base: data.clone(),
             remote_updated_at: Some(event.timestamp),
             ..SyncState::default()
         };
-        sync_state::save(conn, entity, id, &state).await?;
         let local = Local {
             entity,
-            id,
+            id: 0,
             external_id: Some(event.id.clone()),
             data,
             deleted_at: None,
@@ -177,9 +230,13 @@ async fn apply(
             local_version: 0,
             updated_at: now,
         };
-        working.records.insert(key, (local, Some(state)));
+        working.records.insert(
+            key,
+            Entry { local, state: Some(state), new: true, changed: true, state_changed: true },
+        );
         return Ok((Outcome::applied(Some("created".into())), vec![]));
     };
+    let Entry { local, state, changed, state_changed, .. } = entry;
     if state.as_ref().and_then(|s| s.remote_updated_at).is_some_and(|seen| event.timestamp <= seen)
     {
         return Ok((
@@ -192,22 +249,22 @@ async fn apply(
         synced_version: local.local_version,
         ..SyncState::default()
     });
+    *state_changed = true;
     if event.event == ChangeKind::Deleted {
         if local.deleted_at.is_none() {
-            records::soft_delete(conn, entity, local.id, "crm").await?;
             local.deleted_at = Some(now);
             local.deleted_from = Some("crm".into());
+            *changed = true;
         }
         state_now.remote_updated_at = Some(event.timestamp);
-        sync_state::save(conn, entity, local.id, &state_now).await?;
         *state = Some(state_now);
         return Ok((Outcome::applied(Some("deleted".into())), vec![]));
     }
     if local.deleted_at.is_some() && local.deleted_from.as_deref() == Some("crm") {
         // The CRM restored it.
-        records::restore(conn, entity, local.id).await?;
         local.deleted_at = None;
         local.deleted_from = None;
+        *changed = true;
     }
     let side = LocalSide {
         data: &local.data,
@@ -225,7 +282,6 @@ async fn apply(
     else {
         return Ok((Outcome::applied(Some("stale".into())), vec![]));
     };
-    records::update_columns(conn, entity, local.id, &set).await?;
     let mut messages = Vec::new();
     let outcome = if conflicts.is_empty() {
         Outcome::applied(None)
@@ -254,9 +310,10 @@ async fn apply(
             reason: Some(format!("conflict {conflict_id} on {}", conflicts.join(", "))),
         }
     };
-    local.data.extend(set.clone());
     if !set.is_empty() {
+        local.data.extend(set);
         local.updated_at = now;
+        *changed = true;
     }
     state_now.base = base;
     if held.is_empty() {
@@ -264,7 +321,6 @@ async fn apply(
     }
     state_now.held = held;
     state_now.remote_updated_at = Some(event.timestamp);
-    sync_state::save(conn, entity, local.id, &state_now).await?;
     *state = Some(state_now);
     Ok((outcome, messages))
 }
@@ -309,10 +365,11 @@ pub async fn apply_all(
     let mut outcomes = Vec::with_capacity(events.len());
     let mut messages = Vec::new();
     for event in events {
-        let (outcome, more) = apply(conn, &mut working, event, now).await?;
+        let (outcome, more) = apply(&mut working, event, now)?;
         messages.extend(more);
         outcomes.push(outcome);
     }
+    working.flush(conn).await?;
     Ok((outcomes, messages))
 }
 
@@ -340,7 +397,7 @@ pub async fn preview(
                     .map(|(k, v)| (k.clone(), Value::Null, v.clone()))
                     .collect()
             }
-            Some((local, state)) => {
+            Some(Entry { local, state, .. }) => {
                 let agreed = state.as_ref().map(|s| Agreed {
                     base: &s.base,
                     remote_updated_at: s.remote_updated_at,

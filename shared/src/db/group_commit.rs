@@ -111,6 +111,23 @@ impl<B: Batch> GroupCommit<B> {
         self.runner.execute(requests).await
     }
 
+    /// Queues one request without waiting for its commit (waits only while the queue is
+    /// full): for bookkeeping the caller does not depend on. A failure is logged by the
+    /// executor's retries, not returned.
+    pub async fn enqueue(&self, shard: impl Hash, request: B::Request) -> Result<(), Unavailable> {
+        let (reply, _) = oneshot::channel();
+        self.queue(shard)
+            .send(Job { request, reply })
+            .await
+            .map_err(|_| Unavailable("service is shutting down".into()))
+    }
+
+    fn queue(&self, shard: impl Hash) -> &mpsc::Sender<Job<B>> {
+        let mut hasher = std::collections::hash_map::DefaultHasher::new();
+        shard.hash(&mut hasher);
+        &self.shards[(hasher.finish() % self.shards.len() as u64) as usize]
+    }
+
     /// Applies one request (possibly batched with concurrent ones). Requests with the same
     /// `shard` key go to the same executor.
     pub async fn submit(
@@ -118,11 +135,8 @@ impl<B: Batch> GroupCommit<B> {
         shard: impl Hash,
         request: B::Request,
     ) -> Result<B::Response, Unavailable> {
-        let mut hasher = std::collections::hash_map::DefaultHasher::new();
-        shard.hash(&mut hasher);
-        let queue = &self.shards[(hasher.finish() % self.shards.len() as u64) as usize];
         let (reply, answer) = oneshot::channel();
-        queue
+        self.queue(shard)
             .send(Job { request, reply })
             .await
             .map_err(|_| Unavailable("service is shutting down".into()))?;

@@ -10,9 +10,9 @@
 //! 4. Each event is published to JetStream on `webhooks.<system>.<entity>` with `Nats-Msg-Id` =
 //!    `<system>:<id>` and an envelope id derived from the same (UUID v5), so a redelivery by
 //!    the sender is dropped by JetStream and answers the same ids.
-//! 5. A `received` row per event is written to `<schema>.webhook_events` (group commit), and the
-//!    answer is `202 {event_id, event_ids}`; a redelivery answers the same, with
-//!    `Idempotent-Replayed: true`.
+//! 5. A `received` row per event is queued for `<schema>.webhook_events` (group commit, not
+//!    waited for), and the answer is `202 {event_id, event_ids}`; a redelivery answers the
+//!    same, with `Idempotent-Replayed: true`.
 //!
 //! The consumer that applies an event records `applied`, `conflict` or `failed` with
 //! [`record`] in the transaction of its effect; a dead-lettered event becomes `failed` with the
@@ -163,9 +163,9 @@ impl Ingress {
                 delivery_id: e.id.clone(),
             })
             .collect();
-        // The events are durable in JetStream already; a failed status row is logged, and the
-        // consumer's own status row still comes.
-        if let Err(e) = self.received.submit(ids[0], rows).await {
+        // The events are durable in JetStream already: the `received` rows are queued, not
+        // waited for (the consumer's own status row comes either way, and may come first).
+        if let Err(e) = self.received.enqueue(ids[0], rows).await {
             tracing::warn!(error = %e, system, "received status not recorded");
         }
         tracing::info!(system, events = ids.len(), replayed, sender = %verified.sender, "webhook accepted");

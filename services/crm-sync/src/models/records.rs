@@ -11,10 +11,7 @@
 //! bumps `local_version` and queues a push.
 
 use chrono::{DateTime, Utc};
-use diesel::{
-    OptionalExtension,
-    sql_types::{Array, BigInt, Jsonb, Nullable, Text, Timestamptz},
-};
+use diesel::sql_types::{Array, BigInt, Jsonb, Nullable, Text, Timestamptz};
 use diesel_async::{AsyncPgConnection, RunQueryDsl};
 use serde_json::{Map, Value};
 use shared::{mappers::crm as mapper, schemas::crm::Entity};
@@ -119,34 +116,78 @@ fn columns(entity: Entity, data: &Map<String, Value>) -> Vec<&'static str> {
     mapper::fields(entity).iter().map(|f| f.local).filter(|c| data.contains_key(*c)).collect()
 }
 
-/// Inserts a record the CRM has and we did not; `None` when another transaction inserted the
-/// same CRM id first.
-pub async fn insert_from_crm(
+/// A record as one element of a `jsonb_populate_recordset` argument.
+fn as_row(local: &Local) -> Value {
+    let mut row = local.data.clone();
+    row.insert("id".into(), Value::from(local.id));
+    row.insert("external_id".into(), local.external_id.clone().map_or(Value::Null, Value::from));
+    row.insert(
+        "deleted_at".into(),
+        local.deleted_at.map_or(Value::Null, |t| Value::from(t.to_rfc3339())),
+    );
+    row.insert("deleted_from".into(), local.deleted_from.clone().map_or(Value::Null, Value::from));
+    Value::Object(row)
+}
+
+/// Inserts records the CRM has and we did not, in one statement; their ids by CRM id. A record
+/// another transaction inserted first is left out of the answer.
+pub async fn insert_many(
     conn: &mut AsyncPgConnection,
     entity: Entity,
-    external_id: &str,
-    data: &Map<String, Value>,
-) -> diesel::QueryResult<Option<i64>> {
+    locals: &[&Local],
+) -> diesel::QueryResult<std::collections::HashMap<String, i64>> {
     #[derive(diesel::QueryableByName)]
-    struct Id {
+    struct Inserted {
         #[diesel(sql_type = BigInt)]
         id: i64,
+        #[diesel(sql_type = Text)]
+        external_id: String,
     }
-    let cols = columns(entity, data);
+    if locals.is_empty() {
+        return Ok(Default::default());
+    }
+    let cols: Vec<&str> = mapper::fields(entity).iter().map(|f| f.local).collect();
     let names: String = cols.iter().map(|c| format!(", {c}")).collect();
     let values: String = cols.iter().map(|c| format!(", r.{c}")).collect();
-    let id: Option<Id> = diesel::sql_query(format!(
-        "INSERT INTO crm.{table} (external_id, external_source, synced_at{names}) \
-         SELECT $2, 'crm', now(){values} FROM jsonb_populate_record(NULL::crm.{table}, $1) r \
-         ON CONFLICT (external_id) DO NOTHING RETURNING id",
+    let rows: Vec<Inserted> = diesel::sql_query(format!(
+        "INSERT INTO crm.{table} (external_id, external_source, synced_at, deleted_at, deleted_from{names}) \
+         SELECT r.external_id, 'crm', now(), r.deleted_at, r.deleted_from{values} \
+         FROM jsonb_populate_recordset(NULL::crm.{table}, $1) r \
+         ON CONFLICT (external_id) DO NOTHING RETURNING id, external_id",
         table = entity.table()
     ))
-    .bind::<Jsonb, _>(Value::Object(data.clone()))
-    .bind::<Text, _>(external_id)
-    .get_result(conn)
+    .bind::<Jsonb, _>(Value::Array(locals.iter().map(|l| as_row(l)).collect()))
+    .load(conn)
+    .await?;
+    Ok(rows.into_iter().map(|r| (r.external_id, r.id)).collect())
+}
+
+/// Writes the mapped columns and the deletion of existing records, in one statement (the
+/// capture trigger sees which rows really changed).
+pub async fn write_many(
+    conn: &mut AsyncPgConnection,
+    entity: Entity,
+    locals: &[&Local],
+) -> diesel::QueryResult<()> {
+    if locals.is_empty() {
+        return Ok(());
+    }
+    let set: Vec<String> = mapper::fields(entity)
+        .iter()
+        .map(|f| f.local)
+        .chain(["deleted_at", "deleted_from"])
+        .map(|c| format!("{c} = r.{c}"))
+        .collect();
+    diesel::sql_query(format!(
+        "UPDATE crm.{table} t SET {set}, synced_at = now() \
+         FROM jsonb_populate_recordset(NULL::crm.{table}, $1) r WHERE t.id = r.id",
+        table = entity.table(),
+        set = set.join(", ")
+    ))
+    .bind::<Jsonb, _>(Value::Array(locals.iter().map(|l| as_row(l)).collect()))
+    .execute(conn)
     .await
-    .optional()?;
-    Ok(id.map(|i| i.id))
+    .map(|_| ())
 }
 
 /// Sets the columns present in `data` (nothing when it is empty).
@@ -168,40 +209,6 @@ pub async fn update_columns(
         set = set.join(", ")
     ))
     .bind::<Jsonb, _>(Value::Object(data.clone()))
-    .bind::<BigInt, _>(id)
-    .execute(conn)
-    .await
-    .map(|_| ())
-}
-
-/// Soft delete: `deleted_at` and `deleted_from`; a record already deleted keeps its time.
-pub async fn soft_delete(
-    conn: &mut AsyncPgConnection,
-    entity: Entity,
-    id: i64,
-    from: &str,
-) -> diesel::QueryResult<()> {
-    diesel::sql_query(format!(
-        "UPDATE crm.{} SET deleted_at = now(), deleted_from = $2 WHERE id = $1 AND deleted_at IS NULL",
-        entity.table()
-    ))
-    .bind::<BigInt, _>(id)
-    .bind::<Text, _>(from)
-    .execute(conn)
-    .await
-    .map(|_| ())
-}
-
-/// Undoes a soft delete (the CRM restored the record).
-pub async fn restore(
-    conn: &mut AsyncPgConnection,
-    entity: Entity,
-    id: i64,
-) -> diesel::QueryResult<()> {
-    diesel::sql_query(format!(
-        "UPDATE crm.{} SET deleted_at = NULL, deleted_from = NULL WHERE id = $1",
-        entity.table()
-    ))
     .bind::<BigInt, _>(id)
     .execute(conn)
     .await

@@ -112,3 +112,41 @@ pub async fn save(
         .await
         .map(|_| ())
 }
+
+/// Writes many records' states in one statement.
+pub async fn save_many(
+    conn: &mut AsyncPgConnection,
+    entity: Entity,
+    states: &[(i64, &SyncState)],
+) -> diesel::QueryResult<()> {
+    if states.is_empty() {
+        return Ok(());
+    }
+    let rows: Vec<Value> = states
+        .iter()
+        .map(|(id, s)| {
+            serde_json::json!({
+                "record_id": id,
+                "base": s.base,
+                "synced_version": s.synced_version,
+                "remote_updated_at": s.remote_updated_at,
+                "held": s.held,
+                "conflict_id": s.conflict_id,
+            })
+        })
+        .collect();
+    diesel::sql_query(
+        "INSERT INTO crm.sync_state (entity, record_id, base, synced_version, remote_updated_at, synced_at, held, conflict_id) \
+         SELECT $1, r.record_id, r.base, r.synced_version, r.remote_updated_at, now(), r.held, r.conflict_id \
+         FROM jsonb_to_recordset($2) AS r(record_id bigint, base jsonb, synced_version bigint, \
+             remote_updated_at timestamptz, held jsonb, conflict_id uuid) \
+         ON CONFLICT (entity, record_id) DO UPDATE SET base = excluded.base, \
+             synced_version = excluded.synced_version, remote_updated_at = excluded.remote_updated_at, \
+             synced_at = excluded.synced_at, held = excluded.held, conflict_id = excluded.conflict_id",
+    )
+    .bind::<diesel::sql_types::Text, _>(entity.as_str())
+    .bind::<diesel::sql_types::Jsonb, _>(Value::Array(rows))
+    .execute(conn)
+    .await
+    .map(|_| ())
+}

@@ -69,10 +69,16 @@ async fn plain_sql_inserts_and_updates_reach_the_crm_and_deletes_archive() {
         crm.crm_object("contacts", &external_id).is_some_and(|o| o.archived_ms.is_some())
     });
     assert!(archived.await, "archived in the CRM");
-    let log = t
-        .count("SELECT count(*) AS n FROM crm.push_log WHERE target = 'crm' AND status = 'synced'")
-        .await;
-    assert_eq!(log, 3);
+    // Create, update and archive, each logged once it committed.
+    let logged = harness::eventually(WAIT, || async {
+        let n = t
+            .count(
+                "SELECT count(*) AS n FROM crm.push_log WHERE target = 'crm' AND status = 'synced'",
+            )
+            .await;
+        (n == 3).then_some(())
+    });
+    assert!(logged.await.is_some(), "three pushes logged");
     t.assert_settled(0).await;
 }
 
