@@ -94,14 +94,15 @@ async fn pushes_retry_429_and_5xx_then_dead_letter_into_the_ledger_and_requeue_d
     let ledger: Value = harness::eventually(WAIT, || async {
         let v: Value =
             t.app.admin_get("/admin/record-errors?system=crm").await.json().await.ok()?;
-        (v["count"] == 1).then_some(v)
+        (v["count"] == 1 && v["errors"][0].is_object()).then_some(v)
     })
     .await
     .expect("a ledger row");
     let row = &ledger["errors"][0];
     assert_eq!(
         (row["entity"].as_str(), row["direction"].as_str()),
-        (Some("account"), Some("outbound"))
+        (Some("account"), Some("outbound")),
+        "{ledger}"
     );
     assert_eq!(row["record_id"], format!("account/{id}"));
     assert!(row["error"].as_str().unwrap().contains("503"), "{row}");
