@@ -6,13 +6,15 @@
 //! `webhooks.crm.<entity>`.
 //!
 //! The consumer takes every ready event (up to `CRM_INBOUND_BATCH`) and applies them in one
-//! transaction: records locked in id order, the three-way merge per event ([`crate::domain::merge`]),
-//! conflicts announced on `sync.conflicts.detected.crm`, each event's status, an inbox row
-//! per message and one `sync.events.crm.inbound.<entity>` announcement per entity, all
-//! committed together. Changes are written with origin `crm`, so the capture trigger never
-//! queues them back to the CRM. When the batch's transaction fails on a database error, its
-//! events are applied one per transaction, and one that still fails is recorded `failed` with
-//! a row in the error ledger (its retry re-publishes it).
+//! transaction: records locked in id order, the three-way merge per event
+//! ([`crate::domain::merge`]) in memory, then per entity one insert, one update and one
+//! sync-state upsert; conflicts announced on `sync.conflicts.detected.crm`; each event's status,
+//! which is also the inbox (an event whose outcome is recorded is skipped when redelivered);
+//! and one `sync.events.crm.inbound.<entity>` announcement per entity, all committed together.
+//! Changes are written with origin `crm`, so the capture trigger never queues them back to the
+//! CRM. When the batch's transaction fails on a database error, its events are applied one per
+//! transaction, and one that still fails is recorded `failed` with a row in the error ledger
+//! (its retry re-publishes it).
 
 use std::collections::{BTreeMap, HashMap};
 
@@ -21,7 +23,7 @@ use diesel_async::{AsyncConnection, AsyncPgConnection};
 use serde_json::Value;
 use shared::{
     bus::{
-        Delivery, HandlerError, inbox,
+        Delivery, HandlerError,
         outbox::{self, OutboxRow},
     },
     http::{ApiError, verify::Verified},
@@ -45,7 +47,7 @@ use crate::{
     },
 };
 
-/// The durable consumer's name (also the inbox's).
+/// The durable consumer's name.
 pub const CONSUMER: &str = "crm-inbound";
 
 /// Splits a verified body into events (see the module doc); shape errors are 400s and invalid
@@ -332,13 +334,11 @@ async fn apply_batch(
 ) -> anyhow::Result<Vec<(Uuid, Entity, Outcome)>> {
     conn.transaction::<_, anyhow::Error, _>(async |conn| {
         records::set_origin(conn, "crm").await?;
-        let ids: Vec<String> = deliveries.iter().map(|d| d.envelope.id.to_string()).collect();
-        let first = inbox::first_deliveries(conn, SCHEMA, CONSUMER, &ids).await?;
-        let fresh: Vec<&Delivery<CrmEvent>> = deliveries
-            .iter()
-            .copied()
-            .filter(|d| first.contains(&d.envelope.id.to_string()))
-            .collect();
+        // The events' recorded outcomes are the inbox: a redelivered event is skipped.
+        let ids: Vec<Uuid> = deliveries.iter().map(|d| d.envelope.id).collect();
+        let done = shared::ingress::settled(conn, SCHEMA, &ids).await?;
+        let fresh: Vec<&Delivery<CrmEvent>> =
+            deliveries.iter().copied().filter(|d| !done.contains(&d.envelope.id)).collect();
         let events: Vec<&CrmEvent> = fresh.iter().map(|d| &d.envelope.data).collect();
         let (applied, mut messages) = apply_all(conn, &events).await?;
         let outcomes: Vec<(Uuid, Entity, Outcome)> = fresh
@@ -503,7 +503,6 @@ async fn record_failure(
     let event = &delivery.envelope.data;
     let payload = serde_json::to_value(event)?;
     conn.transaction::<_, anyhow::Error, _>(async |conn| {
-        inbox::first_delivery(conn, SCHEMA, CONSUMER, &delivery.envelope.id.to_string()).await?;
         shared::ingress::record(
             conn,
             SCHEMA,

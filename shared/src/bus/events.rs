@@ -103,6 +103,31 @@ pub async fn find(
     }))
 }
 
+/// Of `ids`, the events whose outcome is recorded already (applied, conflict or failed): a
+/// consumer that records outcomes with [`record`] in its effect's transaction uses this as its
+/// inbox (a redelivered event is skipped), without an inbox row per event.
+pub async fn settled(
+    conn: &mut AsyncPgConnection,
+    schema: &str,
+    ids: &[Uuid],
+) -> diesel::QueryResult<std::collections::HashSet<Uuid>> {
+    #[derive(diesel::QueryableByName)]
+    struct Id {
+        #[diesel(sql_type = diesel::sql_types::Uuid)]
+        id: Uuid,
+    }
+    if ids.is_empty() {
+        return Ok(Default::default());
+    }
+    let rows: Vec<Id> = diesel::sql_query(format!(
+        "SELECT id FROM {schema}.webhook_events WHERE id = ANY($1) AND status <> 'received'"
+    ))
+    .bind::<Array<diesel::sql_types::Uuid>, _>(ids)
+    .load(conn)
+    .await?;
+    Ok(rows.into_iter().map(|r| r.id).collect())
+}
+
 /// Records what became of events, in the caller's transaction (the one of their effect).
 /// `(envelope id, status, reason)`; an event whose `received` row is not written yet (the
 /// consumer was faster than the ingress's group commit) is inserted, and that row then only

@@ -25,7 +25,7 @@ use bytes::Bytes;
 use serde::Serialize;
 use uuid::Uuid;
 
-pub use crate::bus::events::{EventStatus, record};
+pub use crate::bus::events::{EventStatus, record, settled};
 
 use crate::{
     bus::{Bus, events as store},
