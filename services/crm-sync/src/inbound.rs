@@ -542,8 +542,16 @@ pub async fn handle(
         }
     };
     let all: Vec<&Delivery<CrmEvent>> = batch.iter().collect();
+    let started = std::time::Instant::now();
     match apply_batch(&mut conn, &all).await {
-        Ok(_) => return batch.iter().map(|_| Ok(())).collect(),
+        Ok(_) => {
+            tracing::debug!(
+                events = batch.len(),
+                ms = started.elapsed().as_secs_f64() * 1000.0,
+                "batch applied"
+            );
+            return batch.iter().map(|_| Ok(())).collect();
+        }
         Err(e) if batch.len() > 1 => {
             tracing::warn!(error = %format!("{e:#}"), events = batch.len(), "batch failed; applying its events one by one");
         }
