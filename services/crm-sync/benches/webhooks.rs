@@ -18,15 +18,14 @@
 //!   the webhook-to-row latency's p99 at that rate; then the same at half the service's own
 //!   end-to-end rate (its latency when it is not overloaded).
 //!
-//! `BENCH_SERVICE_LOG` (a `RUST_LOG` filter, e.g. `warn,crm_sync=debug` for each batch's size
-//! and time) and `BENCH_SERVICE_LOG_FILE` keep the service's log.
+//! `CRM_INBOUND_BATCH` and `CRM_INBOUND_CONCURRENCY` are passed through to the service.
 //!
 //! Figures are printed; nothing is asserted (this is a benchmark, not a test).
 #![allow(clippy::unwrap_used, clippy::expect_used, reason = "a benchmark fails loudly")]
 
 use std::{
     collections::HashMap,
-    process::{Command, Stdio},
+    process::Command,
     sync::{
         Arc, Mutex,
         atomic::{AtomicU64, Ordering},
@@ -36,6 +35,7 @@ use std::{
 
 use diesel::sql_types::{BigInt, Text};
 use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
+use harness::bench::{Figures, closed_loop};
 use harness::{TestDb, TestNats};
 use hdrhistogram::Histogram;
 
@@ -53,51 +53,6 @@ fn body(id: &str) -> Vec<u8> {
     .unwrap()
 }
 
-/// Throughput and latency of a closed loop of `CLIENTS` workers.
-struct Figures {
-    ops_per_sec: f64,
-    p50_ms: f64,
-    p99_ms: f64,
-    errors: u64,
-}
-
-async fn closed_loop<F, Fut>(duration: Duration, op: F) -> Figures
-where
-    F: Fn(usize, u64) -> Fut + Clone + Send + 'static,
-    Fut: std::future::Future<Output = bool> + Send,
-{
-    let errors = Arc::new(AtomicU64::new(0));
-    let started = Instant::now();
-    let tasks: Vec<_> = (0..CLIENTS)
-        .map(|client| {
-            let (op, errors) = (op.clone(), errors.clone());
-            tokio::spawn(async move {
-                let mut histogram = Histogram::<u64>::new(3).unwrap();
-                let mut n = 0u64;
-                while started.elapsed() < duration {
-                    let t = Instant::now();
-                    if !op(client, n).await {
-                        errors.fetch_add(1, Ordering::Relaxed);
-                    }
-                    histogram.record(t.elapsed().as_micros() as u64).unwrap();
-                    n += 1;
-                }
-                histogram
-            })
-        })
-        .collect();
-    let mut total = Histogram::<u64>::new(3).unwrap();
-    for task in tasks {
-        total.add(task.await.unwrap()).unwrap();
-    }
-    Figures {
-        ops_per_sec: total.len() as f64 / started.elapsed().as_secs_f64(),
-        p50_ms: total.value_at_quantile(0.5) as f64 / 1000.0,
-        p99_ms: total.value_at_quantile(0.99) as f64 / 1000.0,
-        errors: AtomicU64::load(&errors, Ordering::Relaxed),
-    }
-}
-
 /// Publish-and-await-ack of the webhook body to a stream of the same kind as WEBHOOKS.
 async fn nats_baseline(nats: &TestNats, duration: Duration) -> Figures {
     let js = async_nats::jetstream::new(nats.client().await);
@@ -112,7 +67,7 @@ async fn nats_baseline(nats: &TestNats, duration: Duration) -> Figures {
     .await
     .unwrap();
     let subject = nats.subject("bench.contact");
-    closed_loop(duration, move |client, n| {
+    closed_loop(CLIENTS, duration, move |client, n| {
         let (js, subject) = (js.clone(), subject.clone());
         async move {
             let id = format!("nats-{client}-{n}");
@@ -140,7 +95,7 @@ async fn insert_baseline(db: &TestDb, duration: Duration) -> Figures {
             AsyncPgConnection::establish(&db.url).await.unwrap(),
         )));
     }
-    closed_loop(duration, move |client, n| {
+    closed_loop(CLIENTS, duration, move |client, n| {
         let conn = conns[client].clone();
         async move {
             let mut conn = conn.lock().await;
@@ -287,37 +242,18 @@ struct Service {
 
 impl Service {
     async fn start(db: &TestDb, nats: &TestNats) -> Self {
-        let port = harness::process::free_port();
-        let child = Command::new(env!("CARGO_BIN_EXE_crm-sync"))
-            .env_clear()
-            .env("DATABASE_URL", &db.url)
-            .env("DATABASE_POOL_SIZE", "16")
-            .env("NATS_URL", &nats.url)
-            .env("NATS_PREFIX", &nats.prefix)
-            .env("ADMIN_TOKEN", harness::ADMIN_TOKEN)
-            .env("HTTP_HOST", "127.0.0.1")
-            .env("HTTP_PORT", port.to_string())
-            .env("CRM_WEBHOOK_SECRETS", SECRET)
-            .env("RUST_LOG", std::env::var("BENCH_SERVICE_LOG").unwrap_or_else(|_| "warn".into()))
-            .envs(
-                ["CRM_INBOUND_BATCH", "CRM_INBOUND_CONCURRENCY"]
-                    .into_iter()
-                    .filter_map(|k| Some((k, std::env::var(k).ok()?))),
-            )
-            .stdout(match std::env::var("BENCH_SERVICE_LOG_FILE") {
-                Ok(path) => Stdio::from(std::fs::File::create(path).unwrap()),
-                Err(_) => Stdio::null(),
-            })
-            .spawn()
-            .unwrap();
-        let base = format!("http://127.0.0.1:{port}");
-        let http = harness::test_client();
-        let ready = harness::eventually(Duration::from_secs(60), || async {
-            let r = http.get(format!("{base}/readyz")).send().await.ok()?;
-            (r.status() == 200).then_some(())
-        })
-        .await;
-        assert!(ready.is_some(), "crm-sync did not become ready");
+        let mut env: Vec<(String, String)> = vec![
+            ("DATABASE_POOL_SIZE".into(), "16".into()),
+            ("CRM_WEBHOOK_SECRETS".into(), SECRET.into()),
+            ("RUST_LOG".into(), "warn".into()),
+        ];
+        env.extend(
+            ["CRM_INBOUND_BATCH", "CRM_INBOUND_CONCURRENCY"]
+                .into_iter()
+                .filter_map(|k| Some((k.to_owned(), std::env::var(k).ok()?))),
+        );
+        let (child, base) =
+            harness::process::spawn_ready(env!("CARGO_BIN_EXE_crm-sync"), db, nats, &env).await;
         Self { child, base }
     }
 
@@ -403,7 +339,7 @@ fn main() {
         let first = Instant::now();
         let ingress = {
             let (http, url, sent) = (http.clone(), url.clone(), sent.clone());
-            closed_loop(duration, move |client, n| {
+            closed_loop(CLIENTS, duration, move |client, n| {
                 let (http, url, sent) = (http.clone(), url.clone(), sent.clone());
                 async move {
                     let id = format!("s-{client}-{n}");

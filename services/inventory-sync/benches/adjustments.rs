@@ -21,70 +21,22 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, reason = "a benchmark fails loudly")]
 
 use std::{
-    process::{Command, Stdio},
-    sync::{
-        Arc,
-        atomic::{AtomicU64, Ordering},
-    },
+    process::Command,
+    sync::Arc,
     time::{Duration, Instant},
 };
 
 use diesel::sql_types::{BigInt, Text};
 use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
+use harness::bench::{Figures, closed_loop};
 use harness::{TestDb, TestNats};
-use hdrhistogram::Histogram;
 
 const CLIENTS: usize = 64;
 const SPREAD_SKUS: usize = 10_000;
 const API_KEY: &str = "bench-api-key-0123456789";
 
-struct Figures {
-    ops_per_sec: f64,
-    p50_ms: f64,
-    p99_ms: f64,
-    errors: u64,
-}
-
 fn sku_for(hot: bool, i: u64) -> String {
     if hot { "HOT".into() } else { format!("S{}", i as usize % SPREAD_SKUS) }
-}
-
-async fn run_clients<F, Fut>(duration: Duration, op: F) -> Figures
-where
-    F: Fn(usize, u64) -> Fut + Clone + Send + 'static,
-    Fut: std::future::Future<Output = bool> + Send,
-{
-    let errors = Arc::new(AtomicU64::new(0));
-    let started = Instant::now();
-    let tasks: Vec<_> = (0..CLIENTS)
-        .map(|client| {
-            let (op, errors) = (op.clone(), errors.clone());
-            tokio::spawn(async move {
-                let mut histogram = Histogram::<u64>::new(3).unwrap();
-                let mut n = 0u64;
-                while started.elapsed() < duration {
-                    let t = Instant::now();
-                    if !op(client, n).await {
-                        errors.fetch_add(1, Ordering::Relaxed);
-                    }
-                    histogram.record(t.elapsed().as_micros() as u64).unwrap();
-                    n += 1;
-                }
-                histogram
-            })
-        })
-        .collect();
-    let mut total = Histogram::<u64>::new(3).unwrap();
-    for task in tasks {
-        total.add(task.await.unwrap()).unwrap();
-    }
-    let elapsed = started.elapsed().as_secs_f64();
-    Figures {
-        ops_per_sec: total.len() as f64 / elapsed,
-        p50_ms: total.value_at_quantile(0.5) as f64 / 1000.0,
-        p99_ms: total.value_at_quantile(0.99) as f64 / 1000.0,
-        errors: AtomicU64::load(&errors, Ordering::Relaxed),
-    }
 }
 
 async fn baseline(db: &TestDb, hot: bool, duration: Duration, run: &str) -> Figures {
@@ -95,7 +47,7 @@ async fn baseline(db: &TestDb, hot: bool, duration: Duration, run: &str) -> Figu
         )));
     }
     let run = run.to_owned();
-    run_clients(duration, move |client, n| {
+    closed_loop(CLIENTS, duration, move |client, n| {
         let conn = conns[client].clone();
         let run = run.clone();
         async move {
@@ -129,7 +81,7 @@ async fn baseline(db: &TestDb, hot: bool, duration: Duration, run: &str) -> Figu
 async fn service(url: String, hot: bool, duration: Duration, run: &str) -> Figures {
     let http = reqwest::Client::builder().pool_max_idle_per_host(CLIENTS).build().unwrap();
     let run = run.to_owned();
-    run_clients(duration, move |client, n| {
+    closed_loop(CLIENTS, duration, move |client, n| {
         let (http, url, run) = (http.clone(), url.clone(), run.clone());
         async move {
             let body = serde_json::json!({
@@ -212,35 +164,20 @@ struct Service {
 
 impl Service {
     async fn start(db: &TestDb, nats: &TestNats, targets: &[(String, String)]) -> Self {
-        let port = harness::process::free_port();
-        let child = Command::new(env!("CARGO_BIN_EXE_inventory-sync"))
-            .env_clear()
-            .env("DATABASE_URL", &db.url)
-            .env("DATABASE_POOL_SIZE", "16")
-            .env("NATS_URL", &nats.url)
-            .env("NATS_PREFIX", &nats.prefix)
-            .env("ADMIN_TOKEN", harness::ADMIN_TOKEN)
-            .env("HTTP_HOST", "127.0.0.1")
-            .env("HTTP_PORT", port.to_string())
-            .env("INVENTORY_API_KEYS", format!("bench:{API_KEY}"))
-            .env("RUST_LOG", "warn")
-            .envs(
-                ["ADJUST_WORKERS", "ADJUST_MAX_BATCH", "PUSH_CONCURRENCY"]
-                    .into_iter()
-                    .filter_map(|k| Some((k, std::env::var(k).ok()?))),
-            )
-            .envs(targets.iter().map(|(k, v)| (k.as_str(), v.as_str())))
-            .stdout(Stdio::null())
-            .spawn()
-            .unwrap();
-        let base = format!("http://127.0.0.1:{port}");
-        let http = harness::test_client();
-        let ready = harness::eventually(Duration::from_secs(60), || async {
-            let r = http.get(format!("{base}/readyz")).send().await.ok()?;
-            (r.status() == 200).then_some(())
-        })
-        .await;
-        assert!(ready.is_some(), "inventory-sync did not become ready");
+        let mut env: Vec<(String, String)> = vec![
+            ("DATABASE_POOL_SIZE".into(), "16".into()),
+            ("INVENTORY_API_KEYS".into(), format!("bench:{API_KEY}")),
+            ("RUST_LOG".into(), "warn".into()),
+        ];
+        env.extend(
+            ["ADJUST_WORKERS", "ADJUST_MAX_BATCH", "PUSH_CONCURRENCY"]
+                .into_iter()
+                .filter_map(|k| Some((k.to_owned(), std::env::var(k).ok()?))),
+        );
+        env.extend(targets.iter().cloned());
+        let (child, base) =
+            harness::process::spawn_ready(env!("CARGO_BIN_EXE_inventory-sync"), db, nats, &env)
+                .await;
         Self { child, base }
     }
 

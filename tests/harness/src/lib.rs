@@ -6,6 +6,8 @@
 //! `TEST_DATABASE_URL` (default `postgres://postgres@127.0.0.1:5432/postgres`) must be able to
 //! `CREATE DATABASE`; `TEST_NATS_URL` defaults to `nats://127.0.0.1:4222`.
 
+pub mod bench;
+
 use std::{future::Future, time::Duration};
 
 use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
@@ -329,6 +331,24 @@ impl TestApp {
             .send()
             .await
             .unwrap_or_else(|e| panic!("GET {path}: {e}"))
+    }
+
+    /// Sets a runtime setting through the admin API and waits until the service applies it.
+    pub async fn set_setting(&self, key: &str, value: serde_json::Value) {
+        let set = self
+            .http
+            .put(self.url(&format!("/admin/settings/{key}")))
+            .bearer_auth(ADMIN_TOKEN)
+            .json(&value)
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("PUT setting {key}: {e}"));
+        assert_eq!(set.status(), 200, "PUT setting {key}");
+        let applied = eventually(Duration::from_secs(20), || async {
+            let s: serde_json::Value = self.admin_get("/admin/settings").await.json().await.ok()?;
+            (s[key] == value).then_some(())
+        });
+        assert!(applied.await.is_some(), "the setting {key} is applied");
     }
 
     /// Stops the service gracefully (as SIGTERM would) and waits until it has.

@@ -176,21 +176,7 @@ impl TestCrm {
 
     /// Sets the `push_max_attempts` runtime setting and waits until the service applies it.
     pub async fn set_push_max_attempts(&self, attempts: u32) {
-        let set = self
-            .app
-            .http
-            .put(self.app.url("/admin/settings/push_max_attempts"))
-            .bearer_auth(harness::ADMIN_TOKEN)
-            .json(&json!(attempts))
-            .send()
-            .await
-            .expect("PUT setting");
-        assert_eq!(set.status(), 200);
-        let applied = harness::eventually(WAIT, || async {
-            let s: Value = self.app.admin_get("/admin/settings").await.json().await.ok()?;
-            (s["push_max_attempts"] == attempts).then_some(())
-        });
-        assert!(applied.await.is_some(), "the setting is applied");
+        self.app.set_setting("push_max_attempts", json!(attempts)).await;
     }
 
     pub async fn assert_settled(&self, dead_letters: i64) {
