@@ -6,8 +6,9 @@
 //! `<entity>/<id>` and its version `local_version`, which only such changes bump: a change
 //! applied from the CRM never reaches this engine, so it is never echoed back.
 //!
-//! The request: a record without a CRM id is created (`POST`, and the id the CRM returns is
-//! written back as `external_id`); a deleted one is archived (`DELETE`); otherwise only the
+//! The request: a record without a CRM id is created (an upsert keyed by our key, so a create
+//! sent again after a lost answer finds the record it made; the id the CRM returns is written
+//! back as `external_id`); a deleted one is archived (`DELETE`); otherwise only the
 //! fields that differ from the last synced copy are sent (`PATCH`), leaving out fields held by
 //! an open conflict. After delivery the sent fields become the agreed copy and the record's
 //! `synced_version` its version.
@@ -139,7 +140,7 @@ impl Connector for CrmRecords {
         match &r.external_id {
             Some(external_id) if r.deleted => mapper::archive(self.entity, external_id),
             Some(external_id) => mapper::update(self.entity, external_id, &r.changes),
-            None => mapper::create(self.entity, &r.data),
+            None => mapper::create(self.entity, &record.key, &r.data),
         }
     }
 
@@ -151,7 +152,11 @@ impl Connector for CrmRecords {
     ) -> anyhow::Result<Outcome> {
         let FollowUp { conn, .. } = ctx;
         let r = &record.record;
-        let remote = mapper::remote_record(answer);
+        let remote = if r.external_id.is_none() {
+            mapper::created(answer)
+        } else {
+            mapper::remote_record(answer)
+        };
         // A create's answer carries the CRM's id; anything else keeps ours.
         let created_id = match (&r.external_id, &remote) {
             (None, Some(remote)) => Some(remote.id.clone()),
@@ -159,9 +164,23 @@ impl Connector for CrmRecords {
             (None, None) => anyhow::bail!("the CRM's answer to a create has no id: {answer}"),
             (Some(_), _) => None,
         };
-        let mut state = r.state.clone().unwrap_or_default();
+        // The record's row lock orders this with the consumers that change its sync state in
+        // the meantime (they hold it while they merge): the state is read again under it.
+        records::by_ids(conn, self.entity, &[r.id], true).await?;
+        let mut state = sync_state::of(conn, self.entity, &[r.id])
+            .await?
+            .remove(&r.id)
+            .unwrap_or_else(|| r.state.clone().unwrap_or_default());
         let sent = if r.external_id.is_none() { &r.data } else { &r.changes };
         state.base.extend(sent.clone());
+        // A conflict opened on a field while this push was on its way: the CRM holds our value
+        // of it now.
+        for field in sent.keys() {
+            state.held.remove(field);
+        }
+        if state.held.is_empty() {
+            state.conflict_id = None;
+        }
         state.synced_version = state.synced_version.max(record.version);
         let crm_time: Option<DateTime<Utc>> = remote.and_then(|rr| rr.updated_at);
         state.remote_updated_at = state.remote_updated_at.max(crm_time);

@@ -354,13 +354,28 @@ fn objects(entity: Entity) -> String {
     format!("/crm/v3/objects/{}", entity.object_type())
 }
 
-/// Creates a record: `POST /crm/v3/objects/<type>` `{properties}`; the answer carries its id.
-pub fn create(entity: Entity, local: &Map<String, Value>) -> OutboundRequest {
+/// The CRM property (unique, set by us) that holds our key of a record we created there.
+pub const LOCAL_KEY_PROPERTY: &str = "datasync_id";
+
+/// Creates a record, idempotently: an upsert keyed by our own key of it
+/// (`POST /crm/v3/objects/<type>/batch/upsert` with `idProperty` [`LOCAL_KEY_PROPERTY`]), so
+/// a create whose answer was lost and is sent again finds the record it made. The answer's
+/// `results[0]` carries the CRM's id.
+pub fn create(entity: Entity, local_key: &str, local: &Map<String, Value>) -> OutboundRequest {
+    let mut properties = to_crm(entity, local);
+    properties.insert(LOCAL_KEY_PROPERTY.to_owned(), json!(local_key));
     OutboundRequest {
         method: Method::POST,
-        path: objects(entity),
-        body: json!({"properties": to_crm(entity, local)}),
+        path: format!("{}/batch/upsert", objects(entity)),
+        body: json!({"inputs": [
+            {"id": local_key, "idProperty": LOCAL_KEY_PROPERTY, "properties": properties}
+        ]}),
     }
+}
+
+/// The record a create (upsert) answered.
+pub fn created(answer: &Value) -> Option<RemoteRecord> {
+    remote_record(answer.pointer("/results/0")?)
 }
 
 /// Changes some properties: `PATCH /crm/v3/objects/<type>/<id>` `{properties}`.
@@ -573,6 +588,14 @@ mod tests {
         assert_eq!(
             list_path(Entity::Account, Some("x y"), 50, false),
             "/crm/v3/objects/companies?limit=50&archived=false&after=x%20y"
+        );
+        let c =
+            create(Entity::Contact, "contact/7", json!({"first_name": "Ann"}).as_object().unwrap());
+        assert_eq!(c.path, "/crm/v3/objects/contacts/batch/upsert");
+        assert_eq!(
+            c.body["inputs"][0],
+            json!({"id": "contact/7", "idProperty": "datasync_id",
+            "properties": {"firstName": "Ann", "datasync_id": "contact/7"}})
         );
         let (records, next) = page(&json!({"results": [{"id": "1", "properties": {"name": "A"},
             "updatedAt": "2026-12-01T10:00:00Z"}], "paging": {"next": {"after": "1"}}}))

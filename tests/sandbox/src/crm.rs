@@ -229,9 +229,48 @@ impl CrmState {
             },
             ("GET", []) => self.list(object_type, query),
             ("POST", ["search"]) => self.search(object_type, body),
+            ("POST", ["batch", "upsert"]) => self.upsert(object_type, body),
             _ => Err((405, json!({"message": "method not allowed"}))),
         };
         Some(result.unwrap_or_else(|e| e))
+    }
+
+    /// Creates or updates each input by a unique property of ours (`idProperty`).
+    fn upsert(&mut self, object_type: &str, body: &Value) -> Result<(u16, Value), (u16, Value)> {
+        let inputs = body["inputs"]
+            .as_array()
+            .ok_or((400, json!({"message": "inputs must be an array"})))?;
+        let mut results = Vec::new();
+        for input in inputs {
+            let (Some(key), Some(id_property), Some(properties)) = (
+                input["id"].as_str(),
+                input["idProperty"].as_str(),
+                input["properties"].as_object(),
+            ) else {
+                return Err((
+                    400,
+                    json!({"message": "each input needs id, idProperty and properties"}),
+                ));
+            };
+            let existing = self
+                .objects
+                .iter()
+                .find(|((t, _), o)| {
+                    t == object_type
+                        && o.archived_ms.is_none()
+                        && o.properties.get(id_property).and_then(Value::as_str) == Some(key)
+                })
+                .map(|((_, id), _)| *id);
+            let mut properties = properties.clone();
+            properties.insert(id_property.to_owned(), json!(key));
+            results.push(match existing {
+                Some(id) => {
+                    self.update(object_type, &id.to_string(), &properties).unwrap_or(Value::Null)
+                }
+                None => self.create(object_type, properties).1,
+            });
+        }
+        Ok((200, json!({"status": "COMPLETE", "results": results})))
     }
 
     fn list(&self, object_type: &str, query: &str) -> Result<(u16, Value), (u16, Value)> {

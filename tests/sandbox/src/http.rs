@@ -64,6 +64,9 @@ pub enum Fault {
     Status(u16),
     /// 429 with `Retry-After: <secs>`.
     RateLimited { retry_after_secs: u64 },
+    /// The request is carried out, then answered with this status (an answer lost on the way
+    /// back, as a client sees it).
+    StatusAfterApply(u16),
 }
 
 /// One request as the system received it, and what it answered.
@@ -297,6 +300,17 @@ async fn handle(req: HttpRequest, body: web::Bytes, sim: web::Data<Inner>) -> Ht
         {
             match fault {
                 Fault::Status(s) => (s, json!({"errors": "injected fault"}), None),
+                Fault::StatusAfterApply(s) => {
+                    route(
+                        sim.system,
+                        &mut state,
+                        &method,
+                        &path,
+                        req.query_string(),
+                        parsed.as_ref().unwrap_or(&Value::Null),
+                    );
+                    (s, json!({"errors": "injected fault after the request was carried out"}), None)
+                }
                 Fault::RateLimited { retry_after_secs } => {
                     (429, json!({"errors": "rate limited"}), Some(retry_after_secs))
                 }

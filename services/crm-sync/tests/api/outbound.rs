@@ -183,3 +183,32 @@ async fn crossing_changes_end_in_agreement() {
     );
     t.assert_settled(0).await;
 }
+
+#[tokio::test]
+async fn a_create_whose_answer_was_lost_is_not_made_twice() {
+    let t = spawn().await;
+    // The CRM creates the record, but its answer never arrives (503 on the way back).
+    t.sandbox.crm.fail_path("/batch/upsert", 1, Fault::StatusAfterApply(503));
+    t.sql("INSERT INTO crm.contacts (first_name, email) VALUES ('Once', 'once@example.com')").await;
+    let id = only_id(&t, "contacts").await;
+    let row = harness::eventually(WAIT, || async {
+        let r = t.row_by_id("contacts", id).await;
+        (!r["external_id"].is_null()).then_some(r)
+    })
+    .await
+    .expect("the retry finds the record and writes its id back");
+    let objects = t.sandbox.crm.crm_objects("contacts");
+    assert_eq!(objects.len(), 1, "{objects:?}");
+    assert_eq!(objects[0].0, row["external_id"].as_str().unwrap());
+    assert_eq!(objects[0].1["datasync_id"], format!("contact/{id}"));
+    let creates: Vec<u16> = t
+        .sandbox
+        .crm
+        .requests()
+        .iter()
+        .filter(|r| r.path.ends_with("/batch/upsert"))
+        .map(|r| r.status)
+        .collect();
+    assert_eq!(creates, [503, 200]);
+    t.assert_settled(0).await;
+}
