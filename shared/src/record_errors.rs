@@ -124,6 +124,24 @@ pub async fn settle(
     .await
 }
 
+/// Closes rows by id once the work that retried them went through (status `resolved`).
+pub async fn resolve(
+    conn: &mut AsyncPgConnection,
+    schema: &'static str,
+    ids: &[i64],
+) -> diesel::QueryResult<usize> {
+    if ids.is_empty() {
+        return Ok(0);
+    }
+    diesel::sql_query(format!(
+        "UPDATE {schema}.record_errors SET status = 'resolved', updated_at = now() \
+         WHERE status = 'open' AND id = ANY($1)"
+    ))
+    .bind::<Array<BigInt>, _>(ids)
+    .execute(conn)
+    .await
+}
+
 /// A row of the ledger.
 #[derive(Clone, Debug, Serialize, diesel::QueryableByName, utoipa::ToSchema)]
 pub struct RecordError {

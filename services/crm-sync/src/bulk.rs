@@ -64,6 +64,7 @@ impl CrmLoad {
             id: remote.id,
             timestamp,
             data: remote.properties,
+            retry_of: None,
         })
     }
 

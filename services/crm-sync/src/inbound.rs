@@ -136,22 +136,66 @@ impl Working {
                     Entry { local, state, new: false, changed: false, state_changed: false },
                 );
             }
+            // A record we created whose announcement arrived before our create's answer: the
+            // CRM carries our key of it (`datasync_id`); it is the same record, not a new one.
+            let ours: Vec<(String, i64)> = events
+                .iter()
+                .filter(|e| e.entity == entity && !records.contains_key(&(entity, e.id.clone())))
+                .filter_map(|e| {
+                    let key = e.data.get(mapper::LOCAL_KEY_PROPERTY)?.as_str()?;
+                    let (kind, id) = key.split_once('/')?;
+                    (kind == entity.as_str()).then_some((e.id.clone(), id.parse().ok()?))
+                })
+                .collect();
+            if !ours.is_empty() {
+                let ids: Vec<i64> = ours.iter().map(|(_, id)| *id).collect();
+                let locals = records::by_ids(conn, entity, &ids, lock).await?;
+                let mut states = sync_state::of(conn, entity, &ids).await?;
+                for (external_id, id) in ours {
+                    let Some(local) = locals.iter().find(|l| l.id == id && l.external_id.is_none())
+                    else {
+                        continue;
+                    };
+                    let mut local = local.clone();
+                    local.external_id = Some(external_id.clone());
+                    let state = states.remove(&id);
+                    records.insert(
+                        (entity, external_id),
+                        Entry { local, state, new: false, changed: true, state_changed: false },
+                    );
+                }
+            }
         }
         Ok(Self { records })
     }
 
-    /// Whether `event` brings a CRM state this side never saw (for drift reports).
+    /// Whether `event` shows a CRM state this side never saw (for drift reports): an unknown
+    /// record, a delete of a live one, or a field whose value differs from what we believe the
+    /// CRM holds, in a change newer than the one we hold of it.
     pub fn missed(&self, event: &CrmEvent) -> bool {
         let known = self.records.get(&(event.entity, event.id.clone()));
         match (event.event, known) {
             (ChangeKind::Deleted, Some(entry)) => entry.local.deleted_at.is_none(),
             (ChangeKind::Deleted, None) => false,
             (_, None) => true,
-            (_, Some(entry)) => entry
-                .state
-                .as_ref()
-                .and_then(|s| s.remote_updated_at)
-                .is_none_or(|seen| seen < event.timestamp),
+            (_, Some(entry)) => {
+                let Ok(changes) = mapper::to_local(event.entity, &event.data) else {
+                    return false;
+                };
+                let empty = SyncState::default();
+                let state = entry.state.as_ref().unwrap_or(&empty);
+                let at = event.timestamp.timestamp_millis();
+                mapper::fields(event.entity).iter().any(|f| {
+                    let Some(theirs) = changes.get(f.local) else { return false };
+                    let newer = state
+                        .field_times
+                        .get(f.local)
+                        .and_then(Value::as_i64)
+                        .is_none_or(|seen| seen < at);
+                    let agreed = state.base.get(f.local).unwrap_or(&Value::Null);
+                    newer && !mapper::same(f.kind, theirs, agreed)
+                })
+            }
         }
     }
 
@@ -159,12 +203,14 @@ impl Working {
     /// of the changed ones, one upsert of the sync states.
     async fn flush(&mut self, conn: &mut AsyncPgConnection) -> anyhow::Result<()> {
         for entity in Entity::ALL {
-            let fresh: Vec<&Local> = self
+            // In CRM-id order, so concurrent batches inserting the same ids cannot deadlock.
+            let mut fresh: Vec<&Local> = self
                 .records
                 .iter()
                 .filter(|((e, _), entry)| *e == entity && entry.new)
                 .map(|(_, entry)| &entry.local)
                 .collect();
+            fresh.sort_by(|a, b| a.external_id.cmp(&b.external_id));
             let ids = records::insert_many(conn, entity, &fresh).await?;
             if ids.len() != fresh.len() {
                 anyhow::bail!(
@@ -199,6 +245,9 @@ impl Working {
     }
 }
 
+/// The reason of an event older than what we hold.
+const STALE: &str = "stale: the CRM's newer state of this record is already synced";
+
 /// Applies one event to the working set (in memory; [`Working::flush`] writes it).
 fn apply(
     working: &mut Working,
@@ -217,9 +266,11 @@ fn apply(
             ));
         }
         let data = mapper::mapped_columns(entity, &changes);
+        let at = Value::from(event.timestamp.timestamp_millis());
         let state = SyncState {
             base: data.clone(),
             remote_updated_at: Some(event.timestamp),
+            field_times: changes.keys().map(|k| (k.clone(), at.clone())).collect(),
             ..SyncState::default()
         };
         let local = Local {
@@ -231,6 +282,7 @@ fn apply(
             deleted_from: None,
             local_version: 0,
             updated_at: now,
+            local_changed_at: None,
         };
         working.records.insert(
             key,
@@ -239,20 +291,17 @@ fn apply(
         return Ok((Outcome::applied(Some("created".into())), vec![]));
     };
     let Entry { local, state, changed, state_changed, .. } = entry;
-    if state.as_ref().and_then(|s| s.remote_updated_at).is_some_and(|seen| event.timestamp <= seen)
-    {
-        return Ok((
-            Outcome::applied(Some("stale: the CRM state already synced is newer".into())),
-            vec![],
-        ));
-    }
     let mut state_now = state.clone().unwrap_or_else(|| SyncState {
         base: local.data.clone(),
         synced_version: local.local_version,
         ..SyncState::default()
     });
-    *state_changed = true;
     if event.event == ChangeKind::Deleted {
+        if state_now.remote_updated_at.is_some_and(|seen| event.timestamp < seen) {
+            // The CRM changed the record after this delete: it was restored since.
+            return Ok((Outcome::applied(Some(STALE.into())), vec![]));
+        }
+        *state_changed = true;
         if local.deleted_at.is_none() {
             local.deleted_at = Some(now);
             local.deleted_from = Some("crm".into());
@@ -262,7 +311,10 @@ fn apply(
         *state = Some(state_now);
         return Ok((Outcome::applied(Some("deleted".into())), vec![]));
     }
-    if local.deleted_at.is_some() && local.deleted_from.as_deref() == Some("crm") {
+    if local.deleted_at.is_some()
+        && local.deleted_from.as_deref() == Some("crm")
+        && state_now.remote_updated_at.is_none_or(|deleted| event.timestamp > deleted)
+    {
         // The CRM restored it.
         local.deleted_at = None;
         local.deleted_from = None;
@@ -271,19 +323,20 @@ fn apply(
     let side = LocalSide {
         data: &local.data,
         pending: local.local_version > state_now.synced_version,
-        updated_at: local.updated_at,
+        changed_at: local.local_changed_at,
     };
     let agreed = Agreed {
         base: &state_now.base,
-        remote_updated_at: state_now.remote_updated_at,
+        field_times: &state_now.field_times,
         held: &state_now.held,
     };
     let incoming = Incoming { changes: &changes, at: event.timestamp };
-    let Decision::Apply { set, base, held, conflicts } =
+    let Decision::Apply { set, base, held, times, conflicts } =
         merge::merge(entity, &side, Some(&agreed), &incoming)
     else {
-        return Ok((Outcome::applied(Some("stale".into())), vec![]));
+        return Ok((Outcome::applied(Some(STALE.into())), vec![]));
     };
+    *state_changed = true;
     let mut messages = Vec::new();
     let outcome = if conflicts.is_empty() {
         Outcome::applied(None)
@@ -301,7 +354,7 @@ fn apply(
             base: state_now.base.clone(),
             local: local.data.clone(),
             remote,
-            local_updated_at: local.updated_at,
+            local_updated_at: local.local_changed_at.unwrap_or(local.updated_at),
             remote_updated_at: event.timestamp,
         };
         messages.push(OutboxRow::new(&Envelope::new(SERVICE, detected)));
@@ -322,7 +375,8 @@ fn apply(
         state_now.conflict_id = None;
     }
     state_now.held = held;
-    state_now.remote_updated_at = Some(event.timestamp);
+    state_now.field_times = times;
+    state_now.remote_updated_at = state_now.remote_updated_at.max(Some(event.timestamp));
     *state = Some(state_now);
     Ok((outcome, messages))
 }
@@ -400,13 +454,13 @@ pub async fn preview(
             Some(Entry { local, state, .. }) => {
                 let agreed = state.as_ref().map(|s| Agreed {
                     base: &s.base,
-                    remote_updated_at: s.remote_updated_at,
+                    field_times: &s.field_times,
                     held: &s.held,
                 });
                 let side = LocalSide {
                     data: &local.data,
                     pending: state.as_ref().is_some_and(|s| local.local_version > s.synced_version),
-                    updated_at: local.updated_at,
+                    changed_at: local.local_changed_at,
                 };
                 match merge::merge(
                     entity,
@@ -468,9 +522,14 @@ async fn record_outcomes(
         let statuses: Vec<(Uuid, EventStatus, Option<String>)> =
             mine.iter().map(|(d, o)| (d.envelope.id, o.status, o.reason.clone())).collect();
         shared::ingress::record(conn, SCHEMA, "crm", entity.as_str(), &statuses).await?;
-        let ids: Vec<String> = mine.iter().map(|(d, _)| d.envelope.data.id.clone()).collect();
-        record_errors::settle(conn, SCHEMA, "crm", entity.as_str(), Direction::Inbound, &ids)
-            .await?;
+        // A retried ledger row closes once its retry is applied (an unrelated later event of
+        // the same record does not close it).
+        let retried: Vec<i64> = mine
+            .iter()
+            .filter(|(_, o)| o.status != EventStatus::Failed)
+            .filter_map(|(d, _)| d.envelope.data.retry_of)
+            .collect();
+        record_errors::resolve(conn, SCHEMA, &retried).await?;
         let batch = SyncBatchRecorded {
             system: "crm".into(),
             direction: Direction::Inbound,
@@ -573,20 +632,28 @@ pub async fn handle(
     results
 }
 
-/// Whether an error is about the data (retrying cannot help) rather than the connection.
+/// Whether an error is about the data (retrying cannot help) rather than the connection, a
+/// lock or a timeout.
 fn is_data_error(e: &anyhow::Error) -> bool {
     use diesel::result::{DatabaseErrorKind, Error};
     let text = format!("{e:#}");
-    if text.contains("deadlock detected") || text.contains("could not serialize") {
-        return false;
-    }
     match e.downcast_ref::<Error>() {
-        Some(Error::DatabaseError(kind, _)) => !matches!(
-            kind,
-            DatabaseErrorKind::SerializationFailure
-                | DatabaseErrorKind::ClosedConnection
-                | DatabaseErrorKind::UniqueViolation
-        ),
+        Some(Error::DatabaseError(kind, _)) => match kind {
+            DatabaseErrorKind::CheckViolation
+            | DatabaseErrorKind::NotNullViolation
+            | DatabaseErrorKind::ForeignKeyViolation => true,
+            // Data exceptions (SQLSTATE class 22) come as `Unknown`: told by their message.
+            DatabaseErrorKind::Unknown => [
+                "out of range",
+                "invalid input syntax",
+                "value too long",
+                "unsupported Unicode",
+                "invalid byte sequence",
+            ]
+            .iter()
+            .any(|m| text.contains(m)),
+            _ => false,
+        },
         Some(_) => false,
         // Mapping errors (a value the mapper refuses).
         None => !text.contains("inserted concurrently"),

@@ -43,6 +43,7 @@ impl CrmErrors {
                     id: remote.id,
                     timestamp: remote.updated_at.unwrap_or_else(chrono::Utc::now),
                     data: remote.properties,
+                    retry_of: None,
                 })
             }
             Err(outbound::Outcome::Rejected { status, .. })
@@ -54,6 +55,7 @@ impl CrmErrors {
                     id: external_id.to_owned(),
                     timestamp: chrono::Utc::now(),
                     data: Default::default(),
+                    retry_of: None,
                 })
             }
             Err(outcome) => anyhow::bail!(
@@ -87,10 +89,11 @@ impl ErrorActions for CrmErrors {
                 }
                 _ => {
                     let event: CrmEvent = serde_json::from_value(row.last_payload.clone())?;
-                    let event = match action {
+                    let mut event = match action {
                         Action::Requeue => self.current(event.entity, &event.id).await?,
                         _ => event,
                     };
+                    event.retry_of = Some(row.id);
                     Ok(vec![OutboxRow::new(&Envelope::new("crm", event))])
                 }
             }

@@ -15,14 +15,13 @@
 
 use std::collections::HashMap;
 
-use chrono::{DateTime, Utc};
 use diesel_async::AsyncPgConnection;
 use serde::Serialize;
 use serde_json::{Map, Value};
 use shared::{
     bus::outbox::OutboxRow,
     mappers::crm as mapper,
-    outbound::{OutboundRequest, Outcome},
+    outbound::{self, OutboundRequest, Outcome},
     push::{Connector, FollowUp, Loaded},
     schemas::{
         Envelope,
@@ -150,43 +149,66 @@ impl Connector for CrmRecords {
         record: &Loaded<Pushed>,
         answer: &Value,
     ) -> anyhow::Result<Outcome> {
-        let FollowUp { conn, .. } = ctx;
+        let FollowUp { conn, http, endpoint } = ctx;
         let r = &record.record;
-        let remote = if r.external_id.is_none() {
+        let mut remote = if r.external_id.is_none() {
             mapper::created(answer)
         } else {
             mapper::remote_record(answer)
         };
-        // A create's answer carries the CRM's id; anything else keeps ours.
-        let created_id = match (&r.external_id, &remote) {
-            (None, Some(remote)) => Some(remote.id.clone()),
-            (None, None) if answer.is_null() => None,
-            (None, None) => anyhow::bail!("the CRM's answer to a create has no id: {answer}"),
-            (Some(_), _) => None,
-        };
-        // The record's row lock orders this with the consumers that change its sync state in
-        // the meantime (they hold it while they merge): the state is read again under it.
-        records::by_ids(conn, self.entity, &[r.id], true).await?;
+        if r.external_id.is_none() && remote.is_none() {
+            // A create delivered before whose id was never written back (or an answer without
+            // one): the create is an upsert by our key, so asking again finds the record.
+            let again = mapper::create(self.entity, &record.key, &r.data);
+            match outbound::exchange(http, endpoint, &again).await {
+                Ok((_, answer)) => remote = mapper::created(&answer),
+                Err(outcome) => return Ok(outcome),
+            }
+            if remote.is_none() {
+                anyhow::bail!("the CRM's answer to a create has no id");
+            }
+        }
+        let created_id =
+            if r.external_id.is_none() { remote.as_ref().map(|rr| rr.id.clone()) } else { None };
+        // The record's row lock orders this with the consumers that change the record and its
+        // sync state meanwhile (they hold it while they merge): both are read again under it.
+        let current = records::by_ids(conn, self.entity, &[r.id], true).await?.pop();
         let mut state = sync_state::of(conn, self.entity, &[r.id])
             .await?
             .remove(&r.id)
             .unwrap_or_else(|| r.state.clone().unwrap_or_default());
         let sent = if r.external_id.is_none() { &r.data } else { &r.changes };
-        state.base.extend(sent.clone());
-        // A conflict opened on a field while this push was on its way: the CRM holds our value
-        // of it now.
-        for field in sent.keys() {
+        let crm_time =
+            remote.as_ref().and_then(|rr| rr.updated_at).map(|t| Value::from(t.timestamp_millis()));
+        for (field, value) in sent {
+            state.base.insert(field.clone(), value.clone());
+            // A conflict opened on it while this push was on its way: the CRM holds ours now.
             state.held.remove(field);
+            if let Some(at) = &crm_time {
+                state.field_times.insert(field.clone(), at.clone());
+            }
         }
         if state.held.is_empty() {
             state.conflict_id = None;
         }
         state.synced_version = state.synced_version.max(record.version);
-        let crm_time: Option<DateTime<Utc>> = remote.and_then(|rr| rr.updated_at);
-        state.remote_updated_at = state.remote_updated_at.max(crm_time);
         sync_state::save(conn, self.entity, r.id, &state).await?;
         records::mark_synced(conn, self.entity, r.id, created_id.as_deref()).await?;
+        // A newer CRM value applied here while this push was on its way was just overwritten in
+        // the CRM by ours: push the record again (it holds the newer value).
+        let crossed = current.is_some_and(|now| {
+            mapper::changed(self.entity, sent, &now.data).iter().any(|f| sent.contains_key(*f))
+        });
+        if crossed {
+            tracing::info!(entity = %self.entity, id = r.id, "a CRM change crossed this push; pushing again");
+            records::request_push(conn, self.entity, r.id).await?;
+        }
         Ok(Outcome::Delivered(reqwest::StatusCode::OK))
+    }
+
+    fn delivered_anyway(&self, record: &Loaded<Pushed>, status: u16) -> bool {
+        // Archiving a record the CRM deleted already.
+        record.record.deleted && status == 404
     }
 }
 

@@ -48,6 +48,10 @@ static DRIFT: LazyLock<IntCounterVec> = LazyLock::new(|| {
     .unwrap_or_else(|e| panic!("metric registration: {e}"))
 });
 
+/// Most search pages one pass reads per entity (the CRM's search stops at 10,000 results;
+/// the next pass goes on from the cursor).
+const MAX_PAGES: usize = 50;
+
 /// What one pass found for one entity.
 #[derive(Debug, Default, Serialize, utoipa::ToSchema)]
 pub struct EntityReport {
@@ -139,7 +143,12 @@ async fn entity_pass(state: &AppState, entity: Entity) -> anyhow::Result<EntityR
     // Changes: the search, oldest first, up to the horizon.
     let mut changed = Vec::new();
     let mut after: Option<String> = None;
+    // How far the search got: the horizon when it went through, else the newest change it
+    // compared (a pass reads at most MAX_PAGES pages; the next one goes on from there).
+    let mut searched_until = horizon;
+    let mut pages = 0;
     'pages: loop {
+        pages += 1;
         let request =
             mapper::search_modified(entity, since.timestamp_millis(), after.as_deref(), 100);
         let (records, next) =
@@ -162,15 +171,20 @@ async fn entity_pass(state: &AppState, entity: Entity) -> anyhow::Result<EntityR
                     id: remote.id,
                     timestamp: at,
                     data: remote.properties,
+                    retry_of: None,
                 });
             }
         }
         match next {
-            Some(n) if !platform.shutdown.is_cancelled() => after = Some(n),
-            _ => break,
+            Some(n) if pages < MAX_PAGES && !platform.shutdown.is_cancelled() => after = Some(n),
+            Some(_) => {
+                searched_until = changed.iter().map(|e| e.timestamp).max().unwrap_or(since);
+                break;
+            }
+            None => break,
         }
     }
-    // Deletes: archived after the cursor, up to the horizon.
+    // Deletes: archived after the cursor, up to where the search got.
     let mut after: Option<String> = None;
     loop {
         let request = OutboundRequest {
@@ -189,7 +203,7 @@ async fn entity_pass(state: &AppState, entity: Entity) -> anyhow::Result<EntityR
             else {
                 continue;
             };
-            if at > since && at <= horizon {
+            if at > since && at <= searched_until {
                 report.checked += 1;
                 changed.push(CrmEvent {
                     event: ChangeKind::Deleted,
@@ -197,6 +211,7 @@ async fn entity_pass(state: &AppState, entity: Entity) -> anyhow::Result<EntityR
                     id: remote.id,
                     timestamp: at,
                     data: Default::default(),
+                    retry_of: None,
                 });
             }
         }
@@ -206,7 +221,8 @@ async fn entity_pass(state: &AppState, entity: Entity) -> anyhow::Result<EntityR
         }
     }
     changed.sort_by_key(|e| e.timestamp);
-    let newest = changed.iter().map(|e| e.timestamp).max();
+    // The cursor moves to the newest change compared, never past where the search got.
+    let newest = changed.iter().map(|e| e.timestamp).filter(|t| *t <= searched_until).max();
     let events: Vec<&CrmEvent> = changed.iter().collect();
     let drifted = conn
         .transaction::<_, anyhow::Error, _>(async |conn| {

@@ -29,6 +29,8 @@ pub enum Applied {
     Again,
     /// The record no longer exists here.
     Gone,
+    /// None of its fields is in conflict any more (a later change settled them).
+    Superseded,
     Done {
         local_update: bool,
         push: bool,
@@ -74,8 +76,19 @@ pub async fn apply(
         return Ok(Applied::Gone);
     };
     let mut state = sync_state::of(conn, entity, &[id]).await?.remove(&id).unwrap_or_default();
+    // Only fields still in conflict are decided: a field a later change settled (a newer CRM
+    // value, or a push that went through) keeps that outcome.
+    let values: serde_json::Map<String, serde_json::Value> = resolution
+        .values
+        .iter()
+        .filter(|(field, _)| state.held.contains_key(*field))
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    if values.is_empty() {
+        return Ok(Applied::Superseded);
+    }
     // What the CRM holds of the decided fields becomes the agreed copy.
-    for field in resolution.values.keys() {
+    for field in values.keys() {
         if let Some(theirs) = state.held.remove(field) {
             state.base.insert(field.clone(), theirs);
         }
@@ -84,8 +97,7 @@ pub async fn apply(
         state.conflict_id = None;
     }
     sync_state::save(conn, entity, id, &state).await?;
-    let to_set: serde_json::Map<String, serde_json::Value> = resolution
-        .values
+    let to_set: serde_json::Map<String, serde_json::Value> = values
         .iter()
         .filter(|(k, v)| local.data.get(*k) != Some(*v))
         .map(|(k, v)| (k.clone(), v.clone()))
@@ -93,9 +105,9 @@ pub async fn apply(
     let local_update = !to_set.is_empty();
     records::set_origin(conn, "resolver").await?;
     records::update_columns(conn, entity, id, &to_set).await?;
-    let crm_differs = !mapper::changed(entity, &state.base, &resolution.values)
+    let crm_differs = !mapper::changed(entity, &state.base, &values)
         .into_iter()
-        .filter(|f| resolution.values.contains_key(*f))
+        .filter(|f| values.contains_key(*f))
         .collect::<Vec<_>>()
         .is_empty();
     if crm_differs && !local_update {

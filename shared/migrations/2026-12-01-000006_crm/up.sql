@@ -20,6 +20,8 @@ CREATE TABLE crm.contacts (
     origin text NOT NULL DEFAULT 'local',
     -- Counts the changes that did not come from the CRM: the version the push engine sends.
     local_version bigint NOT NULL DEFAULT 0,
+    -- When the data last changed other than from the CRM (what a CRM change is compared with).
+    local_changed_at timestamptz,
     created_at timestamptz NOT NULL DEFAULT now(),
     updated_at timestamptz NOT NULL DEFAULT now(),
     synced_at timestamptz
@@ -39,6 +41,8 @@ CREATE TABLE crm.accounts (
     deleted_from text,
     origin text NOT NULL DEFAULT 'local',
     local_version bigint NOT NULL DEFAULT 0,
+    -- When the data last changed other than from the CRM (what a CRM change is compared with).
+    local_changed_at timestamptz,
     created_at timestamptz NOT NULL DEFAULT now(),
     updated_at timestamptz NOT NULL DEFAULT now(),
     synced_at timestamptz
@@ -59,6 +63,8 @@ CREATE TABLE crm.opportunities (
     deleted_from text,
     origin text NOT NULL DEFAULT 'local',
     local_version bigint NOT NULL DEFAULT 0,
+    -- When the data last changed other than from the CRM (what a CRM change is compared with).
+    local_changed_at timestamptz,
     created_at timestamptz NOT NULL DEFAULT now(),
     updated_at timestamptz NOT NULL DEFAULT now(),
     synced_at timestamptz
@@ -71,8 +77,11 @@ CREATE TABLE crm.sync_state (
     base jsonb NOT NULL,
     -- The local_version the CRM holds (pushed, or agreed by a merge).
     synced_version bigint NOT NULL DEFAULT 0,
-    -- The CRM's own time of the newest state in `base`: older CRM events are stale.
+    -- The CRM's own time of the newest state in `base` (deletes older than it are stale).
     remote_updated_at timestamptz,
+    -- Per field, the CRM's time of the value in `base` (epoch ms): an older change of that
+    -- field is stale, whatever other fields it carries.
+    field_times jsonb NOT NULL DEFAULT '{}',
     synced_at timestamptz NOT NULL DEFAULT now(),
     -- An open conflict: the conflicting fields with the CRM's values (they are not pushed
     -- until the conflict is resolved), and the conflict's id.
@@ -97,8 +106,8 @@ CREATE TABLE crm.reconcile_cursors (
 CREATE FUNCTION crm.capture_change() RETURNS trigger LANGUAGE plpgsql AS $$
 DECLARE
     change_origin text := coalesce(nullif(current_setting('datasync.origin', true), ''), 'local');
-    meta text[] := ARRAY['origin', 'local_version', 'created_at', 'updated_at', 'synced_at',
-                         'external_id', 'external_source'];
+    meta text[] := ARRAY['origin', 'local_version', 'local_changed_at', 'created_at', 'updated_at',
+                         'synced_at', 'external_id', 'external_source'];
     previous bigint := 0;
     message uuid;
 BEGIN
@@ -108,14 +117,17 @@ BEGIN
     IF TG_OP = 'UPDATE' AND (to_jsonb(NEW) - meta) = (to_jsonb(OLD) - meta) THEN
         NEW.origin := OLD.origin;
         NEW.updated_at := OLD.updated_at;
+        NEW.local_changed_at := OLD.local_changed_at;
         NEW.local_version := greatest(NEW.local_version, OLD.local_version);
     ELSE
         NEW.origin := change_origin;
         NEW.updated_at := now();
         IF change_origin <> 'crm' THEN
             NEW.local_version := previous + 1;
+            NEW.local_changed_at := now();
         ELSE
             NEW.local_version := previous;
+            NEW.local_changed_at := CASE TG_OP WHEN 'UPDATE' THEN OLD.local_changed_at END;
         END IF;
     END IF;
     IF NEW.local_version > previous THEN

@@ -315,7 +315,7 @@ fn parse_event(
     };
     // Validated here, so a bad value is the sender's 4xx, never a failed consumer.
     to_local(entity, &data).map_err(|e| invalid(format!("{at}{}", e.field), e.detail))?;
-    Ok((event_id, CrmEvent { event, entity, id: id.to_owned(), timestamp, data }))
+    Ok((event_id, CrmEvent { event, entity, id: id.to_owned(), timestamp, data, retry_of: None }))
 }
 
 /// A record as the CRM's objects API returns it.

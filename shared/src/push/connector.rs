@@ -99,6 +99,12 @@ pub trait Connector: Send + Sync + 'static {
         async { Ok(Outcome::Delivered(reqwest::StatusCode::OK)) }
     }
 
+    /// Whether a refusal (`4xx` other than 410/429) of the push of `record` means the target
+    /// is as we want it anyway (e.g. `404` for deleting a record the target deleted already).
+    fn delivered_anyway(&self, _record: &Loaded<Self::Record>, _status: u16) -> bool {
+        false
+    }
+
     /// Extra SQL returning `(key text)` of records that are unsettled although their version was
     /// delivered (e.g. a follow-up call that failed); `$3` is the target (`$1` and `$2` belong to
     /// [`Connector::records_sql`]). Resume re-queues them.

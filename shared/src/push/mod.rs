@@ -475,6 +475,11 @@ impl<C: Connector> PushEngine<C> {
         let (outcome, answer) = match outbound::exchange(&self.http, &self.endpoint, &request).await
         {
             Ok((status, answer)) => (Outcome::Delivered(status), answer),
+            Err(Outcome::Rejected { status, .. })
+                if self.connector.delivered_anyway(record, status.as_u16()) =>
+            {
+                (Outcome::Delivered(status), Value::Null)
+            }
             Err(outcome) => (outcome, Value::Null),
         };
         Done { outcome, answer, confirmed: false, what: "push" }

@@ -96,6 +96,10 @@ pub struct CrmEvent {
     /// The record's CRM properties as sent (validated by the mapper); empty for a delete.
     #[serde(default)]
     pub data: Map<String, Value>,
+    /// The error-ledger row this event retries (set by an operator's retry or requeue); the
+    /// row is closed once the event is applied.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retry_of: Option<i64>,
 }
 
 impl Event for CrmEvent {

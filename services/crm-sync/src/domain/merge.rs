@@ -23,14 +23,17 @@ pub struct LocalSide<'a> {
     pub data: &'a Map<String, Value>,
     /// Whether local changes wait to be pushed (`local_version > synced_version`).
     pub pending: bool,
-    pub updated_at: DateTime<Utc>,
+    /// When the data last changed other than from the CRM.
+    pub changed_at: Option<DateTime<Utc>>,
 }
 
 /// The agreed state, as in `crm.sync_state`.
 #[derive(Clone, Debug)]
 pub struct Agreed<'a> {
     pub base: &'a Map<String, Value>,
-    pub remote_updated_at: Option<DateTime<Utc>>,
+    /// Per field, the CRM's time (epoch ms) of its value in `base`.
+    pub field_times: &'a Map<String, Value>,
+    /// Fields of an open conflict, with the CRM's values.
     pub held: &'a Map<String, Value>,
 }
 
@@ -44,7 +47,7 @@ pub struct Incoming<'a> {
 /// What to do.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Decision {
-    /// Older than what we hold: nothing.
+    /// Every field it carries is older than what we hold of it: nothing.
     Stale,
     Apply {
         /// Local columns to set.
@@ -53,6 +56,8 @@ pub enum Decision {
         base: Map<String, Value>,
         /// The new held fields (open conflicts, with the CRM's values).
         held: Map<String, Value>,
+        /// The new per-field CRM times.
+        times: Map<String, Value>,
         /// Fields newly in conflict (both sides changed them differently).
         conflicts: Vec<&'static str>,
     },
@@ -69,31 +74,39 @@ pub fn merge(
     agreed: Option<&Agreed<'_>>,
     incoming: &Incoming<'_>,
 ) -> Decision {
-    if let Some(seen) = agreed.and_then(|a| a.remote_updated_at)
-        && incoming.at <= seen
-    {
-        return Decision::Stale;
-    }
     let empty = Map::new();
     let base = agreed.map_or(local.data, |a| a.base);
-    let mut held = agreed.map_or(&empty, |a| a.held).clone();
-    let remote_wins = !local.pending || incoming.at >= local.updated_at;
+    let old_times = agreed.map_or(&empty, |a| a.field_times);
+    let old_held = agreed.map_or(&empty, |a| a.held);
+    let at = incoming.at.timestamp_millis();
+    let remote_wins = !local.pending || local.changed_at.is_none_or(|c| incoming.at >= c);
+    let mut held = old_held.clone();
+    let mut times = old_times.clone();
     let mut set = Map::new();
     let mut new_base = base.clone();
     let mut conflicts = Vec::new();
+    let mut fresh = 0;
     for field in mapper::fields(entity) {
         let Some(theirs) = incoming.changes.get(field.local) else {
             continue;
         };
+        if old_times.get(field.local).and_then(Value::as_i64).is_some_and(|seen| at < seen) {
+            // We hold a newer CRM value of this field (a reordered or late event).
+            continue;
+        }
+        fresh += 1;
+        times.insert(field.local.to_owned(), Value::from(at));
         let ours = get(local.data, field.local);
-        let was = get(base, field.local);
-        // A webhook may carry the whole record: a field equal to the agreed copy is no change
-        // of the CRM's (and must not undo a local change that is still on its way there).
+        // The CRM's previous value: the one an open conflict holds, or the agreed one.
+        let was = old_held.get(field.local).unwrap_or_else(|| get(base, field.local));
+        // A webhook may carry the whole record: a field equal to the CRM's previous value is no
+        // change of the CRM's (and must not undo a local change that is still on its way).
         let they_changed = !mapper::same(field.kind, theirs, was);
-        let we_changed = local.pending && !mapper::same(field.kind, ours, was);
+        let we_changed = local.pending && !mapper::same(field.kind, ours, get(base, field.local));
         let differs = !mapper::same(field.kind, theirs, ours);
-        if !they_changed && we_changed {
-            // Ours is newer than the agreed copy the CRM still shows: it is pushed.
+        if !they_changed && (we_changed || old_held.contains_key(field.local)) {
+            // Ours is newer than what the CRM shows (pushed soon), or a conflict still waits
+            // for its resolution.
             continue;
         }
         if they_changed && we_changed && differs && !remote_wins {
@@ -109,7 +122,10 @@ pub fn merge(
         new_base.insert(field.local.to_owned(), theirs.clone());
         held.remove(field.local);
     }
-    Decision::Apply { set, base: new_base, held, conflicts }
+    if fresh == 0 && !incoming.changes.is_empty() {
+        return Decision::Stale;
+    }
+    Decision::Apply { set, base: new_base, held, times, conflicts }
 }
 
 #[cfg(test)]
@@ -141,6 +157,14 @@ mod tests {
         DateTime::<Utc>::UNIX_EPOCH + Duration::seconds(1_000_000 + secs)
     }
 
+    /// Every field's CRM time at `t(secs)`.
+    fn times_at(secs: i64) -> Map<String, Value> {
+        ["first_name", "email", "title"]
+            .into_iter()
+            .map(|f| (f.to_owned(), Value::from(t(secs).timestamp_millis())))
+            .collect()
+    }
+
     fn apply(local: &Map<String, Value>, decision: &Decision) -> Map<String, Value> {
         let mut out = local.clone();
         if let Decision::Apply { set, .. } = decision {
@@ -154,9 +178,9 @@ mod tests {
         fn without_pending_local_changes_the_crm_values_are_applied(
             local in record(), base in record(), incoming in changes()
         ) {
-            let side = LocalSide { data: &local, pending: false, updated_at: t(0) };
-            let held = Map::new();
-            let agreed = Agreed { base: &base, remote_updated_at: Some(t(-10)), held: &held };
+            let side = LocalSide { data: &local, pending: false, changed_at: Some(t(0)) };
+            let (held, times) = (Map::new(), times_at(-10));
+            let agreed = Agreed { base: &base, field_times: &times, held: &held };
             let d = merge(ENTITY, &side, Some(&agreed), &Incoming { changes: &incoming, at: t(-5) });
             let after = apply(&local, &d);
             for (k, v) in &incoming {
@@ -173,9 +197,9 @@ mod tests {
         fn a_newer_crm_change_wins_but_unchanged_fields_keep_pending_local_changes(
             local in record(), base in record(), incoming in changes()
         ) {
-            let side = LocalSide { data: &local, pending: true, updated_at: t(0) };
-            let held = Map::new();
-            let agreed = Agreed { base: &base, remote_updated_at: Some(t(-10)), held: &held };
+            let side = LocalSide { data: &local, pending: true, changed_at: Some(t(0)) };
+            let (held, times) = (Map::new(), times_at(-10));
+            let agreed = Agreed { base: &base, field_times: &times, held: &held };
             let d = merge(ENTITY, &side, Some(&agreed), &Incoming { changes: &incoming, at: t(5) });
             let after = apply(&local, &d);
             for (k, theirs) in &incoming {
@@ -191,9 +215,9 @@ mod tests {
         fn an_older_crm_change_never_overwrites_a_local_change(
             local in record(), base in record(), incoming in changes()
         ) {
-            let side = LocalSide { data: &local, pending: true, updated_at: t(0) };
-            let held = Map::new();
-            let agreed = Agreed { base: &base, remote_updated_at: Some(t(-10)), held: &held };
+            let side = LocalSide { data: &local, pending: true, changed_at: Some(t(0)) };
+            let (held, times) = (Map::new(), times_at(-10));
+            let agreed = Agreed { base: &base, field_times: &times, held: &held };
             let d = merge(ENTITY, &side, Some(&agreed), &Incoming { changes: &incoming, at: t(-5) });
             let after = apply(&local, &d);
             let Decision::Apply { conflicts, held, .. } = &d else { panic!("not stale") };
@@ -218,11 +242,16 @@ mod tests {
         fn a_change_older_than_the_known_crm_state_is_stale(
             local in record(), base in record(), incoming in changes(), pending in any::<bool>()
         ) {
-            let side = LocalSide { data: &local, pending, updated_at: t(0) };
-            let held = Map::new();
-            let agreed = Agreed { base: &base, remote_updated_at: Some(t(10)), held: &held };
-            let d = merge(ENTITY, &side, Some(&agreed), &Incoming { changes: &incoming, at: t(10) });
-            prop_assert_eq!(d, Decision::Stale);
+            let side = LocalSide { data: &local, pending, changed_at: Some(t(0)) };
+            let (held, times) = (Map::new(), times_at(10));
+            let agreed = Agreed { base: &base, field_times: &times, held: &held };
+            let d = merge(ENTITY, &side, Some(&agreed), &Incoming { changes: &incoming, at: t(9) });
+            if incoming.is_empty() {
+                let nothing = matches!(d, Decision::Apply { ref set, .. } if set.is_empty());
+                prop_assert!(nothing);
+            } else {
+                prop_assert_eq!(d, Decision::Stale);
+            }
         }
     }
 
@@ -232,8 +261,9 @@ mod tests {
         let base = json!({"title": "old"}).as_object().cloned().unwrap();
         let held = json!({"title": "theirs"}).as_object().cloned().unwrap();
         let incoming = json!({"title": "newest"}).as_object().cloned().unwrap();
-        let side = LocalSide { data: &local, pending: true, updated_at: t(0) };
-        let agreed = Agreed { base: &base, remote_updated_at: Some(t(-10)), held: &held };
+        let side = LocalSide { data: &local, pending: true, changed_at: Some(t(0)) };
+        let times = times_at(-10);
+        let agreed = Agreed { base: &base, field_times: &times, held: &held };
         let Decision::Apply { set, held, conflicts, .. } =
             merge(ENTITY, &side, Some(&agreed), &Incoming { changes: &incoming, at: t(5) })
         else {

@@ -28,6 +28,8 @@ pub struct Local {
     pub deleted_from: Option<String>,
     pub local_version: i64,
     pub updated_at: DateTime<Utc>,
+    /// When the data last changed other than from the CRM.
+    pub local_changed_at: Option<DateTime<Utc>>,
 }
 
 #[derive(diesel::QueryableByName)]
@@ -46,6 +48,8 @@ struct Row {
     local_version: i64,
     #[diesel(sql_type = Timestamptz)]
     updated_at: DateTime<Utc>,
+    #[diesel(sql_type = Nullable<Timestamptz>)]
+    local_changed_at: Option<DateTime<Utc>>,
 }
 
 impl Row {
@@ -60,12 +64,13 @@ impl Row {
             deleted_from: self.deleted_from,
             local_version: self.local_version,
             updated_at: self.updated_at,
+            local_changed_at: self.local_changed_at,
         }
     }
 }
 
 const SELECT: &str = "SELECT id, external_id, to_jsonb(t) AS record, deleted_at, deleted_from, \
-    local_version, updated_at";
+    local_version, updated_at, local_changed_at";
 
 /// Stamps the origin of this transaction's changes (`crm` for changes applied from the CRM).
 pub async fn set_origin(conn: &mut AsyncPgConnection, origin: &str) -> diesel::QueryResult<()> {
@@ -162,8 +167,9 @@ pub async fn insert_many(
     Ok(rows.into_iter().map(|r| (r.external_id, r.id)).collect())
 }
 
-/// Writes the mapped columns and the deletion of existing records, in one statement (the
-/// capture trigger sees which rows really changed).
+/// Writes the mapped columns and the deletion of existing records, and the CRM id of a record
+/// the CRM announced before our create's answer came back, in one statement (the capture
+/// trigger sees which rows really changed).
 pub async fn write_many(
     conn: &mut AsyncPgConnection,
     entity: Entity,
@@ -179,7 +185,9 @@ pub async fn write_many(
         .map(|c| format!("{c} = r.{c}"))
         .collect();
     diesel::sql_query(format!(
-        "UPDATE crm.{table} t SET {set}, synced_at = now() \
+        "UPDATE crm.{table} t SET {set}, synced_at = now(), \
+             external_id = coalesce(t.external_id, r.external_id), \
+             external_source = coalesce(t.external_source, 'crm') \
          FROM jsonb_populate_recordset(NULL::crm.{table}, $1) r WHERE t.id = r.id",
         table = entity.table(),
         set = set.join(", ")

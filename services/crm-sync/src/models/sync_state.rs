@@ -20,8 +20,11 @@ pub struct SyncState {
     pub base: Map<String, Value>,
     /// The `local_version` the CRM holds.
     pub synced_version: i64,
-    /// The CRM's own time of the newest state we know: older CRM events are stale.
+    /// The CRM's own time of the newest state we know (deletes older than it are stale).
     pub remote_updated_at: Option<DateTime<Utc>>,
+    /// Per field, the CRM's time (epoch ms) of its value in `base`: older changes of that field
+    /// are stale.
+    pub field_times: Map<String, Value>,
     /// Fields of an open conflict, with the CRM's values: not pushed until it is resolved.
     pub held: Map<String, Value>,
     pub conflict_id: Option<Uuid>,
@@ -33,6 +36,7 @@ struct Row {
     base: Value,
     synced_version: i64,
     remote_updated_at: Option<DateTime<Utc>>,
+    field_times: Value,
     held: Value,
     conflict_id: Option<Uuid>,
 }
@@ -58,6 +62,7 @@ pub async fn of(
             sync_state::base,
             sync_state::synced_version,
             sync_state::remote_updated_at,
+            sync_state::field_times,
             sync_state::held,
             sync_state::conflict_id,
         ))
@@ -72,6 +77,7 @@ pub async fn of(
                     base: object(r.base),
                     synced_version: r.synced_version,
                     remote_updated_at: r.remote_updated_at,
+                    field_times: object(r.field_times),
                     held: object(r.held),
                     conflict_id: r.conflict_id,
                 },
@@ -94,6 +100,7 @@ pub async fn save(
             sync_state::base.eq(Value::Object(state.base.clone())),
             sync_state::synced_version.eq(state.synced_version),
             sync_state::remote_updated_at.eq(state.remote_updated_at),
+            sync_state::field_times.eq(Value::Object(state.field_times.clone())),
             sync_state::synced_at.eq(Utc::now()),
             sync_state::held.eq(Value::Object(state.held.clone())),
             sync_state::conflict_id.eq(state.conflict_id),
@@ -104,6 +111,7 @@ pub async fn save(
             sync_state::base.eq(excluded(sync_state::base)),
             sync_state::synced_version.eq(excluded(sync_state::synced_version)),
             sync_state::remote_updated_at.eq(excluded(sync_state::remote_updated_at)),
+            sync_state::field_times.eq(excluded(sync_state::field_times)),
             sync_state::synced_at.eq(excluded(sync_state::synced_at)),
             sync_state::held.eq(excluded(sync_state::held)),
             sync_state::conflict_id.eq(excluded(sync_state::conflict_id)),
@@ -130,18 +138,20 @@ pub async fn save_many(
                 "base": s.base,
                 "synced_version": s.synced_version,
                 "remote_updated_at": s.remote_updated_at,
+                "field_times": s.field_times,
                 "held": s.held,
                 "conflict_id": s.conflict_id,
             })
         })
         .collect();
     diesel::sql_query(
-        "INSERT INTO crm.sync_state (entity, record_id, base, synced_version, remote_updated_at, synced_at, held, conflict_id) \
-         SELECT $1, r.record_id, r.base, r.synced_version, r.remote_updated_at, now(), r.held, r.conflict_id \
+        "INSERT INTO crm.sync_state (entity, record_id, base, synced_version, remote_updated_at, field_times, synced_at, held, conflict_id) \
+         SELECT $1, r.record_id, r.base, r.synced_version, r.remote_updated_at, r.field_times, now(), r.held, r.conflict_id \
          FROM jsonb_to_recordset($2) AS r(record_id bigint, base jsonb, synced_version bigint, \
-             remote_updated_at timestamptz, held jsonb, conflict_id uuid) \
+             remote_updated_at timestamptz, field_times jsonb, held jsonb, conflict_id uuid) \
          ON CONFLICT (entity, record_id) DO UPDATE SET base = excluded.base, \
              synced_version = excluded.synced_version, remote_updated_at = excluded.remote_updated_at, \
+             field_times = excluded.field_times, \
              synced_at = excluded.synced_at, held = excluded.held, conflict_id = excluded.conflict_id",
     )
     .bind::<diesel::sql_types::Text, _>(entity.as_str())

@@ -166,3 +166,69 @@ async fn a_duplicate_delivery_is_a_no_op() {
     let _ = WAIT;
     t.assert_settled(0).await;
 }
+
+#[tokio::test]
+async fn reordered_partial_events_each_apply_their_own_fields() {
+    let t = spawn().await;
+    let created = t.sandbox.crm.crm_change(
+        "contacts",
+        None,
+        json!({"firstName": "Ann", "email": "a@old", "phone": "1"}),
+    );
+    let cid = created["id"].as_str().unwrap().to_owned();
+    assert_eq!(t.deliver(&standard(), &created).await.0, 202);
+    t.row_eventually("contacts", &cid, |_| true).await;
+    // Two CRM changes, each reported with only its field; the older one arrives last.
+    let first = t.sandbox.crm.crm_change("contacts", Some(&cid), json!({"email": "a@new"}));
+    let second = t.sandbox.crm.crm_change("contacts", Some(&cid), json!({"phone": "2"}));
+    let partial = |e: &Value, field: &str, value: &str| {
+        json!({"eventId": e["eventId"], "event": "updated", "type": "contact", "id": cid,
+               "timestamp": e["timestamp"], "data": {field: value}})
+    };
+    assert_eq!(t.deliver(&standard(), &partial(&second, "phone", "2")).await.0, 202);
+    t.row_eventually("contacts", &cid, |r| r["phone"] == "2").await;
+    assert_eq!(t.deliver(&standard(), &partial(&first, "email", "a@new")).await.0, 202);
+    let row = t.row_eventually("contacts", &cid, |r| r["email"] == "a@new").await;
+    assert_eq!(row["phone"], "2");
+    // The same field, older, is stale.
+    assert_eq!(
+        t.deliver(
+            &standard(),
+            &json!({"eventId": "old-phone", "event": "updated", "type": "contact",
+        "id": cid, "timestamp": created["timestamp"], "data": {"phone": "0"}})
+        )
+        .await
+        .0,
+        202
+    );
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    assert_eq!(t.row("contacts", &cid).await.unwrap()["phone"], "2");
+    t.assert_settled(0).await;
+}
+
+#[tokio::test]
+async fn the_crm_announcing_our_create_before_its_answer_arrives_makes_no_second_record() {
+    let t = spawn().await;
+    // The CRM creates the record, but our push gets a 503 back (it will retry).
+    t.sandbox.crm.fail_path("/batch/upsert", 1, sandbox::Fault::StatusAfterApply(503));
+    t.sql("INSERT INTO crm.contacts (first_name) VALUES ('Early')").await;
+    let created =
+        t.sandbox.crm.wait_until(WAIT, |crm| !crm.crm_objects("contacts").is_empty()).await;
+    assert!(created);
+    let (cid, properties) = t.sandbox.crm.crm_objects("contacts").remove(0);
+    // Its webhook (carrying our key) arrives before the push's retry.
+    let event = json!({"eventId": "created-early", "event": "created", "type": "contact", "id": cid,
+        "timestamp": chrono::Utc::now().to_rfc3339(), "data": properties});
+    let (_, accepted) = t.deliver(&standard(), &event).await;
+    t.event_eventually(accepted["event_id"].as_str().unwrap(), "applied").await;
+    let row = t.row_eventually("contacts", &cid, |_| true).await;
+    assert_eq!(row["first_name"], "Early");
+    // The push's retry goes to that record (it has the CRM's id now).
+    let retried = t.sandbox.crm.wait_until(WAIT, |crm| {
+        crm.requests().iter().any(|r| r.method != "GET" && r.status == 200)
+    });
+    assert!(retried.await);
+    t.assert_settled(0).await;
+    assert_eq!(t.count("SELECT count(*) AS n FROM crm.contacts").await, 1);
+    assert_eq!(t.sandbox.crm.crm_objects("contacts").len(), 1);
+}
