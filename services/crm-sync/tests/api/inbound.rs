@@ -232,3 +232,36 @@ async fn the_crm_announcing_our_create_before_its_answer_arrives_makes_no_second
     assert_eq!(t.count("SELECT count(*) AS n FROM crm.contacts").await, 1);
     assert_eq!(t.sandbox.crm.crm_objects("contacts").len(), 1);
 }
+
+#[tokio::test]
+async fn events_accepted_before_a_restart_are_applied_after_it_and_local_changes_pushed() {
+    let mut t = spawn().await;
+    // Accepted (202) while the CRM is down for pushes; then the service stops.
+    t.sandbox.crm.fail_path("/batch/upsert", 3, sandbox::Fault::Status(503));
+    t.sql("INSERT INTO crm.accounts (company_name) VALUES ('Before restart')").await;
+    let mut accepted = Vec::new();
+    for i in 0..20 {
+        let e = t.sandbox.crm.crm_change("contacts", None, json!({"firstName": format!("R{i}")}));
+        let (status, body) = t.deliver(&standard(), &e).await;
+        assert_eq!(status, 202);
+        accepted.push(body["event_id"].as_str().unwrap().to_owned());
+    }
+    let config = crate::helpers::config_for(&t.db, &t.nats, &t.sandbox);
+    let old = std::mem::replace(
+        &mut t.app,
+        harness::TestApp::spawn(crm_sync::build(config).await.expect("a second instance starts")),
+    );
+    old.stop().await;
+    // Everything arrives, through whichever instance: every event applied, the account pushed.
+    for id in &accepted {
+        t.event_eventually(id, "applied").await;
+    }
+    assert_eq!(t.count("SELECT count(*) AS n FROM crm.contacts").await, 20);
+    let pushed = harness::eventually(WAIT, || async {
+        (t.count("SELECT count(*) AS n FROM crm.accounts WHERE external_id IS NOT NULL").await == 1)
+            .then_some(())
+    });
+    assert!(pushed.await.is_some(), "the account reached the CRM after the restart");
+    assert_eq!(t.sandbox.crm.crm_objects("companies").len(), 1);
+    t.assert_settled(0).await;
+}
