@@ -3,6 +3,7 @@
 
 pub mod crm;
 pub mod erp;
+pub mod fields;
 pub mod pos;
 pub mod shop;
 pub mod wms;
