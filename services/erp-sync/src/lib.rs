@@ -1,12 +1,25 @@
-//! erp-sync: ERP -> local orders, lines, invoices, purchase orders and shipments.
+//! erp-sync owns the `erp` schema: what the ERP tells us about customers, sales orders (with
+//! their lines), invoices, purchase orders and shipments.
 //!
-//! Today the service boots the platform (schema `erp`, its streams, settings, outbox relay)
-//! and serves the operator endpoints; its domain arrives with its own issue.
+//! - `POST /webhooks/erp` (shared ingress): `{eventType, entity, entityId, payload}`,
+//!   authenticated by API key (`X-API-Key`, `ERP_WEBHOOK_API_KEYS`) or a Standard Webhooks
+//!   signature (`ERP_WEBHOOK_SECRETS`); an unknown entity or event type is a 400 naming it, an
+//!   invalid payload field a 422 naming it. Each event goes to `webhooks.erp.<entity>`.
+//! - One batch consumer per entity applies the events ([`apply`]); inventory events are read by
+//!   inventory-sync (`webhooks.erp.inventory`).
+
+pub mod apply;
 
 use shared::{
-    app::{self, Application, ServiceSpec},
-    bus::streams,
-    config::{CommonConfig, ConfigError},
+    app::{Application, Platform, ServiceSpec},
+    bus::{ConsumerSpec, streams},
+    config::{CommonConfig, ConfigError, secret_list},
+    http::{
+        ApiError, AuthConfig,
+        verify::{Scheme, Verified},
+    },
+    ingress::{InboundEvent, WebhookSource},
+    mappers::erp::webhook,
 };
 
 pub const SERVICE: &str = "erp-sync";
@@ -15,25 +28,119 @@ pub const PORT: u16 = 8082;
 /// The PostgreSQL schema this service owns.
 pub const SCHEMA: &str = "erp";
 
-/// Reads the service's configuration from the environment.
-pub fn config() -> Result<CommonConfig, ConfigError> {
-    CommonConfig::from_env(SERVICE, PORT)
+/// erp-sync's configuration.
+#[derive(Clone, Debug)]
+pub struct Config {
+    pub common: CommonConfig,
+    /// `ERP_WEBHOOK_API_KEYS`: keys the ERP sends in `X-API-Key`, comma separated (old and new
+    /// during a rotation).
+    pub api_keys: Vec<secrecy::SecretString>,
+    /// `ERP_WEBHOOK_SECRETS`: Standard Webhooks secrets (`whsec_...`) for signed webhooks.
+    pub signing_secrets: Vec<secrecy::SecretString>,
 }
 
-/// Connects everything and binds the HTTP server (port 0 in tests).
-pub async fn build(config: CommonConfig) -> anyhow::Result<Application> {
+impl Config {
+    pub fn from_env() -> Result<Self, ConfigError> {
+        Ok(Self {
+            common: CommonConfig::from_env(SERVICE, PORT)?,
+            api_keys: secret_list("ERP_WEBHOOK_API_KEYS"),
+            signing_secrets: secret_list("ERP_WEBHOOK_SECRETS"),
+        })
+    }
+
+    /// The platform alone: no webhook credentials (ERP webhooks are refused).
+    pub fn unconnected(common: CommonConfig) -> Self {
+        Self { common, api_keys: Vec::new(), signing_secrets: Vec::new() }
+    }
+}
+
+/// Splits a verified body into its event: shape errors are 400s, invalid values 422s, each
+/// naming the field.
+fn parse(verified: &Verified, body: &[u8]) -> Result<Vec<InboundEvent>, ApiError> {
+    let bad_request = |field: &str, detail: String| ApiError::Invalid {
+        status: actix_web_status(400),
+        field: Some(field.to_owned()),
+        detail,
+    };
+    let value: serde_json::Value = serde_json::from_slice(body)
+        .map_err(|e| bad_request("body", format!("the body is not JSON: {e}")))?;
+    let (id, event) =
+        webhook::parse_webhook(&value, verified.delivery_id.as_deref()).map_err(|e| {
+            if e.field.starts_with("payload") {
+                ApiError::Invalid {
+                    status: actix_web_status(422),
+                    field: Some(e.field),
+                    detail: e.detail,
+                }
+            } else {
+                bad_request(&e.field, e.detail)
+            }
+        })?;
+    Ok(vec![InboundEvent {
+        id,
+        entity: event.entity.clone(),
+        data: serde_json::to_value(&event).map_err(anyhow::Error::from)?,
+    }])
+}
+
+fn actix_web_status(code: u16) -> actix_web::http::StatusCode {
+    actix_web::http::StatusCode::from_u16(code).unwrap_or(actix_web::http::StatusCode::BAD_REQUEST)
+}
+
+/// Connects everything, starts the consumers and binds the HTTP server (port 0 in tests).
+pub async fn build(config: Config) -> anyhow::Result<Application> {
     let spec = ServiceSpec {
         schema: SCHEMA,
         streams: &[&streams::WEBHOOKS, &streams::SYNC_EVENTS, &streams::OUTBOUND],
-        openapi: app::described(
-            "ERP -> local orders, lines, invoices, purchase orders and shipments",
+        openapi: shared::app::described(
+            "ERP -> local customers, orders, lines, invoices, purchase orders and shipments",
         ),
         settings: None,
     };
-    app::build_platform_only(&config, spec).await
+    let platform = Platform::start(&config.common, spec).await?;
+    let named = |secrets: &[secrecy::SecretString]| -> Vec<(String, secrecy::SecretString)> {
+        secrets.iter().map(|s| ("erp".to_owned(), s.clone())).collect()
+    };
+    let mut schemes = Vec::new();
+    if !config.api_keys.is_empty() {
+        schemes.push(Scheme::ApiKey(named(&config.api_keys)));
+    }
+    if !config.signing_secrets.is_empty() {
+        schemes.push(Scheme::StandardWebhooks(named(&config.signing_secrets)));
+    }
+    if schemes.is_empty() {
+        tracing::warn!("no ERP_WEBHOOK_API_KEYS or ERP_WEBHOOK_SECRETS: ERP webhooks are refused");
+    } else {
+        platform.run_ingress(vec![WebhookSource { system: "erp", schemes, parse }])?;
+    }
+    // One consumer per entity: inventory-sync reads `webhooks.erp.inventory` from the same
+    // work-queue stream, where consumer filters may not overlap.
+    for entity in apply::ENTITIES {
+        let db = platform.db.clone();
+        let task = shared::bus::run_batch_consumer(
+            platform.bus.clone(),
+            ConsumerSpec {
+                batch: 64,
+                concurrency: 2,
+                ..ConsumerSpec::new(
+                    &format!("erp-{}", entity.to_lowercase()),
+                    &streams::WEBHOOKS,
+                    &format!("webhooks.erp.{entity}"),
+                )
+            },
+            platform.dead_letters(),
+            platform.shutdown.clone(),
+            move |batch| {
+                let db = db.clone();
+                async move { apply::handle(&db, batch).await }
+            },
+        );
+        platform.spawn("erp-consumer", task);
+    }
+    Application::build(platform, (), AuthConfig::default(), |_| {})
 }
 
 /// Serves until SIGTERM/SIGINT.
-pub async fn run(config: CommonConfig) -> anyhow::Result<()> {
-    app::serve(build(config)).await
+pub async fn run(config: Config) -> anyhow::Result<()> {
+    shared::app::serve(build(config)).await
 }

@@ -138,3 +138,223 @@ mod tests {
         assert_eq!(req.body, json!({"sku": "A-1", "warehouseCode": "W1", "qtyOnHand": 5}));
     }
 }
+
+/// The ERP's webhook: `{eventType, entity, entityId, payload}` (see [`parse_webhook`]).
+pub mod webhook {
+    use serde_json::{Map, Value};
+    use sha2::{Digest, Sha256};
+
+    use crate::{
+        mappers::fields::{Field, FieldError, Kind, field, invalid, to_local},
+        schemas::erp::ErpWebhook,
+    };
+
+    /// The entities the ERP reports, by their webhook name.
+    pub const ENTITIES: [&str; 6] =
+        ["salesOrder", "purchaseOrder", "invoice", "inventory", "shipment", "customer"];
+
+    const SALES_ORDER: &[Field] = &[
+        field("orderNumber", "order_number", Kind::Text),
+        field("customerId", "customer_id", Kind::Text),
+        field("orderDate", "order_date", Kind::Date),
+        field("requestedShipDate", "ship_date", Kind::Date),
+        field("status", "status", Kind::Text),
+        field("subtotal", "subtotal", Kind::Decimal),
+        field("taxAmount", "tax", Kind::Decimal),
+        field("shippingAmount", "shipping", Kind::Decimal),
+        field("total", "total", Kind::Decimal),
+        field("currency", "currency", Kind::Text),
+    ];
+    const LINE: &[Field] = &[
+        field("sku", "sku", Kind::Text),
+        field("description", "description", Kind::Text),
+        field("quantity", "quantity", Kind::Decimal),
+        field("unitPrice", "unit_price", Kind::Decimal),
+        field("discount", "discount", Kind::Decimal),
+        field("lineTotal", "total", Kind::Decimal),
+    ];
+    const CUSTOMER: &[Field] = &[
+        field("name", "name", Kind::Text),
+        field("email", "email", Kind::Text),
+        field("phone", "phone", Kind::Text),
+    ];
+    const INVOICE: &[Field] = &[
+        field("invoiceNumber", "invoice_number", Kind::Text),
+        field("orderId", "order_id", Kind::Text),
+        field("customerId", "customer_id", Kind::Text),
+        field("status", "status", Kind::Text),
+        field("total", "total", Kind::Decimal),
+        field("currency", "currency", Kind::Text),
+        field("issueDate", "issue_date", Kind::Date),
+        field("dueDate", "due_date", Kind::Date),
+    ];
+    const PURCHASE_ORDER: &[Field] = &[
+        field("poNumber", "po_number", Kind::Text),
+        field("supplier", "supplier", Kind::Text),
+        field("status", "status", Kind::Text),
+        field("total", "total", Kind::Decimal),
+        field("currency", "currency", Kind::Text),
+        field("expectedDate", "expected_date", Kind::Date),
+    ];
+    const SHIPMENT: &[Field] = &[
+        field("orderId", "order_id", Kind::Text),
+        field("carrier", "carrier", Kind::Text),
+        field("trackingNumber", "tracking_number", Kind::Text),
+        field("shipDate", "ship_date", Kind::Date),
+        field("estimatedDelivery", "estimated_delivery", Kind::Date),
+        field("status", "status", Kind::Text),
+    ];
+
+    /// The payload's field table of an entity (`None`: inventory, read by inventory-sync).
+    pub fn fields(entity: &str) -> Option<&'static [Field]> {
+        match entity {
+            "salesOrder" => Some(SALES_ORDER),
+            "purchaseOrder" => Some(PURCHASE_ORDER),
+            "invoice" => Some(INVOICE),
+            "shipment" => Some(SHIPMENT),
+            "customer" => Some(CUSTOMER),
+            _ => None,
+        }
+    }
+
+    /// Payload fields each entity must carry.
+    fn required(entity: &str) -> &'static [&'static str] {
+        match entity {
+            "salesOrder" => &["orderNumber", "status"],
+            "purchaseOrder" | "invoice" => &["status"],
+            "shipment" => &["orderId", "status"],
+            _ => &[],
+        }
+    }
+
+    /// A sales order's lines as local rows (`line_number` from 1); an invalid line names
+    /// `payload.lineItems[i].<field>`.
+    pub fn lines(payload: &Map<String, Value>) -> Result<Vec<Map<String, Value>>, FieldError> {
+        let Some(items) = payload.get("lineItems") else {
+            return Ok(Vec::new());
+        };
+        let items =
+            items.as_array().ok_or_else(|| invalid("payload.lineItems", "must be an array"))?;
+        items
+            .iter()
+            .enumerate()
+            .map(|(i, item)| {
+                let at = format!("payload.lineItems[{i}].");
+                let item = item
+                    .as_object()
+                    .ok_or_else(|| invalid(&at[..at.len() - 1], "must be an object"))?;
+                let mut row = to_local(LINE, item, &at)?;
+                for name in ["sku", "quantity"] {
+                    if row.get(name).is_none_or(Value::is_null) {
+                        return Err(invalid(format!("{at}{name}"), "is required"));
+                    }
+                }
+                row.insert("line_number".into(), Value::from(i as i64 + 1));
+                Ok(row)
+            })
+            .collect()
+    }
+
+    /// Reads and validates a verified ERP webhook: its id (the sender's delivery id, or a
+    /// digest of its content, so a redelivery is recognised) and the event. An unknown entity
+    /// or event type is an error naming it; so is an invalid payload field.
+    pub fn parse_webhook(
+        body: &Value,
+        delivery_id: Option<&str>,
+    ) -> Result<(String, ErpWebhook), FieldError> {
+        let text = |name: &str| -> Result<String, FieldError> {
+            body.get(name)
+                .and_then(|v| {
+                    v.as_str().map(str::to_owned).or_else(|| v.as_i64().map(|n| n.to_string()))
+                })
+                .filter(|s| !s.is_empty())
+                .ok_or_else(|| invalid(name, "is required and must be a string"))
+        };
+        let entity = text("entity")?;
+        if !ENTITIES.contains(&entity.as_str()) {
+            return Err(invalid(
+                "entity",
+                format!("Unknown entity: {entity} (one of {})", ENTITIES.join(", ")),
+            ));
+        }
+        let event_type = text("eventType")?;
+        let known = matches!(event_type.as_str(), "created" | "updated")
+            || (entity == "inventory" && event_type == "counted");
+        if !known {
+            return Err(invalid(
+                "eventType",
+                format!("Unknown event type: {event_type} (created or updated)"),
+            ));
+        }
+        let entity_id = text("entityId")?;
+        let payload = body
+            .get("payload")
+            .and_then(Value::as_object)
+            .ok_or_else(|| invalid("payload", "is required and must be an object"))?;
+        match fields(&entity) {
+            Some(table) => {
+                let row = to_local(table, payload, "payload.")?;
+                for name in required(&entity) {
+                    let local = table.iter().find(|f| f.crm == *name).map_or(*name, |f| f.local);
+                    if row.get(local).is_none_or(Value::is_null) {
+                        return Err(invalid(format!("payload.{name}"), "is required"));
+                    }
+                }
+                if entity == "salesOrder" {
+                    lines(payload)?;
+                }
+            }
+            None => {
+                serde_json::from_value::<crate::schemas::erp::ErpInventory>(Value::Object(
+                    payload.clone(),
+                ))
+                .map_err(|e| invalid("payload", e.to_string()))?;
+            }
+        }
+        let webhook =
+            ErpWebhook { event_type, entity, entity_id, payload: Value::Object(payload.clone()) };
+        let id = match delivery_id {
+            Some(id) => id.to_owned(),
+            None => {
+                let digest = Sha256::digest(serde_json::to_vec(&webhook).unwrap_or_default());
+                digest.iter().map(|b| format!("{b:02x}")).collect()
+            }
+        };
+        Ok((id, webhook))
+    }
+
+    #[cfg(test)]
+    mod tests {
+        use serde_json::json;
+
+        use super::*;
+
+        #[test]
+        fn unknown_entities_and_event_types_are_named_and_payloads_checked() {
+            let order = json!({"eventType": "created", "entity": "salesOrder", "entityId": "SO-1",
+                "payload": {"orderNumber": "1001", "status": "open", "total": 12.5,
+                    "lineItems": [{"sku": "A", "quantity": 2, "unitPrice": 6.25}]}});
+            let (id, event) = parse_webhook(&order, None).unwrap();
+            assert_eq!((id.len(), event.entity.as_str()), (64, "salesOrder"));
+            assert_eq!(parse_webhook(&order, None).unwrap().0, id, "a redelivery has the same id");
+            let mut bad = order.clone();
+            bad["entity"] = json!("lead");
+            assert_eq!(parse_webhook(&bad, None).unwrap_err().field, "entity");
+            let mut bad = order.clone();
+            bad["eventType"] = json!("exploded");
+            assert_eq!(parse_webhook(&bad, None).unwrap_err().field, "eventType");
+            let mut bad = order.clone();
+            bad["payload"]["lineItems"][0]["quantity"] = json!("two");
+            assert_eq!(
+                parse_webhook(&bad, None).unwrap_err().field,
+                "payload.lineItems[0].quantity"
+            );
+            let mut bad = order;
+            bad["payload"].as_object_mut().unwrap().remove("orderNumber");
+            assert_eq!(parse_webhook(&bad, None).unwrap_err().field, "payload.orderNumber");
+            let count = json!({"eventType": "updated", "entity": "inventory", "entityId": "SKU-1",
+                "payload": {"qtyOnHand": "x", "warehouse": "W1"}});
+            assert_eq!(parse_webhook(&count, None).unwrap_err().field, "payload");
+        }
+    }
+}

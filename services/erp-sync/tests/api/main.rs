@@ -1,0 +1,5 @@
+//! Black-box tests of erp-sync against the real PostgreSQL and NATS.
+#![allow(clippy::unwrap_used, clippy::expect_used, reason = "tests fail loudly")]
+
+mod helpers;
+mod webhooks;

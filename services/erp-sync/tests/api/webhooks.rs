@@ -1,0 +1,158 @@
+use serde_json::{Value, json};
+
+use crate::helpers::{API_KEY, SIGNING_SECRET, spawn};
+
+fn order(event: &str, status: &str, lines: Value) -> Value {
+    json!({"eventType": event, "entity": "salesOrder", "entityId": "SO-1001",
+        "payload": {"orderNumber": "1001", "customerId": "C-1", "orderDate": "2026-12-01",
+            "status": status, "subtotal": 30.0, "taxAmount": 6.0, "shippingAmount": 4.5,
+            "total": 40.5, "currency": "EUR", "lineItems": lines}})
+}
+
+#[tokio::test]
+async fn an_order_is_stored_with_its_lines_once_and_an_update_replaces_them() {
+    let t = spawn().await;
+    let created = order(
+        "created",
+        "open",
+        json!([
+        {"sku": "MUG-1", "description": "Mug", "quantity": 2, "unitPrice": 10.0, "lineTotal": 20.0},
+        {"sku": "TEA-1", "quantity": 1, "unitPrice": 10.0, "discount": 0, "lineTotal": 10.0}]),
+    );
+    let (status, first, _) = t.post(&created).await;
+    assert_eq!(status, 202, "{first}");
+    t.event_eventually(first["event_id"].as_str().unwrap(), "applied").await;
+    let row = t.row("orders", "erp_order_id", "SO-1001").await.unwrap();
+    assert_eq!(
+        (row["order_number"].as_str(), row["status"].as_str(), row["total"].as_f64()),
+        (Some("1001"), Some("open"), Some(40.5))
+    );
+    assert_eq!(t.count("SELECT count(*) AS n FROM erp.order_lines").await, 2);
+
+    // A redelivery is recognised (same content, same id) and stored once.
+    let (status, again, replayed) = t.post(&created).await;
+    assert_eq!((status, replayed), (202, true));
+    assert_eq!(again["event_id"], first["event_id"]);
+
+    // An update: the status change is detected against the stored status; lines replaced.
+    let updated =
+        order("updated", "shipped", json!([{"sku": "MUG-1", "quantity": 3, "lineTotal": 30.0}]));
+    let (_, body, _) = t.post(&updated).await;
+    let event = t.event_eventually(body["event_id"].as_str().unwrap(), "applied").await;
+    assert_eq!(event["reason"], "status changed from open to shipped");
+    assert_eq!(t.count("SELECT count(*) AS n FROM erp.order_lines").await, 1);
+    assert_eq!(t.count("SELECT count(*) AS n FROM erp.orders").await, 1);
+    t.assert_settled().await;
+}
+
+#[tokio::test]
+async fn webhooks_need_a_key_or_a_signature_and_name_what_is_wrong() {
+    let t = spawn().await;
+    let body = order("created", "open", json!([]));
+    assert_eq!(t.post_with(&body, None).await.0, 401);
+    assert_eq!(t.post_with(&body, Some("wrong-key")).await.0, 401);
+    let mut lead = body.clone();
+    lead["entity"] = json!("lead");
+    let (status, problem, _) = t.post(&lead).await;
+    assert_eq!((status, problem["field"].as_str()), (400, Some("entity")), "{problem}");
+    let mut exploded = body.clone();
+    exploded["eventType"] = json!("exploded");
+    assert_eq!(t.post(&exploded).await.1["field"], "eventType");
+    let mut bad = body.clone();
+    bad["payload"]["total"] = json!("lots");
+    let (status, problem, _) = t.post(&bad).await;
+    assert_eq!((status, problem["field"].as_str()), (422, Some("payload.total")));
+    assert_eq!(t.count("SELECT count(*) AS n FROM erp.webhook_events").await, 0, "nothing stored");
+
+    // Signed instead of keyed (Standard Webhooks).
+    let bytes = serde_json::to_vec(&body).unwrap();
+    let ts = chrono::Utc::now().timestamp();
+    let signature =
+        shared::http::verify::sign_standard(SIGNING_SECRET, "msg_1", ts, &bytes).unwrap();
+    let r = t
+        .app
+        .http
+        .post(t.app.url("/webhooks/erp"))
+        .header("content-type", "application/json")
+        .header("webhook-id", "msg_1")
+        .header("webhook-timestamp", ts.to_string())
+        .header("webhook-signature", signature)
+        .body(bytes)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 202);
+    let _ = API_KEY;
+    t.assert_settled().await;
+}
+
+#[tokio::test]
+async fn a_delivered_shipment_delivers_its_order_and_older_events_change_nothing() {
+    let t = spawn().await;
+    let (_, o, _) = t.post(&order("created", "open", json!([{"sku": "A", "quantity": 1}]))).await;
+    t.event_eventually(o["event_id"].as_str().unwrap(), "applied").await;
+    let shipment = |status: &str, at: &str| {
+        json!({"eventType": "updated", "entity": "shipment", "entityId": "SH-1",
+        "payload": {"orderId": "SO-1001", "carrier": "DHL", "trackingNumber": "JD0001", "shipDate": "2026-12-01",
+            "estimatedDelivery": "2026-12-03", "status": status, "updatedAt": at}})
+    };
+    let (_, s, _) = t.post(&shipment("in_transit", "2026-12-01T10:00:00Z")).await;
+    t.event_eventually(s["event_id"].as_str().unwrap(), "applied").await;
+    let (_, d, _) = t.post(&shipment("delivered", "2026-12-03T09:00:00Z")).await;
+    let event = t.event_eventually(d["event_id"].as_str().unwrap(), "applied").await;
+    assert_eq!(event["reason"], "order SO-1001 delivered");
+    let order_row = t.row("orders", "erp_order_id", "SO-1001").await.unwrap();
+    assert_eq!(order_row["status"], "delivered");
+    assert!(!order_row["delivered_at"].is_null());
+    // The in-transit event arriving late is older: nothing moves back.
+    let (_, late, _) = t.post(&shipment("in_transit", "2026-12-02T10:00:00Z")).await;
+    let event = t.event_eventually(late["event_id"].as_str().unwrap(), "applied").await;
+    assert!(event["reason"].as_str().unwrap().starts_with("stale"), "{event}");
+    assert_eq!(t.row("shipments", "erp_shipment_id", "SH-1").await.unwrap()["status"], "delivered");
+    t.assert_settled().await;
+}
+
+#[tokio::test]
+async fn customers_invoices_and_purchase_orders_are_stored_and_inventory_goes_to_inventory_sync() {
+    let t = spawn().await;
+    for (entity, id, payload) in [
+        ("customer", "C-1", json!({"name": "Ada", "email": "ada@example.com"})),
+        (
+            "invoice",
+            "INV-1",
+            json!({"invoiceNumber": "I-1", "orderId": "SO-1001", "status": "open", "total": 40.5, "dueDate": "2026-12-31"}),
+        ),
+        (
+            "purchaseOrder",
+            "PO-1",
+            json!({"poNumber": "P-1", "supplier": "Tea Co", "status": "ordered", "expectedDate": "2026-12-10"}),
+        ),
+    ] {
+        let (status, body, _) = t.post(&json!({"eventType": "created", "entity": entity, "entityId": id, "payload": payload})).await;
+        assert_eq!(status, 202, "{body}");
+        t.event_eventually(body["event_id"].as_str().unwrap(), "applied").await;
+    }
+    assert_eq!(
+        t.row("customers", "erp_customer_id", "C-1").await.unwrap()["email"],
+        "ada@example.com"
+    );
+    assert_eq!(
+        t.row("invoices", "erp_invoice_id", "INV-1").await.unwrap()["due_date"],
+        "2026-12-31"
+    );
+    assert_eq!(t.row("purchase_orders", "erp_po_id", "PO-1").await.unwrap()["supplier"], "Tea Co");
+
+    // Inventory messages are published for inventory-sync, unchanged.
+    let count = json!({"eventType": "updated", "entity": "inventory", "entityId": "MUG-1",
+        "payload": {"qtyOnHand": 7, "warehouse": "W1"}});
+    assert_eq!(t.post(&count).await.0, 202);
+    let js = async_nats::jetstream::new(t.nats.client().await);
+    let stream = js.get_stream(format!("{}_WEBHOOKS", t.nats.prefix)).await.unwrap();
+    let message = stream
+        .get_last_raw_message_by_subject(&t.nats.subject("webhooks.erp.inventory"))
+        .await
+        .unwrap();
+    let envelope: Value = serde_json::from_slice(&message.payload).unwrap();
+    assert_eq!(envelope["data"], count);
+    t.assert_settled().await;
+}
