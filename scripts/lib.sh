@@ -562,6 +562,9 @@ ensure_env_file() {
         echo "# a rotation); CRM_HUBSPOT_CLIENT_SECRETS for HubSpot v3 signatures"
         echo "CRM_WEBHOOK_SECRETS=whsec_$(head -c 24 /dev/urandom | base64 | tr -d '\n')"
         echo
+        echo "# erp-sync: X-API-Key value(s) of the ERP's webhooks; ERP_WEBHOOK_SECRETS for signed ones"
+        echo "ERP_WEBHOOK_API_KEYS=$(random_hex 24)"
+        echo
         echo "# Sync targets. Unset means \"target not configured\". For a local sandbox use e.g."
         echo "# ERP_BASE_URL=http://127.0.0.1:<port>"
         echo "# ERP_API_KEY="
