@@ -84,12 +84,16 @@ impl SmtpConfig {
 }
 
 /// An email with a text part and an optional HTML part.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Email {
     pub to: Vec<String>,
     pub subject: String,
     pub text: String,
     pub html: Option<String>,
+    /// The `Message-ID` (without angle brackets): derived from the event that asked for the
+    /// email, so a copy sent again after a crash carries the same id and can be told apart.
+    #[serde(default)]
+    pub message_id: Option<String>,
 }
 
 /// Sends email through one SMTP relay. Cheap to clone.
@@ -142,7 +146,10 @@ impl Mailer {
     }
 
     fn build(&self, email: &Email) -> anyhow::Result<Message> {
-        let mut builder = Message::builder().from(self.from.clone()).subject(&email.subject);
+        let mut builder = Message::builder()
+            .from(self.from.clone())
+            .subject(&email.subject)
+            .message_id(email.message_id.as_ref().map(|id| format!("<{id}>")));
         if email.to.is_empty() {
             anyhow::bail!("email has no recipient");
         }

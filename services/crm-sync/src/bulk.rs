@@ -198,6 +198,7 @@ pub fn completion_email(job: &BulkJobChanged, to: &[String]) -> Option<Email> {
         subject: format!("{title}: {}", job.job_id),
         text,
         html: Some(html),
+        message_id: None,
     })
 }
 

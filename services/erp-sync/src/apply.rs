@@ -9,17 +9,30 @@
 //!   `lineItems` replaces them).
 //! - A shipment whose status becomes `delivered` makes its order `delivered`, with
 //!   `delivered_at`.
+//! - Emails are written to the outbox in the same transaction (so an event causes its email
+//!   exactly when it is applied) and sent by [`send`]: "New Order: <number>" with the total
+//!   and currency to `ERP_SALES_EMAIL`; "Order Update: <number>" to the customer when the
+//!   status changes; "Your Order Has Shipped!" with carrier, tracking number, estimated
+//!   delivery and tracking link to the customer when a shipment is created. Text and HTML.
 
 use chrono::{DateTime, Utc};
 use diesel::sql_types::{Jsonb, Text, Timestamptz};
 use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
 use serde_json::{Map, Value};
 use shared::{
-    bus::{Delivery, HandlerError},
+    bus::{
+        Delivery, HandlerError,
+        outbox::{self, OutboxRow},
+    },
     db::PgPool,
     ingress::EventStatus,
     mappers::{erp::webhook, fields},
-    schemas::erp::ErpWebhook,
+    notify::{Email, Mailer},
+    outbound::Outcome,
+    schemas::{
+        Envelope,
+        erp::{EmailRequested, ErpWebhook},
+    },
 };
 use uuid::Uuid;
 
@@ -50,14 +63,22 @@ fn event_time(event: &ErpWebhook, accepted: DateTime<Utc>) -> DateTime<Utc> {
         .map_or(accepted, |t| t.with_timezone(&Utc))
 }
 
-/// Upserts one record; `Some(previous status)` when a row was written (`None`: stale).
+/// A written row: whether it is new, and the status it had before.
+struct Written {
+    inserted: bool,
+    previous: Option<String>,
+}
+
+/// Upserts one record; `None` when the event is older than the stored row (stale).
 async fn upsert(
     conn: &mut AsyncPgConnection,
     event: &ErpWebhook,
     at: DateTime<Utc>,
-) -> anyhow::Result<Option<Option<String>>> {
+) -> anyhow::Result<Option<Written>> {
     #[derive(diesel::QueryableByName)]
-    struct Written {
+    struct Row {
+        #[diesel(sql_type = diesel::sql_types::Bool)]
+        inserted: bool,
         #[diesel(sql_type = diesel::sql_types::Nullable<Text>)]
         previous: Option<String>,
     }
@@ -77,20 +98,20 @@ async fn upsert(
     let previous =
         if has_status { "(SELECT status FROM erp.{table} WHERE {key} = $2)" } else { "NULL::text" };
     let previous = previous.replace("{table}", table).replace("{key}", key);
-    let written: Vec<Written> = diesel::sql_query(format!(
+    let written: Vec<Row> = diesel::sql_query(format!(
         "WITH before AS (SELECT {previous} AS previous) \
          INSERT INTO erp.{table} AS t ({key}, erp_updated_at{names}) \
          SELECT $2, $3{values} FROM jsonb_populate_record(NULL::erp.{table}, $1) r \
          ON CONFLICT ({key}) DO UPDATE SET {set}erp_updated_at = excluded.erp_updated_at, updated_at = now() \
          WHERE t.erp_updated_at <= excluded.erp_updated_at \
-         RETURNING (SELECT previous FROM before) AS previous"
+         RETURNING (xmax = 0) AS inserted, (SELECT previous FROM before) AS previous"
     ))
     .bind::<Jsonb, _>(Value::Object(row))
     .bind::<Text, _>(&event.entity_id)
     .bind::<Timestamptz, _>(at)
     .load(conn)
     .await?;
-    Ok(written.into_iter().next().map(|w| w.previous))
+    Ok(written.into_iter().next().map(|w| Written { inserted: w.inserted, previous: w.previous }))
 }
 
 /// Replaces a sales order's lines.
@@ -119,52 +140,229 @@ async fn replace_lines(conn: &mut AsyncPgConnection, event: &ErpWebhook) -> anyh
     .map_err(Into::into)
 }
 
-/// Applies one event in the caller's transaction; its outcome.
+/// What the emails say and where they go.
+#[derive(Clone, Debug)]
+pub struct MailSettings {
+    /// `ERP_SALES_EMAIL`: who hears of new orders (unset: nobody).
+    pub sales: Option<String>,
+    /// `ERP_TRACKING_URL`: the tracking link, `{tracking}` replaced by the tracking number.
+    pub tracking_url: String,
+}
+
+impl Default for MailSettings {
+    fn default() -> Self {
+        Self { sales: None, tracking_url: "https://track.carrier.com/{tracking}".into() }
+    }
+}
+
+/// The durable consumer that sends erp-sync's emails.
+pub const MAIL_CONSUMER: &str = "erp-email";
+
+fn escape(text: &str) -> String {
+    text.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;")
+}
+
+/// An email with its text part, and an HTML part of the same lines.
+fn email(to: String, subject: String, lines: &[String]) -> Email {
+    let html = lines.iter().map(|l| format!("<p>{}</p>", escape(l))).collect::<String>();
+    Email {
+        to: vec![to],
+        subject,
+        text: lines.join("\n"),
+        html: Some(format!("<html><body>{html}</body></html>")),
+        message_id: None,
+    }
+}
+
+fn text_of(payload: &Value, name: &str) -> String {
+    match payload.get(name) {
+        Some(Value::String(s)) => s.clone(),
+        Some(Value::Number(n)) => n.to_string(),
+        _ => "-".into(),
+    }
+}
+
+/// The email address of the ERP's customer `customer_id`, if known.
+async fn customer_email(
+    conn: &mut AsyncPgConnection,
+    customer_id: &str,
+) -> anyhow::Result<Option<String>> {
+    #[derive(diesel::QueryableByName)]
+    struct Found {
+        #[diesel(sql_type = diesel::sql_types::Nullable<Text>)]
+        email: Option<String>,
+    }
+    let found: Vec<Found> =
+        diesel::sql_query("SELECT email FROM erp.customers WHERE erp_customer_id = $1")
+            .bind::<Text, _>(customer_id)
+            .load(conn)
+            .await?;
+    Ok(found.into_iter().next().and_then(|f| f.email).filter(|e| !e.is_empty()))
+}
+
+/// The order number and customer of the ERP's order `order_id`.
+async fn order_of(
+    conn: &mut AsyncPgConnection,
+    order_id: &str,
+) -> anyhow::Result<Option<(String, Option<String>)>> {
+    #[derive(diesel::QueryableByName)]
+    struct Found {
+        #[diesel(sql_type = Text)]
+        order_number: String,
+        #[diesel(sql_type = diesel::sql_types::Nullable<Text>)]
+        customer_id: Option<String>,
+    }
+    let found: Vec<Found> = diesel::sql_query(
+        "SELECT order_number, customer_id FROM erp.orders WHERE erp_order_id = $1",
+    )
+    .bind::<Text, _>(order_id)
+    .load(conn)
+    .await?;
+    Ok(found.into_iter().next().map(|f| (f.order_number, f.customer_id)))
+}
+
+/// Applies one event in the caller's transaction: its outcome and the emails it causes.
 async fn apply_one(
     conn: &mut AsyncPgConnection,
+    mail: &MailSettings,
     event: &ErpWebhook,
     accepted: DateTime<Utc>,
-) -> anyhow::Result<(EventStatus, Option<String>)> {
+) -> anyhow::Result<(EventStatus, Option<String>, Vec<Email>)> {
     let at = event_time(event, accepted);
-    let Some(previous) = upsert(conn, event, at).await? else {
-        return Ok((EventStatus::Applied, Some("stale: a newer ERP state is stored".into())));
+    let Some(written) = upsert(conn, event, at).await? else {
+        return Ok((
+            EventStatus::Applied,
+            Some("stale: a newer ERP state is stored".into()),
+            vec![],
+        ));
     };
-    let status = event.payload.get("status").and_then(Value::as_str);
+    let payload = &event.payload;
+    let status = payload.get("status").and_then(Value::as_str);
     let mut reason = None;
+    let mut emails = Vec::new();
     match event.entity.as_str() {
         "salesOrder" => {
             let lines = replace_lines(conn, event).await?;
-            if event.event_type == "updated" && previous.is_some() && previous.as_deref() != status
-            {
-                reason = Some(format!(
-                    "status changed from {} to {}",
-                    previous.as_deref().unwrap_or("-"),
-                    status.unwrap_or("-")
-                ));
-            } else if lines > 0 {
+            let number = text_of(payload, "orderNumber");
+            if written.inserted {
                 reason = Some(format!("{lines} lines"));
+                if let Some(sales) = &mail.sales {
+                    emails.push(email(
+                        sales.clone(),
+                        format!("New Order: {number}"),
+                        &[
+                            format!("A new order {number} was placed."),
+                            format!(
+                                "Order total: {} {}",
+                                text_of(payload, "total"),
+                                text_of(payload, "currency")
+                            ),
+                        ],
+                    ));
+                }
+            } else if written.previous.as_deref() != status {
+                let change = format!(
+                    "status changed from {} to {}",
+                    written.previous.as_deref().unwrap_or("-"),
+                    status.unwrap_or("-")
+                );
+                let customer =
+                    payload.get("customerId").and_then(Value::as_str).unwrap_or_default();
+                match customer_email(conn, customer).await? {
+                    Some(to) => emails.push(email(
+                        to,
+                        format!("Order Update: {number}"),
+                        &[format!("Your order status is now: {}", status.unwrap_or("-"))],
+                    )),
+                    None => {
+                        reason = Some(format!("{change}; customer {customer} has no known email"))
+                    }
+                }
+                reason.get_or_insert(change);
             }
         }
-        "shipment" if status == Some("delivered") && previous.as_deref() != Some("delivered") => {
-            let order = event.payload.get("orderId").and_then(Value::as_str).unwrap_or_default();
-            diesel::sql_query(
-                "UPDATE erp.orders SET status = 'delivered', delivered_at = coalesce(delivered_at, now()), \
-                 updated_at = now() WHERE erp_order_id = $1",
-            )
-            .bind::<Text, _>(order)
-            .execute(conn)
-            .await?;
-            reason = Some(format!("order {order} delivered"));
+        "shipment" => {
+            let order_id = text_of(payload, "orderId");
+            if written.inserted {
+                let order = order_of(conn, &order_id).await?;
+                let to = match order.as_ref().and_then(|(_, c)| c.as_deref()) {
+                    Some(customer) => customer_email(conn, customer).await?,
+                    None => None,
+                };
+                match (order, to) {
+                    (Some((number, _)), Some(to)) => {
+                        let tracking = text_of(payload, "trackingNumber");
+                        let link = mail
+                            .tracking_url
+                            .replace("{tracking}", &shared::mappers::path_segment(&tracking));
+                        emails.push(email(
+                            to,
+                            "Your Order Has Shipped!".into(),
+                            &[
+                                format!("Good news! Your order {number} has shipped."),
+                                format!("Carrier: {}", text_of(payload, "carrier")),
+                                format!("Tracking: {tracking}"),
+                                format!(
+                                    "Estimated Delivery: {}",
+                                    text_of(payload, "estimatedDelivery")
+                                ),
+                                format!("Track your package: {link}"),
+                            ],
+                        ));
+                    }
+                    _ => {
+                        reason = Some(format!(
+                            "order {order_id} or its customer's email is not known: no email"
+                        ))
+                    }
+                }
+            }
+            if status == Some("delivered") && written.previous.as_deref() != Some("delivered") {
+                diesel::sql_query(
+                    "UPDATE erp.orders SET status = 'delivered', delivered_at = coalesce(delivered_at, now()), \
+                     updated_at = now() WHERE erp_order_id = $1",
+                )
+                .bind::<Text, _>(&order_id)
+                .execute(conn)
+                .await?;
+                reason = Some(format!("order {order_id} delivered"));
+            }
         }
         _ => {}
     }
-    Ok((EventStatus::Applied, reason))
+    Ok((EventStatus::Applied, reason, emails))
+}
+
+/// Sends one email once: a redelivery after the send was recorded sends nothing; the
+/// `Message-ID` is the request's id, so a copy sent again after a crash between the send and
+/// its record carries the same id.
+pub async fn send(
+    db: &PgPool,
+    mailer: &Mailer,
+    delivery: Delivery<EmailRequested>,
+) -> Result<(), HandlerError> {
+    let id = delivery.envelope.id.to_string();
+    let mut conn = db.get().await.map_err(|e| anyhow::anyhow!("database: {e}"))?;
+    if shared::bus::inbox::seen(&mut conn, SCHEMA, MAIL_CONSUMER, &id).await? {
+        return Ok(());
+    }
+    let mut email = delivery.envelope.data.email;
+    email.message_id = Some(format!("{id}@erp-sync.datasync"));
+    match mailer.send(&email).await {
+        Outcome::Delivered(_) => {
+            shared::bus::inbox::first_delivery(&mut conn, SCHEMA, MAIL_CONSUMER, &id).await?;
+            tracing::info!(subject = %email.subject, "email sent");
+            Ok(())
+        }
+        failed => Err(failed.into_handler_error("email")),
+    }
 }
 
 /// Applies `batch` in one transaction; on a database error, one event per transaction, and an
 /// event that still fails is recorded `failed` (with an error-ledger row) and acknowledged.
 pub async fn handle(
     db: &PgPool,
+    mail: &MailSettings,
     batch: Vec<Delivery<ErpWebhook>>,
 ) -> Vec<Result<(), HandlerError>> {
     let mut conn = match db.get().await {
@@ -175,12 +373,12 @@ pub async fn handle(
         }
     };
     let all: Vec<&Delivery<ErpWebhook>> = batch.iter().collect();
-    if apply_batch(&mut conn, &all).await.is_ok() {
+    if apply_batch(&mut conn, mail, &all).await.is_ok() {
         return batch.iter().map(|_| Ok(())).collect();
     }
     let mut results = Vec::with_capacity(batch.len());
     for delivery in &batch {
-        results.push(match apply_batch(&mut conn, &[delivery]).await {
+        results.push(match apply_batch(&mut conn, mail, &[delivery]).await {
             Ok(()) => Ok(()),
             Err(e) => {
                 let error = format!("{e:#}");
@@ -194,6 +392,7 @@ pub async fn handle(
 
 async fn apply_batch(
     conn: &mut AsyncPgConnection,
+    mail: &MailSettings,
     deliveries: &[&Delivery<ErpWebhook>],
 ) -> anyhow::Result<()> {
     conn.transaction::<_, anyhow::Error, _>(async |conn| {
@@ -201,7 +400,15 @@ async fn apply_batch(
         let done = shared::ingress::settled(conn, SCHEMA, &ids).await?;
         for delivery in deliveries.iter().filter(|d| !done.contains(&d.envelope.id)) {
             let event = &delivery.envelope.data;
-            let (status, reason) = apply_one(conn, event, delivery.envelope.occurred_at).await?;
+            let (status, reason, emails) =
+                apply_one(conn, mail, event, delivery.envelope.occurred_at).await?;
+            let rows: Vec<OutboxRow> = emails
+                .into_iter()
+                .map(|email| {
+                    OutboxRow::new(&Envelope::new(crate::SERVICE, EmailRequested { email }))
+                })
+                .collect();
+            outbox::enqueue(conn, SCHEMA, &rows).await?;
             shared::ingress::record(
                 conn,
                 SCHEMA,

@@ -7,6 +7,8 @@
 //!   invalid payload field a 422 naming it. Each event goes to `webhooks.erp.<entity>`.
 //! - One batch consumer per entity applies the events ([`apply`]); inventory events are read by
 //!   inventory-sync (`webhooks.erp.inventory`).
+//! - Emails (new order to `ERP_SALES_EMAIL`, status changes and shipments to the customer) are
+//!   written to the outbox with the change and sent by a consumer over SMTP (lettre).
 
 pub mod apply;
 
@@ -37,6 +39,10 @@ pub struct Config {
     pub api_keys: Vec<secrecy::SecretString>,
     /// `ERP_WEBHOOK_SECRETS`: Standard Webhooks secrets (`whsec_...`) for signed webhooks.
     pub signing_secrets: Vec<secrecy::SecretString>,
+    /// What the emails say and where they go.
+    pub mail: apply::MailSettings,
+    /// `SMTP_*`: the relay the emails go through.
+    pub smtp: shared::notify::SmtpConfig,
 }
 
 impl Config {
@@ -45,12 +51,24 @@ impl Config {
             common: CommonConfig::from_env(SERVICE, PORT)?,
             api_keys: secret_list("ERP_WEBHOOK_API_KEYS"),
             signing_secrets: secret_list("ERP_WEBHOOK_SECRETS"),
+            mail: apply::MailSettings {
+                sales: shared::config::var("ERP_SALES_EMAIL"),
+                tracking_url: shared::config::var("ERP_TRACKING_URL")
+                    .unwrap_or_else(|| apply::MailSettings::default().tracking_url),
+            },
+            smtp: shared::notify::SmtpConfig::from_env()?,
         })
     }
 
     /// The platform alone: no webhook credentials (ERP webhooks are refused).
-    pub fn unconnected(common: CommonConfig) -> Self {
-        Self { common, api_keys: Vec::new(), signing_secrets: Vec::new() }
+    pub fn unconnected(common: CommonConfig) -> anyhow::Result<Self> {
+        Ok(Self {
+            common,
+            api_keys: Vec::new(),
+            signing_secrets: Vec::new(),
+            mail: apply::MailSettings::default(),
+            smtp: shared::notify::SmtpConfig::from_env()?,
+        })
     }
 }
 
@@ -115,8 +133,10 @@ pub async fn build(config: Config) -> anyhow::Result<Application> {
     }
     // One consumer per entity: inventory-sync reads `webhooks.erp.inventory` from the same
     // work-queue stream, where consumer filters may not overlap.
+    let mail = std::sync::Arc::new(config.mail.clone());
     for entity in apply::ENTITIES {
         let db = platform.db.clone();
+        let mail = mail.clone();
         let task = shared::bus::run_batch_consumer(
             platform.bus.clone(),
             ConsumerSpec {
@@ -131,12 +151,22 @@ pub async fn build(config: Config) -> anyhow::Result<Application> {
             platform.dead_letters(),
             platform.shutdown.clone(),
             move |batch| {
-                let db = db.clone();
-                async move { apply::handle(&db, batch).await }
+                let (db, mail) = (db.clone(), mail.clone());
+                async move { apply::handle(&db, &mail, batch).await }
             },
         );
         platform.spawn("erp-consumer", task);
     }
+    // Emails leave from the outbox: retried, and recorded once sent.
+    let mailer = shared::notify::Mailer::new(&config.smtp)?;
+    let db = platform.db.clone();
+    platform.spawn_consumer(
+        ConsumerSpec::new(apply::MAIL_CONSUMER, &streams::OUTBOUND, "outbound.email.erp"),
+        move |delivery| {
+            let (db, mailer) = (db.clone(), mailer.clone());
+            async move { apply::send(&db, &mailer, delivery).await }
+        },
+    );
     Application::build(platform, (), AuthConfig::default(), |_| {})
 }
 

@@ -35,3 +35,17 @@ pub struct ErpInventory {
     #[serde(default)]
     pub bin_location: Option<String>,
 }
+
+/// An email erp-sync sends about the ERP's records: `outbound.email.erp`, written to the outbox
+/// with the change it is about and sent by erp-sync's mail consumer.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct EmailRequested {
+    pub email: crate::notify::Email,
+}
+
+impl Event for EmailRequested {
+    const TYPE: &'static str = "notify.email_requested";
+    fn subject(&self) -> String {
+        "outbound.email.erp".into()
+    }
+}

@@ -27,6 +27,7 @@ async fn email_goes_out_over_real_smtp_with_text_and_html_parts() {
             subject: "Low Stock Alert: MUG-1".into(),
             text: "Product Mug is below reorder point.".into(),
             html: Some("<p>Product <b>Mug</b> is below reorder point.</p>".into()),
+            message_id: None,
         })
         .await;
 
@@ -40,8 +41,13 @@ async fn email_goes_out_over_real_smtp_with_text_and_html_parts() {
 #[tokio::test]
 async fn an_unreachable_smtp_server_is_retried_and_a_bad_address_is_not() {
     let mailer = Mailer::new(&smtp(harness::process::free_port())).unwrap();
-    let email =
-        |to: &str| Email { to: vec![to.into()], subject: "s".into(), text: "t".into(), html: None };
+    let email = |to: &str| Email {
+        to: vec![to.into()],
+        subject: "s".into(),
+        text: "t".into(),
+        html: None,
+        message_id: None,
+    };
 
     assert!(matches!(mailer.send(&email("ops@example.com")).await, Outcome::Retry { .. }));
     assert!(matches!(mailer.send(&email("not an address")).await, Outcome::Rejected { .. }));

@@ -18,7 +18,7 @@ async fn all_six_services_boot_together_report_ready_and_stop_gracefully() {
     // Started concurrently: migrations and stream declarations must not race.
     let (crm, erp, inv, user, resolver, monitor) = tokio::join!(
         crm_sync::build(crm_sync::Config::unconnected(cfg(crm_sync::SERVICE))),
-        erp_sync::build(erp_sync::Config::unconnected(cfg(erp_sync::SERVICE))),
+        erp_sync::build(erp_sync::Config::unconnected(cfg(erp_sync::SERVICE)).unwrap()),
         inventory_sync::build(inventory),
         user_sync::build(cfg(user_sync::SERVICE)),
         conflict_resolver::build(cfg(conflict_resolver::SERVICE)),

@@ -11,6 +11,7 @@ pub const SIGNING_SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
 
 pub struct TestErp {
     pub app: TestApp,
+    pub smtp: sandbox::SmtpSink,
     pub nats: TestNats,
     pub db: TestDb,
 }
@@ -19,13 +20,25 @@ pub async fn spawn() -> TestErp {
     harness::init_logs();
     let db = TestDb::new().await;
     let nats = TestNats::new();
+    let smtp = sandbox::SmtpSink::start().await.expect("SMTP sink");
     let config = erp_sync::Config {
         common: harness::common_config(erp_sync::SERVICE, &db, &nats),
         api_keys: vec![API_KEY.into()],
         signing_secrets: vec![SIGNING_SECRET.into()],
+        mail: erp_sync::apply::MailSettings {
+            sales: Some("sales@example.com".into()),
+            ..Default::default()
+        },
+        smtp: shared::notify::SmtpConfig {
+            host: "127.0.0.1".into(),
+            port: smtp.port,
+            security: shared::notify::SmtpSecurity::None,
+            credentials: None,
+            from: "datasync <datasync@localhost>".parse().unwrap(),
+        },
     };
     let app = TestApp::spawn(erp_sync::build(config).await.expect("erp-sync starts"));
-    TestErp { app, nats, db }
+    TestErp { app, smtp, nats, db }
 }
 
 impl TestErp {

@@ -39,7 +39,10 @@ async fn an_order_is_stored_with_its_lines_once_and_an_update_replaces_them() {
         order("updated", "shipped", json!([{"sku": "MUG-1", "quantity": 3, "lineTotal": 30.0}]));
     let (_, body, _) = t.post(&updated).await;
     let event = t.event_eventually(body["event_id"].as_str().unwrap(), "applied").await;
-    assert_eq!(event["reason"], "status changed from open to shipped");
+    assert!(
+        event["reason"].as_str().unwrap().starts_with("status changed from open to shipped"),
+        "{event}"
+    );
     assert_eq!(t.count("SELECT count(*) AS n FROM erp.order_lines").await, 1);
     assert_eq!(t.count("SELECT count(*) AS n FROM erp.orders").await, 1);
     t.assert_settled().await;
@@ -154,5 +157,68 @@ async fn customers_invoices_and_purchase_orders_are_stored_and_inventory_goes_to
         .unwrap();
     let envelope: Value = serde_json::from_slice(&message.payload).unwrap();
     assert_eq!(envelope["data"], count);
+    t.assert_settled().await;
+}
+
+#[tokio::test]
+async fn orders_status_changes_and_shipments_are_emailed_once_with_both_parts() {
+    let t = spawn().await;
+    let (_, c, _) = t
+        .post(&json!({"eventType": "created", "entity": "customer", "entityId": "C-1",
+        "payload": {"name": "Ada", "email": "ada@example.com"}}))
+        .await;
+    t.event_eventually(c["event_id"].as_str().unwrap(), "applied").await;
+    let (_, o, _) = t.post(&order("created", "open", json!([{"sku": "A", "quantity": 1}]))).await;
+    t.event_eventually(o["event_id"].as_str().unwrap(), "applied").await;
+    let (_, u, _) =
+        t.post(&order("updated", "shipped", json!([{"sku": "A", "quantity": 1}]))).await;
+    t.event_eventually(u["event_id"].as_str().unwrap(), "applied").await;
+    let shipment = json!({"eventType": "created", "entity": "shipment", "entityId": "SH-9",
+        "payload": {"orderId": "SO-1001", "carrier": "DHL", "trackingNumber": "JD 42",
+            "estimatedDelivery": "2026-12-03", "status": "in_transit"}});
+    let (_, s, _) = t.post(&shipment).await;
+    t.event_eventually(s["event_id"].as_str().unwrap(), "applied").await;
+    // A redelivered shipment causes no second email.
+    assert!(t.post(&shipment).await.2);
+
+    let mails = harness::eventually(crate::helpers::WAIT, || async {
+        let mails = t.smtp.mails();
+        (mails.len() >= 3).then_some(mails)
+    })
+    .await
+    .expect("three emails");
+    let find = |subject: &str| {
+        mails.iter().find(|m| m.data.contains(subject)).unwrap_or_else(|| panic!("no {subject}"))
+    };
+    let new_order = find("Subject: New Order: 1001");
+    assert_eq!(new_order.to, ["sales@example.com"]);
+    assert!(new_order.data.contains("Order total: 40.5 EUR"), "{}", new_order.data);
+    let update = find("Subject: Order Update: 1001");
+    assert_eq!(update.to, ["ada@example.com"]);
+    assert!(update.data.contains("Your order status is now: shipped"));
+    let shipped = find("Subject: Your Order Has Shipped!");
+    assert_eq!(shipped.to, ["ada@example.com"]);
+    for part in [
+        "Carrier: DHL",
+        "Tracking: JD 42",
+        "Estimated Delivery: 2026-12-03",
+        "https://track.carrier.com/JD%2042",
+    ] {
+        assert!(shipped.data.contains(part), "{part} in {}", shipped.data);
+    }
+    for mail in [new_order, update, shipped] {
+        assert!(
+            mail.data.contains("text/plain") && mail.data.contains("text/html"),
+            "{}",
+            mail.data
+        );
+        assert!(
+            mail.data.contains("Message-ID: <") && mail.data.contains("@erp-sync.datasync>"),
+            "{}",
+            mail.data
+        );
+    }
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    assert_eq!(t.smtp.mails().len(), 3, "each email once");
     t.assert_settled().await;
 }
