@@ -561,31 +561,15 @@ async fn record_failure(
 ) -> anyhow::Result<()> {
     let event = &delivery.envelope.data;
     let payload = serde_json::to_value(event)?;
-    conn.transaction::<_, anyhow::Error, _>(async |conn| {
-        shared::ingress::record(
-            conn,
-            SCHEMA,
-            "crm",
-            event.entity.as_str(),
-            &[(delivery.envelope.id, EventStatus::Failed, Some(error.to_owned()))],
-        )
-        .await?;
-        record_errors::record_failure(
-            conn,
-            SCHEMA,
-            &[Failure {
-                system: "crm",
-                entity: event.entity.as_str(),
-                record_id: &event.id,
-                direction: Direction::Inbound,
-                error,
-                payload: &payload,
-            }],
-        )
-        .await?;
-        Ok(())
-    })
-    .await
+    let failure = Failure {
+        system: "crm",
+        entity: event.entity.as_str(),
+        record_id: &event.id,
+        direction: Direction::Inbound,
+        error,
+        payload: &payload,
+    };
+    shared::ingress::record_failed(conn, SCHEMA, delivery.envelope.id, &failure).await
 }
 
 /// The consumer's batch handler.

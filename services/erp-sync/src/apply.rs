@@ -430,29 +430,13 @@ async fn record_failure(
 ) -> anyhow::Result<()> {
     let event = &delivery.envelope.data;
     let payload = serde_json::to_value(event)?;
-    conn.transaction::<_, anyhow::Error, _>(async |conn| {
-        shared::ingress::record(
-            conn,
-            SCHEMA,
-            "erp",
-            &event.entity,
-            &[(delivery.envelope.id, EventStatus::Failed, Some(error.to_owned()))],
-        )
-        .await?;
-        shared::record_errors::record_failure(
-            conn,
-            SCHEMA,
-            &[shared::record_errors::Failure {
-                system: "erp",
-                entity: &event.entity,
-                record_id: &event.entity_id,
-                direction: shared::schemas::sync::Direction::Inbound,
-                error,
-                payload: &payload,
-            }],
-        )
-        .await?;
-        Ok(())
-    })
-    .await
+    let failure = shared::record_errors::Failure {
+        system: "erp",
+        entity: &event.entity,
+        record_id: &event.entity_id,
+        direction: shared::schemas::sync::Direction::Inbound,
+        error,
+        payload: &payload,
+    };
+    shared::ingress::record_failed(conn, SCHEMA, delivery.envelope.id, &failure).await
 }

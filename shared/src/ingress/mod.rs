@@ -173,6 +173,31 @@ impl Ingress {
     }
 }
 
+/// Records an inbound event that cannot be applied, in one transaction: its status `failed`
+/// with the error, and a row in the error ledger (`failure.payload` is what a retry sends
+/// again).
+pub async fn record_failed(
+    conn: &mut diesel_async::AsyncPgConnection,
+    schema: &'static str,
+    event_id: Uuid,
+    failure: &crate::record_errors::Failure<'_>,
+) -> anyhow::Result<()> {
+    use diesel_async::AsyncConnection;
+    conn.transaction::<_, anyhow::Error, _>(async |conn| {
+        record(
+            conn,
+            schema,
+            failure.system,
+            failure.entity,
+            &[(event_id, EventStatus::Failed, Some(failure.error.to_owned()))],
+        )
+        .await?;
+        crate::record_errors::record_failure(conn, schema, std::slice::from_ref(failure)).await?;
+        Ok(())
+    })
+    .await
+}
+
 /// The full URI the sender called, for signatures over it (HubSpot): scheme and host as the
 /// request arrived (a proxy's `Forwarded`/`X-Forwarded-*` headers are honoured by actix).
 fn full_uri(req: &HttpRequest) -> String {
