@@ -404,6 +404,19 @@ mod tests {
     }
 
     #[test]
+    fn string_properties_as_hubspot_sends_them_are_read_as_their_types() {
+        let deal = json!({"amount": "1200.50", "probability": "40", "closeDate": "2026-12-31T00:00:00Z", "stageName": ""});
+        let local = to_local(Entity::Opportunity, deal.as_object().unwrap()).unwrap();
+        assert_eq!(
+            Value::Object(local),
+            json!({"amount": 1200.5, "probability": 40, "close_date": "2026-12-31", "stage": ""})
+        );
+        let cleared = json!({"amount": "", "probability": "forty"});
+        let err = to_local(Entity::Opportunity, cleared.as_object().unwrap()).unwrap_err();
+        assert_eq!(err.field, "data.probability");
+    }
+
+    #[test]
     fn the_seed_names_map_to_the_local_columns() {
         let contact = json!({"firstName": "Ann", "lastName": "Lee", "email": "ann@example.com",
             "account": {"name": "Acme"}, "leadSource": "web", "title": "CFO"});

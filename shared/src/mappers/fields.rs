@@ -89,6 +89,30 @@ fn checked(kind: Kind, value: &Value) -> Result<Value, String> {
     if value.is_null() {
         return Ok(Value::Null);
     }
+    // Some systems (HubSpot) send every property as a string: numbers and dates as their
+    // text, and "" for a cleared value.
+    if let (Kind::Integer | Kind::Decimal | Kind::Date, Value::String(text)) = (kind, value) {
+        let text = text.trim();
+        if text.is_empty() {
+            return Ok(Value::Null);
+        }
+        if kind != Kind::Date {
+            let number: Value = serde_json::from_str::<serde_json::Number>(text)
+                .map(Value::Number)
+                .map_err(|_| {
+                    format!(
+                        "must be a {}",
+                        if kind == Kind::Integer { "whole number" } else { "number" }
+                    )
+                })?;
+            return checked(kind, &number);
+        }
+        // A date, or the date part of a timestamp (HubSpot sends `2026-12-31T00:00:00Z`).
+        let date = text.split_once('T').map_or(text, |(day, _)| day);
+        return NaiveDate::parse_from_str(date, "%Y-%m-%d")
+            .map(|_| Value::from(date))
+            .map_err(|_| "must be a date (YYYY-MM-DD)".into());
+    }
     match kind {
         Kind::Text => match value.as_str() {
             Some(text) if text.contains('\0') => Err("must not contain NUL characters".into()),
