@@ -354,9 +354,11 @@ fn merge(into: &mut Map<String, Value>, from: &Map<String, Value>) {
     }
 }
 
-/// How the simulated CRM signs its webhooks.
+/// How a simulated system authenticates its webhooks.
 #[derive(Clone, Debug)]
 pub enum WebhookSigner {
+    /// An `X-API-Key` header (the ERP's way).
+    ApiKey { key: String },
     /// Standard Webhooks (`webhook-id`, `webhook-timestamp`, `webhook-signature`).
     Standard { secret: String },
     /// HubSpot v3 (`X-HubSpot-Signature-v3`, `X-HubSpot-Request-Timestamp`).
@@ -374,6 +376,7 @@ impl WebhookSigner {
     ) -> Vec<(String, String)> {
         use shared::http::verify::{sign_hubspot, sign_standard};
         match self {
+            WebhookSigner::ApiKey { key } => vec![("X-API-Key".into(), key.clone())],
             WebhookSigner::Standard { secret } => {
                 let t = t_ms / 1000;
                 let signature = sign_standard(secret, delivery_id, t, body).unwrap_or_default();
@@ -453,8 +456,8 @@ impl SimServer {
     }
 }
 
-/// Delivers `events` (one event or an array) to `url`, signed by `signer`, as the CRM's webhook
-/// sender does; returns the status and body.
+/// Delivers `events` (one event or an array) to `url`, authenticated by `signer`, as the CRM's
+/// and the ERP's webhook senders do; returns the status and body.
 pub async fn deliver(
     client: &reqwest::Client,
     url: &str,

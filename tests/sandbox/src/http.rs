@@ -94,6 +94,8 @@ pub(crate) struct State {
     jitter: Option<Duration>,
     /// (sku, location) -> quantity, for the stock-holding systems.
     levels: BTreeMap<(String, String), i64>,
+    /// (collection, id) -> record, for the ERP's lists (`customers`, `orders`, `products`).
+    erp_records: BTreeMap<(String, String), Value>,
     /// sku -> sellable, for the shop.
     products: BTreeMap<String, bool>,
     /// The CRM's objects and quota.
@@ -218,6 +220,22 @@ impl SimServer {
     /// Sets the level the system holds (test data for bulk loads), without recording a request.
     pub fn set_level(&self, sku: &str, location: &str, quantity: i64) {
         self.state().levels.insert((sku.to_owned(), location.to_owned()), quantity);
+    }
+
+    /// Stores a record in one of the ERP's lists (`customers`, `orders`, `products`), as its
+    /// own users do; returns the webhook the ERP reports it with
+    /// (`{eventType, entity, entityId, payload}`; products are listed, not reported: `null`).
+    pub fn erp_record(&self, collection: &str, id: &str, record: Value) -> Value {
+        let mut state = self.state();
+        let key = (collection.to_owned(), id.to_owned());
+        let event_type = if state.erp_records.contains_key(&key) { "updated" } else { "created" };
+        state.erp_records.insert(key, record.clone());
+        let entity = match collection {
+            "customers" => "customer",
+            "orders" => "salesOrder",
+            _ => return Value::Null,
+        };
+        json!({"eventType": event_type, "entity": entity, "entityId": id, "payload": record})
     }
 
     /// Whether the shop sells `sku` (None if never set).
@@ -461,6 +479,30 @@ fn route(
                     .map(|((sku, wh), qty)| json!({"sku": sku, "warehouseCode": wh, "qtyOnHand": qty}))
                     .collect();
                 Ok((200, json!({"data": data})))
+            }
+            (System::Erp, "GET", ["api", kind @ ("customers" | "orders" | "products")]) => {
+                // Offset pagination, ordered by id: `{data, has_more, total}`.
+                let param = |name: &str, default: usize| -> Result<usize, (u16, Value)> {
+                    query_param(query, name).map_or(Ok(default), |v| {
+                        v.parse().map_err(|_| problem(400, &format!("{name} must be a number")))
+                    })
+                };
+                let (offset, limit) = (param("offset", 0)?, param("limit", 100)?);
+                if !(1..=1000).contains(&limit) {
+                    return Err(problem(400, "limit must be between 1 and 1000"));
+                }
+                let all: Vec<&Value> = state
+                    .erp_records
+                    .iter()
+                    .filter(|((k, _), _)| k == kind)
+                    .map(|(_, v)| v)
+                    .collect();
+                let data: Vec<Value> =
+                    all.iter().skip(offset).take(limit).map(|v| (*v).clone()).collect();
+                Ok((
+                    200,
+                    json!({"data": data, "has_more": offset + limit < all.len(), "total": all.len()}),
+                ))
             }
             (System::Erp, "GET", ["api", "inventory"]) => {
                 // Offset pagination, ordered by sku then warehouse: `{data, has_more, total}`.

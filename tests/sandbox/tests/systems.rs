@@ -201,3 +201,27 @@ async fn the_crm_keeps_records_lists_them_with_a_cursor_and_rate_limits() {
     assert_eq!(refused.status(), 429);
     assert!(refused.headers().contains_key("retry-after"));
 }
+
+#[tokio::test]
+async fn the_erp_lists_its_records_a_page_at_a_time_and_reports_them_as_webhooks() {
+    let s = Sandbox::start().await.unwrap();
+    let http = client();
+    let created = s.erp.erp_record("customers", "C-1", json!({"name": "Ada"}));
+    assert_eq!(
+        created,
+        json!({"eventType": "created", "entity": "customer", "entityId": "C-1", "payload": {"name": "Ada"}})
+    );
+    let updated = s.erp.erp_record("customers", "C-1", json!({"name": "Ada L."}));
+    assert_eq!(updated["eventType"], "updated");
+    s.erp.erp_record("customers", "C-2", json!({"name": "Grace"}));
+    let page: Value = http
+        .get(format!("{}/api/customers?offset=1&limit=1", s.erp.base_url()))
+        .bearer_auth(s.erp.credential())
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(page, json!({"data": [{"name": "Grace"}], "has_more": false, "total": 2}));
+}

@@ -222,3 +222,27 @@ async fn orders_status_changes_and_shipments_are_emailed_once_with_both_parts() 
     assert_eq!(t.smtp.mails().len(), 3, "each email once");
     t.assert_settled().await;
 }
+
+#[tokio::test]
+async fn the_simulated_erp_reports_its_own_changes_with_its_api_key() {
+    let t = spawn().await;
+    let erp = sandbox::SimServer::start(sandbox::System::Erp).unwrap();
+    // The ERP's users enter an order first; the ERP then reports it.
+    let event = erp.erp_record(
+        "orders",
+        "SO-7",
+        json!({"orderNumber": "7", "status": "open",
+        "total": 9.5, "currency": "EUR", "lineItems": [{"sku": "A", "quantity": 1}]}),
+    );
+    let signer = sandbox::WebhookSigner::ApiKey { key: API_KEY.into() };
+    let (status, body) =
+        sandbox::deliver(&t.app.http, &t.app.url("/webhooks/erp"), &signer, &event).await.unwrap();
+    assert_eq!(status, 202, "{body}");
+    t.event_eventually(body["event_id"].as_str().unwrap(), "applied").await;
+    assert_eq!(t.row("orders", "erp_order_id", "SO-7").await.unwrap()["order_number"], "7");
+    let wrong = sandbox::WebhookSigner::ApiKey { key: "not-the-key".into() };
+    let (status, _) =
+        sandbox::deliver(&t.app.http, &t.app.url("/webhooks/erp"), &wrong, &event).await.unwrap();
+    assert_eq!(status, 401);
+    t.assert_settled().await;
+}
