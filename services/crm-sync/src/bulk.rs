@@ -30,7 +30,7 @@ use shared::{
 };
 use tokio_util::sync::CancellationToken;
 
-use crate::{SCHEMA, inbound, models::records};
+use crate::{SCHEMA, models::records, working};
 
 /// One entity's load from the CRM.
 pub struct CrmLoad {
@@ -127,7 +127,7 @@ impl BulkSource for CrmLoad {
             let mut conn = self.db.get().await?;
             conn.transaction::<_, anyhow::Error, _>(async |conn| {
                 records::set_origin(conn, "crm").await?;
-                let (_, messages) = inbound::apply_all(conn, &events).await?;
+                let (_, messages) = working::apply_all(conn, &events).await?;
                 outbox::enqueue(conn, SCHEMA, &messages).await?;
                 Ok(())
             })
@@ -145,7 +145,7 @@ impl BulkSource for CrmLoad {
             let (events, errors) = self.events(records);
             let events: Vec<&CrmEvent> = events.iter().collect();
             let mut conn = self.db.get().await?;
-            let mut preview = inbound::preview(&mut conn, &events).await?;
+            let mut preview = working::preview(&mut conn, &events).await?;
             preview.errors = errors
                 .into_iter()
                 .map(|e| shared::bulk::PreviewError { record_id: e.record_id, error: e.error })

@@ -21,6 +21,7 @@ pub mod push;
 pub mod reconcile;
 pub mod resolutions;
 pub mod routes;
+pub mod working;
 
 use std::{sync::Arc, time::Duration};
 

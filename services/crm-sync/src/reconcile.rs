@@ -37,7 +37,7 @@ use shared::{
     },
 };
 
-use crate::{AppState, SCHEMA, SERVICE, bulk, inbound, models::records};
+use crate::{AppState, SCHEMA, SERVICE, bulk, models::records, working};
 
 static DRIFT: LazyLock<IntCounterVec> = LazyLock::new(|| {
     register_int_counter_vec!(
@@ -227,10 +227,10 @@ async fn entity_pass(state: &AppState, entity: Entity) -> anyhow::Result<EntityR
     let drifted = conn
         .transaction::<_, anyhow::Error, _>(async |conn| {
             records::set_origin(conn, "crm").await?;
-            let known = inbound::Working::load(conn, &events, true).await?;
+            let known = working::Working::load(conn, &events, true).await?;
             // Drift: a CRM state we never saw, checked before applying.
             let missed: Vec<bool> = events.iter().map(|e| known.missed(e)).collect();
-            let (outcomes, mut messages) = inbound::apply_all(conn, &events).await?;
+            let (outcomes, mut messages) = working::apply_all(conn, &events).await?;
             let drifted: Vec<(&CrmEvent, String)> = events
                 .iter()
                 .zip(missed)

@@ -362,32 +362,19 @@ pub async fn send(
 /// event that still fails is recorded `failed` (with an error-ledger row) and acknowledged.
 pub async fn handle(
     db: &PgPool,
-    mail: &MailSettings,
+    mail: std::sync::Arc<MailSettings>,
     batch: Vec<Delivery<ErpWebhook>>,
 ) -> Vec<Result<(), HandlerError>> {
-    let mut conn = match db.get().await {
-        Ok(conn) => conn,
-        Err(e) => {
-            let e = format!("{e}");
-            return batch.iter().map(|_| Err(anyhow::anyhow!("database: {e}").into())).collect();
-        }
-    };
-    let all: Vec<&Delivery<ErpWebhook>> = batch.iter().collect();
-    if apply_batch(&mut conn, mail, &all).await.is_ok() {
-        return batch.iter().map(|_| Ok(())).collect();
-    }
-    let mut results = Vec::with_capacity(batch.len());
-    for delivery in &batch {
-        results.push(match apply_batch(&mut conn, mail, &[delivery]).await {
-            Ok(()) => Ok(()),
-            Err(e) => {
-                let error = format!("{e:#}");
-                tracing::warn!(entity = %delivery.envelope.data.entity, id = %delivery.envelope.data.entity_id, error, "ERP event cannot be applied");
-                record_failure(&mut conn, delivery, &error).await.map_err(HandlerError::from)
-            }
-        });
-    }
-    results
+    shared::ingress::apply_batch(
+        db,
+        &batch,
+        |conn, deliveries| {
+            let mail = mail.clone();
+            Box::pin(async move { apply_batch(conn, &mail, deliveries).await })
+        },
+        |conn, delivery, error| Box::pin(record_failure(conn, delivery, error)),
+    )
+    .await
 }
 
 async fn apply_batch(

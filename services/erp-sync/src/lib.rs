@@ -152,7 +152,7 @@ pub async fn build(config: Config) -> anyhow::Result<Application> {
             platform.shutdown.clone(),
             move |batch| {
                 let (db, mail) = (db.clone(), mail.clone());
-                async move { apply::handle(&db, &mail, batch).await }
+                async move { apply::handle(&db, mail, batch).await }
             },
         );
         platform.spawn("erp-consumer", task);

@@ -198,6 +198,100 @@ pub async fn record_failed(
     .await
 }
 
+/// A failure worth retrying although it is not a database error (another transaction raced
+/// this one): [`apply_batch`] never records it as the event's failure.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct Transient(pub String);
+
+/// Whether an error is about the data (retrying cannot help) rather than the connection, a
+/// lock, a timeout or a race ([`Transient`]).
+pub fn is_data_error(e: &anyhow::Error) -> bool {
+    use diesel::result::{DatabaseErrorKind, Error};
+    if e.downcast_ref::<Transient>().is_some() {
+        return false;
+    }
+    let text = format!("{e:#}");
+    match e.downcast_ref::<Error>() {
+        Some(Error::DatabaseError(kind, _)) => match kind {
+            DatabaseErrorKind::CheckViolation
+            | DatabaseErrorKind::NotNullViolation
+            | DatabaseErrorKind::ForeignKeyViolation => true,
+            // Data exceptions (SQLSTATE class 22) come as `Unknown`: told by their message.
+            DatabaseErrorKind::Unknown => [
+                "out of range",
+                "invalid input syntax",
+                "value too long",
+                "unsupported Unicode",
+                "invalid byte sequence",
+            ]
+            .iter()
+            .any(|m| text.contains(m)),
+            _ => false,
+        },
+        Some(_) => false,
+        // Mapping errors (a value the mapper refuses).
+        None => true,
+    }
+}
+
+/// How a consumer applies a batch of inbound events: all in one transaction (`apply`); when
+/// that fails, one event per transaction, and an event whose failure is about its data is
+/// handed to `failed` (which records it, e.g. with [`record_failed`]) and acknowledged; other
+/// failures are retried. One outcome per delivery, in order.
+pub async fn apply_batch<T, A, F>(
+    db: &crate::db::PgPool,
+    batch: &[crate::bus::Delivery<T>],
+    apply: A,
+    failed: F,
+) -> Vec<Result<(), crate::bus::HandlerError>>
+where
+    A: for<'a> Fn(
+        &'a mut diesel_async::AsyncPgConnection,
+        &'a [&'a crate::bus::Delivery<T>],
+    ) -> futures::future::BoxFuture<'a, anyhow::Result<()>>,
+    F: for<'a> Fn(
+        &'a mut diesel_async::AsyncPgConnection,
+        &'a crate::bus::Delivery<T>,
+        &'a str,
+    ) -> futures::future::BoxFuture<'a, anyhow::Result<()>>,
+{
+    use crate::bus::HandlerError;
+    let mut conn = match db.get().await {
+        Ok(conn) => conn,
+        Err(e) => {
+            let e = format!("{e}");
+            return batch.iter().map(|_| Err(anyhow::anyhow!("database: {e}").into())).collect();
+        }
+    };
+    let all: Vec<&crate::bus::Delivery<T>> = batch.iter().collect();
+    let started = std::time::Instant::now();
+    match apply(&mut conn, &all).await {
+        Ok(()) => {
+            let ms = started.elapsed().as_secs_f64() * 1000.0;
+            tracing::debug!(events = batch.len(), ms, "batch applied");
+            return batch.iter().map(|_| Ok(())).collect();
+        }
+        Err(e) if batch.len() > 1 => {
+            tracing::warn!(error = %format!("{e:#}"), events = batch.len(), "batch failed; applying its events one by one");
+        }
+        Err(_) => {}
+    }
+    let mut results = Vec::with_capacity(batch.len());
+    for delivery in batch {
+        results.push(match apply(&mut conn, &[delivery]).await {
+            Ok(()) => Ok(()),
+            Err(e) if is_data_error(&e) => {
+                let error = format!("{e:#}");
+                tracing::warn!(subject = %delivery.subject, error, "event cannot be applied");
+                failed(&mut conn, delivery, &error).await.map_err(HandlerError::from)
+            }
+            Err(e) => Err(HandlerError::from(e)),
+        });
+    }
+    results
+}
+
 /// The full URI the sender called, for signatures over it (HubSpot): scheme and host as the
 /// request arrived (a proxy's `Forwarded`/`X-Forwarded-*` headers are honoured by actix).
 fn full_uri(req: &HttpRequest) -> String {

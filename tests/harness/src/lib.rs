@@ -73,6 +73,21 @@ impl TestDb {
             .await
             .unwrap_or_else(|e| panic!("connect {}: {e}", self.url))
     }
+
+    /// The `n` that `sql` (`SELECT ... AS n`) counts.
+    pub async fn count(&self, sql: &str) -> i64 {
+        #[derive(diesel::QueryableByName)]
+        struct N {
+            #[diesel(sql_type = diesel::sql_types::BigInt)]
+            n: i64,
+        }
+        let mut conn = self.connect().await;
+        diesel::sql_query(sql)
+            .get_result::<N>(&mut conn)
+            .await
+            .unwrap_or_else(|e| panic!("{sql}: {e}"))
+            .n
+    }
 }
 
 impl Drop for TestDb {

@@ -89,13 +89,7 @@ impl TestCrm {
     }
 
     pub async fn count(&self, sql: &str) -> i64 {
-        #[derive(diesel::QueryableByName)]
-        struct N {
-            #[diesel(sql_type = BigInt)]
-            n: i64,
-        }
-        let mut conn = self.db.connect().await;
-        diesel::sql_query(sql).get_result::<N>(&mut conn).await.expect(sql).n
+        self.db.count(sql).await
     }
 
     /// A local record as JSON (`to_jsonb(row)`), by CRM id.

@@ -1,6 +1,6 @@
 use std::time::Duration;
 
-use diesel::sql_types::{BigInt, Jsonb, Text};
+use diesel::sql_types::{Jsonb, Text};
 use diesel_async::RunQueryDsl;
 use harness::{TestApp, TestDb, TestNats};
 use serde_json::Value;
@@ -59,13 +59,7 @@ impl TestErp {
     }
 
     pub async fn count(&self, sql: &str) -> i64 {
-        #[derive(diesel::QueryableByName)]
-        struct N {
-            #[diesel(sql_type = BigInt)]
-            n: i64,
-        }
-        let mut conn = self.db.connect().await;
-        diesel::sql_query(sql).get_result::<N>(&mut conn).await.expect(sql).n
+        self.db.count(sql).await
     }
 
     /// A row as JSON (`to_jsonb(row)`) of `erp.<table>` whose `key` column is `id`.

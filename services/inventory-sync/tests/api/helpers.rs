@@ -1,7 +1,5 @@
 use std::{collections::BTreeMap, time::Duration};
 
-use diesel::sql_types::BigInt;
-use diesel_async::RunQueryDsl;
 use harness::{TestApp, TestDb, TestNats};
 use inventory_sync::{Config, config::target_auth};
 use sandbox::{Sandbox, SimServer};
@@ -112,13 +110,7 @@ impl TestInventory {
     }
 
     pub async fn count(&self, sql: &str) -> i64 {
-        #[derive(diesel::QueryableByName)]
-        struct N {
-            #[diesel(sql_type = BigInt)]
-            n: i64,
-        }
-        let mut conn = self.db.connect().await;
-        diesel::sql_query(sql).get_result::<N>(&mut conn).await.expect(sql).n
+        self.db.count(sql).await
     }
 }
 
