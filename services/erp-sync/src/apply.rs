@@ -1,5 +1,9 @@
 //! Applies the ERP's events (`webhooks.erp.<entity>`), one transaction per batch.
 //!
+//! Inventory messages are not stock erp-sync writes: each becomes a canonical count
+//! (`inventory.count.erp`, [`CountReported`]) stamped with the ERP's `updatedAt` and
+//! `version`, which inventory-sync applies only when newer than the last ERP count it applied.
+//!
 //! Every record is an upsert keyed by the ERP's id, fenced by the ERP's time of the event
 //! (`payload.updatedAt`, else the time it was accepted): an event older than the row's
 //! `erp_updated_at` changes nothing, so redeliveries and reordered events are harmless. The
@@ -31,15 +35,16 @@ use shared::{
     outbound::Outcome,
     schemas::{
         Envelope,
-        erp::{EmailRequested, ErpWebhook},
+        erp::{EmailRequested, ErpInventory, ErpWebhook},
+        inventory::CountReported,
     },
 };
 use uuid::Uuid;
 
 use crate::SCHEMA;
 
-/// The entities erp-sync applies (inventory is inventory-sync's).
-pub const ENTITIES: [&str; 5] = ["salesOrder", "purchaseOrder", "invoice", "shipment", "customer"];
+/// The entities erp-sync consumes: all of them (inventory becomes canonical counts).
+pub const ENTITIES: [&str; 6] = webhook::ENTITIES;
 
 /// `(table, key column)` of an entity.
 fn table(entity: &str) -> Option<(&'static str, &'static str)> {
@@ -221,13 +226,42 @@ async fn order_of(
     Ok(found.into_iter().next().map(|f| (f.order_number, f.customer_id)))
 }
 
-/// Applies one event in the caller's transaction: its outcome and the emails it causes.
+/// The canonical count of an ERP inventory message, for inventory-sync (erp-sync never writes
+/// stock): stamped with the ERP's time and version, keyed by the inbound event's id.
+fn count_of(
+    event: &ErpWebhook,
+    id: Uuid,
+    accepted: DateTime<Utc>,
+) -> anyhow::Result<CountReported> {
+    let count: ErpInventory = serde_json::from_value(event.payload.clone())
+        .map_err(|e| anyhow::anyhow!("payload: {e}"))?;
+    Ok(CountReported {
+        source: "erp".into(),
+        reference: id.to_string(),
+        sku: event.entity_id.clone(),
+        warehouse: count.warehouse,
+        on_hand: count.qty_on_hand,
+        counted_at: count.updated_at.unwrap_or(accepted),
+        version: count.version,
+        reason: Some(format!("ERP inventory {}", event.event_type)),
+    })
+}
+
+/// Applies one event in the caller's transaction: its outcome and the messages it causes
+/// (emails, counts), for the outbox.
 async fn apply_one(
     conn: &mut AsyncPgConnection,
     mail: &MailSettings,
-    event: &ErpWebhook,
-    accepted: DateTime<Utc>,
-) -> anyhow::Result<(EventStatus, Option<String>, Vec<Email>)> {
+    delivery: &Delivery<ErpWebhook>,
+) -> anyhow::Result<(EventStatus, Option<String>, Vec<OutboxRow>)> {
+    let (event, accepted) = (&delivery.envelope.data, delivery.envelope.occurred_at);
+    if event.entity == "inventory" {
+        let count = count_of(event, delivery.envelope.id, accepted)?;
+        let reason =
+            format!("count of {} in {} sent to inventory-sync", count.sku, count.warehouse);
+        let row = OutboxRow::new(&Envelope::new(crate::SERVICE, count));
+        return Ok((EventStatus::Applied, Some(reason), vec![row]));
+    }
     let at = event_time(event, accepted);
     let Some(written) = upsert(conn, event, at).await? else {
         return Ok((
@@ -330,7 +364,11 @@ async fn apply_one(
         }
         _ => {}
     }
-    Ok((EventStatus::Applied, reason, emails))
+    let rows = emails
+        .into_iter()
+        .map(|email| OutboxRow::new(&Envelope::new(crate::SERVICE, EmailRequested { email })))
+        .collect();
+    Ok((EventStatus::Applied, reason, rows))
 }
 
 /// Sends one email once: a redelivery after the send was recorded sends nothing; the
@@ -387,14 +425,7 @@ async fn apply_batch(
         let done = shared::ingress::settled(conn, SCHEMA, &ids).await?;
         for delivery in deliveries.iter().filter(|d| !done.contains(&d.envelope.id)) {
             let event = &delivery.envelope.data;
-            let (status, reason, emails) =
-                apply_one(conn, mail, event, delivery.envelope.occurred_at).await?;
-            let rows: Vec<OutboxRow> = emails
-                .into_iter()
-                .map(|email| {
-                    OutboxRow::new(&Envelope::new(crate::SERVICE, EmailRequested { email }))
-                })
-                .collect();
+            let (status, reason, rows) = apply_one(conn, mail, delivery).await?;
             outbox::enqueue(conn, SCHEMA, &rows).await?;
             shared::ingress::record(
                 conn,

@@ -5,8 +5,9 @@
 //!   authenticated by API key (`X-API-Key`, `ERP_WEBHOOK_API_KEYS`) or a Standard Webhooks
 //!   signature (`ERP_WEBHOOK_SECRETS`); an unknown entity or event type is a 400 naming it, an
 //!   invalid payload field a 422 naming it. Each event goes to `webhooks.erp.<entity>`.
-//! - One batch consumer per entity applies the events ([`apply`]); inventory events are read by
-//!   inventory-sync (`webhooks.erp.inventory`).
+//! - One batch consumer per entity applies the events ([`apply`]); inventory messages become
+//!   canonical counts on `inventory.count.erp`, which inventory-sync applies (erp-sync never
+//!   writes stock).
 //! - Emails (new order to `ERP_SALES_EMAIL`, status changes and shipments to the customer) are
 //!   written to the outbox with the change and sent by a consumer over SMTP (lettre).
 
@@ -109,7 +110,12 @@ fn actix_web_status(code: u16) -> actix_web::http::StatusCode {
 pub async fn build(config: Config) -> anyhow::Result<Application> {
     let spec = ServiceSpec {
         schema: SCHEMA,
-        streams: &[&streams::WEBHOOKS, &streams::SYNC_EVENTS, &streams::OUTBOUND],
+        streams: &[
+            &streams::WEBHOOKS,
+            &streams::SYNC_EVENTS,
+            &streams::OUTBOUND,
+            &streams::INVENTORY_COUNTS,
+        ],
         openapi: shared::app::described(
             "ERP -> local customers, orders, lines, invoices, purchase orders and shipments",
         ),
@@ -131,8 +137,10 @@ pub async fn build(config: Config) -> anyhow::Result<Application> {
     } else {
         platform.run_ingress(vec![WebhookSource { system: "erp", schemes, parse }])?;
     }
-    // One consumer per entity: inventory-sync reads `webhooks.erp.inventory` from the same
-    // work-queue stream, where consumer filters may not overlap.
+    // erp-sync owns `webhooks.erp.>`: one consumer per entity, so a backlog of one kind never
+    // delays another. inventory-sync read `webhooks.erp.inventory` itself before counts were
+    // made canonical; its durable would overlap ours in the work-queue stream, so it goes.
+    platform.bus.retire_consumer(&streams::WEBHOOKS, "inventory-erp-counts").await?;
     let mail = std::sync::Arc::new(config.mail.clone());
     for entity in apply::ENTITIES {
         let db = platform.db.clone();

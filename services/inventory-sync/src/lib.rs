@@ -1,7 +1,9 @@
 //! inventory-sync owns the `inventory` schema and is the only writer of stock.
 //!
 //! - `POST /adjustments` applies an adjustment synchronously (see [`domain::adjuster`]).
-//! - The ERP's inventory messages (`webhooks.erp.inventory`) arrive as `count` adjustments.
+//! - Counts reported by other systems (`inventory.count.<source>`; erp-sync turns the ERP's
+//!   inventory messages into them) arrive as `count` adjustments, applied only when newer than
+//!   the last count applied from that source ([`consumers::counts`]).
 //! - Every change leaves `inventory.adjusted.<sku>` and `inventory.level.<warehouse>.<sku>`;
 //!   the shared push engine pushes the latest level to each target ([`push`]).
 //! - Threshold crossings raise `alerts.*`; a periodic reconciliation checks ledger sums.
@@ -55,7 +57,7 @@ pub async fn build(config: Config) -> anyhow::Result<Application> {
             &streams::INVENTORY_LEVELS,
             &streams::SYNC_EVENTS,
             &streams::ALERTS,
-            &streams::WEBHOOKS,
+            &streams::INVENTORY_COUNTS,
         ],
         openapi: <routes::ApiDoc as utoipa::OpenApi>::openapi(),
         settings: Some(OwnSettings::of::<config::InventorySettings>(SERVICE)),

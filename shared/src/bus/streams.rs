@@ -76,6 +76,16 @@ pub const INVENTORY_LEVELS: StreamSpec = StreamSpec {
     max_age: Duration::ZERO,
 };
 
+/// Counts reported by the systems that own them (`inventory.count.<source>`), for
+/// inventory-sync: work for exactly one consumer, shared by its replicas.
+pub const INVENTORY_COUNTS: StreamSpec = StreamSpec {
+    name: "INVENTORY_COUNTS",
+    subjects: &["inventory.count.>"],
+    retention: RetentionPolicy::WorkQueue,
+    max_messages_per_subject: -1,
+    max_age: Duration::ZERO,
+};
+
 /// Local changes to push to an external system.
 pub const OUTBOUND: StreamSpec = StreamSpec {
     name: "OUTBOUND",
@@ -112,6 +122,24 @@ impl Bus {
             .create_or_update_stream(config)
             .await
             .map_err(|e| anyhow::anyhow!("declaring stream {}: {e}", spec.name))?;
+        Ok(())
+    }
+
+    /// Deletes a durable consumer an earlier release declared, if it is still there. Its
+    /// unacknowledged messages stay in a work-queue stream for the consumer that replaces it.
+    pub async fn retire_consumer(&self, spec: &StreamSpec, durable: &str) -> anyhow::Result<()> {
+        let stream = match self.js.get_stream(self.name(spec.name)).await {
+            Ok(stream) => stream,
+            Err(e) => anyhow::bail!("reading stream {}: {e}", spec.name),
+        };
+        let name = self.name(durable);
+        if stream.consumer_info(&name).await.is_ok() {
+            stream
+                .delete_consumer(&name)
+                .await
+                .map_err(|e| anyhow::anyhow!("deleting consumer {durable}: {e}"))?;
+            tracing::info!(consumer = durable, stream = spec.name, "retired an obsolete consumer");
+        }
         Ok(())
     }
 }

@@ -205,7 +205,7 @@ pub mod webhook {
         field("status", "status", Kind::Text),
     ];
 
-    /// The payload's field table of an entity (`None`: inventory, read by inventory-sync).
+    /// The payload's field table of an entity (`None`: inventory, a count for inventory-sync).
     pub fn fields(entity: &str) -> Option<&'static [Field]> {
         match entity {
             "salesOrder" => Some(SALES_ORDER),
@@ -305,10 +305,19 @@ pub mod webhook {
                 }
             }
             None => {
-                serde_json::from_value::<crate::schemas::erp::ErpInventory>(Value::Object(
-                    payload.clone(),
-                ))
+                let count = serde_json::from_value::<crate::schemas::erp::ErpInventory>(
+                    Value::Object(payload.clone()),
+                )
                 .map_err(|e| invalid("payload", e.to_string()))?;
+                if count.updated_at.is_none() && count.version.is_none() {
+                    return Err(invalid(
+                        "payload.updatedAt",
+                        "is required (the ERP's time of the count, RFC 3339), or payload.version",
+                    ));
+                }
+                if count.qty_on_hand < 0 {
+                    return Err(invalid("payload.qtyOnHand", "must not be negative"));
+                }
             }
         }
         let webhook =
@@ -353,8 +362,14 @@ pub mod webhook {
             bad["payload"].as_object_mut().unwrap().remove("orderNumber");
             assert_eq!(parse_webhook(&bad, None).unwrap_err().field, "payload.orderNumber");
             let count = json!({"eventType": "updated", "entity": "inventory", "entityId": "SKU-1",
-                "payload": {"qtyOnHand": "x", "warehouse": "W1"}});
+                "payload": {"qtyOnHand": "x", "warehouse": "W1", "version": 3}});
             assert_eq!(parse_webhook(&count, None).unwrap_err().field, "payload");
+            let count = json!({"eventType": "updated", "entity": "inventory", "entityId": "SKU-1",
+                "payload": {"qtyOnHand": 4, "warehouse": "W1"}});
+            assert_eq!(parse_webhook(&count, None).unwrap_err().field, "payload.updatedAt");
+            let count = json!({"eventType": "counted", "entity": "inventory", "entityId": "SKU-1",
+                "payload": {"qtyOnHand": 4, "warehouse": "W1", "updatedAt": "2026-12-01T10:00:00Z"}});
+            assert!(parse_webhook(&count, None).is_ok());
         }
     }
 }

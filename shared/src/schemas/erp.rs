@@ -1,5 +1,5 @@
-//! The ERP's webhook envelope, as erp-sync publishes it (verified, unchanged) on
-//! `webhooks.erp.<entity>`.
+//! The ERP's webhook envelope, as erp-sync's ingress publishes it (verified, unchanged) on
+//! `webhooks.erp.<entity>` for erp-sync's own consumers.
 
 use serde::{Deserialize, Serialize};
 
@@ -34,6 +34,12 @@ pub struct ErpInventory {
     pub qty_reserved: Option<i64>,
     #[serde(default)]
     pub bin_location: Option<String>,
+    /// The ERP's time of this state of the record.
+    #[serde(default)]
+    pub updated_at: Option<chrono::DateTime<chrono::Utc>>,
+    /// The ERP's version of the record, when it keeps one.
+    #[serde(default)]
+    pub version: Option<i64>,
 }
 
 /// An email erp-sync sends about the ERP's records: `outbound.email.erp`, written to the outbox

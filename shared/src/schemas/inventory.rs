@@ -104,6 +104,35 @@ impl Event for StockAdjusted {
     }
 }
 
+/// A system's own count of a sku in a warehouse, stamped with that system's time of the count
+/// (and its version, when it has one): `inventory.count.<source>`. The connector that owns the
+/// system turns its messages into these; inventory-sync applies a count only if it is newer
+/// than the last one it applied from that source for that sku and warehouse, so a redelivered,
+/// replayed or reordered count can never move stock backwards.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct CountReported {
+    pub source: String,
+    /// Idempotency key within `source` (the inbound event's id).
+    pub reference: String,
+    pub sku: String,
+    pub warehouse: String,
+    pub on_hand: i64,
+    /// The source's own time of the count.
+    pub counted_at: chrono::DateTime<chrono::Utc>,
+    /// The source's own version of the record, when it sends one: compared before the time.
+    #[serde(default)]
+    pub version: Option<i64>,
+    #[serde(default)]
+    pub reason: Option<String>,
+}
+
+impl Event for CountReported {
+    const TYPE: &'static str = "inventory.count_reported";
+    fn subject(&self) -> String {
+        format!("inventory.count.{}", self.source)
+    }
+}
+
 /// "The level of this sku/warehouse changed: push it to every target". Carries no quantity:
 /// each target's pusher reads the latest level when it runs, so stale or reordered messages are
 /// harmless and the stream keeps only the last one per subject. One message serves every

@@ -116,7 +116,7 @@ async fn a_delivered_shipment_delivers_its_order_and_older_events_change_nothing
 }
 
 #[tokio::test]
-async fn customers_invoices_and_purchase_orders_are_stored_and_inventory_goes_to_inventory_sync() {
+async fn customers_invoices_and_purchase_orders_are_stored_and_inventory_becomes_counts() {
     let t = spawn().await;
     for (entity, id, payload) in [
         ("customer", "C-1", json!({"name": "Ada", "email": "ada@example.com"})),
@@ -145,19 +145,35 @@ async fn customers_invoices_and_purchase_orders_are_stored_and_inventory_goes_to
     );
     assert_eq!(t.row("purchase_orders", "erp_po_id", "PO-1").await.unwrap()["supplier"], "Tea Co");
 
-    // Inventory messages are published for inventory-sync, unchanged.
-    let count = json!({"eventType": "updated", "entity": "inventory", "entityId": "MUG-1",
+    // An inventory message becomes a canonical count for inventory-sync, stamped with the
+    // ERP's time and version; without either it is refused, naming the field.
+    let mut count = json!({"eventType": "updated", "entity": "inventory", "entityId": "MUG-1",
         "payload": {"qtyOnHand": 7, "warehouse": "W1"}});
-    assert_eq!(t.post(&count).await.0, 202);
+    let (status, problem, _) = t.post(&count).await;
+    assert_eq!((status, problem["field"].as_str()), (422, Some("payload.updatedAt")), "{problem}");
+    count["payload"]["updatedAt"] = json!("2026-12-01T09:30:00Z");
+    count["payload"]["version"] = json!(12);
+    let (status, accepted, _) = t.post(&count).await;
+    assert_eq!(status, 202, "{accepted}");
+    let event_id = accepted["event_id"].as_str().unwrap();
+    t.event_eventually(event_id, "applied").await;
     let js = async_nats::jetstream::new(t.nats.client().await);
-    let stream = js.get_stream(format!("{}_WEBHOOKS", t.nats.prefix)).await.unwrap();
+    let mut stream = js.get_stream(format!("{}_INVENTORY_COUNTS", t.nats.prefix)).await.unwrap();
     let message = stream
-        .get_last_raw_message_by_subject(&t.nats.subject("webhooks.erp.inventory"))
+        .get_last_raw_message_by_subject(&t.nats.subject("inventory.count.erp"))
         .await
         .unwrap();
     let envelope: Value = serde_json::from_slice(&message.payload).unwrap();
-    assert_eq!(envelope["data"], count);
+    assert_eq!(
+        envelope["data"],
+        json!({"source": "erp", "reference": event_id, "sku": "MUG-1", "warehouse": "W1",
+            "on_hand": 7, "counted_at": "2026-12-01T09:30:00Z", "version": 12,
+            "reason": "ERP inventory updated"})
+    );
+    // A redelivery is the same event: no second count.
+    assert_eq!(t.post(&count).await.2, true);
     t.assert_settled().await;
+    assert_eq!(stream.info().await.unwrap().state.messages, 1);
 }
 
 #[tokio::test]

@@ -36,6 +36,7 @@ use shared::{
 };
 
 use crate::models::{
+    count_mark::CountMark,
     ledger::{LedgerRow, NewLedgerRow},
     product::ReorderData,
     stock::{NewLevel, StockRow},
@@ -43,7 +44,7 @@ use crate::models::{
 
 use super::{
     alerts,
-    plan::{self, Level, Plan, Prior, RowKey, Step},
+    plan::{self, Level, MarkKey, Plan, Prior, RowKey, Stamp, Step},
 };
 use crate::SCHEMA;
 
@@ -58,6 +59,9 @@ pub struct Adjustment {
     pub quantity: i64,
     pub expected_on_hand: Option<i64>,
     pub reason: Option<String>,
+    /// A count reported by a system, with that system's time (and version) of it: applied
+    /// only if newer than the last count applied from that source for the sku and warehouse.
+    pub stamp: Option<Stamp>,
 }
 
 /// The answer to an adjustment (stored in the ledger; replayed on retries).
@@ -109,6 +113,8 @@ pub enum Refused {
     Negative { current_qty: i64, attempted_qty: i64 },
     #[error("on hand is {current_qty}, not the expected {expected_on_hand}")]
     ExpectedMismatch { current_qty: i64, expected_on_hand: i64 },
+    #[error("a newer count from {origin} is already applied (counted {last:?}, this one {this:?})")]
+    Stale { origin: String, last: Stamp, this: Stamp },
     #[error("reference {reference} of source {origin} was already used for a different adjustment")]
     KeyReused { origin: String, reference: String },
     #[error("adjustment could not be applied: {0}")]
@@ -209,6 +215,7 @@ fn prior(row: LedgerRow) -> Prior {
         quantity: answer.quantity,
         expected_on_hand: row.expected_on_hand,
         reason: answer.reason.clone(),
+        stamp: None,
     };
     Prior { request, answer }
 }
@@ -254,8 +261,21 @@ async fn apply_batch(
         .map(|r| ((r.source.clone(), r.reference.clone()), prior(r)))
         .collect();
 
-    // 4. Walk the batch in order against the running levels (pure: `plan`).
-    let Plan { steps: plans, rows: planned } = plan::plan(batch, &mut levels, &existing);
+    // 4. The last applied count of each stamped count's source (the stock row locks above
+    //    serialise these too).
+    let stamped: Vec<(&str, &str, &str)> = batch
+        .iter()
+        .filter(|a| a.stamp.is_some())
+        .map(|a| (a.source.as_str(), a.sku.as_str(), a.warehouse.as_str()))
+        .collect();
+    let mut marks: HashMap<MarkKey, Stamp> = HashMap::new();
+    if !stamped.is_empty() {
+        marks = CountMark::of(conn, &stamped).await?;
+    }
+
+    // 5. Walk the batch in order against the running levels (pure: `plan`).
+    let Plan { steps: plans, rows: planned } =
+        plan::plan(batch, &mut levels, &existing, &mut marks);
     struct NewRow<'a> {
         adjustment: &'a Adjustment,
         before: i64,
@@ -266,7 +286,7 @@ async fn apply_batch(
         .map(|r| NewRow { adjustment: &batch[r.request], before: r.before, after: r.after })
         .collect();
 
-    // 5. Write ledger rows, levels and events.
+    // 6. Write ledger rows, count marks, levels and events.
     let mut inserted: Vec<Applied> = Vec::new();
     if !new_rows.is_empty() {
         let rows: Vec<NewLedgerRow> = new_rows
@@ -285,6 +305,17 @@ async fn apply_batch(
             })
             .collect();
         let rows = LedgerRow::insert(conn, &rows).await?;
+        let applied_marks: BTreeMap<MarkKey, (&Stamp, &str)> = new_rows
+            .iter()
+            .filter_map(|r| {
+                let a = r.adjustment;
+                let key = (a.source.clone(), a.sku.clone(), a.warehouse.clone());
+                a.stamp.as_ref().map(|s| (key, (s, a.reference.as_str())))
+            })
+            .collect();
+        if !applied_marks.is_empty() {
+            CountMark::save(conn, &applied_marks).await?;
+        }
         let by_key: HashMap<(String, String), LedgerRow> =
             rows.into_iter().map(|r| ((r.source.clone(), r.reference.clone()), r)).collect();
         for row in &new_rows {
@@ -328,7 +359,7 @@ async fn apply_batch(
         .await?;
     }
 
-    // 6. Answers in request order.
+    // 7. Answers in request order.
     let mut answers: Vec<Result<Applied, Refused>> = Vec::with_capacity(batch.len());
     for plan in plans {
         let answer = match plan {

@@ -103,6 +103,7 @@ impl TryFrom<AdjustmentRequest> for Adjustment {
             quantity: r.quantity,
             expected_on_hand: r.expected_on_hand,
             reason: r.reason,
+            stamp: None,
         })
     }
 }

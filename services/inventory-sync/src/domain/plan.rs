@@ -17,6 +17,27 @@ use super::adjuster::{Adjustment, Applied, Refused};
 pub type RowKey = (String, String);
 /// A stock row's (on_hand, version).
 pub type Level = (i64, i64);
+/// Whose count of which stock row: (source, sku, warehouse).
+pub type MarkKey = (String, String, String);
+
+/// A system's own time of a count, and its version of the record when it has one.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct Stamp {
+    pub at: chrono::DateTime<chrono::Utc>,
+    pub version: Option<i64>,
+}
+
+impl Stamp {
+    /// Whether a count stamped `self` is newer than one stamped `last`: by version when both
+    /// carry one (a system's clock may step back, its versions do not), else by time. An equal
+    /// stamp is not newer: the same count reported twice applies once.
+    pub fn is_newer_than(&self, last: &Stamp) -> bool {
+        match (self.version, last.version) {
+            (Some(this), Some(last)) => this > last,
+            _ => self.at > last.at,
+        }
+    }
+}
 
 /// The level after applying `quantity` of `kind` to `before` (negative means refused).
 pub fn level_after(kind: AdjustmentType, before: i64, quantity: i64) -> i64 {
@@ -71,11 +92,13 @@ pub fn same_request(a: &Adjustment, b: &Adjustment) -> bool {
 
 /// Walks `batch` in order against the running `levels` (updated in place: on hand, and the
 /// version, which counts changes of the level). A request for a row missing from `levels` is an
-/// unknown product.
+/// unknown product. A stamped count that is not newer than its source's last applied count
+/// (`marks`, updated in place) is refused as stale.
 pub fn plan(
     batch: &[Adjustment],
     levels: &mut BTreeMap<RowKey, Level>,
     existing: &HashMap<(String, String), Prior>,
+    marks: &mut HashMap<MarkKey, Stamp>,
 ) -> Plan {
     let mut steps = Vec::with_capacity(batch.len());
     let mut rows: Vec<NewRow> = Vec::new();
@@ -104,6 +127,19 @@ pub fn plan(
             steps.push(Step::Done(Err(Refused::UnknownProduct(a.sku.clone()))));
             continue;
         };
+        if let Some(stamp) = &a.stamp {
+            let key = (a.source.clone(), a.sku.clone(), a.warehouse.clone());
+            if let Some(last) = marks.get(&key)
+                && !stamp.is_newer_than(last)
+            {
+                steps.push(Step::Done(Err(Refused::Stale {
+                    origin: a.source.clone(),
+                    last: last.clone(),
+                    this: stamp.clone(),
+                })));
+                continue;
+            }
+        }
         if let Some(expected) = a.expected_on_hand
             && expected != *on_hand
         {
@@ -122,6 +158,9 @@ pub fn plan(
             continue;
         }
         rows.push(NewRow { request: i, before: *on_hand, after });
+        if let Some(stamp) = &a.stamp {
+            marks.insert((a.source.clone(), a.sku.clone(), a.warehouse.clone()), stamp.clone());
+        }
         // A change that leaves the level as it was (a count confirming it) is in the ledger but
         // is no new version: nothing is pushed for it, so a system that reports our own push
         // back to us cannot start a loop.
@@ -161,6 +200,7 @@ mod tests {
                 quantity,
                 expected_on_hand: expected.filter(|_| reference % 4 == 0),
                 reason: None,
+                stamp: None,
             },
         )
     }
@@ -205,7 +245,7 @@ mod tests {
             batch in prop::collection::vec(adjustment(), 0..40),
         ) {
             let mut levels = initial.clone();
-            let plan = plan(&batch, &mut levels, &HashMap::new());
+            let plan = plan(&batch, &mut levels, &HashMap::new(), &mut HashMap::new());
             prop_assert_eq!(plan.steps.len(), batch.len());
             for (key, (before, _)) in &initial {
                 let delta: i64 = plan
@@ -237,12 +277,12 @@ mod tests {
             batch in prop::collection::vec(adjustment(), 1..40),
         ) {
             let mut levels = initial.clone();
-            let first = plan(&batch, &mut levels, &HashMap::new());
+            let first = plan(&batch, &mut levels, &HashMap::new(), &mut HashMap::new());
             let ledger = stored(&batch, &first);
             let applied: Vec<Adjustment> = first.rows.iter().map(|r| batch[r.request].clone()).collect();
             let after_first = levels.clone();
 
-            let replay = plan(&applied, &mut levels, &ledger);
+            let replay = plan(&applied, &mut levels, &ledger, &mut HashMap::new());
 
             prop_assert!(replay.rows.is_empty());
             prop_assert_eq!(&levels, &after_first);
@@ -260,7 +300,7 @@ mod tests {
             batch in prop::collection::vec(adjustment(), 0..40),
         ) {
             let mut levels = initial.clone();
-            let plan = plan(&batch, &mut levels, &HashMap::new());
+            let plan = plan(&batch, &mut levels, &HashMap::new(), &mut HashMap::new());
             for (key, (_, version)) in &levels {
                 let changes = plan
                     .rows
@@ -271,6 +311,77 @@ mod tests {
                 prop_assert_eq!(*version, initial[key].1 + changes);
             }
         }
+    }
+
+    /// ERP-style counts of one stock row, each with a time (minutes) and maybe a version.
+    fn stamped_count() -> impl Strategy<Value = Adjustment> {
+        (0..2usize, 0..100i64, 0..20i64, prop::option::of(0..20i64), 0..30u32).prop_map(
+            |(wh, quantity, minute, version, reference)| Adjustment {
+                source: "erp".into(),
+                reference: format!("c{reference}"),
+                sku: "S0".into(),
+                warehouse: format!("W{wh}"),
+                kind: AdjustmentType::Count,
+                quantity,
+                expected_on_hand: None,
+                reason: None,
+                stamp: Some(Stamp {
+                    at: chrono::DateTime::UNIX_EPOCH + chrono::Duration::minutes(minute),
+                    version,
+                }),
+            },
+        )
+    }
+
+    proptest! {
+        #[test]
+        fn a_count_applies_only_after_older_ones_whatever_the_order(
+            initial in start(),
+            counts in prop::collection::vec(stamped_count(), 1..30),
+            split in 0..30usize,
+        ) {
+            // Any order, in any batches: each applied count is newer than the count applied
+            // before it for its row, and each row ends at its last applied count.
+            let mut levels = initial.clone();
+            let mut marks = HashMap::new();
+            let split = split.min(counts.len());
+            let mut ledger = HashMap::new();
+            let mut applied: Vec<&Adjustment> = Vec::new();
+            for part in [&counts[..split], &counts[split..]] {
+                let planned = plan(part, &mut levels, &ledger, &mut marks);
+                ledger.extend(stored(part, &planned));
+                applied.extend(planned.rows.iter().map(|r| &part[r.request]));
+            }
+            for (i, a) in applied.iter().enumerate() {
+                if let Some(before) = applied[..i].iter().rev().find(|e| e.warehouse == a.warehouse) {
+                    prop_assert!(
+                        a.stamp.as_ref().unwrap().is_newer_than(before.stamp.as_ref().unwrap())
+                    );
+                }
+            }
+            for wh in ["W0", "W1"] {
+                if let Some(last) = applied.iter().rev().find(|a| a.warehouse == wh) {
+                    prop_assert_eq!(levels[&("S0".to_owned(), wh.to_owned())].0, last.quantity);
+                    prop_assert_eq!(
+                        marks.get(&("erp".to_owned(), "S0".to_owned(), wh.to_owned())),
+                        last.stamp.as_ref()
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn a_version_decides_before_the_time() {
+        let at = |m| chrono::DateTime::UNIX_EPOCH + chrono::Duration::minutes(m);
+        let stamp = |m, version| Stamp { at: at(m), version };
+        assert!(
+            stamp(1, Some(3)).is_newer_than(&stamp(5, Some(2))),
+            "the ERP's clock stepped back"
+        );
+        assert!(!stamp(9, Some(2)).is_newer_than(&stamp(5, Some(2))));
+        assert!(stamp(9, None).is_newer_than(&stamp(5, Some(2))));
+        assert!(!stamp(5, None).is_newer_than(&stamp(5, None)), "the same count is not newer");
     }
 
     #[test]

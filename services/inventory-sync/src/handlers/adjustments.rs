@@ -34,7 +34,7 @@ impl From<Refused> for ApiError {
                 detail,
                 extra: json!({"current_qty": current_qty, "expected_on_hand": expected_on_hand}),
             },
-            Refused::KeyReused { .. } => {
+            Refused::KeyReused { .. } | Refused::Stale { .. } => {
                 ApiError::Conflict { detail, extra: serde_json::Value::Null }
             }
             Refused::Failed(reason) => ApiError::Unavailable(reason),

@@ -3,6 +3,7 @@
 //! The adjuster's set-based batch statements (`unnest`) stay raw SQL in
 //! [`crate::domain::adjuster`].
 
+pub mod count_mark;
 pub mod ledger;
 pub mod product;
 pub mod schema;

@@ -3,7 +3,7 @@ use std::time::Duration;
 use futures::StreamExt;
 use sandbox::Fault;
 use serde_json::{Value, json};
-use shared::schemas::{Envelope, erp::ErpWebhook};
+use shared::schemas::{Envelope, inventory::CountReported};
 
 use crate::helpers::{WAIT, adjustment, spawn};
 
@@ -167,8 +167,93 @@ async fn stock_thresholds_raise_alerts_once_and_toggle_shop_availability() {
     t.assert_settled(0).await;
 }
 
+/// Publishes the ERP's count of `sku` in W1 as erp-sync does (`inventory.count.erp`), counted
+/// at `minute` past 09:00 by the ERP; `message` is the NATS message id (a redelivery through
+/// another path has another one).
+async fn publish_count(
+    t: &crate::helpers::TestInventory,
+    sku: &str,
+    reference: &str,
+    on_hand: i64,
+    minute: u32,
+    message: &str,
+) {
+    let js = async_nats::jetstream::new(t.nats.client().await);
+    let count = Envelope::new(
+        "erp-sync",
+        CountReported {
+            source: "erp".into(),
+            reference: reference.into(),
+            sku: sku.into(),
+            warehouse: "W1".into(),
+            on_hand,
+            counted_at: format!("2026-12-01T09:{minute:02}:00Z").parse().unwrap(),
+            version: None,
+            reason: Some("ERP inventory updated".into()),
+        },
+    );
+    let mut headers = async_nats::HeaderMap::new();
+    headers.insert("Nats-Msg-Id", message);
+    js.publish_with_headers(
+        t.nats.subject("inventory.count.erp"),
+        headers,
+        serde_json::to_vec(&count).unwrap().into(),
+    )
+    .await
+    .unwrap()
+    .await
+    .unwrap();
+}
+
 #[tokio::test]
-async fn erp_inventory_messages_become_count_adjustments_exactly_once() {
+async fn an_older_erp_count_arriving_late_changes_nothing() {
+    let t = spawn().await;
+    t.put_product("TEE-6", 0).await;
+    publish_count(&t, "TEE-6", "count-b", 30, 20, "m1").await;
+    let on_hand = |n: i64| {
+        let t = &t;
+        async move {
+            harness::eventually(WAIT, || async {
+                (t.on_hand("TEE-6", "W1").await == n).then_some(())
+            })
+            .await
+            .is_some()
+        }
+    };
+    assert!(on_hand(30).await);
+    // The count of 09:10 (sent before the one of 09:20, delayed, replayed from a dead letter,
+    // or taken by another replica) arrives after it: stock does not move back.
+    publish_count(&t, "TEE-6", "count-a", 12, 10, "m2").await;
+    // A count of the same time as the applied one is not newer either.
+    publish_count(&t, "TEE-6", "count-a2", 11, 20, "m3").await;
+    // A sale in between moves stock; the next newer count then sets it.
+    t.adjust(&adjustment("pos", "TEE-6", "shipment", 2, "sale-1")).await;
+    publish_count(&t, "TEE-6", "count-c", 25, 30, "m4").await;
+    assert!(on_hand(25).await);
+    t.assert_settled(0).await;
+    assert_eq!(
+        t.count("SELECT count(*) AS n FROM inventory.ledger WHERE source = 'erp'").await,
+        2,
+        "only the counts of 09:20 and 09:30"
+    );
+    assert_eq!(
+        t.count(
+            "SELECT count(*) AS n FROM inventory.ledger WHERE source = 'erp' AND reference LIKE 'count-a%'"
+        )
+        .await,
+        0
+    );
+    assert_eq!(
+        t.count(
+            "SELECT count(*) AS n FROM inventory.count_marks              WHERE source = 'erp' AND sku = 'TEE-6' AND reference = 'count-c'"
+        )
+        .await,
+        1
+    );
+}
+
+#[tokio::test]
+async fn erp_counts_become_count_adjustments_exactly_once() {
     let t = spawn().await;
     t.put_product("TEE-5", 0).await;
     // The ERP has not been told about the POS receipt yet when its own count arrives: the
@@ -179,32 +264,10 @@ async fn erp_inventory_messages_become_count_adjustments_exactly_once() {
         t.sandbox.erp.wait_until(WAIT, |x| x.requests().len() == 1).await,
         "the ERP push got its 429"
     );
-    let js = async_nats::jetstream::new(t.nats.client().await);
-    let message = Envelope::new(
-        "erp-sync",
-        ErpWebhook {
-            event_type: "updated".into(),
-            entity: "inventory".into(),
-            entity_id: "TEE-5".into(),
-            payload: json!({"qtyOnHand": 42, "qtyAvailable": 40, "warehouse": "W1"}),
-        },
-    );
-    let payload = serde_json::to_vec(&message).unwrap();
     t.sandbox.erp.set_level("TEE-5", "W1", 42); // the ERP counted, then reports
-
     for attempt in 0..2 {
         // The second publish has another message id: only the ledger's unique key can stop it.
-        let mut headers = async_nats::HeaderMap::new();
-        headers.insert("Nats-Msg-Id", format!("delivery-{attempt}").as_str());
-        js.publish_with_headers(
-            t.nats.subject("webhooks.erp.inventory"),
-            headers,
-            payload.clone().into(),
-        )
-        .await
-        .unwrap()
-        .await
-        .unwrap();
+        publish_count(&t, "TEE-5", "erp-event-1", 42, 0, &format!("delivery-{attempt}")).await;
     }
 
     assert!(

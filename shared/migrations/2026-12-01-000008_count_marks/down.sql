@@ -1,0 +1,1 @@
+DROP TABLE inventory.count_marks;
