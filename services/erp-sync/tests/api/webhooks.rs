@@ -171,7 +171,7 @@ async fn customers_invoices_and_purchase_orders_are_stored_and_inventory_becomes
             "reason": "ERP inventory updated"})
     );
     // A redelivery is the same event: no second count.
-    assert_eq!(t.post(&count).await.2, true);
+    assert!(t.post(&count).await.2, "replayed");
     t.assert_settled().await;
     assert_eq!(stream.info().await.unwrap().state.messages, 1);
 }
