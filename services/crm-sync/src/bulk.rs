@@ -30,7 +30,7 @@ use shared::{
 };
 use tokio_util::sync::CancellationToken;
 
-use crate::{SCHEMA, models::records, working};
+use crate::{SCHEMA, working};
 
 /// One entity's load from the CRM.
 pub struct CrmLoad {
@@ -126,7 +126,7 @@ impl BulkSource for CrmLoad {
             let events: Vec<&CrmEvent> = events.iter().collect();
             let mut conn = self.db.get().await?;
             conn.transaction::<_, anyhow::Error, _>(async |conn| {
-                records::set_origin(conn, "crm").await?;
+                shared::db::set_origin(conn, "crm").await?;
                 let (_, messages) = working::apply_all(conn, &events).await?;
                 outbox::enqueue(conn, SCHEMA, &messages).await?;
                 Ok(())

@@ -37,7 +37,6 @@ use uuid::Uuid;
 
 use crate::{
     SCHEMA, SERVICE,
-    models::records,
     working::{Outcome, apply_all},
 };
 
@@ -78,7 +77,7 @@ async fn apply_batch(
     deliveries: &[&Delivery<CrmEvent>],
 ) -> anyhow::Result<Vec<(Uuid, Entity, Outcome)>> {
     conn.transaction::<_, anyhow::Error, _>(async |conn| {
-        records::set_origin(conn, "crm").await?;
+        shared::db::set_origin(conn, "crm").await?;
         // The events' recorded outcomes are the inbox: a redelivered event is skipped.
         let ids: Vec<Uuid> = deliveries.iter().map(|d| d.envelope.id).collect();
         let done = shared::ingress::settled(conn, SCHEMA, &ids).await?;

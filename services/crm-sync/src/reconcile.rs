@@ -37,7 +37,7 @@ use shared::{
     },
 };
 
-use crate::{AppState, SCHEMA, SERVICE, bulk, models::records, working};
+use crate::{AppState, SCHEMA, SERVICE, bulk, working};
 
 static DRIFT: LazyLock<IntCounterVec> = LazyLock::new(|| {
     register_int_counter_vec!(
@@ -226,7 +226,7 @@ async fn entity_pass(state: &AppState, entity: Entity) -> anyhow::Result<EntityR
     let events: Vec<&CrmEvent> = changed.iter().collect();
     let drifted = conn
         .transaction::<_, anyhow::Error, _>(async |conn| {
-            records::set_origin(conn, "crm").await?;
+            shared::db::set_origin(conn, "crm").await?;
             let known = working::Working::load(conn, &events, true).await?;
             // Drift: a CRM state we never saw, checked before applying.
             let missed: Vec<bool> = events.iter().map(|e| known.missed(e)).collect();

@@ -103,7 +103,7 @@ pub async fn apply(
         .map(|(k, v)| (k.clone(), v.clone()))
         .collect();
     let local_update = !to_set.is_empty();
-    records::set_origin(conn, "resolver").await?;
+    shared::db::set_origin(conn, "resolver").await?;
     records::update_columns(conn, entity, id, &to_set).await?;
     let crm_differs = !mapper::changed(entity, &state.base, &values)
         .into_iter()

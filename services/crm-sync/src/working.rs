@@ -334,7 +334,7 @@ fn apply(
 }
 
 /// Applies CRM changes in the caller's transaction (whose origin must be `crm`, see
-/// [`records::set_origin`]): one outcome per event, in order, and the messages to enqueue with
+/// [`shared::db::set_origin`]): one outcome per event, in order, and the messages to enqueue with
 /// them (conflicts).
 pub async fn apply_all(
     conn: &mut AsyncPgConnection,

@@ -98,7 +98,22 @@ async fn upsert(
         field_table.iter().map(|f| f.local).filter(|c| row.contains_key(*c)).collect();
     let names: String = cols.iter().map(|c| format!(", {c}")).collect();
     let values: String = cols.iter().map(|c| format!(", r.{c}")).collect();
-    let set: String = cols.iter().map(|c| format!("{c} = excluded.{c}, ")).collect();
+    // A pushed field changed here and not yet confirmed by the ERP keeps the local value
+    // against an ERP event older than that change (it is on its way to the ERP).
+    let pushed = crate::push::Pushable::columns_of(&event.entity);
+    let set: String = cols
+        .iter()
+        .map(|c| {
+            if pushed.contains(c) {
+                format!(
+                    "{c} = CASE WHEN t.local_version > t.synced_version \
+                     AND t.local_changed_at > excluded.erp_updated_at THEN t.{c} ELSE excluded.{c} END, "
+                )
+            } else {
+                format!("{c} = excluded.{c}, ")
+            }
+        })
+        .collect();
     let has_status = field_table.iter().any(|f| f.local == "status");
     let previous =
         if has_status { "(SELECT status FROM erp.{table} WHERE {key} = $2)" } else { "NULL::text" };
@@ -421,6 +436,8 @@ async fn apply_batch(
     deliveries: &[&Delivery<ErpWebhook>],
 ) -> anyhow::Result<()> {
     conn.transaction::<_, anyhow::Error, _>(async |conn| {
+        // What this transaction writes came from the ERP: the capture trigger queues no push.
+        shared::db::set_origin(conn, "erp").await?;
         let ids: Vec<Uuid> = deliveries.iter().map(|d| d.envelope.id).collect();
         let done = shared::ingress::settled(conn, SCHEMA, &ids).await?;
         for delivery in deliveries.iter().filter(|d| !done.contains(&d.envelope.id)) {

@@ -12,17 +12,20 @@
 //!   written to the outbox with the change and sent by a consumer over SMTP (lettre).
 
 pub mod apply;
+pub mod push;
 
 use shared::{
     app::{Application, Platform, ServiceSpec},
     bus::{ConsumerSpec, streams},
-    config::{CommonConfig, ConfigError, secret_list},
+    config::{CommonConfig, ConfigError, required_secret, secret_list, url_var, var_parsed},
     http::{
         ApiError, AuthConfig,
         verify::{Scheme, Verified},
     },
     ingress::{InboundEvent, WebhookSource},
     mappers::erp::webhook,
+    outbound::{Endpoint, TargetAuth},
+    push::PushConfig,
 };
 
 pub const SERVICE: &str = "erp-sync";
@@ -44,6 +47,11 @@ pub struct Config {
     pub mail: apply::MailSettings,
     /// `SMTP_*`: the relay the emails go through.
     pub smtp: shared::notify::SmtpConfig,
+    /// `ERP_BASE_URL` and `ERP_API_KEY` (bearer): the ERP's API, for pushes and bulk loads.
+    /// Unset: local changes are not pushed and nothing is loaded.
+    pub erp: Option<Endpoint>,
+    /// `PUSH_CONCURRENCY`, `PUSH_BATCH`: the push engines' tuning.
+    pub push: PushConfig,
 }
 
 impl Config {
@@ -58,6 +66,19 @@ impl Config {
                     .unwrap_or_else(|| apply::MailSettings::default().tracking_url),
             },
             smtp: shared::notify::SmtpConfig::from_env()?,
+            erp: match url_var("ERP_BASE_URL")? {
+                Some(base_url) => Some(Endpoint {
+                    base_url,
+                    auth: TargetAuth::Bearer(required_secret("ERP_API_KEY")?),
+                }),
+                None => None,
+            },
+            push: PushConfig {
+                concurrency: var_parsed("PUSH_CONCURRENCY", 1)?,
+                batch: var_parsed("PUSH_BATCH", 64)?,
+                anti_entropy_every: None,
+                ..PushConfig::default()
+            },
         })
     }
 
@@ -69,6 +90,8 @@ impl Config {
             signing_secrets: Vec::new(),
             mail: apply::MailSettings::default(),
             smtp: shared::notify::SmtpConfig::from_env()?,
+            erp: None,
+            push: PushConfig { anti_entropy_every: None, ..PushConfig::default() },
         })
     }
 }
@@ -164,6 +187,25 @@ pub async fn build(config: Config) -> anyhow::Result<Application> {
             },
         );
         platform.spawn("erp-consumer", task);
+    }
+    // Local changes of order statuses and customers go back to the ERP.
+    match &config.erp {
+        Some(erp) => {
+            for entity in push::PUSHED {
+                let engine = platform.push_engine(
+                    "erp",
+                    erp.clone(),
+                    push::ErpRecords { entity },
+                    config.push,
+                )?;
+                platform.run_push(
+                    engine,
+                    &streams::OUTBOUND,
+                    &format!("outbound.erp.{}", entity.name),
+                );
+            }
+        }
+        None => tracing::warn!("ERP_BASE_URL is not set: local changes are not pushed to the ERP"),
     }
     // Emails leave from the outbox: retried, and recorded once sent.
     let mailer = shared::notify::Mailer::new(&config.smtp)?;

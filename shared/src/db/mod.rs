@@ -84,3 +84,16 @@ pub async fn check(pool: &PgPool) -> anyhow::Result<()> {
     .await
     .map_err(|_| anyhow::anyhow!("PostgreSQL did not answer within 2s"))?
 }
+
+/// Stamps the origin of this transaction's changes (`datasync.origin`, transaction-local): the
+/// capture triggers of the connector schemas read it, so a change applied from a system is
+/// never queued to be pushed back to it. Unset means `local`.
+pub async fn set_origin(conn: &mut AsyncPgConnection, origin: &str) -> diesel::QueryResult<()> {
+    diesel_async::RunQueryDsl::execute(
+        diesel::sql_query("SELECT set_config('datasync.origin', $1, true)")
+            .bind::<diesel::sql_types::Text, _>(origin),
+        conn,
+    )
+    .await
+    .map(|_| ())
+}

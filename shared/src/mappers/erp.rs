@@ -1,4 +1,5 @@
-//! ERP formats: `PUT /api/inventory/{sku}` with `{sku, warehouseCode, qtyOnHand}` (read back
+//! ERP formats: `PATCH /api/orders/{id}` and `PUT /api/customers/{id}` for local changes;
+//! `PUT /api/inventory/{sku}` with `{sku, warehouseCode, qtyOnHand}` (read back
 //! with `GET /api/inventory/{sku}?warehouseCode=`); inbound
 //! inventory messages become `count` adjustments; `GET /api/inventory?offset=&limit=` lists
 //! stock levels a page at a time (`{data: [...], has_more}`) for bulk loads.
@@ -7,6 +8,29 @@ use reqwest::Method;
 use serde_json::{Value, json};
 
 use crate::{outbound::OutboundRequest, schemas::inventory::StockLevel};
+
+/// An order's status changed here: `PATCH /api/orders/{id}` with `{status}`.
+pub fn order_status(erp_order_id: &str, status: &str) -> OutboundRequest {
+    OutboundRequest {
+        method: Method::PATCH,
+        path: format!("/api/orders/{}", super::path_segment(erp_order_id)),
+        body: json!({"status": status}),
+    }
+}
+
+/// A customer changed (or was created) here: `PUT /api/customers/{id}` with the ERP's names
+/// of the customer fields (`name`, `email`, `phone`; absent values as `null`).
+pub fn customer(erp_customer_id: &str, record: &serde_json::Map<String, Value>) -> OutboundRequest {
+    let mut body = serde_json::Map::new();
+    for field in webhook::fields("customer").unwrap_or_default() {
+        body.insert(field.crm.to_owned(), record.get(field.local).cloned().unwrap_or(Value::Null));
+    }
+    OutboundRequest {
+        method: Method::PUT,
+        path: format!("/api/customers/{}", super::path_segment(erp_customer_id)),
+        body: Value::Object(body),
+    }
+}
 
 pub fn stock_level(level: &StockLevel) -> OutboundRequest {
     OutboundRequest {

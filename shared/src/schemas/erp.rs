@@ -42,6 +42,22 @@ pub struct ErpInventory {
     pub version: Option<i64>,
 }
 
+/// A local change to push to the ERP: `outbound.erp.<entity>` (`order`: its status;
+/// `customer`: name, email, phone), written by the capture trigger on `erp.<table>`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct RecordChanged {
+    pub entity: String,
+    /// The ERP's id of the record.
+    pub id: String,
+}
+
+impl Event for RecordChanged {
+    const TYPE: &'static str = "erp.record_changed";
+    fn subject(&self) -> String {
+        format!("outbound.erp.{}", self.entity)
+    }
+}
+
 /// An email erp-sync sends about the ERP's records: `outbound.email.erp`, written to the outbox
 /// with the change it is about and sent by erp-sync's mail consumer.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]

@@ -238,6 +238,11 @@ impl SimServer {
         json!({"eventType": event_type, "entity": entity, "entityId": id, "payload": record})
     }
 
+    /// A record of one of the ERP's lists as the ERP holds it now.
+    pub fn erp_get(&self, collection: &str, id: &str) -> Option<Value> {
+        self.state().erp_records.get(&(collection.to_owned(), id.to_owned())).cloned()
+    }
+
     /// Whether the shop sells `sku` (None if never set).
     pub fn product_available(&self, sku: &str) -> Option<bool> {
         self.state().products.get(sku).copied()
@@ -503,6 +508,31 @@ fn route(
                     200,
                     json!({"data": data, "has_more": offset + limit < all.len(), "total": all.len()}),
                 ))
+            }
+            (System::Erp, "PATCH", ["api", "orders", id]) => {
+                // A status change of an order the ERP has.
+                let id = percent_decode(id);
+                let status = str_field(body, "status")?.to_owned();
+                let order = state
+                    .erp_records
+                    .get_mut(&("orders".to_owned(), id))
+                    .ok_or_else(|| problem(404, "no such order"))?;
+                order["status"] = json!(status);
+                order["updatedAt"] = json!(chrono::Utc::now().to_rfc3339());
+                Ok((200, order.clone()))
+            }
+            (System::Erp, "PUT", ["api", "customers", id]) => {
+                // Creates or replaces the customer's contact fields.
+                let id = percent_decode(id);
+                let customer = state
+                    .erp_records
+                    .entry(("customers".to_owned(), id))
+                    .or_insert_with(|| json!({}));
+                for name in ["name", "email", "phone"] {
+                    customer[name] = body.get(name).cloned().unwrap_or(Value::Null);
+                }
+                customer["updatedAt"] = json!(chrono::Utc::now().to_rfc3339());
+                Ok((200, customer.clone()))
             }
             (System::Erp, "GET", ["api", "inventory"]) => {
                 // Offset pagination, ordered by sku then warehouse: `{data, has_more, total}`.

@@ -6,7 +6,7 @@
 //! does the typing (numeric, date, jsonb). Column names come from the static field tables,
 //! never from input.
 //!
-//! Writes run under a transaction-local origin (`datasync.origin`, see [`set_origin`]): the
+//! Writes run under a transaction-local origin (`datasync.origin`, see [`shared::db::set_origin`]): the
 //! capture trigger stamps it on the row, and only a change that did not come from the CRM
 //! bumps `local_version` and queues a push.
 
@@ -71,15 +71,6 @@ impl Row {
 
 const SELECT: &str = "SELECT id, external_id, to_jsonb(t) AS record, deleted_at, deleted_from, \
     local_version, updated_at, local_changed_at";
-
-/// Stamps the origin of this transaction's changes (`crm` for changes applied from the CRM).
-pub async fn set_origin(conn: &mut AsyncPgConnection, origin: &str) -> diesel::QueryResult<()> {
-    diesel::sql_query("SELECT set_config('datasync.origin', $1, true)")
-        .bind::<Text, _>(origin)
-        .execute(conn)
-        .await
-        .map(|_| ())
-}
 
 /// The records with these CRM ids (`lock`: for the transaction, in id order).
 pub async fn by_external_ids(

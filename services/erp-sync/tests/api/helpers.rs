@@ -12,6 +12,8 @@ pub const SIGNING_SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
 pub struct TestErp {
     pub app: TestApp,
     pub smtp: sandbox::SmtpSink,
+    /// The simulated ERP the service pushes to and loads from.
+    pub erp: sandbox::SimServer,
     pub nats: TestNats,
     pub db: TestDb,
 }
@@ -21,6 +23,7 @@ pub async fn spawn() -> TestErp {
     let db = TestDb::new().await;
     let nats = TestNats::new();
     let smtp = sandbox::SmtpSink::start().await.expect("SMTP sink");
+    let erp = sandbox::SimServer::start(sandbox::System::Erp).expect("ERP simulator");
     let config = erp_sync::Config {
         common: harness::common_config(erp_sync::SERVICE, &db, &nats),
         api_keys: vec![API_KEY.into()],
@@ -36,9 +39,17 @@ pub async fn spawn() -> TestErp {
             credentials: None,
             from: "datasync <datasync@localhost>".parse().unwrap(),
         },
+        erp: Some(shared::outbound::Endpoint {
+            base_url: erp.base_url().to_owned(),
+            auth: shared::outbound::TargetAuth::Bearer(erp.credential().into()),
+        }),
+        push: shared::push::PushConfig {
+            anti_entropy_every: None,
+            ..shared::push::PushConfig::default()
+        },
     };
     let app = TestApp::spawn(erp_sync::build(config).await.expect("erp-sync starts"));
-    TestErp { app, smtp, nats, db }
+    TestErp { app, smtp, erp, nats, db }
 }
 
 impl TestErp {

@@ -1,0 +1,196 @@
+//! Local → ERP through the shared push engine ([`shared::push`]): an order's status and a
+//! customer's name, email and phone, one engine per entity, target `erp`.
+//!
+//! Input: `outbound.erp.<entity>` (`{entity, id}`), written by the capture trigger
+//! (`erp.capture_change`) in the transaction of every change of those fields that did not come
+//! from the ERP. The record key is `<entity>/<ERP id>` and its version `local_version`, which
+//! only such changes bump: what erp-sync applies from the ERP runs with origin `erp`, so it is
+//! never pushed back (loop-free), and the ERP reporting our own push back changes nothing.
+//!
+//! Requests: `PATCH /api/orders/{id}` with `{status}`, `PUT /api/customers/{id}` with
+//! `{name, email, phone}` (a customer created here is created in the ERP by the same `PUT`).
+//! After delivery the record's `synced_version` becomes the pushed version; if the ERP's own
+//! change of the same fields was applied here while the push was on its way, the push just
+//! overwrote it in the ERP, so the record (now holding that change) is pushed again.
+
+use diesel::{
+    QueryableByName,
+    sql_types::{Array, BigInt, Jsonb, Text},
+};
+use diesel_async::{AsyncPgConnection, RunQueryDsl};
+use serde::Serialize;
+use serde_json::{Map, Value};
+use shared::{
+    bus::outbox::OutboxRow,
+    mappers::erp as mapper,
+    outbound::{OutboundRequest, Outcome},
+    push::{Connector, FollowUp, Loaded},
+    schemas::{Envelope, erp::RecordChanged},
+};
+
+/// An entity whose local changes are pushed: `(name, table, ERP key column, pushed columns)`.
+#[derive(Clone, Copy, Debug)]
+pub struct Pushable {
+    pub name: &'static str,
+    table: &'static str,
+    key: &'static str,
+    columns: &'static [&'static str],
+}
+
+pub const ORDER: Pushable =
+    Pushable { name: "order", table: "orders", key: "erp_order_id", columns: &["status"] };
+pub const CUSTOMER: Pushable = Pushable {
+    name: "customer",
+    table: "customers",
+    key: "erp_customer_id",
+    columns: &["name", "email", "phone"],
+};
+pub const PUSHED: [Pushable; 2] = [ORDER, CUSTOMER];
+
+impl Pushable {
+    /// The pushed columns of an entity by its webhook name (`salesOrder`, `customer`).
+    pub fn columns_of(webhook_entity: &str) -> &'static [&'static str] {
+        match webhook_entity {
+            "salesOrder" => ORDER.columns,
+            "customer" => CUSTOMER.columns,
+            _ => &[],
+        }
+    }
+}
+
+/// One entity's records, pushed to the ERP.
+pub struct ErpRecords {
+    pub entity: Pushable,
+}
+
+/// A record as the engine pushes it: its ERP id and the pushed columns.
+#[derive(Clone, Debug, Serialize)]
+pub struct Pushed {
+    pub id: String,
+    pub data: Map<String, Value>,
+}
+
+#[derive(QueryableByName)]
+struct Row {
+    #[diesel(sql_type = Text)]
+    id: String,
+    #[diesel(sql_type = BigInt)]
+    version: i64,
+    #[diesel(sql_type = Jsonb)]
+    data: Value,
+}
+
+impl ErpRecords {
+    fn key(&self, id: &str) -> String {
+        format!("{}/{id}", self.entity.name)
+    }
+
+    /// The pushed columns of the records with these ERP ids (`lock`: for the transaction).
+    async fn rows(
+        &self,
+        conn: &mut AsyncPgConnection,
+        ids: &[&str],
+        lock: bool,
+    ) -> diesel::QueryResult<Vec<Row>> {
+        let Pushable { table, key, columns, .. } = self.entity;
+        let data: String = columns.iter().map(|c| format!("'{c}', {c}, ")).collect();
+        diesel::sql_query(format!(
+            "SELECT {key} AS id, local_version AS version, \
+             jsonb_build_object({data}) AS data FROM erp.{table} WHERE {key} = ANY($1) ORDER BY {key}{lock}",
+            data = data.trim_end_matches(", "),
+            lock = if lock { " FOR UPDATE" } else { "" },
+        ))
+        .bind::<Array<Text>, _>(ids)
+        .load(conn)
+        .await
+    }
+}
+
+impl Connector for ErpRecords {
+    type Record = Pushed;
+    type Message = RecordChanged;
+
+    fn entity(&self) -> &'static str {
+        self.entity.name
+    }
+
+    fn key(&self, message: &RecordChanged) -> String {
+        self.key(&message.id)
+    }
+
+    fn message(&self, key: &str) -> OutboxRow {
+        let id = key.split_once('/').map_or(key, |(_, id)| id);
+        OutboxRow::new(&Envelope::new(
+            crate::SERVICE,
+            RecordChanged { entity: self.entity.name.to_owned(), id: id.to_owned() },
+        ))
+    }
+
+    fn records_sql(&self) -> String {
+        let Pushable { name, table, key, .. } = self.entity;
+        format!(
+            "SELECT '{name}/' || {key} AS key, local_version AS version FROM erp.{table} \
+             WHERE local_version > 0 AND '{name}/' || {key} > $1 ORDER BY 1 LIMIT $2"
+        )
+    }
+
+    async fn load(
+        &self,
+        conn: &mut AsyncPgConnection,
+        keys: &[String],
+    ) -> diesel::QueryResult<Vec<Loaded<Pushed>>> {
+        let ids: Vec<&str> =
+            keys.iter().filter_map(|k| k.split_once('/').map(|(_, id)| id)).collect();
+        Ok(self
+            .rows(conn, &ids, false)
+            .await?
+            .into_iter()
+            .map(|row| Loaded {
+                key: self.key(&row.id),
+                version: row.version,
+                origin: None,
+                record: Pushed {
+                    id: row.id,
+                    data: row.data.as_object().cloned().unwrap_or_default(),
+                },
+            })
+            .collect())
+    }
+
+    fn request(&self, record: &Loaded<Pushed>) -> OutboundRequest {
+        let r = &record.record;
+        if self.entity.name == ORDER.name {
+            let status = r.data.get("status").and_then(Value::as_str).unwrap_or_default();
+            mapper::order_status(&r.id, status)
+        } else {
+            mapper::customer(&r.id, &r.data)
+        }
+    }
+
+    async fn after_delivered(
+        &self,
+        ctx: FollowUp<'_>,
+        record: &Loaded<Pushed>,
+        _answer: &Value,
+    ) -> anyhow::Result<Outcome> {
+        let r = &record.record;
+        let Pushable { table, key, .. } = self.entity;
+        // Under the record's row lock, which the inbound consumer also takes when it applies
+        // the ERP's events: the pushed columns as they are now.
+        let now = self.rows(ctx.conn, &[r.id.as_str()], true).await?.pop();
+        let crossed = now.as_ref().is_some_and(|now| now.data.as_object() != Some(&r.data));
+        diesel::sql_query(format!(
+            "UPDATE erp.{table} SET synced_version = greatest(synced_version, $2), \
+             local_version = local_version + $3 WHERE {key} = $1"
+        ))
+        .bind::<Text, _>(&r.id)
+        .bind::<BigInt, _>(record.version)
+        .bind::<BigInt, _>(i64::from(crossed))
+        .execute(ctx.conn)
+        .await?;
+        if crossed {
+            tracing::info!(entity = self.entity.name, id = %r.id, "the record changed while it was pushed; pushing again");
+        }
+        Ok(Outcome::Delivered(reqwest::StatusCode::OK))
+    }
+}
