@@ -24,7 +24,7 @@ use crate::{
     bulk::{Bulk, BulkKind, BulkSource},
     bus::{
         Bus, ConsumerSpec, Delivery, HandlerError, StreamSpec, dead_letter::DeadLetters,
-        outbox::OutboxRelay,
+        outbox::OutboxRelay, streams,
     },
     config::CommonConfig,
     db::{
@@ -89,7 +89,11 @@ impl Platform {
         }
         let db = crate::db::pool(&config.db)?;
         let bus = Bus::connect(&config.nats, config.service).await?;
-        for stream in spec.streams {
+        // The service's streams, and those the platform itself publishes to (dead-letter and
+        // bulk-job events, bulk-job alerts), so no service can forget them.
+        let own: [&'static StreamSpec; 2] = [&streams::SYNC_EVENTS, &streams::ALERTS];
+        let declared = |s: &&&StreamSpec| !spec.streams.iter().any(|d| d.name == s.name);
+        for stream in spec.streams.iter().chain(own.iter().filter(declared)) {
             bus.ensure_stream(stream).await?;
         }
         let shutdown = CancellationToken::new();

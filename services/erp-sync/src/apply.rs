@@ -54,6 +54,7 @@ fn table(entity: &str) -> Option<(&'static str, &'static str)> {
         "invoice" => Some(("invoices", "erp_invoice_id")),
         "shipment" => Some(("shipments", "erp_shipment_id")),
         "customer" => Some(("customers", "erp_customer_id")),
+        "product" => Some(("products", "erp_product_id")),
         _ => None,
     }
 }
@@ -262,16 +263,20 @@ fn count_of(
     })
 }
 
-/// Applies one event in the caller's transaction: its outcome and the messages it causes
-/// (emails, counts), for the outbox.
-async fn apply_one(
+/// Applies one event in the caller's transaction, whose origin is `erp`: its outcome and the
+/// messages it causes (emails, counts), for the outbox. `mail: None` (a bulk load) sends no
+/// email.
+pub async fn apply_one(
     conn: &mut AsyncPgConnection,
-    mail: &MailSettings,
-    delivery: &Delivery<ErpWebhook>,
+    mail: Option<&MailSettings>,
+    event: &ErpWebhook,
+    id: Uuid,
+    accepted: DateTime<Utc>,
 ) -> anyhow::Result<(EventStatus, Option<String>, Vec<OutboxRow>)> {
-    let (event, accepted) = (&delivery.envelope.data, delivery.envelope.occurred_at);
+    let notify = mail.is_some();
+    let mail = mail.cloned().unwrap_or_default();
     if event.entity == "inventory" {
-        let count = count_of(event, delivery.envelope.id, accepted)?;
+        let count = count_of(event, id, accepted)?;
         let reason =
             format!("count of {} in {} sent to inventory-sync", count.sku, count.warehouse);
         let row = OutboxRow::new(&Envelope::new(crate::SERVICE, count));
@@ -381,6 +386,7 @@ async fn apply_one(
     }
     let rows = emails
         .into_iter()
+        .filter(|_| notify)
         .map(|email| OutboxRow::new(&Envelope::new(crate::SERVICE, EmailRequested { email })))
         .collect();
     Ok((EventStatus::Applied, reason, rows))
@@ -442,7 +448,14 @@ async fn apply_batch(
         let done = shared::ingress::settled(conn, SCHEMA, &ids).await?;
         for delivery in deliveries.iter().filter(|d| !done.contains(&d.envelope.id)) {
             let event = &delivery.envelope.data;
-            let (status, reason, rows) = apply_one(conn, mail, delivery).await?;
+            let (status, reason, rows) = apply_one(
+                conn,
+                Some(mail),
+                event,
+                delivery.envelope.id,
+                delivery.envelope.occurred_at,
+            )
+            .await?;
             outbox::enqueue(conn, SCHEMA, &rows).await?;
             shared::ingress::record(
                 conn,

@@ -12,6 +12,7 @@
 //!   written to the outbox with the change and sent by a consumer over SMTP (lettre).
 
 pub mod apply;
+pub mod bulk;
 pub mod push;
 
 use shared::{
@@ -52,6 +53,9 @@ pub struct Config {
     pub erp: Option<Endpoint>,
     /// `PUSH_CONCURRENCY`, `PUSH_BATCH`: the push engines' tuning.
     pub push: PushConfig,
+    /// `ERP_BULK_QUOTA_SHARE` (default 0.5): the share of the ERP's request quota bulk loads
+    /// may spend; the rest is kept for pushes.
+    pub bulk_quota_share: f64,
 }
 
 impl Config {
@@ -79,6 +83,16 @@ impl Config {
                 anti_entropy_every: None,
                 ..PushConfig::default()
             },
+            bulk_quota_share: {
+                let share = var_parsed("ERP_BULK_QUOTA_SHARE", 0.5)?;
+                if !(share > 0.0 && share <= 1.0) {
+                    return Err(ConfigError::Invalid {
+                        name: "ERP_BULK_QUOTA_SHARE".into(),
+                        reason: "must be above 0 and at most 1".into(),
+                    });
+                }
+                share
+            },
         })
     }
 
@@ -92,6 +106,7 @@ impl Config {
             smtp: shared::notify::SmtpConfig::from_env()?,
             erp: None,
             push: PushConfig { anti_entropy_every: None, ..PushConfig::default() },
+            bulk_quota_share: 0.5,
         })
     }
 }
@@ -188,7 +203,7 @@ pub async fn build(config: Config) -> anyhow::Result<Application> {
         );
         platform.spawn("erp-consumer", task);
     }
-    // Local changes of order statuses and customers go back to the ERP.
+    // Local changes of order statuses and customers go back to the ERP; bulk loads read it.
     match &config.erp {
         Some(erp) => {
             for entity in push::PUSHED {
@@ -204,8 +219,27 @@ pub async fn build(config: Config) -> anyhow::Result<Application> {
                     &format!("outbound.erp.{}", entity.name),
                 );
             }
+            let budget = std::sync::Arc::new(shared::outbound::quota::QuotaBudget::new(
+                config.bulk_quota_share,
+            ));
+            platform.run_bulk(bulk::LISTS.iter().filter_map(|(list, ..)| {
+                bulk::ErpLoad::new(
+                    list,
+                    platform.http.clone(),
+                    erp.clone(),
+                    platform.db.clone(),
+                    budget.clone(),
+                    platform.shutdown.clone(),
+                )
+                .map(bulk::ErpLoad::offered)
+            }))?;
         }
-        None => tracing::warn!("ERP_BASE_URL is not set: local changes are not pushed to the ERP"),
+        None => {
+            tracing::warn!(
+                "ERP_BASE_URL is not set: local changes are not pushed to the ERP, nothing is loaded"
+            );
+            platform.run_bulk(Vec::new())?;
+        }
     }
     // Emails leave from the outbox: retried, and recorded once sent.
     let mailer = shared::notify::Mailer::new(&config.smtp)?;

@@ -55,7 +55,7 @@ impl BulkSource for ErpStock {
             let offset = cursor.and_then(|c| c.get("offset")).and_then(Value::as_u64).unwrap_or(0);
             let path = mappers::erp::inventory_page_path(offset, limit);
             let body = outbound::fetch_json(&self.http, &self.erp, &path).await?;
-            let (records, has_more) = mappers::erp::inventory_page(body)
+            let (records, has_more) = mappers::erp::list_page(body)
                 .map_err(|body| Outcome::Rejected { status: reqwest::StatusCode::OK, body })?;
             let next = (has_more && !records.is_empty())
                 .then(|| json!({"offset": offset + records.len() as u64}));

@@ -79,17 +79,23 @@ pub fn level_of(answer: &Value, sku: &str, warehouse: &str) -> Option<i64> {
 
 /// The path of one page of the ERP's stock levels.
 pub fn inventory_page_path(offset: u64, limit: usize) -> String {
-    format!("/api/inventory?offset={offset}&limit={limit}")
+    list_path("inventory", offset, limit)
 }
 
-/// A page of the ERP's stock-level list: its records (raw, each read by
+/// The path of one page of one of the ERP's lists (`inventory`, `customers`, `orders`,
+/// `products`).
+pub fn list_path(list: &str, offset: u64, limit: usize) -> String {
+    format!("/api/{list}?offset={offset}&limit={limit}")
+}
+
+/// A page of one of the ERP's lists: its records (raw; stock levels are read by
 /// [`inventory_record`]) and whether more follow.
-pub fn inventory_page(body: Value) -> Result<(Vec<Value>, bool), String> {
+pub fn list_page(body: Value) -> Result<(Vec<Value>, bool), String> {
     let Value::Object(mut page) = body else {
-        return Err("the ERP's inventory page is not a JSON object".to_owned());
+        return Err("the ERP's list page is not a JSON object".to_owned());
     };
     let Some(Value::Array(records)) = page.remove("data") else {
-        return Err("the ERP's inventory page has no `data` array".to_owned());
+        return Err("the ERP's list page has no `data` array".to_owned());
     };
     let has_more = page.get("has_more").and_then(Value::as_bool).unwrap_or(false);
     Ok((records, has_more))
@@ -146,12 +152,11 @@ mod tests {
 
     #[test]
     fn an_inventory_page_needs_a_data_array() {
-        let (records, more) =
-            inventory_page(json!({"data": [{"sku": "A"}], "has_more": true})).unwrap();
+        let (records, more) = list_page(json!({"data": [{"sku": "A"}], "has_more": true})).unwrap();
         assert_eq!((records.len(), more), (1, true));
-        assert!(!inventory_page(json!({"data": []})).unwrap().1);
-        assert!(inventory_page(json!({"items": []})).unwrap_err().contains("data"));
-        assert!(inventory_page(json!([1])).is_err());
+        assert!(!list_page(json!({"data": []})).unwrap().1);
+        assert!(list_page(json!({"items": []})).unwrap_err().contains("data"));
+        assert!(list_page(json!([1])).is_err());
     }
 
     #[test]
@@ -202,6 +207,12 @@ pub mod webhook {
         field("email", "email", Kind::Text),
         field("phone", "phone", Kind::Text),
     ];
+    const PRODUCT: &[Field] = &[
+        field("name", "name", Kind::Text),
+        field("description", "description", Kind::Text),
+        field("unitPrice", "unit_price", Kind::Decimal),
+        field("currency", "currency", Kind::Text),
+    ];
     const INVOICE: &[Field] = &[
         field("invoiceNumber", "invoice_number", Kind::Text),
         field("orderId", "order_id", Kind::Text),
@@ -230,8 +241,10 @@ pub mod webhook {
     ];
 
     /// The payload's field table of an entity (`None`: inventory, a count for inventory-sync).
+    /// `product` is only listed (bulk loads), never reported by webhook.
     pub fn fields(entity: &str) -> Option<&'static [Field]> {
         match entity {
+            "product" => Some(PRODUCT),
             "salesOrder" => Some(SALES_ORDER),
             "purchaseOrder" => Some(PURCHASE_ORDER),
             "invoice" => Some(INVOICE),
@@ -247,8 +260,28 @@ pub mod webhook {
             "salesOrder" => &["orderNumber", "status"],
             "purchaseOrder" | "invoice" => &["status"],
             "shipment" => &["orderId", "status"],
+            "product" => &["name"],
             _ => &[],
         }
+    }
+
+    /// Checks a record's payload as a webhook's would be: its fields, the required ones and, for
+    /// a sales order, its lines. Errors name `payload.<field>`.
+    pub fn check_payload(entity: &str, payload: &Map<String, Value>) -> Result<(), FieldError> {
+        let Some(table) = fields(entity) else {
+            return Ok(());
+        };
+        let row = to_local(table, payload, "payload.")?;
+        for name in required(entity) {
+            let local = table.iter().find(|f| f.crm == *name).map_or(*name, |f| f.local);
+            if row.get(local).is_none_or(Value::is_null) {
+                return Err(invalid(format!("payload.{name}"), "is required"));
+            }
+        }
+        if entity == "salesOrder" {
+            lines(payload)?;
+        }
+        Ok(())
     }
 
     /// A sales order's lines as local rows (`line_number` from 1); an invalid line names
@@ -316,18 +349,7 @@ pub mod webhook {
             .and_then(Value::as_object)
             .ok_or_else(|| invalid("payload", "is required and must be an object"))?;
         match fields(&entity) {
-            Some(table) => {
-                let row = to_local(table, payload, "payload.")?;
-                for name in required(&entity) {
-                    let local = table.iter().find(|f| f.crm == *name).map_or(*name, |f| f.local);
-                    if row.get(local).is_none_or(Value::is_null) {
-                        return Err(invalid(format!("payload.{name}"), "is required"));
-                    }
-                }
-                if entity == "salesOrder" {
-                    lines(payload)?;
-                }
-            }
+            Some(_) => check_payload(&entity, payload)?,
             None => {
                 let count = serde_json::from_value::<crate::schemas::erp::ErpInventory>(
                     Value::Object(payload.clone()),

@@ -166,8 +166,9 @@ impl CrmState {
         }
     }
 
-    /// Counts one request against the quota; the headers to answer with.
-    pub(crate) fn limit(&mut self) -> Limited {
+    /// Counts one request against the quota; the headers to answer with (HubSpot's, or the
+    /// common `X-RateLimit-Limit` / `-Remaining` / `-Reset` in seconds).
+    pub(crate) fn limit(&mut self, hubspot: bool) -> Limited {
         let Some(q) = self.quota.as_mut() else {
             return Limited { headers: Vec::new(), retry_after: None };
         };
@@ -179,12 +180,20 @@ impl CrmState {
         if !refused {
             q.used += 1;
         }
-        let headers = vec![
-            ("X-HubSpot-RateLimit-Max", q.max.to_string()),
-            ("X-HubSpot-RateLimit-Remaining", (q.max - q.used).to_string()),
-            ("X-HubSpot-RateLimit-Interval-Milliseconds", q.interval.as_millis().to_string()),
-        ];
         let left = q.interval.saturating_sub(q.window_start.elapsed());
+        let headers = if hubspot {
+            vec![
+                ("X-HubSpot-RateLimit-Max", q.max.to_string()),
+                ("X-HubSpot-RateLimit-Remaining", (q.max - q.used).to_string()),
+                ("X-HubSpot-RateLimit-Interval-Milliseconds", q.interval.as_millis().to_string()),
+            ]
+        } else {
+            vec![
+                ("X-RateLimit-Limit", q.max.to_string()),
+                ("X-RateLimit-Remaining", (q.max - q.used).to_string()),
+                ("X-RateLimit-Reset", (left.as_secs_f64().ceil() as u64).to_string()),
+            ]
+        };
         Limited { headers, retry_after: refused.then(|| left.as_secs_f64().ceil().max(1.0) as u64) }
     }
 
@@ -399,7 +408,8 @@ impl SimServer {
         self.state_guard()
     }
 
-    /// Turns on a request quota of `max` requests per `interval` (HubSpot's headers and 429s).
+    /// Turns on a request quota of `max` requests per `interval`, with rate-limit headers on
+    /// every answer and 429s once it is spent (the CRM and the ERP).
     pub fn set_quota(&self, max: u32, interval: Duration) {
         self.crm().crm.quota = Some(Quota { max, interval, window_start: Instant::now(), used: 0 });
     }

@@ -302,7 +302,8 @@ async fn handle(req: HttpRequest, body: web::Bytes, sim: web::Data<Inner>) -> Ht
     let (status, response, retry_after, extra_headers) = {
         let mut state = sim.state.lock().unwrap_or_else(|p| p.into_inner());
         let authorized = authorized(sim.system, &headers, &path, parsed.as_ref());
-        let limited = (authorized && sim.system == System::Crm).then(|| state.crm.limit());
+        let limited = (authorized && matches!(sim.system, System::Crm | System::Erp))
+            .then(|| state.crm.limit(sim.system == System::Crm));
         let (status, response, retry_after) = if !authorized {
             let (s, b) = problem(401, "invalid credentials");
             (s, b, None)
@@ -496,14 +497,22 @@ fn route(
                 if !(1..=1000).contains(&limit) {
                     return Err(problem(400, "limit must be between 1 and 1000"));
                 }
-                let all: Vec<&Value> = state
+                let all: Vec<(&String, &Value)> = state
                     .erp_records
                     .iter()
                     .filter(|((k, _), _)| k == kind)
-                    .map(|(_, v)| v)
+                    .map(|((_, id), v)| (id, v))
                     .collect();
-                let data: Vec<Value> =
-                    all.iter().skip(offset).take(limit).map(|v| (*v).clone()).collect();
+                let data: Vec<Value> = all
+                    .iter()
+                    .skip(offset)
+                    .take(limit)
+                    .map(|(id, v)| {
+                        let mut record = (*v).clone();
+                        record["id"] = json!(id);
+                        record
+                    })
+                    .collect();
                 Ok((
                     200,
                     json!({"data": data, "has_more": offset + limit < all.len(), "total": all.len()}),

@@ -223,5 +223,28 @@ async fn the_erp_lists_its_records_a_page_at_a_time_and_reports_them_as_webhooks
         .json()
         .await
         .unwrap();
-    assert_eq!(page, json!({"data": [{"name": "Grace"}], "has_more": false, "total": 2}));
+    assert_eq!(
+        page,
+        json!({"data": [{"id": "C-2", "name": "Grace"}], "has_more": false, "total": 2})
+    );
+    // Changes pushed to it are kept, with the ERP's own time.
+    let put = http
+        .put(format!("{}/api/customers/C-2", s.erp.base_url()))
+        .bearer_auth(s.erp.credential())
+        .json(&json!({"name": "Grace H.", "email": "grace@example.com", "phone": null}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(put.status(), 200);
+    let customer = s.erp.erp_get("customers", "C-2").unwrap();
+    assert_eq!(customer["email"], "grace@example.com");
+    assert!(customer["updatedAt"].is_string());
+    let patch = http
+        .patch(format!("{}/api/orders/SO-404", s.erp.base_url()))
+        .bearer_auth(s.erp.credential())
+        .json(&json!({"status": "cancelled"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(patch.status(), 404, "an order the ERP does not have");
 }

@@ -155,17 +155,7 @@ impl TestCrm {
     }
 
     pub async fn admin_post(&self, path: &str, body: &Value) -> (u16, Value) {
-        let r = self
-            .app
-            .http
-            .post(self.app.url(path))
-            .bearer_auth(harness::ADMIN_TOKEN)
-            .json(body)
-            .send()
-            .await
-            .expect("POST");
-        let status = r.status().as_u16();
-        (status, r.json().await.unwrap_or(Value::Null))
+        self.app.admin_post(path, body).await
     }
 
     /// Sets the `push_max_attempts` runtime setting and waits until the service applies it.

@@ -47,6 +47,7 @@ pub async fn spawn() -> TestErp {
             anti_entropy_every: None,
             ..shared::push::PushConfig::default()
         },
+        bulk_quota_share: 0.5,
     };
     let app = TestApp::spawn(erp_sync::build(config).await.expect("erp-sync starts"));
     TestErp { app, smtp, erp, nats, db }

@@ -1,6 +1,7 @@
 //! Black-box tests of erp-sync against the real PostgreSQL and NATS.
 #![allow(clippy::unwrap_used, clippy::expect_used, reason = "tests fail loudly")]
 
+mod bulk;
 mod helpers;
 mod push;
 mod webhooks;

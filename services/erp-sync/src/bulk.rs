@@ -1,0 +1,260 @@
+//! Bulk (initial) loads of the ERP's customers, orders and products from its list API
+//! (`GET /api/{customers,orders,products}?offset=&limit=`, `{data, has_more}`), run by the
+//! shared job engine ([`shared::bulk`]) with the offset as the checkpoint.
+//!
+//! Each listed record is applied exactly as a webhook reporting it would be ([`apply::apply_one`],
+//! origin `erp`): an upsert fenced by the ERP's `updatedAt`, an order with its lines, pending
+//! local changes kept. A page applied twice changes nothing, and a record a webhook brought
+//! more recently is left alone. No email is sent for loaded records. A listed record without
+//! `updatedAt` counts as older than anything reported. Records that fail validation are the
+//! job's record errors, naming the field.
+//!
+//! A dry run (`POST /admin/bulk/dry-run`) compares each record with the stored row, field by
+//! field, and writes nothing. Every request of a load spends the bulk share of the ERP's quota
+//! (`ERP_BULK_QUOTA_SHARE`, learnt from `X-RateLimit-*` headers and 429s): at the reserve it
+//! pauses until the window ends, leaving the rest to pushes.
+
+use std::{collections::HashMap, sync::Arc};
+
+use chrono::{DateTime, Utc};
+use diesel::sql_types::{Array, Jsonb, Text};
+use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
+use futures::future::BoxFuture;
+use serde_json::{Map, Value, json};
+use shared::{
+    bulk::{BulkKind, BulkSource, Difference, Job, Page, Preview, PreviewError, RecordError},
+    db::PgPool,
+    mappers::{erp as mapper, fields},
+    outbound::{self, Endpoint, OutboundRequest, Outcome, quota::QuotaBudget},
+    schemas::erp::ErpWebhook,
+};
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+use crate::apply;
+
+/// The lists a load reads: `(list, webhook entity, table, key column)`.
+pub const LISTS: [(&str, &str, &str, &str); 3] = [
+    ("customers", "customer", "customers", "erp_customer_id"),
+    ("orders", "salesOrder", "orders", "erp_order_id"),
+    ("products", "product", "products", "erp_product_id"),
+];
+
+/// Differences a dry run reports at most.
+const MAX_DIFFERENCES: usize = 50;
+
+/// One list's load from the ERP.
+pub struct ErpLoad {
+    /// The list (`customers`, `orders`, `products`).
+    pub list: &'static str,
+    entity: &'static str,
+    table: &'static str,
+    key: &'static str,
+    pub http: reqwest::Client,
+    pub erp: Endpoint,
+    pub db: PgPool,
+    pub budget: Arc<QuotaBudget>,
+    pub shutdown: CancellationToken,
+}
+
+impl ErpLoad {
+    pub fn new(
+        list: &'static str,
+        http: reqwest::Client,
+        erp: Endpoint,
+        db: PgPool,
+        budget: Arc<QuotaBudget>,
+        shutdown: CancellationToken,
+    ) -> Option<Self> {
+        let &(list, entity, table, key) = LISTS.iter().find(|l| l.0 == list)?;
+        Some(Self { list, entity, table, key, http, erp, db, budget, shutdown })
+    }
+
+    pub fn offered(self) -> (BulkKind, Arc<dyn BulkSource>) {
+        (BulkKind::new("erp", "erp", self.list), Arc::new(self))
+    }
+
+    /// A listed record as the event that reports it, or why it cannot be applied.
+    fn event(&self, index: usize, record: &Value) -> Result<ErpWebhook, RecordError> {
+        let id = match record.get("id") {
+            Some(Value::String(s)) if !s.is_empty() => s.clone(),
+            Some(Value::Number(n)) => n.to_string(),
+            _ => {
+                return Err(RecordError {
+                    record_id: format!("#{index}"),
+                    error: "id: is required".into(),
+                });
+            }
+        };
+        let refuse = |error: String| RecordError { record_id: id.clone(), error };
+        let mut payload =
+            record.as_object().cloned().ok_or_else(|| refuse("not an object".into()))?;
+        payload.remove("id");
+        mapper::webhook::check_payload(self.entity, &payload)
+            .map_err(|e| refuse(format!("{}: {}", e.field, e.detail)))?;
+        if !payload.contains_key("updatedAt") {
+            payload.insert("updatedAt".into(), json!(DateTime::<Utc>::UNIX_EPOCH.to_rfc3339()));
+        }
+        Ok(ErpWebhook {
+            event_type: "updated".into(),
+            entity: self.entity.to_owned(),
+            entity_id: id,
+            payload: Value::Object(payload),
+        })
+    }
+
+    fn events(&self, records: &[Value]) -> (Vec<ErpWebhook>, Vec<RecordError>) {
+        let mut events = Vec::new();
+        let mut errors = Vec::new();
+        for (i, record) in records.iter().enumerate() {
+            match self.event(i, record) {
+                Ok(event) => events.push(event),
+                Err(e) => errors.push(e),
+            }
+        }
+        (events, errors)
+    }
+
+    /// The stored rows of these ERP ids (`to_jsonb`), by id.
+    async fn stored(
+        &self,
+        conn: &mut AsyncPgConnection,
+        ids: &[&str],
+    ) -> anyhow::Result<HashMap<String, Value>> {
+        #[derive(diesel::QueryableByName)]
+        struct Row {
+            #[diesel(sql_type = Text)]
+            id: String,
+            #[diesel(sql_type = Jsonb)]
+            row: Value,
+        }
+        let rows: Vec<Row> = diesel::sql_query(format!(
+            "SELECT {key} AS id, to_jsonb(t) AS row FROM erp.{table} t WHERE {key} = ANY($1)",
+            key = self.key,
+            table = self.table
+        ))
+        .bind::<Array<Text>, _>(ids)
+        .load(conn)
+        .await?;
+        Ok(rows.into_iter().map(|r| (r.id, r.row)).collect())
+    }
+}
+
+impl BulkSource for ErpLoad {
+    fn fetch<'a>(
+        &'a self,
+        cursor: Option<&'a Value>,
+        limit: usize,
+    ) -> BoxFuture<'a, Result<Page, Outcome>> {
+        Box::pin(async move {
+            let offset = cursor.and_then(|c| c.get("offset")).and_then(Value::as_u64).unwrap_or(0);
+            let request = OutboundRequest {
+                method: reqwest::Method::GET,
+                path: mapper::list_path(self.list, offset, limit.clamp(1, 1000)),
+                body: Value::Null,
+            };
+            self.budget.wait_turn(&self.shutdown).await;
+            let (status, answer) = outbound::exchange_with_headers(
+                &self.http,
+                &self.erp,
+                &request,
+                Some(&self.budget),
+            )
+            .await?;
+            let (records, has_more) = mapper::list_page(answer)
+                .map_err(|error| Outcome::Rejected { status, body: error })?;
+            let next = offset + records.len() as u64;
+            Ok(Page {
+                next: (has_more && !records.is_empty()).then(|| json!({"offset": next})),
+                records,
+            })
+        })
+    }
+
+    fn apply<'a>(
+        &'a self,
+        job: &'a Job,
+        records: &'a [Value],
+    ) -> BoxFuture<'a, anyhow::Result<Vec<RecordError>>> {
+        Box::pin(async move {
+            let (events, errors) = self.events(records);
+            let mut conn = self.db.get().await?;
+            let now = Utc::now();
+            conn.transaction::<_, anyhow::Error, _>(async |conn| {
+                shared::db::set_origin(conn, "erp").await?;
+                for event in &events {
+                    apply::apply_one(conn, None, event, Uuid::new_v4(), now).await?;
+                }
+                Ok(())
+            })
+            .await?;
+            tracing::info!(job = %job.id, list = self.list, applied = events.len(), errors = errors.len(), "bulk page applied");
+            Ok(errors)
+        })
+    }
+
+    fn preview<'a>(
+        &'a self,
+        records: &'a [Value],
+    ) -> BoxFuture<'a, anyhow::Result<Option<Preview>>> {
+        Box::pin(async move {
+            let (events, errors) = self.events(records);
+            let ids: Vec<&str> = events.iter().map(|e| e.entity_id.as_str()).collect();
+            let mut conn = self.db.get().await?;
+            let stored = self.stored(&mut conn, &ids).await?;
+            let table = mapper::webhook::fields(self.entity).unwrap_or_default();
+            let mut preview = Preview {
+                errors: errors
+                    .into_iter()
+                    .map(|e| PreviewError { record_id: e.record_id, error: e.error })
+                    .collect(),
+                ..Preview::default()
+            };
+            for event in &events {
+                let payload: Map<String, Value> =
+                    event.payload.as_object().cloned().unwrap_or_default();
+                let theirs = fields::to_local(table, &payload, "payload.").unwrap_or_default();
+                let ours = stored.get(&event.entity_id);
+                let newer = match ours.and_then(|o| o.get("erp_updated_at")).and_then(Value::as_str)
+                {
+                    Some(at) => apply_time(&payload) >= parse_time(at),
+                    None => true,
+                };
+                let differences: Vec<Difference> = table
+                    .iter()
+                    .filter_map(|f| {
+                        let theirs = theirs.get(f.local)?;
+                        let ours =
+                            ours.and_then(|o| o.get(f.local)).cloned().unwrap_or(Value::Null);
+                        (!fields::same(f.kind, &ours, theirs)).then(|| Difference {
+                            record_id: event.entity_id.clone(),
+                            field: f.crm.to_owned(),
+                            ours,
+                            theirs: theirs.clone(),
+                        })
+                    })
+                    .collect();
+                match ours {
+                    None => preview.create += 1,
+                    Some(_) if newer && !differences.is_empty() => preview.update += 1,
+                    Some(_) => {
+                        preview.unchanged += 1;
+                        continue;
+                    }
+                }
+                let room = MAX_DIFFERENCES.saturating_sub(preview.differences.len());
+                preview.differences.extend(differences.into_iter().take(room));
+            }
+            Ok(Some(preview))
+        })
+    }
+}
+
+fn parse_time(at: &str) -> Option<DateTime<Utc>> {
+    DateTime::parse_from_rfc3339(at).ok().map(|t| t.with_timezone(&Utc))
+}
+
+/// The ERP's time of a listed record, as the apply fences it.
+fn apply_time(payload: &Map<String, Value>) -> Option<DateTime<Utc>> {
+    payload.get("updatedAt").and_then(Value::as_str).and_then(parse_time)
+}
