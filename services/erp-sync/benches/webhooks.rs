@@ -17,6 +17,8 @@
 //!   watcher sees each order commit (polling every 10 ms), which gives webhook-to-order latency.
 //! - paced: webhooks at half the service's own end-to-end rate, and their latency.
 //!
+//! `ERP_INBOUND_BATCH` and `ERP_INBOUND_CONCURRENCY` are passed through to the service.
+//!
 //! Figures are printed; nothing is asserted (this is a benchmark, not a test).
 #![allow(clippy::unwrap_used, clippy::expect_used, reason = "a benchmark fails loudly")]
 
@@ -77,11 +79,16 @@ struct Service {
 
 impl Service {
     async fn start(db: &TestDb, nats: &TestNats) -> Self {
-        let env: Vec<(String, String)> = vec![
+        let mut env: Vec<(String, String)> = vec![
             ("DATABASE_POOL_SIZE".into(), "16".into()),
             ("ERP_WEBHOOK_API_KEYS".into(), KEY.into()),
             ("RUST_LOG".into(), "warn".into()),
         ];
+        env.extend(
+            ["ERP_INBOUND_BATCH", "ERP_INBOUND_CONCURRENCY"]
+                .into_iter()
+                .filter_map(|k| Some((k.to_owned(), std::env::var(k).ok()?))),
+        );
         let (child, base) =
             harness::process::spawn_ready(env!("CARGO_BIN_EXE_erp-sync"), db, nats, &env).await;
         Self { child, base }

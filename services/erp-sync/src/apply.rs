@@ -457,6 +457,10 @@ async fn apply_batch(
             )
             .await?;
             outbox::enqueue(conn, SCHEMA, &rows).await?;
+            // A retried ledger row closes once its retry is applied.
+            if let Some(row) = event.retry_of {
+                shared::record_errors::resolve(conn, SCHEMA, &[row]).await?;
+            }
             shared::ingress::record(
                 conn,
                 SCHEMA,

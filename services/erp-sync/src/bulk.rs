@@ -100,6 +100,7 @@ impl ErpLoad {
             entity: self.entity.to_owned(),
             entity_id: id,
             payload: Value::Object(payload),
+            retry_of: None,
         })
     }
 

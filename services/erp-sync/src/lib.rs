@@ -13,6 +13,7 @@
 
 pub mod apply;
 pub mod bulk;
+pub mod ledger;
 pub mod push;
 
 use shared::{
@@ -53,6 +54,10 @@ pub struct Config {
     pub erp: Option<Endpoint>,
     /// `PUSH_CONCURRENCY`, `PUSH_BATCH`: the push engines' tuning.
     pub push: PushConfig,
+    /// `ERP_INBOUND_BATCH` (default 128): most events one consumer transaction applies.
+    pub inbound_batch: usize,
+    /// `ERP_INBOUND_CONCURRENCY` (default 4): batches in flight per entity and replica.
+    pub inbound_concurrency: usize,
     /// `ERP_BULK_QUOTA_SHARE` (default 0.5): the share of the ERP's request quota bulk loads
     /// may spend; the rest is kept for pushes.
     pub bulk_quota_share: f64,
@@ -83,6 +88,8 @@ impl Config {
                 anti_entropy_every: None,
                 ..PushConfig::default()
             },
+            inbound_batch: var_parsed("ERP_INBOUND_BATCH", 128)?,
+            inbound_concurrency: var_parsed("ERP_INBOUND_CONCURRENCY", 4)?,
             bulk_quota_share: {
                 let share = var_parsed("ERP_BULK_QUOTA_SHARE", 0.5)?;
                 if !(share > 0.0 && share <= 1.0) {
@@ -106,6 +113,8 @@ impl Config {
             smtp: shared::notify::SmtpConfig::from_env()?,
             erp: None,
             push: PushConfig { anti_entropy_every: None, ..PushConfig::default() },
+            inbound_batch: 128,
+            inbound_concurrency: 4,
             bulk_quota_share: 0.5,
         })
     }
@@ -186,8 +195,8 @@ pub async fn build(config: Config) -> anyhow::Result<Application> {
         let task = shared::bus::run_batch_consumer(
             platform.bus.clone(),
             ConsumerSpec {
-                batch: 64,
-                concurrency: 2,
+                batch: config.inbound_batch.max(1),
+                concurrency: config.inbound_concurrency.max(1),
                 ..ConsumerSpec::new(
                     &format!("erp-{}", entity.to_lowercase()),
                     &streams::WEBHOOKS,
@@ -251,6 +260,9 @@ pub async fn build(config: Config) -> anyhow::Result<Application> {
             async move { apply::send(&db, &mailer, delivery).await }
         },
     );
+    platform.handle_record_errors(
+        ledger::ErpErrors { http: platform.http.clone(), erp: config.erp.clone() }.arc(),
+    )?;
     Application::build(platform, (), AuthConfig::default(), |_| {})
 }
 

@@ -9,6 +9,15 @@ use serde_json::{Value, json};
 
 use crate::{outbound::OutboundRequest, schemas::inventory::StockLevel};
 
+/// Reads one record of one of the ERP's lists as it is now (`GET /api/{list}/{id}`).
+pub fn read_record(list: &str, id: &str) -> OutboundRequest {
+    OutboundRequest {
+        method: Method::GET,
+        path: format!("/api/{list}/{}", super::path_segment(id)),
+        body: Value::Null,
+    }
+}
+
 /// An order's status changed here: `PATCH /api/orders/{id}` with `{status}`.
 pub fn order_status(erp_order_id: &str, status: &str) -> OutboundRequest {
     OutboundRequest {
@@ -366,8 +375,13 @@ pub mod webhook {
                 }
             }
         }
-        let webhook =
-            ErpWebhook { event_type, entity, entity_id, payload: Value::Object(payload.clone()) };
+        let webhook = ErpWebhook {
+            event_type,
+            entity,
+            entity_id,
+            payload: Value::Object(payload.clone()),
+            retry_of: None,
+        };
         let id = match delivery_id {
             Some(id) => id.to_owned(),
             None => {

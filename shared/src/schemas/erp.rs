@@ -13,6 +13,10 @@ pub struct ErpWebhook {
     pub entity: String,
     pub entity_id: String,
     pub payload: serde_json::Value,
+    /// Set when an operator retries the error-ledger row `retry_of` with this event: the row
+    /// closes once the event is applied.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retry_of: Option<i64>,
 }
 
 impl Event for ErpWebhook {

@@ -518,6 +518,16 @@ fn route(
                     json!({"data": data, "has_more": offset + limit < all.len(), "total": all.len()}),
                 ))
             }
+            (System::Erp, "GET", ["api", kind @ ("customers" | "orders" | "products"), id]) => {
+                let id = percent_decode(id);
+                let record = state
+                    .erp_records
+                    .get(&((*kind).to_owned(), id.clone()))
+                    .ok_or_else(|| problem(404, "no such record"))?;
+                let mut record = record.clone();
+                record["id"] = json!(id);
+                Ok((200, record))
+            }
             (System::Erp, "PATCH", ["api", "orders", id]) => {
                 // A status change of an order the ERP has.
                 let id = percent_decode(id);

@@ -47,6 +47,8 @@ pub async fn spawn() -> TestErp {
             anti_entropy_every: None,
             ..shared::push::PushConfig::default()
         },
+        inbound_batch: 128,
+        inbound_concurrency: 4,
         bulk_quota_share: 0.5,
     };
     let app = TestApp::spawn(erp_sync::build(config).await.expect("erp-sync starts"));
@@ -101,6 +103,11 @@ impl TestErp {
     }
 
     pub async fn assert_settled(&self) {
-        harness::assert_settled(&self.db, &self.nats, "erp", 0).await;
+        self.assert_settled_with_dead_letters(0).await;
+    }
+
+    /// Nothing left pending, and exactly `dead_letters` dead letters written.
+    pub async fn assert_settled_with_dead_letters(&self, dead_letters: i64) {
+        harness::assert_settled(&self.db, &self.nats, "erp", dead_letters).await;
     }
 }

@@ -3,5 +3,6 @@
 
 mod bulk;
 mod helpers;
+mod ledger;
 mod push;
 mod webhooks;
