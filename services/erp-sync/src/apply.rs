@@ -19,17 +19,19 @@
 //!   status changes; "Your Order Has Shipped!" with carrier, tracking number, estimated
 //!   delivery and tracking link to the customer when a shipment is created. Text and HTML.
 
+use std::collections::{BTreeMap, HashMap};
+
 use chrono::{DateTime, Utc};
-use diesel::sql_types::{Jsonb, Text, Timestamptz};
+use diesel::sql_types::{Array, Jsonb, Text, Timestamptz};
 use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
-use serde_json::{Map, Value};
+use serde_json::Value;
 use shared::{
     bus::{
         Delivery, HandlerError,
         outbox::{self, OutboxRow},
     },
     db::PgPool,
-    ingress::EventStatus,
+    ingress::{EventStatus, Transient},
     mappers::{erp::webhook, fields},
     notify::{Email, Mailer},
     outbound::Outcome,
@@ -69,96 +71,212 @@ fn event_time(event: &ErpWebhook, accepted: DateTime<Utc>) -> DateTime<Utc> {
         .map_or(accepted, |t| t.with_timezone(&Utc))
 }
 
-/// A written row: whether it is new, and the status it had before.
+/// What applying an event did to its row: whether it is new, and the status it had before.
 struct Written {
     inserted: bool,
     previous: Option<String>,
 }
 
-/// Upserts one record; `None` when the event is older than the stored row (stale).
-async fn upsert(
-    conn: &mut AsyncPgConnection,
-    event: &ErpWebhook,
-    at: DateTime<Utc>,
-) -> anyhow::Result<Option<Written>> {
-    #[derive(diesel::QueryableByName)]
-    struct Row {
-        #[diesel(sql_type = diesel::sql_types::Bool)]
-        inserted: bool,
-        #[diesel(sql_type = diesel::sql_types::Nullable<Text>)]
-        previous: Option<String>,
-    }
-    let (table, key) =
-        table(&event.entity).ok_or_else(|| anyhow::anyhow!("unknown entity {}", event.entity))?;
-    let field_table = webhook::fields(&event.entity)
-        .ok_or_else(|| anyhow::anyhow!("no fields for {}", event.entity))?;
-    let payload = event.payload.as_object().cloned().unwrap_or_default();
-    let row = fields::to_local(field_table, &payload, "payload.")
-        .map_err(|e| anyhow::anyhow!("{}: {}", e.field, e.detail))?;
-    let cols: Vec<&str> =
-        field_table.iter().map(|f| f.local).filter(|c| row.contains_key(*c)).collect();
-    let names: String = cols.iter().map(|c| format!(", {c}")).collect();
-    let values: String = cols.iter().map(|c| format!(", r.{c}")).collect();
-    // A pushed field changed here and not yet confirmed by the ERP keeps the local value
-    // against an ERP event older than that change (it is on its way to the ERP).
-    let pushed = crate::push::Pushable::columns_of(&event.entity);
-    let set: String = cols
-        .iter()
-        .map(|c| {
-            if pushed.contains(c) {
-                format!(
-                    "{c} = CASE WHEN t.local_version > t.synced_version \
-                     AND t.local_changed_at > excluded.erp_updated_at THEN t.{c} ELSE excluded.{c} END, "
-                )
-            } else {
-                format!("{c} = excluded.{c}, ")
-            }
-        })
-        .collect();
-    let has_status = field_table.iter().any(|f| f.local == "status");
-    let previous =
-        if has_status { "(SELECT status FROM erp.{table} WHERE {key} = $2)" } else { "NULL::text" };
-    let previous = previous.replace("{table}", table).replace("{key}", key);
-    let written: Vec<Row> = diesel::sql_query(format!(
-        "WITH before AS (SELECT {previous} AS previous) \
-         INSERT INTO erp.{table} AS t ({key}, erp_updated_at{names}) \
-         SELECT $2, $3{values} FROM jsonb_populate_record(NULL::erp.{table}, $1) r \
-         ON CONFLICT ({key}) DO UPDATE SET {set}erp_updated_at = excluded.erp_updated_at, updated_at = now() \
-         WHERE t.erp_updated_at <= excluded.erp_updated_at \
-         RETURNING (xmax = 0) AS inserted, (SELECT previous FROM before) AS previous"
-    ))
-    .bind::<Jsonb, _>(Value::Object(row))
-    .bind::<Text, _>(&event.entity_id)
-    .bind::<Timestamptz, _>(at)
-    .load(conn)
-    .await?;
-    Ok(written.into_iter().next().map(|w| Written { inserted: w.inserted, previous: w.previous }))
+/// An event's recorded outcome: its id, status and reason.
+type Recorded = (Uuid, EventStatus, Option<String>);
+
+/// One event to apply: its id, when it was accepted, and the event.
+pub struct Applying<'a> {
+    pub id: Uuid,
+    pub accepted: DateTime<Utc>,
+    pub event: &'a ErpWebhook,
 }
 
-/// Replaces a sales order's lines.
-async fn replace_lines(conn: &mut AsyncPgConnection, event: &ErpWebhook) -> anyhow::Result<usize> {
-    let payload: Map<String, Value> = event.payload.as_object().cloned().unwrap_or_default();
-    if !payload.contains_key("lineItems") {
-        return Ok(0);
+/// What became of one event: its outcome and the messages it causes, for the outbox.
+pub struct Applied {
+    pub status: EventStatus,
+    pub reason: Option<String>,
+    pub messages: Vec<OutboxRow>,
+}
+
+/// Applies `events` in the caller's transaction, whose origin is `erp`, set-based: per entity
+/// one lock of the rows, one insert, one update and one replacement of order lines. Events of
+/// the same record in one call are applied in order (in rounds). One answer per event, in
+/// order. `mail: None` (a bulk load) sends no email.
+pub async fn apply_all(
+    conn: &mut AsyncPgConnection,
+    mail: Option<&MailSettings>,
+    events: &[Applying<'_>],
+) -> anyhow::Result<Vec<Applied>> {
+    let mut answers: Vec<Option<Applied>> = events.iter().map(|_| None).collect();
+    // Round r holds the r-th event of each record, entity by entity.
+    let mut rounds: Vec<BTreeMap<&str, Vec<usize>>> = Vec::new();
+    let mut seen: HashMap<(&str, &str), usize> = HashMap::new();
+    for (i, e) in events.iter().enumerate() {
+        if e.event.entity == "inventory" {
+            let count = count_of(e.event, e.id, e.accepted)?;
+            let reason =
+                format!("count of {} in {} sent to inventory-sync", count.sku, count.warehouse);
+            answers[i] = Some(Applied {
+                status: EventStatus::Applied,
+                reason: Some(reason),
+                messages: vec![OutboxRow::new(&Envelope::new(crate::SERVICE, count))],
+            });
+            continue;
+        }
+        let n = seen.entry((e.event.entity.as_str(), e.event.entity_id.as_str())).or_default();
+        if rounds.len() <= *n {
+            rounds.push(BTreeMap::new());
+        }
+        rounds[*n].entry(e.event.entity.as_str()).or_default().push(i);
+        *n += 1;
     }
-    let lines =
-        webhook::lines(&payload).map_err(|e| anyhow::anyhow!("{}: {}", e.field, e.detail))?;
-    diesel::sql_query(
-        "DELETE FROM erp.order_lines WHERE order_id = (SELECT id FROM erp.orders WHERE erp_order_id = $1)",
-    )
-    .bind::<Text, _>(&event.entity_id)
-    .execute(conn)
-    .await?;
-    diesel::sql_query(
-        "INSERT INTO erp.order_lines (order_id, line_number, sku, description, quantity, unit_price, discount, total) \
-         SELECT o.id, r.line_number, r.sku, r.description, r.quantity, r.unit_price, r.discount, r.total \
-         FROM erp.orders o, jsonb_populate_recordset(NULL::erp.order_lines, $2) r WHERE o.erp_order_id = $1",
-    )
-    .bind::<Text, _>(&event.entity_id)
-    .bind::<Jsonb, _>(Value::Array(lines.into_iter().map(Value::Object).collect()))
-    .execute(conn)
-    .await
-    .map_err(Into::into)
+    for round in rounds {
+        for (entity, indices) in round {
+            let written = write(conn, entity, events, &indices).await?;
+            for (i, written) in indices.into_iter().zip(written) {
+                answers[i] = Some(consequences(conn, mail, events[i].event, written).await?);
+            }
+        }
+    }
+    answers
+        .into_iter()
+        .map(|a| a.ok_or_else(|| anyhow::anyhow!("an event was not applied")))
+        .collect()
+}
+
+/// Writes the events `indices` of `entity` (one per record): `None` for an event older than
+/// the stored row.
+async fn write(
+    conn: &mut AsyncPgConnection,
+    entity: &str,
+    events: &[Applying<'_>],
+    indices: &[usize],
+) -> anyhow::Result<Vec<Option<(Written, Option<usize>)>>> {
+    #[derive(diesel::QueryableByName)]
+    struct Existing {
+        #[diesel(sql_type = Text)]
+        key: String,
+        #[diesel(sql_type = Timestamptz)]
+        erp_updated_at: DateTime<Utc>,
+        #[diesel(sql_type = diesel::sql_types::Nullable<Text>)]
+        status: Option<String>,
+    }
+    let (table, key) = table(entity).ok_or_else(|| anyhow::anyhow!("unknown entity {entity}"))?;
+    let fields =
+        webhook::fields(entity).ok_or_else(|| anyhow::anyhow!("no fields for {entity}"))?;
+    let has_status = fields.iter().any(|f| f.local == "status");
+    let keys: Vec<&str> = indices.iter().map(|&i| events[i].event.entity_id.as_str()).collect();
+    let existing: HashMap<String, Existing> = diesel::sql_query(format!(
+        "SELECT {key} AS key, erp_updated_at, {status} AS status FROM erp.{table} \
+         WHERE {key} = ANY($1) ORDER BY {key} FOR UPDATE",
+        status = if has_status { "status" } else { "NULL::text" },
+    ))
+    .bind::<Array<Text>, _>(&keys)
+    .load::<Existing>(conn)
+    .await?
+    .into_iter()
+    .map(|e| (e.key.clone(), e))
+    .collect();
+
+    let mut written = Vec::with_capacity(indices.len());
+    let (mut inserts, mut updates, mut lines, mut replaced) = (vec![], vec![], vec![], vec![]);
+    for &i in indices {
+        let event = events[i].event;
+        let at = event_time(event, events[i].accepted);
+        let stored = existing.get(&event.entity_id);
+        if stored.is_some_and(|s| s.erp_updated_at > at) {
+            written.push(None);
+            continue;
+        }
+        let payload = event.payload.as_object().cloned().unwrap_or_default();
+        let mut row = fields::to_local(fields, &payload, "payload.")
+            .map_err(|e| anyhow::anyhow!("{}: {}", e.field, e.detail))?;
+        row.insert(key.into(), Value::from(event.entity_id.clone()));
+        row.insert("erp_updated_at".into(), Value::from(at.to_rfc3339()));
+        let mut line_count = None;
+        if entity == "salesOrder" && payload.contains_key("lineItems") {
+            let mut items = webhook::lines(&payload)
+                .map_err(|e| anyhow::anyhow!("{}: {}", e.field, e.detail))?;
+            line_count = Some(items.len());
+            for item in &mut items {
+                item.insert("order_key".into(), Value::from(event.entity_id.clone()));
+            }
+            lines.extend(items.into_iter().map(Value::Object));
+            replaced.push(event.entity_id.as_str());
+        }
+        match stored {
+            None => inserts.push(Value::Object(row)),
+            Some(_) => updates.push(Value::Object(row)),
+        }
+        written.push(Some((
+            Written { inserted: stored.is_none(), previous: stored.and_then(|s| s.status.clone()) },
+            line_count,
+        )));
+    }
+
+    let columns: Vec<&str> = fields.iter().map(|f| f.local).collect();
+    if !inserts.is_empty() {
+        let expected = inserts.len();
+        let names: String = columns.iter().map(|c| format!(", {c}")).collect();
+        let values: String = columns.iter().map(|c| format!(", r.{c}")).collect();
+        let inserted = diesel::sql_query(format!(
+            "INSERT INTO erp.{table} ({key}, erp_updated_at{names}) \
+             SELECT r.{key}, r.erp_updated_at{values} FROM jsonb_populate_recordset(NULL::erp.{table}, $1) r \
+             ON CONFLICT ({key}) DO NOTHING"
+        ))
+        .bind::<Jsonb, _>(Value::Array(inserts))
+        .execute(conn)
+        .await?;
+        if inserted < expected {
+            // Another transaction created one of these records meanwhile: apply again.
+            return Err(Transient(format!("{entity}: created concurrently")).into());
+        }
+    }
+    if !updates.is_empty() {
+        // A field the event leaves out keeps its value. A pushed field changed here and not
+        // yet confirmed by the ERP keeps the local value against an event older than that
+        // change (it is on its way to the ERP).
+        let pushed = crate::push::Pushable::columns_of(entity);
+        let set: String = columns
+            .iter()
+            .map(|c| {
+                if pushed.contains(c) {
+                    format!(
+                        "{c} = CASE WHEN NOT u.present ? '{c}' THEN t.{c} \
+                         WHEN t.local_version > t.synced_version AND t.local_changed_at > u.erp_updated_at \
+                         THEN t.{c} ELSE u.{c} END, "
+                    )
+                } else {
+                    format!("{c} = CASE WHEN u.present ? '{c}' THEN u.{c} ELSE t.{c} END, ")
+                }
+            })
+            .collect();
+        diesel::sql_query(format!(
+            "UPDATE erp.{table} t SET {set}erp_updated_at = u.erp_updated_at, updated_at = now() \
+             FROM (SELECT r.*, x.row AS present FROM jsonb_array_elements($1) x(row) \
+                   CROSS JOIN LATERAL jsonb_populate_record(NULL::erp.{table}, x.row) r) u \
+             WHERE t.{key} = u.{key}"
+        ))
+        .bind::<Jsonb, _>(Value::Array(updates))
+        .execute(conn)
+        .await?;
+    }
+    if !replaced.is_empty() {
+        diesel::sql_query(
+            "DELETE FROM erp.order_lines WHERE order_id IN \
+             (SELECT id FROM erp.orders WHERE erp_order_id = ANY($1))",
+        )
+        .bind::<Array<Text>, _>(&replaced)
+        .execute(conn)
+        .await?;
+        diesel::sql_query(
+            "INSERT INTO erp.order_lines (order_id, line_number, sku, description, quantity, unit_price, discount, total) \
+             SELECT o.id, r.line_number, r.sku, r.description, r.quantity, r.unit_price, r.discount, r.total \
+             FROM jsonb_array_elements($1) x(line) \
+             CROSS JOIN LATERAL jsonb_populate_record(NULL::erp.order_lines, x.line) r \
+             JOIN erp.orders o ON o.erp_order_id = x.line->>'order_key'",
+        )
+        .bind::<Jsonb, _>(Value::Array(lines))
+        .execute(conn)
+        .await?;
+    }
+    Ok(written)
 }
 
 /// What the emails say and where they go.
@@ -263,43 +381,32 @@ fn count_of(
     })
 }
 
-/// Applies one event in the caller's transaction, whose origin is `erp`: its outcome and the
-/// messages it causes (emails, counts), for the outbox. `mail: None` (a bulk load) sends no
-/// email.
-pub async fn apply_one(
+/// What an applied event causes beyond its row: the order a delivered shipment delivers, and
+/// the emails (only with `mail`).
+async fn consequences(
     conn: &mut AsyncPgConnection,
     mail: Option<&MailSettings>,
     event: &ErpWebhook,
-    id: Uuid,
-    accepted: DateTime<Utc>,
-) -> anyhow::Result<(EventStatus, Option<String>, Vec<OutboxRow>)> {
+    written: Option<(Written, Option<usize>)>,
+) -> anyhow::Result<Applied> {
+    let Some((written, lines)) = written else {
+        return Ok(Applied {
+            status: EventStatus::Applied,
+            reason: Some("stale: a newer ERP state is stored".into()),
+            messages: vec![],
+        });
+    };
     let notify = mail.is_some();
     let mail = mail.cloned().unwrap_or_default();
-    if event.entity == "inventory" {
-        let count = count_of(event, id, accepted)?;
-        let reason =
-            format!("count of {} in {} sent to inventory-sync", count.sku, count.warehouse);
-        let row = OutboxRow::new(&Envelope::new(crate::SERVICE, count));
-        return Ok((EventStatus::Applied, Some(reason), vec![row]));
-    }
-    let at = event_time(event, accepted);
-    let Some(written) = upsert(conn, event, at).await? else {
-        return Ok((
-            EventStatus::Applied,
-            Some("stale: a newer ERP state is stored".into()),
-            vec![],
-        ));
-    };
     let payload = &event.payload;
     let status = payload.get("status").and_then(Value::as_str);
     let mut reason = None;
     let mut emails = Vec::new();
     match event.entity.as_str() {
         "salesOrder" => {
-            let lines = replace_lines(conn, event).await?;
             let number = text_of(payload, "orderNumber");
             if written.inserted {
-                reason = Some(format!("{lines} lines"));
+                reason = Some(format!("{} lines", lines.unwrap_or_default()));
                 if let Some(sales) = &mail.sales {
                     emails.push(email(
                         sales.clone(),
@@ -322,7 +429,7 @@ pub async fn apply_one(
                 );
                 let customer =
                     payload.get("customerId").and_then(Value::as_str).unwrap_or_default();
-                match customer_email(conn, customer).await? {
+                match customer_email(conn, customer).await?.filter(|_| notify) {
                     Some(to) => emails.push(email(
                         to,
                         format!("Order Update: {number}"),
@@ -384,12 +491,12 @@ pub async fn apply_one(
         }
         _ => {}
     }
-    let rows = emails
+    let messages = emails
         .into_iter()
         .filter(|_| notify)
         .map(|email| OutboxRow::new(&Envelope::new(crate::SERVICE, EmailRequested { email })))
         .collect();
-    Ok((EventStatus::Applied, reason, rows))
+    Ok(Applied { status: EventStatus::Applied, reason, messages })
 }
 
 /// Sends one email once: a redelivery after the send was recorded sends nothing; the
@@ -446,30 +553,35 @@ async fn apply_batch(
         shared::db::set_origin(conn, "erp").await?;
         let ids: Vec<Uuid> = deliveries.iter().map(|d| d.envelope.id).collect();
         let done = shared::ingress::settled(conn, SCHEMA, &ids).await?;
-        for delivery in deliveries.iter().filter(|d| !done.contains(&d.envelope.id)) {
+        let pending: Vec<&Delivery<ErpWebhook>> =
+            deliveries.iter().copied().filter(|d| !done.contains(&d.envelope.id)).collect();
+        let applying: Vec<Applying> = pending
+            .iter()
+            .map(|d| Applying {
+                id: d.envelope.id,
+                accepted: d.envelope.occurred_at,
+                event: &d.envelope.data,
+            })
+            .collect();
+        let applied = apply_all(conn, Some(mail), &applying).await?;
+        let mut statuses: BTreeMap<&str, Vec<Recorded>> = BTreeMap::new();
+        let mut messages = Vec::new();
+        for (delivery, applied) in pending.iter().zip(applied) {
             let event = &delivery.envelope.data;
-            let (status, reason, rows) = apply_one(
-                conn,
-                Some(mail),
-                event,
+            statuses.entry(event.entity.as_str()).or_default().push((
                 delivery.envelope.id,
-                delivery.envelope.occurred_at,
-            )
-            .await?;
-            outbox::enqueue(conn, SCHEMA, &rows).await?;
-            // A retried ledger row closes once its retry is applied.
-            if let Some(row) = event.retry_of {
-                shared::record_errors::resolve(conn, SCHEMA, &[row]).await?;
-            }
-            shared::ingress::record(
-                conn,
-                SCHEMA,
-                "erp",
-                &event.entity,
-                &[(delivery.envelope.id, status, reason)],
-            )
-            .await?;
+                applied.status,
+                applied.reason,
+            ));
+            messages.extend(applied.messages);
         }
+        outbox::enqueue(conn, SCHEMA, &messages).await?;
+        for (entity, statuses) in statuses {
+            shared::ingress::record(conn, SCHEMA, "erp", entity, &statuses).await?;
+        }
+        // A retried ledger row closes once its retry is applied.
+        let retried: Vec<i64> = pending.iter().filter_map(|d| d.envelope.data.retry_of).collect();
+        shared::record_errors::resolve(conn, SCHEMA, &retried).await?;
         Ok(())
     })
     .await

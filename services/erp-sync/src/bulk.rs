@@ -2,7 +2,7 @@
 //! (`GET /api/{customers,orders,products}?offset=&limit=`, `{data, has_more}`), run by the
 //! shared job engine ([`shared::bulk`]) with the offset as the checkpoint.
 //!
-//! Each listed record is applied exactly as a webhook reporting it would be ([`apply::apply_one`],
+//! Each listed record is applied exactly as a webhook reporting it would be ([`apply::apply_all`],
 //! origin `erp`): an upsert fenced by the ERP's `updatedAt`, an order with its lines, pending
 //! local changes kept. A page applied twice changes nothing, and a record a webhook brought
 //! more recently is left alone. No email is sent for loaded records. A listed record without
@@ -183,9 +183,11 @@ impl BulkSource for ErpLoad {
             let now = Utc::now();
             conn.transaction::<_, anyhow::Error, _>(async |conn| {
                 shared::db::set_origin(conn, "erp").await?;
-                for event in &events {
-                    apply::apply_one(conn, None, event, Uuid::new_v4(), now).await?;
-                }
+                let applying: Vec<apply::Applying> = events
+                    .iter()
+                    .map(|event| apply::Applying { id: Uuid::new_v4(), accepted: now, event })
+                    .collect();
+                apply::apply_all(conn, None, &applying).await?;
                 Ok(())
             })
             .await?;

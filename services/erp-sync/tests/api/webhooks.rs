@@ -262,3 +262,35 @@ async fn the_simulated_erp_reports_its_own_changes_with_its_api_key() {
     assert_eq!(status, 401);
     t.assert_settled().await;
 }
+
+#[tokio::test]
+async fn a_burst_of_events_of_one_order_applies_in_the_erps_order() {
+    let t = spawn().await;
+    let line = |n: usize| -> Value {
+        (0..n).map(|i| json!({"sku": format!("S{i}"), "quantity": 1})).collect()
+    };
+    let mut ids = Vec::new();
+    // Sent back to back (one consumer batch, mostly): the late 10:01 event is older than the
+    // 10:05 one already applied before it in the same batch.
+    for (event, status, at, lines) in [
+        ("created", "open", "10:00", 2),
+        ("updated", "packed", "10:05", 3),
+        ("updated", "open", "10:01", 1),
+        ("updated", "shipped", "10:10", 4),
+    ] {
+        let mut body = order(event, status, line(lines));
+        body["payload"]["updatedAt"] = json!(format!("2026-11-30T{at}:00Z"));
+        let (status, accepted, _) = t.post(&body).await;
+        assert_eq!(status, 202, "{accepted}");
+        ids.push(accepted["event_id"].as_str().unwrap().to_owned());
+    }
+    let mut reasons = Vec::new();
+    for id in &ids {
+        reasons.push(t.event_eventually(id, "applied").await["reason"].clone());
+    }
+    assert!(reasons[2].as_str().unwrap().starts_with("stale"), "{reasons:?}");
+    let row = t.row("orders", "erp_order_id", "SO-1001").await.unwrap();
+    assert_eq!(row["status"], "shipped");
+    assert_eq!(t.count("SELECT count(*) AS n FROM erp.order_lines").await, 4);
+    t.assert_settled().await;
+}
