@@ -19,9 +19,12 @@ pub struct TestErp {
 }
 
 pub async fn spawn() -> TestErp {
+    spawn_on(TestDb::new().await, TestNats::new()).await
+}
+
+/// erp-sync on a database and NATS prefix prepared by the test.
+pub async fn spawn_on(db: TestDb, nats: TestNats) -> TestErp {
     harness::init_logs();
-    let db = TestDb::new().await;
-    let nats = TestNats::new();
     let smtp = sandbox::SmtpSink::start().await.expect("SMTP sink");
     let erp = sandbox::SimServer::start(sandbox::System::Erp).expect("ERP simulator");
     let config = erp_sync::Config {

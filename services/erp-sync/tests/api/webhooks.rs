@@ -294,3 +294,61 @@ async fn a_burst_of_events_of_one_order_applies_in_the_erps_order() {
     assert_eq!(t.count("SELECT count(*) AS n FROM erp.order_lines").await, 4);
     t.assert_settled().await;
 }
+
+#[tokio::test]
+async fn the_inventory_durable_of_earlier_releases_is_retired_and_its_waiting_counts_applied() {
+    use async_nats::jetstream::{consumer::pull, stream};
+    let (db, nats) = (harness::TestDb::new().await, harness::TestNats::new());
+    // An earlier release: inventory-sync's own durable on `webhooks.erp.inventory` in the
+    // work-queue stream, with an ERP count still waiting in it.
+    let js = async_nats::jetstream::new(nats.client().await);
+    let webhooks = js
+        .create_stream(stream::Config {
+            name: format!("{}_WEBHOOKS", nats.prefix),
+            subjects: vec![nats.subject("webhooks.>")],
+            retention: stream::RetentionPolicy::WorkQueue,
+            storage: stream::StorageType::File,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    webhooks
+        .create_consumer(pull::Config {
+            durable_name: Some(format!("{}_inventory-erp-counts", nats.prefix)),
+            filter_subject: nats.subject("webhooks.erp.inventory"),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let waiting = shared::schemas::Envelope::new(
+        "erp-sync",
+        shared::schemas::erp::ErpWebhook {
+            event_type: "updated".into(),
+            entity: "inventory".into(),
+            entity_id: "MUG-1".into(),
+            payload: json!({"qtyOnHand": 5, "warehouse": "W1", "updatedAt": "2026-11-30T10:00:00Z"}),
+            retry_of: None,
+        },
+    );
+    js.publish(
+        nats.subject("webhooks.erp.inventory"),
+        serde_json::to_vec(&waiting).unwrap().into(),
+    )
+    .await
+    .unwrap()
+    .await
+    .unwrap();
+
+    let t = crate::helpers::spawn_on(db, nats).await;
+    let forwarded = harness::eventually(crate::helpers::WAIT, || async {
+        let mut counts = js.get_stream(format!("{}_INVENTORY_COUNTS", t.nats.prefix)).await.ok()?;
+        (counts.info().await.ok()?.state.messages == 1).then_some(())
+    });
+    assert!(forwarded.await.is_some(), "the waiting count reached inventory-sync's stream");
+    let mut webhooks = js.get_stream(format!("{}_WEBHOOKS", t.nats.prefix)).await.unwrap();
+    assert!(
+        webhooks.consumer_info(format!("{}_inventory-erp-counts", t.nats.prefix)).await.is_err(),
+        "the old durable is gone"
+    );
+    assert_eq!(webhooks.info().await.unwrap().state.messages, 0);
+}
