@@ -23,7 +23,7 @@
 //! Figures are printed; nothing is asserted (this is a benchmark, not a test).
 #![allow(clippy::unwrap_used, clippy::expect_used, reason = "a benchmark fails loudly")]
 
-use std::{process::Command, time::Duration};
+use std::time::Duration;
 
 use harness::{
     TestDb, TestNats,
@@ -72,34 +72,6 @@ async fn post(http: reqwest::Client, url: String, id: String) -> bool {
     }
 }
 
-struct Service {
-    child: std::process::Child,
-    base: String,
-}
-
-impl Service {
-    async fn start(db: &TestDb, nats: &TestNats) -> Self {
-        let mut env: Vec<(String, String)> = vec![
-            ("DATABASE_POOL_SIZE".into(), "16".into()),
-            ("CRM_WEBHOOK_SECRETS".into(), SECRET.into()),
-            ("RUST_LOG".into(), "warn".into()),
-        ];
-        env.extend(
-            ["CRM_INBOUND_BATCH", "CRM_INBOUND_CONCURRENCY"]
-                .into_iter()
-                .filter_map(|k| Some((k.to_owned(), std::env::var(k).ok()?))),
-        );
-        let (child, base) =
-            harness::process::spawn_ready(env!("CARGO_BIN_EXE_crm-sync"), db, nats, &env).await;
-        Self { child, base }
-    }
-
-    fn stop(mut self) {
-        let _ = Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status();
-        let _ = self.child.wait();
-    }
-}
-
 fn main() {
     let runtime =
         tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
@@ -118,7 +90,18 @@ fn main() {
         let nats_base = jetstream_baseline(&nats, CLIENTS, duration, body).await;
         let insert_base = insert_baseline(&db, CLIENTS, duration, INSERT_SETUP, INSERT).await;
 
-        let svc = Service::start(&db, &nats).await;
+        let svc = harness::process::Running::start(
+            env!("CARGO_BIN_EXE_crm-sync"),
+            &db,
+            &nats,
+            vec![
+                ("DATABASE_POOL_SIZE".into(), "16".into()),
+                ("CRM_WEBHOOK_SECRETS".into(), SECRET.into()),
+                ("RUST_LOG".into(), "warn".into()),
+            ],
+            &["CRM_INBOUND_BATCH", "CRM_INBOUND_CONCURRENCY"],
+        )
+        .await;
         let url = format!("{}/webhooks/crm", svc.base);
         let http = reqwest::Client::builder().pool_max_idle_per_host(CLIENTS).build().unwrap();
         let send = move |id: String| post(http.clone(), url.clone(), id);

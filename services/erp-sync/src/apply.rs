@@ -210,6 +210,11 @@ async fn write(
         )));
     }
 
+    // Rows in key order, as the locks above: concurrent batches never wait on each other in a
+    // circle.
+    let by_key = |a: &Value, b: &Value| a[key].as_str().cmp(&b[key].as_str());
+    inserts.sort_by(by_key);
+    updates.sort_by(by_key);
     let columns: Vec<&str> = fields.iter().map(|f| f.local).collect();
     if !inserts.is_empty() {
         let expected = inserts.len();

@@ -25,7 +25,7 @@ use shared::{
     bulk::{BulkKind, BulkSource, Difference, Job, Page, Preview, PreviewError, RecordError},
     db::PgPool,
     mappers::{erp as mapper, fields},
-    outbound::{self, Endpoint, OutboundRequest, Outcome, quota::QuotaBudget},
+    outbound::{Endpoint, Outcome, quota::QuotaBudget},
     schemas::erp::ErpWebhook,
 };
 use tokio_util::sync::CancellationToken;
@@ -147,29 +147,14 @@ impl BulkSource for ErpLoad {
         cursor: Option<&'a Value>,
         limit: usize,
     ) -> BoxFuture<'a, Result<Page, Outcome>> {
-        Box::pin(async move {
-            let offset = cursor.and_then(|c| c.get("offset")).and_then(Value::as_u64).unwrap_or(0);
-            let request = OutboundRequest {
-                method: reqwest::Method::GET,
-                path: mapper::list_path(self.list, offset, limit.clamp(1, 1000)),
-                body: Value::Null,
-            };
-            self.budget.wait_turn(&self.shutdown).await;
-            let (status, answer) = outbound::exchange_with_headers(
-                &self.http,
-                &self.erp,
-                &request,
-                Some(&self.budget),
-            )
-            .await?;
-            let (records, has_more) = mapper::list_page(answer)
-                .map_err(|error| Outcome::Rejected { status, body: error })?;
-            let next = offset + records.len() as u64;
-            Ok(Page {
-                next: (has_more && !records.is_empty()).then(|| json!({"offset": next})),
-                records,
-            })
-        })
+        Box::pin(shared::bulk::offset_page(
+            &self.http,
+            &self.erp,
+            |offset, limit| mapper::list_path(self.list, offset, limit),
+            cursor,
+            limit,
+            Some((&self.budget, &self.shutdown)),
+        ))
     }
 
     fn apply<'a>(

@@ -21,7 +21,6 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, reason = "a benchmark fails loudly")]
 
 use std::{
-    process::Command,
     sync::Arc,
     time::{Duration, Instant},
 };
@@ -157,10 +156,7 @@ fn start_targets() -> Vec<(String, String)> {
 }
 
 /// A running inventory-sync binary.
-struct Service {
-    child: std::process::Child,
-    base: String,
-}
+struct Service(harness::process::Running);
 
 impl Service {
     async fn start(db: &TestDb, nats: &TestNats, targets: &[(String, String)]) -> Self {
@@ -169,30 +165,30 @@ impl Service {
             ("INVENTORY_API_KEYS".into(), format!("bench:{API_KEY}")),
             ("RUST_LOG".into(), "warn".into()),
         ];
-        env.extend(
-            ["ADJUST_WORKERS", "ADJUST_MAX_BATCH", "PUSH_CONCURRENCY"]
-                .into_iter()
-                .filter_map(|k| Some((k.to_owned(), std::env::var(k).ok()?))),
-        );
         env.extend(targets.iter().cloned());
-        let (child, base) =
-            harness::process::spawn_ready(env!("CARGO_BIN_EXE_inventory-sync"), db, nats, &env)
-                .await;
-        Self { child, base }
+        Self(
+            harness::process::Running::start(
+                env!("CARGO_BIN_EXE_inventory-sync"),
+                db,
+                nats,
+                env,
+                &["ADJUST_WORKERS", "ADJUST_MAX_BATCH", "PUSH_CONCURRENCY"],
+            )
+            .await,
+        )
     }
 
     /// Peak RSS and the reconciliation status, then SIGTERM.
-    async fn stop(mut self) -> (f64, reqwest::StatusCode) {
-        let (_, hwm) = rss_mb(self.child.id());
+    async fn stop(self) -> (f64, reqwest::StatusCode) {
+        let (_, hwm) = rss_mb(self.0.child.id());
         let reconciliation = harness::test_client()
-            .get(format!("{}/reconciliation", self.base))
+            .get(format!("{}/reconciliation", self.0.base))
             .bearer_auth(harness::ADMIN_TOKEN)
             .send()
             .await
             .unwrap()
             .status();
-        let _ = Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status();
-        let _ = self.child.wait();
+        self.0.stop();
         (hwm, reconciliation)
     }
 }
@@ -226,7 +222,7 @@ fn main() {
         for (runner, env) in [("service", Vec::new()), ("service+fanout", targets)] {
             let svc = Service::start(&db, &nats, &env).await;
             for ((name, hot), b) in cases.into_iter().zip(&baselines) {
-                let f = service(format!("{}/adjustments", svc.base), hot, duration, &format!("{runner}-{name}")).await;
+                let f = service(format!("{}/adjustments", svc.0.base), hot, duration, &format!("{runner}-{name}")).await;
                 summary.push((name, runner, f.ops_per_sec / b.ops_per_sec, f.p99_ms, f.p50_ms, f.ops_per_sec, f.errors));
                 if runner == "service+fanout" {
                     drains.push((name, drain_secs(&db, &nats).await));

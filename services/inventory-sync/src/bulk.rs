@@ -16,11 +16,11 @@
 use std::sync::Arc;
 
 use futures::future::BoxFuture;
-use serde_json::{Value, json};
+use serde_json::Value;
 use shared::{
     bulk::{BulkKind, BulkSource, Job, Page, RecordError},
     mappers,
-    outbound::{self, Endpoint, Outcome},
+    outbound::{Endpoint, Outcome},
     schemas::inventory::AdjustmentType,
 };
 
@@ -51,16 +51,14 @@ impl BulkSource for ErpStock {
         cursor: Option<&'a Value>,
         limit: usize,
     ) -> BoxFuture<'a, Result<Page, Outcome>> {
-        Box::pin(async move {
-            let offset = cursor.and_then(|c| c.get("offset")).and_then(Value::as_u64).unwrap_or(0);
-            let path = mappers::erp::inventory_page_path(offset, limit);
-            let body = outbound::fetch_json(&self.http, &self.erp, &path).await?;
-            let (records, has_more) = mappers::erp::list_page(body)
-                .map_err(|body| Outcome::Rejected { status: reqwest::StatusCode::OK, body })?;
-            let next = (has_more && !records.is_empty())
-                .then(|| json!({"offset": offset + records.len() as u64}));
-            Ok(Page { records, next })
-        })
+        Box::pin(shared::bulk::offset_page(
+            &self.http,
+            &self.erp,
+            mappers::erp::inventory_page_path,
+            cursor,
+            limit,
+            None,
+        ))
     }
 
     fn apply<'a>(

@@ -138,6 +138,36 @@ pub trait BulkSource: Send + Sync + 'static {
     }
 }
 
+/// Reads one page of an offset-paginated list (the ERP's lists: `GET <path>?offset=&limit=`
+/// answering `{data, has_more}`) for [`BulkSource::fetch`]; the cursor is `{"offset": n}`.
+/// With a budget, the request waits its turn first and teaches the budget the system's quota.
+pub async fn offset_page(
+    http: &reqwest::Client,
+    endpoint: &crate::outbound::Endpoint,
+    path: impl Fn(u64, usize) -> String,
+    cursor: Option<&Value>,
+    limit: usize,
+    budget: Option<(&crate::outbound::quota::QuotaBudget, &CancellationToken)>,
+) -> Result<Page, Outcome> {
+    let offset = cursor.and_then(|c| c.get("offset")).and_then(Value::as_u64).unwrap_or(0);
+    let request = crate::outbound::OutboundRequest {
+        method: reqwest::Method::GET,
+        path: path(offset, limit.clamp(1, 1000)),
+        body: Value::Null,
+    };
+    if let Some((budget, shutdown)) = budget {
+        budget.wait_turn(shutdown).await;
+    }
+    let (status, answer) =
+        crate::outbound::exchange_with_headers(http, endpoint, &request, budget.map(|b| b.0))
+            .await?;
+    let (records, has_more) = crate::mappers::erp::list_page(answer)
+        .map_err(|body| Outcome::Rejected { status, body })?;
+    let next =
+        (has_more && !records.is_empty()).then(|| json!({"offset": offset + records.len() as u64}));
+    Ok(Page { records, next })
+}
+
 /// What a page would change (see [`BulkSource::preview`]).
 #[derive(Debug, Default, Serialize, utoipa::ToSchema)]
 pub struct Preview {

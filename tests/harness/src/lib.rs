@@ -484,6 +484,37 @@ pub mod process {
         (child, base)
     }
 
+    /// A service binary serving as a child process (the benchmarks' service under test).
+    pub struct Running {
+        pub child: std::process::Child,
+        /// `http://127.0.0.1:<port>`.
+        pub base: String,
+    }
+
+    impl Running {
+        /// [`spawn_ready`] with `env`, plus the variables named in `passthrough` that are set in
+        /// this process's environment (a benchmark's tuning knobs).
+        pub async fn start(
+            bin: &str,
+            db: &TestDb,
+            nats: &TestNats,
+            mut env: Vec<(String, String)>,
+            passthrough: &[&str],
+        ) -> Self {
+            env.extend(
+                passthrough.iter().filter_map(|k| Some(((*k).to_owned(), std::env::var(k).ok()?))),
+            );
+            let (child, base) = spawn_ready(bin, db, nats, &env).await;
+            Self { child, base }
+        }
+
+        /// SIGTERM, then waits for the exit.
+        pub fn stop(mut self) {
+            let _ = Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status();
+            let _ = self.child.wait();
+        }
+    }
+
     /// Runs `bin` with one variable broken; returns (exit code, stderr).
     pub fn run_with_bad_env(
         bin: &str,

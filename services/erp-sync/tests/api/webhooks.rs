@@ -264,34 +264,59 @@ async fn the_simulated_erp_reports_its_own_changes_with_its_api_key() {
 }
 
 #[tokio::test]
-async fn a_burst_of_events_of_one_order_applies_in_the_erps_order() {
+async fn events_of_one_order_in_one_batch_apply_in_the_erps_order() {
+    use diesel_async::AsyncConnection;
     let t = spawn().await;
     let line = |n: usize| -> Value {
         (0..n).map(|i| json!({"sku": format!("S{i}"), "quantity": 1})).collect()
     };
-    let mut ids = Vec::new();
-    // Sent back to back (one consumer batch, mostly): the late 10:01 event is older than the
-    // 10:05 one already applied before it in the same batch.
-    for (event, status, at, lines) in [
+    // One batch holding four events of the same order; the 10:01 one is older than the 10:05
+    // one before it.
+    let events: Vec<shared::schemas::erp::ErpWebhook> = [
         ("created", "open", "10:00", 2),
         ("updated", "packed", "10:05", 3),
         ("updated", "open", "10:01", 1),
         ("updated", "shipped", "10:10", 4),
-    ] {
+    ]
+    .into_iter()
+    .map(|(event, status, at, lines)| {
         let mut body = order(event, status, line(lines));
         body["payload"]["updatedAt"] = json!(format!("2026-11-30T{at}:00Z"));
-        let (status, accepted, _) = t.post(&body).await;
-        assert_eq!(status, 202, "{accepted}");
-        ids.push(accepted["event_id"].as_str().unwrap().to_owned());
-    }
-    let mut reasons = Vec::new();
-    for id in &ids {
-        reasons.push(t.event_eventually(id, "applied").await["reason"].clone());
-    }
-    assert!(reasons[2].as_str().unwrap().starts_with("stale"), "{reasons:?}");
+        shared::mappers::erp::webhook::parse_webhook(&body, None).unwrap().1
+    })
+    .collect();
+    let applying: Vec<erp_sync::apply::Applying> = events
+        .iter()
+        .map(|event| erp_sync::apply::Applying {
+            id: uuid::Uuid::new_v4(),
+            accepted: chrono::Utc::now(),
+            event,
+        })
+        .collect();
+    let mut conn = t.db.connect().await;
+    let reasons: Vec<Option<String>> = conn
+        .transaction::<_, anyhow::Error, _>(async |conn| {
+            shared::db::set_origin(conn, "erp").await?;
+            let applied = erp_sync::apply::apply_all(conn, None, &applying).await?;
+            Ok(applied.into_iter().map(|a| a.reason).collect())
+        })
+        .await
+        .unwrap();
+    assert_eq!(
+        reasons,
+        [
+            Some("2 lines".to_owned()),
+            Some("status changed from open to packed; customer C-1 has no known email".to_owned()),
+            Some("stale: a newer ERP state is stored".to_owned()),
+            Some(
+                "status changed from packed to shipped; customer C-1 has no known email".to_owned()
+            ),
+        ]
+    );
     let row = t.row("orders", "erp_order_id", "SO-1001").await.unwrap();
     assert_eq!(row["status"], "shipped");
     assert_eq!(t.count("SELECT count(*) AS n FROM erp.order_lines").await, 4);
+    assert_eq!(t.count("SELECT count(*) AS n FROM erp.orders").await, 1);
     t.assert_settled().await;
 }
 
