@@ -75,6 +75,10 @@ fn event_time(event: &ErpWebhook, accepted: DateTime<Utc>) -> DateTime<Utc> {
 struct Written {
     inserted: bool,
     previous: Option<String>,
+    /// The status stored now (a pushed status changed here may have been kept).
+    current: Option<String>,
+    /// The ERP's time of the event.
+    at: DateTime<Utc>,
 }
 
 /// An event's recorded outcome: its id, status and reason.
@@ -200,12 +204,18 @@ async fn write(
             lines.extend(items.into_iter().map(Value::Object));
             replaced.push(event.entity_id.as_str());
         }
+        let current = row.get("status").and_then(Value::as_str).map(str::to_owned);
         match stored {
             None => inserts.push(Value::Object(row)),
             Some(_) => updates.push(Value::Object(row)),
         }
         written.push(Some((
-            Written { inserted: stored.is_none(), previous: stored.and_then(|s| s.status.clone()) },
+            Written {
+                inserted: stored.is_none(),
+                previous: stored.and_then(|s| s.status.clone()),
+                current,
+                at,
+            },
             line_count,
         )));
     }
@@ -234,9 +244,9 @@ async fn write(
         }
     }
     if !updates.is_empty() {
-        // A field the event leaves out keeps its value. A pushed field changed here and not
-        // yet confirmed by the ERP keeps the local value against an event older than that
-        // change (it is on its way to the ERP).
+        // A field the event leaves out keeps its value. A pushed field changed here keeps the
+        // local value against an ERP event older than that change (the change is on its way to
+        // the ERP, or there already).
         let pushed = crate::push::Pushable::columns_of(entity);
         let set: String = columns
             .iter()
@@ -244,23 +254,41 @@ async fn write(
                 if pushed.contains(c) {
                     format!(
                         "{c} = CASE WHEN NOT u.present ? '{c}' THEN t.{c} \
-                         WHEN t.local_version > t.synced_version AND t.local_changed_at > u.erp_updated_at \
-                         THEN t.{c} ELSE u.{c} END, "
+                         WHEN t.local_changed_at > u.erp_updated_at THEN t.{c} ELSE u.{c} END, "
                     )
                 } else {
                     format!("{c} = CASE WHEN u.present ? '{c}' THEN u.{c} ELSE t.{c} END, ")
                 }
             })
             .collect();
-        diesel::sql_query(format!(
+        #[derive(diesel::QueryableByName)]
+        struct Now {
+            #[diesel(sql_type = Text)]
+            key: String,
+            #[diesel(sql_type = diesel::sql_types::Nullable<Text>)]
+            status: Option<String>,
+        }
+        let now: HashMap<String, Option<String>> = diesel::sql_query(format!(
             "UPDATE erp.{table} t SET {set}erp_updated_at = u.erp_updated_at, updated_at = now() \
              FROM (SELECT r.*, x.row AS present FROM jsonb_array_elements($1) x(row) \
                    CROSS JOIN LATERAL jsonb_populate_record(NULL::erp.{table}, x.row) r) u \
-             WHERE t.{key} = u.{key}"
+             WHERE t.{key} = u.{key} RETURNING t.{key} AS key, {status} AS status",
+            status = if has_status { "t.status" } else { "NULL::text" },
         ))
         .bind::<Jsonb, _>(Value::Array(updates))
-        .execute(conn)
-        .await?;
+        .load::<Now>(conn)
+        .await?
+        .into_iter()
+        .map(|n| (n.key, n.status))
+        .collect();
+        for (&i, written) in indices.iter().zip(written.iter_mut()) {
+            if let Some((w, _)) = written
+                && !w.inserted
+                && let Some(status) = now.get(&events[i].event.entity_id)
+            {
+                w.current = status.clone();
+            }
+        }
     }
     if !replaced.is_empty() {
         diesel::sql_query(
@@ -404,7 +432,7 @@ async fn consequences(
     let notify = mail.is_some();
     let mail = mail.cloned().unwrap_or_default();
     let payload = &event.payload;
-    let status = payload.get("status").and_then(Value::as_str);
+    let status = written.current.as_deref();
     let mut reason = None;
     let mut emails = Vec::new();
     match event.entity.as_str() {
@@ -484,11 +512,15 @@ async fn consequences(
                 }
             }
             if status == Some("delivered") && written.previous.as_deref() != Some("delivered") {
+                // The order's ERP state is now at least as new as this shipment's: an older
+                // event of the order cannot take `delivered` back.
                 diesel::sql_query(
                     "UPDATE erp.orders SET status = 'delivered', delivered_at = coalesce(delivered_at, now()), \
-                     updated_at = now() WHERE erp_order_id = $1",
+                     erp_updated_at = greatest(erp_updated_at, $2), updated_at = now() \
+                     WHERE erp_order_id = $1",
                 )
                 .bind::<Text, _>(&order_id)
+                .bind::<Timestamptz, _>(written.at)
                 .execute(conn)
                 .await?;
                 reason = Some(format!("order {order_id} delivered"));
@@ -598,7 +630,13 @@ async fn record_failure(
     error: &str,
 ) -> anyhow::Result<()> {
     let event = &delivery.envelope.data;
-    let payload = serde_json::to_value(event)?;
+    let mut payload = serde_json::to_value(event)?;
+    // A retry is fenced by the time the event was accepted, not by the time of the retry.
+    if let Some(fields) = payload.get_mut("payload").and_then(Value::as_object_mut)
+        && fields.get("updatedAt").is_none_or(Value::is_null)
+    {
+        fields.insert("updatedAt".into(), Value::from(delivery.envelope.occurred_at.to_rfc3339()));
+    }
     let failure = shared::record_errors::Failure {
         system: "erp",
         entity: &event.entity,

@@ -92,7 +92,7 @@ impl ErpLoad {
         payload.remove("id");
         mapper::webhook::check_payload(self.entity, &payload)
             .map_err(|e| refuse(format!("{}: {}", e.field, e.detail)))?;
-        if !payload.contains_key("updatedAt") {
+        if payload.get("updatedAt").is_none_or(Value::is_null) {
             payload.insert("updatedAt".into(), json!(DateTime::<Utc>::UNIX_EPOCH.to_rfc3339()));
         }
         Ok(ErpWebhook {
@@ -163,19 +163,28 @@ impl BulkSource for ErpLoad {
         records: &'a [Value],
     ) -> BoxFuture<'a, anyhow::Result<Vec<RecordError>>> {
         Box::pin(async move {
-            let (events, errors) = self.events(records);
+            let (events, mut errors) = self.events(records);
             let mut conn = self.db.get().await?;
-            let now = Utc::now();
-            conn.transaction::<_, anyhow::Error, _>(async |conn| {
-                shared::db::set_origin(conn, "erp").await?;
-                let applying: Vec<apply::Applying> = events
-                    .iter()
-                    .map(|event| apply::Applying { id: Uuid::new_v4(), accepted: now, event })
-                    .collect();
-                apply::apply_all(conn, None, &applying).await?;
-                Ok(())
-            })
-            .await?;
+            // The page in one transaction; if the database refuses a record (a company's own
+            // constraint), record by record, and the refused ones are the job's record errors.
+            match apply_events(&mut conn, &events).await {
+                Ok(()) => {}
+                Err(e) if shared::ingress::is_data_error(&e) => {
+                    for event in &events {
+                        match apply_events(&mut conn, std::slice::from_ref(event)).await {
+                            Ok(()) => {}
+                            Err(e) if shared::ingress::is_data_error(&e) => {
+                                errors.push(RecordError {
+                                    record_id: event.entity_id.clone(),
+                                    error: format!("{e:#}"),
+                                })
+                            }
+                            Err(e) => return Err(e),
+                        }
+                    }
+                }
+                Err(e) => return Err(e),
+            }
             tracing::info!(job = %job.id, list = self.list, applied = events.len(), errors = errors.len(), "bulk page applied");
             Ok(errors)
         })
@@ -236,6 +245,22 @@ impl BulkSource for ErpLoad {
             Ok(Some(preview))
         })
     }
+}
+
+/// Applies listed records in one transaction, as the ERP's own reports (origin `erp`), without
+/// emails.
+async fn apply_events(conn: &mut AsyncPgConnection, events: &[ErpWebhook]) -> anyhow::Result<()> {
+    let now = Utc::now();
+    conn.transaction::<_, anyhow::Error, _>(async |conn| {
+        shared::db::set_origin(conn, "erp").await?;
+        let applying: Vec<apply::Applying> = events
+            .iter()
+            .map(|event| apply::Applying { id: Uuid::new_v4(), accepted: now, event })
+            .collect();
+        apply::apply_all(conn, None, &applying).await?;
+        Ok(())
+    })
+    .await
 }
 
 fn parse_time(at: &str) -> Option<DateTime<Utc>> {

@@ -24,7 +24,7 @@ use shared::{
     bus::outbox::OutboxRow,
     mappers::erp as mapper,
     outbound::{OutboundRequest, Outcome},
-    push::{Connector, FollowUp, Loaded},
+    push::{Connector, FollowUp, Loaded, Origin},
     schemas::{Envelope, erp::RecordChanged},
 };
 
@@ -32,15 +32,27 @@ use shared::{
 #[derive(Clone, Copy, Debug)]
 pub struct Pushable {
     pub name: &'static str,
+    /// The webhook entity (its field table names the ERP's fields).
+    webhook: &'static str,
+    /// The ERP's list (`GET /api/<list>/<id>` reads one record back).
+    list: &'static str,
     table: &'static str,
     key: &'static str,
     columns: &'static [&'static str],
 }
 
-pub const ORDER: Pushable =
-    Pushable { name: "order", table: "orders", key: "erp_order_id", columns: &["status"] };
+pub const ORDER: Pushable = Pushable {
+    name: "order",
+    webhook: "salesOrder",
+    list: "orders",
+    table: "orders",
+    key: "erp_order_id",
+    columns: &["status"],
+};
 pub const CUSTOMER: Pushable = Pushable {
     name: "customer",
+    webhook: "customer",
+    list: "customers",
     table: "customers",
     key: "erp_customer_id",
     columns: &["name", "email", "phone"],
@@ -76,6 +88,8 @@ struct Row {
     id: String,
     #[diesel(sql_type = BigInt)]
     version: i64,
+    #[diesel(sql_type = Text)]
+    origin: String,
     #[diesel(sql_type = Jsonb)]
     data: Value,
 }
@@ -95,7 +109,7 @@ impl ErpRecords {
         let Pushable { table, key, columns, .. } = self.entity;
         let data: String = columns.iter().map(|c| format!("'{c}', {c}, ")).collect();
         diesel::sql_query(format!(
-            "SELECT {key} AS id, local_version AS version, \
+            "SELECT {key} AS id, local_version AS version, origin, \
              jsonb_build_object({data}) AS data FROM erp.{table} WHERE {key} = ANY($1) ORDER BY {key}{lock}",
             data = data.trim_end_matches(", "),
             lock = if lock { " FOR UPDATE" } else { "" },
@@ -148,7 +162,9 @@ impl Connector for ErpRecords {
             .map(|row| Loaded {
                 key: self.key(&row.id),
                 version: row.version,
-                origin: None,
+                // The ERP's own value won over a local change still queued: the engine reads
+                // the ERP back and pushes only if it holds something else.
+                origin: (row.origin == "erp").then(|| Origin { system: "erp".into() }),
                 record: Pushed {
                     id: row.id,
                     data: row.data.as_object().cloned().unwrap_or_default(),
@@ -165,6 +181,19 @@ impl Connector for ErpRecords {
         } else {
             mapper::customer(&r.id, &r.data)
         }
+    }
+
+    fn read_request(&self, record: &Loaded<Pushed>) -> Option<OutboundRequest> {
+        Some(mapper::read_record(self.entity.list, &record.record.id))
+    }
+
+    fn holds(&self, record: &Loaded<Pushed>, answer: &Value) -> bool {
+        let fields = mapper::webhook::fields(self.entity.webhook).unwrap_or_default();
+        self.entity.columns.iter().all(|c| {
+            let ours = record.record.data.get(*c).unwrap_or(&Value::Null);
+            let name = fields.iter().find(|f| f.local == *c).map_or(*c, |f| f.crm);
+            answer.get(name).unwrap_or(&Value::Null) == ours
+        })
     }
 
     async fn after_delivered(

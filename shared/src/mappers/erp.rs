@@ -280,6 +280,16 @@ pub mod webhook {
         let Some(table) = fields(entity) else {
             return Ok(());
         };
+        match payload.get("updatedAt") {
+            None | Some(Value::Null) => {}
+            Some(Value::String(at)) if chrono::DateTime::parse_from_rfc3339(at).is_ok() => {}
+            Some(_) => {
+                return Err(invalid(
+                    "payload.updatedAt",
+                    "must be an RFC 3339 time with its offset (2026-12-01T10:00:00Z)",
+                ));
+            }
+        }
         let row = to_local(table, payload, "payload.")?;
         for name in required(entity) {
             let local = table.iter().find(|f| f.crm == *name).map_or(*name, |f| f.local);

@@ -122,6 +122,13 @@ async fn a_dry_run_then_loads_of_customers_orders_and_products_within_the_quota_
     assert!(t.smtp.mails().is_empty(), "no email for loaded records");
 
     // Loading again changes nothing; a dry run finds everything in place.
+    let job = load(&t, "customers", 100).await;
+    assert_eq!(job["status"], "completed", "{job}");
+    assert_eq!(
+        t.count("SELECT count(*) AS n FROM erp.customers").await,
+        60,
+        "the same records, once"
+    );
     let dry = dry_run(&t, "customers").await;
     assert_eq!(
         (dry["create"].as_u64(), dry["update"].as_u64(), dry["unchanged"].as_u64()),

@@ -13,12 +13,13 @@ async fn report(t: &TestErp, collection: &str, id: &str, record: Value) {
     deliver(t, &event).await;
 }
 
-async fn deliver(t: &TestErp, event: &Value) {
+/// Delivers an ERP webhook; the event as applied.
+async fn deliver(t: &TestErp, event: &Value) -> Value {
     let signer = WebhookSigner::ApiKey { key: API_KEY.into() };
     let (status, body) =
         sandbox::deliver(&t.app.http, &t.app.url("/webhooks/erp"), &signer, event).await.unwrap();
     assert_eq!(status, 202, "{body}");
-    t.event_eventually(body["event_id"].as_str().unwrap(), "applied").await;
+    t.event_eventually(body["event_id"].as_str().unwrap(), "applied").await
 }
 
 /// The ERP's echo of its current record, as it reports its own changes.
@@ -114,16 +115,18 @@ async fn an_erp_event_older_than_a_pending_local_change_does_not_undo_it() {
     t.erp.fail_next(2, Fault::Status(503));
     sql(&t, "UPDATE erp.orders SET status = 'on_hold' WHERE erp_order_id = 'SO-1'").await;
     // An ERP event from before that change (but after the stored one) arrives meanwhile.
-    deliver(
+    let event = deliver(
         &t,
         &json!({"eventType": "updated", "entity": "salesOrder", "entityId": "SO-1",
             "payload": {"orderNumber": "1", "customerId": "C-1", "status": "confirmed",
                 "total": 12, "updatedAt": "2020-01-01T09:30:00Z"}}),
     )
     .await;
+    assert_eq!(event["reason"], Value::Null, "no status change was applied: {event}");
     let order = t.row("orders", "erp_order_id", "SO-1").await.unwrap();
     assert_eq!(order["status"], "on_hold", "the local change is on its way to the ERP");
     assert_eq!(order["total"].as_f64(), Some(12.0), "the ERP's other fields apply");
+
     assert!(
         t.erp
             .wait_until(WAIT, |erp| erp.erp_get("orders", "SO-1").unwrap()["status"] == "on_hold")
@@ -142,4 +145,57 @@ async fn an_erp_event_older_than_a_pending_local_change_does_not_undo_it() {
     assert_eq!(t.row("orders", "erp_order_id", "SO-1").await.unwrap()["status"], "shipped");
     t.assert_settled().await;
     assert_eq!(writes(&t).iter().filter(|w| w.0 == "PATCH").count(), 3, "two 503s, then delivered");
+    let updates: Vec<String> = t
+        .smtp
+        .mails()
+        .into_iter()
+        .filter(|m| m.data.contains("Order Update"))
+        .map(|m| m.data)
+        .collect();
+    assert_eq!(updates.len(), 1, "only the applied change to shipped is emailed: {updates:?}");
+    assert!(updates[0].contains("shipped"));
+}
+
+#[tokio::test]
+async fn a_newer_erp_change_over_a_queued_local_change_is_not_pushed_back() {
+    let t = spawn().await;
+    seed(&t).await;
+    // One 503 (a second one would fail the read-back too, and a target that cannot be read is
+    // pushed to).
+    t.erp.fail_next(1, Fault::Status(503));
+    sql(&t, "UPDATE erp.orders SET status = 'on_hold' WHERE erp_order_id = 'SO-1'").await;
+    assert!(
+        t.erp
+            .wait_until(WAIT, |erp| erp
+                .requests()
+                .iter()
+                .any(|r| r.method == "PATCH" && r.status == 503))
+            .await
+    );
+    // While the push waits, the ERP's users ship the order (later than the local change).
+    report(
+        &t,
+        "orders",
+        "SO-1",
+        json!({"orderNumber": "1", "customerId": "C-1",
+        "status": "shipped", "updatedAt": "2099-01-01T00:00:00Z"}),
+    )
+    .await;
+    assert_eq!(t.row("orders", "erp_order_id", "SO-1").await.unwrap()["status"], "shipped");
+    // The queued push reads the ERP back, finds it holds the record, and sends nothing.
+    t.assert_settled().await;
+    assert!(
+        writes(&t).iter().all(|w| w.2 != json!({"status": "shipped"})),
+        "the ERP's own value is not pushed back: {:?}",
+        writes(&t)
+    );
+    assert_eq!(t.erp.erp_get("orders", "SO-1").unwrap()["status"], "shipped");
+    assert_eq!(
+        t.count(
+            "SELECT count(*) AS n FROM erp.push_log WHERE target = 'erp' AND status = 'skipped'"
+        )
+        .await,
+        1,
+        "read back, found in place"
+    );
 }
