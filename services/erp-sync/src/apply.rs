@@ -133,9 +133,12 @@ pub async fn apply_all(
     for round in rounds {
         for (entity, indices) in round {
             let written = write(conn, entity, events, &indices).await?;
+            let mut delivered = Vec::new();
             for (i, written) in indices.into_iter().zip(written) {
-                answers[i] = Some(consequences(conn, mail, events[i].event, written).await?);
+                answers[i] =
+                    Some(consequences(conn, mail, events[i].event, written, &mut delivered).await?);
             }
+            deliver_orders(conn, delivered).await?;
         }
     }
     answers
@@ -414,6 +417,39 @@ fn count_of(
     })
 }
 
+/// Marks the orders of delivered shipments `delivered` (with `delivered_at`), locking them in
+/// key order. Each order's ERP state becomes at least as new as its shipment's, so an older
+/// event of the order cannot take `delivered` back.
+async fn deliver_orders(
+    conn: &mut AsyncPgConnection,
+    mut delivered: Vec<(String, DateTime<Utc>)>,
+) -> anyhow::Result<()> {
+    if delivered.is_empty() {
+        return Ok(());
+    }
+    delivered.sort();
+    let (ids, times): (Vec<String>, Vec<DateTime<Utc>>) = delivered.into_iter().unzip();
+    // In the order every batch of orders locks them: concurrent batches never wait in a circle.
+    diesel::sql_query(
+        "SELECT 1 FROM erp.orders WHERE erp_order_id = ANY($1) ORDER BY erp_order_id FOR UPDATE",
+    )
+    .bind::<Array<Text>, _>(&ids)
+    .execute(conn)
+    .await?;
+    diesel::sql_query(
+        "UPDATE erp.orders o SET status = 'delivered', delivered_at = coalesce(o.delivered_at, now()), \
+         erp_updated_at = greatest(o.erp_updated_at, d.at), updated_at = now() \
+         FROM (SELECT o.id, max(x.at) AS at FROM unnest($1::text[], $2::timestamptz[]) x(erp_order_id, at) \
+               JOIN erp.orders o USING (erp_order_id) GROUP BY o.id) d \
+         WHERE o.id = d.id",
+    )
+    .bind::<Array<Text>, _>(&ids)
+    .bind::<Array<Timestamptz>, _>(&times)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
 /// What an applied event causes beyond its row: the order a delivered shipment delivers, and
 /// the emails (only with `mail`).
 async fn consequences(
@@ -421,6 +457,7 @@ async fn consequences(
     mail: Option<&MailSettings>,
     event: &ErpWebhook,
     written: Option<(Written, Option<usize>)>,
+    delivered: &mut Vec<(String, DateTime<Utc>)>,
 ) -> anyhow::Result<Applied> {
     let Some((written, lines)) = written else {
         return Ok(Applied {
@@ -512,17 +549,7 @@ async fn consequences(
                 }
             }
             if status == Some("delivered") && written.previous.as_deref() != Some("delivered") {
-                // The order's ERP state is now at least as new as this shipment's: an older
-                // event of the order cannot take `delivered` back.
-                diesel::sql_query(
-                    "UPDATE erp.orders SET status = 'delivered', delivered_at = coalesce(delivered_at, now()), \
-                     erp_updated_at = greatest(erp_updated_at, $2), updated_at = now() \
-                     WHERE erp_order_id = $1",
-                )
-                .bind::<Text, _>(&order_id)
-                .bind::<Timestamptz, _>(written.at)
-                .execute(conn)
-                .await?;
+                delivered.push((order_id.clone(), written.at));
                 reason = Some(format!("order {order_id} delivered"));
             }
         }

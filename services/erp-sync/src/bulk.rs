@@ -195,10 +195,21 @@ impl BulkSource for ErpLoad {
         records: &'a [Value],
     ) -> BoxFuture<'a, anyhow::Result<Option<Preview>>> {
         Box::pin(async move {
-            let (events, errors) = self.events(records);
+            let (mut events, errors) = self.events(records);
+            // A record listed twice ends as its last listing: count it once.
+            let mut seen = std::collections::HashSet::new();
+            events.reverse();
+            events.retain(|e| seen.insert(e.entity_id.clone()));
+            events.reverse();
             let ids: Vec<&str> = events.iter().map(|e| e.entity_id.as_str()).collect();
             let mut conn = self.db.get().await?;
             let stored = self.stored(&mut conn, &ids).await?;
+            let stored_lines = if self.entity == "salesOrder" {
+                stored_lines(&mut conn, &ids).await?
+            } else {
+                HashMap::new()
+            };
+            let pushed = crate::push::Pushable::columns_of(self.entity);
             let table = mapper::webhook::fields(self.entity).unwrap_or_default();
             let mut preview = Preview {
                 errors: errors
@@ -217,8 +228,16 @@ impl BulkSource for ErpLoad {
                     Some(at) => apply_time(&payload) >= parse_time(at),
                     None => true,
                 };
-                let differences: Vec<Difference> = table
+                let kept_locally = |column: &str| {
+                    let changed = ours
+                        .and_then(|o| o.get("local_changed_at"))
+                        .and_then(Value::as_str)
+                        .and_then(parse_time);
+                    pushed.contains(&column) && changed > apply_time(&payload)
+                };
+                let mut differences: Vec<Difference> = table
                     .iter()
+                    .filter(|f| !kept_locally(f.local))
                     .filter_map(|f| {
                         let theirs = theirs.get(f.local)?;
                         let ours =
@@ -231,6 +250,23 @@ impl BulkSource for ErpLoad {
                         })
                     })
                     .collect();
+                // The load replaces an order's lines when the record lists them.
+                if payload.contains_key("lineItems") && ours.is_some() {
+                    let theirs: Vec<Value> = mapper::webhook::lines(&payload)
+                        .unwrap_or_default()
+                        .into_iter()
+                        .map(Value::Object)
+                        .collect();
+                    let ours = stored_lines.get(&event.entity_id).cloned().unwrap_or_default();
+                    if !same_lines(&ours, &theirs) {
+                        differences.push(Difference {
+                            record_id: event.entity_id.clone(),
+                            field: "lineItems".into(),
+                            ours: Value::Array(ours),
+                            theirs: Value::Array(theirs),
+                        });
+                    }
+                }
                 match ours {
                     None => preview.create += 1,
                     Some(_) if newer && !differences.is_empty() => preview.update += 1,
@@ -245,6 +281,47 @@ impl BulkSource for ErpLoad {
             Ok(Some(preview))
         })
     }
+}
+
+/// The stored lines of these orders (local column names), by the ERP's order id.
+async fn stored_lines(
+    conn: &mut AsyncPgConnection,
+    ids: &[&str],
+) -> anyhow::Result<HashMap<String, Vec<Value>>> {
+    #[derive(diesel::QueryableByName)]
+    struct Row {
+        #[diesel(sql_type = Text)]
+        id: String,
+        #[diesel(sql_type = Jsonb)]
+        lines: Value,
+    }
+    let rows: Vec<Row> = diesel::sql_query(
+        "SELECT o.erp_order_id AS id, \
+         coalesce(jsonb_agg(to_jsonb(l) - 'order_id' ORDER BY l.line_number) \
+                  FILTER (WHERE l.order_id IS NOT NULL), '[]') AS lines \
+         FROM erp.orders o LEFT JOIN erp.order_lines l ON l.order_id = o.id \
+         WHERE o.erp_order_id = ANY($1) GROUP BY o.erp_order_id",
+    )
+    .bind::<Array<Text>, _>(ids)
+    .load(conn)
+    .await?;
+    Ok(rows.into_iter().map(|r| (r.id, r.lines.as_array().cloned().unwrap_or_default())).collect())
+}
+
+/// Whether stored lines hold what listed lines say (numbers compared by value).
+fn same_lines(ours: &[Value], theirs: &[Value]) -> bool {
+    ours.len() == theirs.len()
+        && ours.iter().zip(theirs).all(|(o, t)| {
+            t.as_object().is_some_and(|t| {
+                t.iter().all(|(k, v)| {
+                    let stored = o.get(k).unwrap_or(&Value::Null);
+                    match (stored.as_f64(), v.as_f64()) {
+                        (Some(a), Some(b)) => a == b,
+                        _ => stored == v,
+                    }
+                })
+            })
+        })
 }
 
 /// Applies listed records in one transaction, as the ERP's own reports (origin `erp`), without

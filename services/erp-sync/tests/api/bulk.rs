@@ -153,5 +153,26 @@ async fn a_dry_run_then_loads_of_customers_orders_and_products_within_the_quota_
         t.row("customers", "erp_customer_id", "C-007").await.unwrap()["email"],
         "seven@example.com"
     );
+    // An order whose only change is its lines: the dry run shows them, the load replaces them.
+    t.erp.erp_record(
+        "orders",
+        "SO-1",
+        json!({"orderNumber": "1", "customerId": "C-000", "status": "open", "total": 10,
+            "currency": "EUR", "updatedAt": "2026-11-30T11:00:00Z",
+            "lineItems": [{"sku": "A", "quantity": 3}]}),
+    );
+    let dry = dry_run(&t, "orders").await;
+    assert_eq!((dry["update"].as_u64(), dry["unchanged"].as_u64()), (Some(1), Some(2)), "{dry}");
+    assert_eq!(dry["differences"][0]["field"], "lineItems", "{dry}");
+    assert_eq!(dry["differences"][0]["theirs"][0]["quantity"], 3, "{dry}");
+    load(&t, "orders", 100).await;
+    assert_eq!(
+        t.count(
+            "SELECT count(*) AS n FROM erp.order_lines l JOIN erp.orders o ON o.id = l.order_id \
+             WHERE o.erp_order_id = 'SO-1'"
+        )
+        .await,
+        1
+    );
     t.assert_settled().await;
 }
