@@ -186,8 +186,8 @@ pub async fn build(config: Config) -> anyhow::Result<Application> {
     }
     // erp-sync owns `webhooks.erp.>`: one consumer per entity, so a backlog of one kind never
     // delays another. inventory-sync read `webhooks.erp.inventory` itself before counts were
-    // made canonical; its durable would overlap ours in the work-queue stream, so it goes.
-    platform.bus.retire_consumer(&streams::WEBHOOKS, "inventory-erp-counts").await?;
+    // made canonical; its durable would overlap ours in the work-queue stream, so ours
+    // replaces it.
     let mail = std::sync::Arc::new(config.mail.clone());
     for entity in apply::ENTITIES {
         let db = platform.db.clone();
@@ -197,6 +197,7 @@ pub async fn build(config: Config) -> anyhow::Result<Application> {
             ConsumerSpec {
                 batch: config.inbound_batch.max(1),
                 concurrency: config.inbound_concurrency.max(1),
+                replaces: (entity == "inventory").then_some("inventory-erp-counts"),
                 ..ConsumerSpec::new(
                     &format!("erp-{}", entity.to_lowercase()),
                     &streams::WEBHOOKS,

@@ -49,6 +49,11 @@ pub struct ConsumerSpec {
     pub concurrency: usize,
     /// Most messages handed to a batch handler at once ([`run_batch_consumer`]); 1 otherwise.
     pub batch: usize,
+    /// A durable of an earlier release that this one replaces on an overlapping filter (a
+    /// work-queue stream allows only one): deleted before each attempt to declare this one, so
+    /// a replica of the earlier release that declares it again during a rolling upgrade only
+    /// delays this consumer. Its unacknowledged messages stay in the stream for this one.
+    pub replaces: Option<&'static str>,
 }
 
 impl ConsumerSpec {
@@ -61,6 +66,7 @@ impl ConsumerSpec {
             ack_wait: Duration::from_secs(30),
             concurrency: 16,
             batch: 1,
+            replaces: None,
         }
     }
 }
@@ -182,6 +188,9 @@ where
     Fut: Future<Output = Vec<Result<(), HandlerError>>>,
 {
     let batch = spec.batch.max(1);
+    if let Some(old) = spec.replaces {
+        bus.retire_consumer(spec.stream, old).await?;
+    }
     let stream = bus.js.get_stream(bus.name(spec.stream.name)).await?;
     let consumer: async_nats::jetstream::consumer::PullConsumer = stream
         .create_consumer(pull::Config {
