@@ -96,6 +96,11 @@ pub struct Email {
     pub message_id: Option<String>,
 }
 
+/// `text` escaped for an email's HTML part.
+pub fn escape_html(text: &str) -> String {
+    text.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;")
+}
+
 /// Sends email through one SMTP relay. Cheap to clone.
 #[derive(Clone)]
 pub struct Mailer {
@@ -142,6 +147,32 @@ impl Mailer {
                 body: e.to_string(),
             },
             Err(e) => Outcome::Retry { status: None, after: None, error: format!("SMTP: {e}") },
+        }
+    }
+
+    /// Sends `email` once for the message `id` a durable `consumer` received: a redelivery
+    /// after the send was recorded in the schema's inbox sends nothing (a crash between the send
+    /// and its record sends it again: at least once, and a `Message-ID` derived from the
+    /// request lets the copy be told apart). Whether it was sent now.
+    pub async fn send_once(
+        &self,
+        db: &crate::db::PgPool,
+        schema: &'static str,
+        consumer: &str,
+        id: &str,
+        email: &Email,
+    ) -> Result<bool, crate::bus::HandlerError> {
+        let mut conn = db.get().await.map_err(|e| anyhow::anyhow!("database: {e}"))?;
+        if crate::bus::inbox::seen(&mut conn, schema, consumer, id).await? {
+            return Ok(false);
+        }
+        match self.send(email).await {
+            Outcome::Delivered(_) => {
+                crate::bus::inbox::first_delivery(&mut conn, schema, consumer, id).await?;
+                tracing::info!(subject = %email.subject, consumer, "email sent");
+                Ok(true)
+            }
+            failed => Err(failed.into_handler_error("email")),
         }
     }
 

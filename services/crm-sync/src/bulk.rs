@@ -18,10 +18,10 @@ use futures::future::BoxFuture;
 use serde_json::{Value, json};
 use shared::{
     bulk::{BulkKind, BulkSource, Job, Page, Preview, RecordError},
-    bus::{Delivery, HandlerError, inbox, outbox},
+    bus::{Delivery, HandlerError, outbox},
     db::PgPool,
     mappers::crm as mapper,
-    notify::{Email, Mailer},
+    notify::{Email, Mailer, escape_html},
     outbound::{self, Endpoint, OutboundRequest, Outcome, quota::QuotaBudget},
     schemas::{
         crm::{ChangeKind, CrmEvent, Entity},
@@ -181,16 +181,16 @@ pub fn completion_email(job: &BulkJobChanged, to: &[String]) -> Option<Email> {
          {verdict}.</p><table><tr><th align=\"left\">Records</th><td>{total}</td></tr>\
          <tr><th align=\"left\">Processed</th><td>{processed}</td></tr>\
          <tr><th align=\"left\">Errors</th><td>{errors}</td></tr></table>{error}</body></html>",
-        id = escape(&job.job_id),
-        entity = escape(&job.entity),
-        source = escape(&job.source),
+        id = escape_html(&job.job_id),
+        entity = escape_html(&job.entity),
+        source = escape_html(&job.source),
         total = job.total_records,
         processed = job.processed_records,
         errors = job.error_count,
         error = job
             .error
             .as_deref()
-            .map(|e| format!("<p>Error: {}</p>", escape(e)))
+            .map(|e| format!("<p>Error: {}</p>", escape_html(e)))
             .unwrap_or_default(),
     );
     Some(Email {
@@ -200,10 +200,6 @@ pub fn completion_email(job: &BulkJobChanged, to: &[String]) -> Option<Email> {
         html: Some(html),
         message_id: None,
     })
-}
-
-fn escape(text: &str) -> String {
-    text.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;")
 }
 
 /// Sends the email of an ended load once: a redelivery after the send was recorded sends
@@ -222,17 +218,5 @@ pub async fn mail(
         return Ok(());
     };
     let id = delivery.envelope.id.to_string();
-    let mut conn = db.get().await.map_err(|e| anyhow::anyhow!("database: {e}"))?;
-    let already = inbox::seen(&mut conn, SCHEMA, MAIL_CONSUMER, &id).await?;
-    if already {
-        return Ok(());
-    }
-    match mailer.send(&email).await {
-        Outcome::Delivered(_) => {
-            inbox::first_delivery(&mut conn, SCHEMA, MAIL_CONSUMER, &id).await?;
-            tracing::info!(job = %job.job_id, "bulk completion email sent");
-            Ok(())
-        }
-        failed => Err(failed.into_handler_error("bulk completion email")),
-    }
+    mailer.send_once(db, SCHEMA, MAIL_CONSUMER, &id, &email).await.map(|_| ())
 }

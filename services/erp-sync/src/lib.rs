@@ -14,6 +14,7 @@
 pub mod apply;
 pub mod bulk;
 pub mod ledger;
+pub mod mail;
 pub mod push;
 
 use shared::{
@@ -46,7 +47,7 @@ pub struct Config {
     /// `ERP_WEBHOOK_SECRETS`: Standard Webhooks secrets (`whsec_...`) for signed webhooks.
     pub signing_secrets: Vec<secrecy::SecretString>,
     /// What the emails say and where they go.
-    pub mail: apply::MailSettings,
+    pub mail: mail::MailSettings,
     /// `SMTP_*`: the relay the emails go through.
     pub smtp: shared::notify::SmtpConfig,
     /// `ERP_BASE_URL` and `ERP_API_KEY` (bearer): the ERP's API, for pushes and bulk loads.
@@ -69,10 +70,10 @@ impl Config {
             common: CommonConfig::from_env(SERVICE, PORT)?,
             api_keys: secret_list("ERP_WEBHOOK_API_KEYS"),
             signing_secrets: secret_list("ERP_WEBHOOK_SECRETS"),
-            mail: apply::MailSettings {
+            mail: mail::MailSettings {
                 sales: shared::config::var("ERP_SALES_EMAIL"),
                 tracking_url: shared::config::var("ERP_TRACKING_URL")
-                    .unwrap_or_else(|| apply::MailSettings::default().tracking_url),
+                    .unwrap_or_else(|| mail::MailSettings::default().tracking_url),
             },
             smtp: shared::notify::SmtpConfig::from_env()?,
             erp: match url_var("ERP_BASE_URL")? {
@@ -109,7 +110,7 @@ impl Config {
             common,
             api_keys: Vec::new(),
             signing_secrets: Vec::new(),
-            mail: apply::MailSettings::default(),
+            mail: mail::MailSettings::default(),
             smtp: shared::notify::SmtpConfig::from_env()?,
             erp: None,
             push: PushConfig { anti_entropy_every: None, ..PushConfig::default() },
@@ -255,10 +256,10 @@ pub async fn build(config: Config) -> anyhow::Result<Application> {
     let mailer = shared::notify::Mailer::new(&config.smtp)?;
     let db = platform.db.clone();
     platform.spawn_consumer(
-        ConsumerSpec::new(apply::MAIL_CONSUMER, &streams::OUTBOUND, "outbound.email.erp"),
+        ConsumerSpec::new(mail::MAIL_CONSUMER, &streams::OUTBOUND, "outbound.email.erp"),
         move |delivery| {
             let (db, mailer) = (db.clone(), mailer.clone());
-            async move { apply::send(&db, &mailer, delivery).await }
+            async move { mail::send(&db, &mailer, delivery).await }
         },
     );
     platform.handle_record_errors(

@@ -31,7 +31,7 @@ pub async fn spawn_on(db: TestDb, nats: TestNats) -> TestErp {
         common: harness::common_config(erp_sync::SERVICE, &db, &nats),
         api_keys: vec![API_KEY.into()],
         signing_secrets: vec![SIGNING_SECRET.into()],
-        mail: erp_sync::apply::MailSettings {
+        mail: erp_sync::mail::MailSettings {
             sales: Some("sales@example.com".into()),
             ..Default::default()
         },
