@@ -107,7 +107,9 @@ impl Platform {
         let mut openapi = spec.openapi;
         openapi.merge(<crate::admin::PlatformApi as utoipa::OpenApi>::openapi());
         openapi.info.title = config.service.to_owned();
-        let record_errors = crate::record_errors::Ledger::new(db.clone(), spec.schema);
+        let push_targets: crate::push::Targets = Default::default();
+        let record_errors =
+            crate::record_errors::Ledger::new(db.clone(), spec.schema, push_targets.clone());
         let platform = Self {
             config: Arc::new(config.clone()),
             db,
@@ -119,7 +121,7 @@ impl Platform {
             readiness_stream: spec.streams.first().map_or("SYNC_EVENTS", |s| s.name),
             openapi: Arc::new(openapi),
             bulk,
-            push_targets: Default::default(),
+            push_targets,
             ingress: Default::default(),
             record_errors,
             tasks,
@@ -284,8 +286,9 @@ impl Platform {
         Ok(())
     }
 
-    /// Lets operators retry and requeue this service's failed records
-    /// (`/admin/record-errors`, see [`crate::record_errors`]).
+    /// Lets operators retry and requeue this service's failed inbound records
+    /// (`/admin/record-errors`, see [`crate::record_errors`]; failed pushes are requeued by
+    /// their push engine without it).
     pub fn handle_record_errors(
         &self,
         actions: Arc<dyn crate::record_errors::ErrorActions>,

@@ -279,8 +279,9 @@ impl Action {
     }
 }
 
-/// How a service retries and requeues its failed records: the messages that do it, written to
-/// the outbox with the rows' new status. An error leaves the row open.
+/// How a service retries and requeues its failed inbound records: the messages that do it,
+/// written to the outbox with the rows' new status. An error leaves the row open. (Outbound
+/// rows are failed pushes: their push engine queues the record again, with a fresh budget.)
 pub trait ErrorActions: Send + Sync + 'static {
     fn messages<'a>(
         &'a self,
@@ -295,11 +296,25 @@ pub struct Ledger {
     pub db: PgPool,
     pub schema: &'static str,
     pub(crate) actions: Arc<OnceLock<Arc<dyn ErrorActions>>>,
+    /// The service's push engines, which requeue its failed pushes.
+    pub(crate) targets: crate::push::Targets,
 }
 
 impl Ledger {
-    pub fn new(db: PgPool, schema: &'static str) -> Self {
-        Self { db, schema, actions: Default::default() }
+    pub fn new(db: PgPool, schema: &'static str, targets: crate::push::Targets) -> Self {
+        Self { db, schema, actions: Default::default(), targets }
+    }
+
+    /// The push of the record an outbound row names, by the engine of its system and entity.
+    fn push_again(&self, row: &RecordError) -> anyhow::Result<Vec<OutboxRow>> {
+        let targets = self.targets.read().unwrap_or_else(|p| p.into_inner());
+        let engine = targets
+            .iter()
+            .find(|t| t.target() == row.system && t.entity() == row.entity)
+            .ok_or_else(|| {
+                anyhow::anyhow!("this service pushes no {} to {}", row.entity, row.system)
+            })?;
+        Ok(vec![engine.message(&row.record_id)])
     }
 }
 
@@ -322,6 +337,7 @@ async fn act(platform: &Ledger, action: Action, rows: Vec<RecordError>) -> Resul
     for row in rows {
         let messages = match (action, &actions) {
             (Action::Ignore, _) => Ok(Vec::new()),
+            _ if row.direction == "outbound" => platform.push_again(&row),
             (_, None) => Err(anyhow::anyhow!("this service has no retry for its records")),
             (_, Some(actions)) => actions.messages(action, &row).await,
         };

@@ -23,11 +23,8 @@
 //! Figures are printed; nothing is asserted (this is a benchmark, not a test).
 #![allow(clippy::unwrap_used, clippy::expect_used, reason = "a benchmark fails loudly")]
 
-use std::time::Duration;
-
-use harness::{
-    TestDb, TestNats,
-    bench::{Watcher, header, insert_baseline, jetstream_baseline, line, paced, saturated},
+use harness::bench::{
+    Bench, Watcher, header, insert_baseline, jetstream_baseline, line, paced, saturated,
 };
 
 const CLIENTS: usize = 64;
@@ -73,14 +70,7 @@ async fn post(http: reqwest::Client, url: String, id: String) -> bool {
 }
 
 fn main() {
-    let runtime =
-        tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
-    runtime.block_on(async {
-        let secs: u64 = std::env::var("BENCH_SECS").ok().and_then(|s| s.parse().ok()).unwrap_or(10);
-        let duration = Duration::from_secs(secs);
-        let db = TestDb::new().await;
-        let nats = TestNats::new();
-        shared::db::migrate(&db.url).await.unwrap();
+    harness::bench::run(|Bench { db, nats, secs, duration }| async move {
         println!(
             "crm-sync webhooks benchmark: {CLIENTS} concurrent clients, {secs} s per phase, 2 cores shared by \
              clients, service, PostgreSQL and NATS; one new contact per webhook ({} bytes)",
@@ -113,7 +103,8 @@ fn main() {
 
         // Paced at 80% of the INSERT baseline, then at half the service's own end-to-end rate.
         let target = insert_base.ops_per_sec * 0.8;
-        let (sent, first, offered, refused) = paced(CLIENTS, target, duration, "p", send.clone()).await;
+        let (sent, first, offered, refused) =
+            paced(CLIENTS, target, duration, "p", send.clone()).await;
         let at_target = watcher.settle(&sent, first).await;
         let own_target = e2e.ops_per_sec * 0.5;
         let (sent, first, own_offered, own_refused) =
@@ -127,10 +118,22 @@ fn main() {
         line("service: signed webhooks -> 202", &ingress);
         line("baseline: single-row INSERT tx", &insert_base);
         line("service: webhook -> committed row", &e2e);
-        line(&format!("service paced at {target:.0}/s"), &harness::bench::Figures { errors: at_target.errors + refused, ..at_target });
-        line(&format!("service paced at {own_target:.0}/s"), &harness::bench::Figures { errors: at_own.errors + own_refused, ..at_own });
-        println!("webhooks accepted: {:.2}x the JetStream publish baseline (target 0.8x)", ingress.ops_per_sec / nats_base.ops_per_sec);
-        println!("webhook -> committed row: {:.2}x the single-row INSERT baseline (target 1x)", e2e.ops_per_sec / insert_base.ops_per_sec);
+        line(
+            &format!("service paced at {target:.0}/s"),
+            &harness::bench::Figures { errors: at_target.errors + refused, ..at_target },
+        );
+        line(
+            &format!("service paced at {own_target:.0}/s"),
+            &harness::bench::Figures { errors: at_own.errors + own_refused, ..at_own },
+        );
+        println!(
+            "webhooks accepted: {:.2}x the JetStream publish baseline (target 0.8x)",
+            ingress.ops_per_sec / nats_base.ops_per_sec
+        );
+        println!(
+            "webhook -> committed row: {:.2}x the single-row INSERT baseline (target 1x)",
+            e2e.ops_per_sec / insert_base.ops_per_sec
+        );
         println!(
             "at 80% of the INSERT baseline ({target:.0}/s offered, {offered:.0}/s sent): webhook -> row p99 {:.1} ms (target < 100 ms)",
             at_target.p99_ms

@@ -4,8 +4,8 @@
 //! - Inbound (a CRM change that could not be applied): `retry` applies the stored event again;
 //!   `requeue` reads the record from the CRM as it is now and applies that (a `404` is a
 //!   delete).
-//! - Outbound (a push given up): both queue a push of the record as it is now, with a fresh
-//!   retry budget (pushes always send the current record).
+//! - Outbound rows (pushes given up) are requeued by their push engine
+//!   ([`shared::record_errors`]).
 
 use std::sync::Arc;
 
@@ -17,7 +17,7 @@ use shared::{
     record_errors::{Action, ErrorActions, RecordError},
     schemas::{
         Envelope,
-        crm::{ChangeKind, CrmEvent, Entity, RecordChanged},
+        crm::{ChangeKind, CrmEvent, Entity},
     },
 };
 
@@ -73,30 +73,13 @@ impl ErrorActions for CrmErrors {
         row: &'a RecordError,
     ) -> BoxFuture<'a, anyhow::Result<Vec<OutboxRow>>> {
         Box::pin(async move {
-            match row.direction.as_str() {
-                "outbound" => {
-                    let (entity, id) = row
-                        .record_id
-                        .split_once('/')
-                        .and_then(|(e, id)| Some((Entity::parse(e)?, id.parse::<i64>().ok()?)))
-                        .ok_or_else(|| {
-                            anyhow::anyhow!("not a CRM record key: {}", row.record_id)
-                        })?;
-                    Ok(vec![OutboxRow::new(&Envelope::new(
-                        crate::SERVICE,
-                        RecordChanged { entity, id },
-                    ))])
-                }
-                _ => {
-                    let event: CrmEvent = serde_json::from_value(row.last_payload.clone())?;
-                    let mut event = match action {
-                        Action::Requeue => self.current(event.entity, &event.id).await?,
-                        _ => event,
-                    };
-                    event.retry_of = Some(row.id);
-                    Ok(vec![OutboxRow::new(&Envelope::new("crm", event))])
-                }
-            }
+            let event: CrmEvent = serde_json::from_value(row.last_payload.clone())?;
+            let mut event = match action {
+                Action::Requeue => self.current(event.entity, &event.id).await?,
+                _ => event,
+            };
+            event.retry_of = Some(row.id);
+            Ok(vec![OutboxRow::new(&Envelope::new("crm", event))])
         })
     }
 }

@@ -22,11 +22,8 @@
 //! Figures are printed; nothing is asserted (this is a benchmark, not a test).
 #![allow(clippy::unwrap_used, clippy::expect_used, reason = "a benchmark fails loudly")]
 
-use std::time::Duration;
-
-use harness::{
-    TestDb, TestNats,
-    bench::{Watcher, header, insert_baseline, jetstream_baseline, line, paced, saturated},
+use harness::bench::{
+    Bench, Watcher, header, insert_baseline, jetstream_baseline, line, paced, saturated,
 };
 
 const CLIENTS: usize = 64;
@@ -73,14 +70,7 @@ async fn post(http: reqwest::Client, url: String, id: String) -> bool {
 }
 
 fn main() {
-    let runtime =
-        tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
-    runtime.block_on(async {
-        let secs: u64 = std::env::var("BENCH_SECS").ok().and_then(|s| s.parse().ok()).unwrap_or(10);
-        let duration = Duration::from_secs(secs);
-        let db = TestDb::new().await;
-        let nats = TestNats::new();
-        shared::db::migrate(&db.url).await.unwrap();
+    harness::bench::run(|Bench { db, nats, secs, duration }| async move {
         println!(
             "erp-sync webhooks benchmark: {CLIENTS} concurrent clients, {secs} s per phase, 2 cores shared by \
              clients, service, PostgreSQL and NATS; one new order with 5 lines per webhook ({} bytes)",

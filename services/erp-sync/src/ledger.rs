@@ -4,8 +4,8 @@
 //! - Inbound (an ERP event that could not be applied): `retry` applies the stored event again;
 //!   `requeue` reads a customer or order from the ERP as it is now and applies that (the ERP
 //!   has no read API for the other entities: retry them).
-//! - Outbound (a push given up): both queue a push of the record as it is now, with a fresh
-//!   retry budget (pushes always send the current record).
+//! - Outbound rows (pushes given up) are requeued by their push engine
+//!   ([`shared::record_errors`]).
 
 use std::sync::Arc;
 
@@ -16,10 +16,7 @@ use shared::{
     mappers::erp as mapper,
     outbound::{self, Endpoint},
     record_errors::{Action, ErrorActions, RecordError},
-    schemas::{
-        Envelope,
-        erp::{ErpWebhook, RecordChanged},
-    },
+    schemas::{Envelope, erp::ErpWebhook},
 };
 
 pub struct ErpErrors {
@@ -68,30 +65,13 @@ impl ErrorActions for ErpErrors {
         row: &'a RecordError,
     ) -> BoxFuture<'a, anyhow::Result<Vec<OutboxRow>>> {
         Box::pin(async move {
-            match row.direction.as_str() {
-                "outbound" => {
-                    let (entity, id) = row
-                        .record_id
-                        .split_once('/')
-                        .filter(|(e, _)| crate::push::PUSHED.iter().any(|p| p.name == *e))
-                        .ok_or_else(|| {
-                            anyhow::anyhow!("not an ERP record key: {}", row.record_id)
-                        })?;
-                    Ok(vec![OutboxRow::new(&Envelope::new(
-                        crate::SERVICE,
-                        RecordChanged { entity: entity.to_owned(), id: id.to_owned() },
-                    ))])
-                }
-                _ => {
-                    let stored: ErpWebhook = serde_json::from_value(row.last_payload.clone())?;
-                    let mut event = match action {
-                        Action::Requeue => self.current(&stored).await?,
-                        _ => stored,
-                    };
-                    event.retry_of = Some(row.id);
-                    Ok(vec![OutboxRow::new(&Envelope::new("erp", event))])
-                }
-            }
+            let stored: ErpWebhook = serde_json::from_value(row.last_payload.clone())?;
+            let mut event = match action {
+                Action::Requeue => self.current(&stored).await?,
+                _ => stored,
+            };
+            event.retry_of = Some(row.id);
+            Ok(vec![OutboxRow::new(&Envelope::new("erp", event))])
         })
     }
 }

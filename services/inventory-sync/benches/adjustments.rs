@@ -27,7 +27,7 @@ use std::{
 
 use diesel::sql_types::{BigInt, Text};
 use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
-use harness::bench::{Figures, closed_loop};
+use harness::bench::{Bench, Figures, closed_loop};
 use harness::{TestDb, TestNats};
 
 const CLIENTS: usize = 64;
@@ -194,14 +194,7 @@ impl Service {
 }
 
 fn main() {
-    let runtime =
-        tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
-    runtime.block_on(async {
-        let secs: u64 = std::env::var("BENCH_SECS").ok().and_then(|s| s.parse().ok()).unwrap_or(10);
-        let duration = Duration::from_secs(secs);
-        let db = TestDb::new().await;
-        let nats = TestNats::new();
-        shared::db::migrate(&db.url).await.unwrap();
+    harness::bench::run(|Bench { db, nats, secs, duration }| async move {
         seed(&db).await;
         let targets = start_targets();
 
@@ -210,8 +203,13 @@ fn main() {
              2 cores shared by client, service, sandbox, PostgreSQL and NATS"
         );
         println!("  service         = no push targets configured: the adjustment path alone");
-        println!("  service+fanout  = ERP, shop, POS and WMS configured (sandbox): every adjustment also fans out and is pushed, on the same 2 cores");
-        println!("{:<8} {:<15} {:>9} {:>9} {:>9} {:>7}", "case", "runner", "adj/s", "p50 ms", "p99 ms", "errors");
+        println!(
+            "  service+fanout  = ERP, shop, POS and WMS configured (sandbox): every adjustment also fans out and is pushed, on the same 2 cores"
+        );
+        println!(
+            "{:<8} {:<15} {:>9} {:>9} {:>9} {:>7}",
+            "case", "runner", "adj/s", "p50 ms", "p99 ms", "errors"
+        );
         let cases = [("hot", true), ("spread", false)];
         let mut baselines = Vec::new();
         for (name, hot) in cases {
@@ -222,8 +220,22 @@ fn main() {
         for (runner, env) in [("service", Vec::new()), ("service+fanout", targets)] {
             let svc = Service::start(&db, &nats, &env).await;
             for ((name, hot), b) in cases.into_iter().zip(&baselines) {
-                let f = service(format!("{}/adjustments", svc.0.base), hot, duration, &format!("{runner}-{name}")).await;
-                summary.push((name, runner, f.ops_per_sec / b.ops_per_sec, f.p99_ms, f.p50_ms, f.ops_per_sec, f.errors));
+                let f = service(
+                    format!("{}/adjustments", svc.0.base),
+                    hot,
+                    duration,
+                    &format!("{runner}-{name}"),
+                )
+                .await;
+                summary.push((
+                    name,
+                    runner,
+                    f.ops_per_sec / b.ops_per_sec,
+                    f.p99_ms,
+                    f.p50_ms,
+                    f.ops_per_sec,
+                    f.errors,
+                ));
                 if runner == "service+fanout" {
                     drains.push((name, drain_secs(&db, &nats).await));
                 }
@@ -232,7 +244,10 @@ fn main() {
             summary.push(("rss", runner, hwm, 0.0, 0.0, 0.0, reconciliation.as_u16() as u64));
         }
         for ((name, _), b) in cases.into_iter().zip(&baselines) {
-            println!("{name:<8} {:<15} {:>9.0} {:>9.2} {:>9.2} {:>7}", "baseline", b.ops_per_sec, b.p50_ms, b.p99_ms, b.errors);
+            println!(
+                "{name:<8} {:<15} {:>9.0} {:>9.2} {:>9.2} {:>7}",
+                "baseline", b.ops_per_sec, b.p50_ms, b.p99_ms, b.errors
+            );
             for (n, runner, _, p99, p50, ops, errors) in &summary {
                 if *n == name {
                     println!("{name:<8} {runner:<15} {ops:>9.0} {p50:>9.2} {p99:>9.2} {errors:>7}");
@@ -240,11 +255,15 @@ fn main() {
             }
         }
         for (name, secs) in &drains {
-            println!("{name} service+fanout: every push done {secs:.1} s after the phase ended (push lag)");
+            println!(
+                "{name} service+fanout: every push done {secs:.1} s after the phase ended (push lag)"
+            );
         }
         for (name, runner, ratio, p99, _, _, extra) in &summary {
             if *name == "rss" {
-                println!("{runner}: peak RSS {ratio:.1} MB, reconciliation after the run: HTTP {extra}");
+                println!(
+                    "{runner}: peak RSS {ratio:.1} MB, reconciliation after the run: HTTP {extra}"
+                );
             } else {
                 println!("{name} {runner}: throughput {ratio:.2}x the baseline, p99 {p99:.2} ms");
             }

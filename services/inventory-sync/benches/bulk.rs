@@ -22,7 +22,7 @@ use std::{
 
 use diesel::sql_types::BigInt;
 use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
-use harness::{TestDb, TestNats};
+use harness::{TestDb, bench::Bench};
 use serde_json::{Value, json};
 
 fn sku(i: usize) -> String {
@@ -87,28 +87,19 @@ async fn seed_products(db: &TestDb, records: usize) {
 }
 
 fn main() {
-    let runtime =
-        tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
-    runtime.block_on(async {
+    harness::bench::run(|Bench { db, nats, .. }| async move {
         let var = |name: &str, default: usize| {
             std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
         };
         let (records, batch) = (var("BULK_RECORDS", 20_000), var("BULK_BATCH", 1000));
-        let db = TestDb::new().await;
-        let nats = TestNats::new();
-        shared::db::migrate(&db.url).await.unwrap();
         seed_products(&db, records).await;
         let env = start_erp(records);
 
         let copy_secs = copy_baseline(&db, records);
 
-        let (mut child, base) = harness::process::spawn_ready(
-            env!("CARGO_BIN_EXE_inventory-sync"),
-            &db,
-            &nats,
-            &env,
-        )
-        .await;
+        let (mut child, base) =
+            harness::process::spawn_ready(env!("CARGO_BIN_EXE_inventory-sync"), &db, &nats, &env)
+                .await;
         let http = harness::test_client();
         let started = Instant::now();
         let job: Value = http

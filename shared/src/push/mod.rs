@@ -501,6 +501,10 @@ impl HandlerError {
 /// What operators can do with a target, whatever its connector.
 pub trait PushTarget: Send + Sync {
     fn target(&self) -> &str;
+    /// The entity it pushes.
+    fn entity(&self) -> &str;
+    /// The message that asks for a push of the record `key` (an operator's retry).
+    fn message(&self, key: &str) -> crate::bus::outbox::OutboxRow;
     /// Whether it is stopped, and how many records it is behind.
     fn status<'a>(&'a self) -> futures::future::BoxFuture<'a, anyhow::Result<TargetStatus>>;
     /// Clears a stop and queues every record the target has not been told; returns
@@ -515,6 +519,14 @@ pub trait PushTarget: Send + Sync {
 impl<C: Connector> PushTarget for PushEngine<C> {
     fn target(&self) -> &str {
         &self.target
+    }
+
+    fn entity(&self) -> &str {
+        self.connector.entity()
+    }
+
+    fn message(&self, key: &str) -> crate::bus::outbox::OutboxRow {
+        self.connector.message(key)
     }
 
     fn status<'a>(&'a self) -> futures::future::BoxFuture<'a, anyhow::Result<TargetStatus>> {

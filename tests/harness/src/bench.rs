@@ -333,3 +333,33 @@ pub fn line(name: &str, f: &Figures) {
 pub fn header() {
     println!("{:<38} {:>10} {:>9} {:>9} {:>7}", "runner", "per s", "p50 ms", "p99 ms", "errors");
 }
+
+/// What every benchmark starts from: a migrated test database, a NATS prefix, and each phase's
+/// length (`BENCH_SECS`, default 10).
+pub struct Bench {
+    pub db: crate::TestDb,
+    pub nats: crate::TestNats,
+    pub secs: u64,
+    pub duration: Duration,
+}
+
+/// Runs a benchmark on 2 worker threads (this machine's cores, shared with PostgreSQL and NATS)
+/// against a fresh, migrated database.
+pub fn run<F, Fut>(benchmark: F)
+where
+    F: FnOnce(Bench) -> Fut,
+    Fut: std::future::Future<Output = ()>,
+{
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap_or_else(|e| panic!("runtime: {e}"));
+    runtime.block_on(async {
+        let secs: u64 = std::env::var("BENCH_SECS").ok().and_then(|s| s.parse().ok()).unwrap_or(10);
+        let db = crate::TestDb::new().await;
+        let nats = crate::TestNats::new();
+        shared::db::migrate(&db.url).await.unwrap_or_else(|e| panic!("migrations: {e}"));
+        benchmark(Bench { db, nats, secs, duration: Duration::from_secs(secs) }).await;
+    });
+}
