@@ -93,9 +93,9 @@ pub(crate) struct State {
     /// Extra random delay, up to this, on top of `latency` (each request draws its own).
     jitter: Option<Duration>,
     /// (sku, location) -> quantity, for the stock-holding systems.
-    levels: BTreeMap<(String, String), i64>,
+    pub(crate) levels: BTreeMap<(String, String), i64>,
     /// (collection, id) -> record, for the ERP's lists (`customers`, `orders`, `products`).
-    erp_records: BTreeMap<(String, String), Value>,
+    pub(crate) erp_records: crate::erp::Records,
     /// sku -> sellable, for the shop.
     products: BTreeMap<String, bool>,
     /// The CRM's objects and quota.
@@ -222,27 +222,6 @@ impl SimServer {
         self.state().levels.insert((sku.to_owned(), location.to_owned()), quantity);
     }
 
-    /// Stores a record in one of the ERP's lists (`customers`, `orders`, `products`), as its
-    /// own users do; returns the webhook the ERP reports it with
-    /// (`{eventType, entity, entityId, payload}`; products are listed, not reported: `null`).
-    pub fn erp_record(&self, collection: &str, id: &str, record: Value) -> Value {
-        let mut state = self.state();
-        let key = (collection.to_owned(), id.to_owned());
-        let event_type = if state.erp_records.contains_key(&key) { "updated" } else { "created" };
-        state.erp_records.insert(key, record.clone());
-        let entity = match collection {
-            "customers" => "customer",
-            "orders" => "salesOrder",
-            _ => return Value::Null,
-        };
-        json!({"eventType": event_type, "entity": entity, "entityId": id, "payload": record})
-    }
-
-    /// A record of one of the ERP's lists as the ERP holds it now.
-    pub fn erp_get(&self, collection: &str, id: &str) -> Option<Value> {
-        self.state().erp_records.get(&(collection.to_owned(), id.to_owned())).cloned()
-    }
-
     /// Whether the shop sells `sku` (None if never set).
     pub fn product_available(&self, sku: &str) -> Option<bool> {
         self.state().products.get(sku).copied()
@@ -261,7 +240,7 @@ impl SimServer {
     }
 }
 
-fn problem(status: u16, message: &str) -> (u16, Value) {
+pub(crate) fn problem(status: u16, message: &str) -> (u16, Value) {
     (status, json!({"errors": message}))
 }
 
@@ -404,14 +383,14 @@ fn authorized(
     }
 }
 
-fn str_field<'a>(body: &'a Value, name: &str) -> Result<&'a str, (u16, Value)> {
+pub(crate) fn str_field<'a>(body: &'a Value, name: &str) -> Result<&'a str, (u16, Value)> {
     body.get(name)
         .and_then(Value::as_str)
         .filter(|s| !s.is_empty())
         .ok_or_else(|| problem(422, &format!("{name} is required and must be a string")))
 }
 
-fn int_field(body: &Value, name: &str) -> Result<i64, (u16, Value)> {
+pub(crate) fn int_field(body: &Value, name: &str) -> Result<i64, (u16, Value)> {
     body.get(name)
         .and_then(Value::as_i64)
         .ok_or_else(|| problem(422, &format!("{name} is required and must be an integer")))
@@ -426,7 +405,7 @@ pub(crate) fn query_param(query: &str, name: &str) -> Option<String> {
         .map(|(_, v)| percent_decode(v))
 }
 
-fn percent_decode(value: &str) -> String {
+pub(crate) fn percent_decode(value: &str) -> String {
     let bytes = value.as_bytes();
     let mut out = Vec::with_capacity(bytes.len());
     let mut i = 0;
@@ -451,7 +430,7 @@ fn percent_decode(value: &str) -> String {
 }
 
 /// The level at (sku, location), or a 404.
-fn held(state: &State, sku: &str, location: &str) -> Result<i64, (u16, Value)> {
+pub(crate) fn held(state: &State, sku: &str, location: &str) -> Result<i64, (u16, Value)> {
     state
         .levels
         .get(&(sku.to_owned(), location.to_owned()))
@@ -470,129 +449,11 @@ fn route(
     let result: Result<(u16, Value), (u16, Value)> = (|| {
         let segments: Vec<&str> = path.trim_matches('/').split('/').collect();
         match (system, method, segments.as_slice()) {
-            (System::Erp, "GET", ["api", "inventory"]) if query_param(query, "sku").is_some() => {
-                // Filtered by skus (`sku=A,B`, every warehouse): `{data}`.
-                let wanted: Vec<String> = query
-                    .split('&')
-                    .filter_map(|kv| kv.split_once('='))
-                    .filter(|(k, _)| *k == "sku")
-                    .flat_map(|(_, v)| v.split(',').map(percent_decode).collect::<Vec<_>>())
-                    .collect();
-                let data: Vec<Value> = state
-                    .levels
-                    .iter()
-                    .filter(|((sku, _), _)| wanted.contains(sku))
-                    .map(|((sku, wh), qty)| json!({"sku": sku, "warehouseCode": wh, "qtyOnHand": qty}))
-                    .collect();
-                Ok((200, json!({"data": data})))
+            (System::Erp, _, ["api", "customers" | "orders" | "products", ..]) => {
+                crate::erp::route(&mut state.erp_records, method, &segments[1..], query, body)
             }
-            (System::Erp, "GET", ["api", kind @ ("customers" | "orders" | "products")]) => {
-                // Offset pagination, ordered by id: `{data, has_more, total}`.
-                let param = |name: &str, default: usize| -> Result<usize, (u16, Value)> {
-                    query_param(query, name).map_or(Ok(default), |v| {
-                        v.parse().map_err(|_| problem(400, &format!("{name} must be a number")))
-                    })
-                };
-                let (offset, limit) = (param("offset", 0)?, param("limit", 100)?);
-                if !(1..=1000).contains(&limit) {
-                    return Err(problem(400, "limit must be between 1 and 1000"));
-                }
-                let all: Vec<(&String, &Value)> = state
-                    .erp_records
-                    .iter()
-                    .filter(|((k, _), _)| k == kind)
-                    .map(|((_, id), v)| (id, v))
-                    .collect();
-                let data: Vec<Value> = all
-                    .iter()
-                    .skip(offset)
-                    .take(limit)
-                    .map(|(id, v)| {
-                        let mut record = (*v).clone();
-                        record["id"] = json!(id);
-                        record
-                    })
-                    .collect();
-                Ok((
-                    200,
-                    json!({"data": data, "has_more": offset + limit < all.len(), "total": all.len()}),
-                ))
-            }
-            (System::Erp, "GET", ["api", kind @ ("customers" | "orders" | "products"), id]) => {
-                let id = percent_decode(id);
-                let record = state
-                    .erp_records
-                    .get(&((*kind).to_owned(), id.clone()))
-                    .ok_or_else(|| problem(404, "no such record"))?;
-                let mut record = record.clone();
-                record["id"] = json!(id);
-                Ok((200, record))
-            }
-            (System::Erp, "PATCH", ["api", "orders", id]) => {
-                // A status change of an order the ERP has.
-                let id = percent_decode(id);
-                let status = str_field(body, "status")?.to_owned();
-                let order = state
-                    .erp_records
-                    .get_mut(&("orders".to_owned(), id))
-                    .ok_or_else(|| problem(404, "no such order"))?;
-                order["status"] = json!(status);
-                order["updatedAt"] = json!(chrono::Utc::now().to_rfc3339());
-                Ok((200, order.clone()))
-            }
-            (System::Erp, "PUT", ["api", "customers", id]) => {
-                // Creates or replaces the customer's contact fields.
-                let id = percent_decode(id);
-                let customer = state
-                    .erp_records
-                    .entry(("customers".to_owned(), id))
-                    .or_insert_with(|| json!({}));
-                for name in ["name", "email", "phone"] {
-                    customer[name] = body.get(name).cloned().unwrap_or(Value::Null);
-                }
-                customer["updatedAt"] = json!(chrono::Utc::now().to_rfc3339());
-                Ok((200, customer.clone()))
-            }
-            (System::Erp, "GET", ["api", "inventory"]) => {
-                // Offset pagination, ordered by sku then warehouse: `{data, has_more, total}`.
-                let param = |name: &str, default: usize| -> Result<usize, (u16, Value)> {
-                    query
-                        .split('&')
-                        .filter_map(|kv| kv.split_once('='))
-                        .find(|(k, _)| *k == name)
-                        .map_or(Ok(default), |(_, v)| {
-                            v.parse().map_err(|_| problem(400, &format!("{name} must be a number")))
-                        })
-                };
-                let (offset, limit) = (param("offset", 0)?, param("limit", 100)?);
-                if !(1..=1000).contains(&limit) {
-                    return Err(problem(400, "limit must be between 1 and 1000"));
-                }
-                let data: Vec<Value> = state
-                    .levels
-                    .iter()
-                    .skip(offset)
-                    .take(limit)
-                    .map(|((sku, wh), qty)| json!({"sku": sku, "warehouseCode": wh, "qtyOnHand": qty}))
-                    .collect();
-                let total = state.levels.len();
-                Ok((200, json!({"data": data, "has_more": offset + limit < total, "total": total})))
-            }
-            (System::Erp, "GET", ["api", "inventory", sku]) => {
-                let sku = percent_decode(sku);
-                let warehouse = query_param(query, "warehouseCode")
-                    .ok_or_else(|| problem(400, "warehouseCode is required"))?;
-                let qty = held(state, &sku, &warehouse)?;
-                Ok((200, json!({"sku": sku, "warehouseCode": warehouse, "qtyOnHand": qty})))
-            }
-            (System::Erp, "PUT", ["api", "inventory", sku]) => {
-                if str_field(body, "sku")? != *sku {
-                    return Err(problem(422, "sku does not match the URL"));
-                }
-                let warehouse = str_field(body, "warehouseCode")?;
-                let qty = int_field(body, "qtyOnHand")?;
-                state.levels.insert(((*sku).to_owned(), warehouse.to_owned()), qty);
-                Ok((200, json!({"sku": sku, "warehouseCode": warehouse, "qtyOnHand": qty})))
+            (System::Erp, _, ["api", "inventory", ..]) => {
+                crate::erp::inventory_route(state, method, &segments[2..], query, body)
             }
             (System::Shop, "GET", ["admin", "api", _, "inventory_levels.json"]) => {
                 // Comma lists of items and locations; every level that exists of the pairs.

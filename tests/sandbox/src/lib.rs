@@ -5,6 +5,7 @@
 //! faults (5xx, 429 with `Retry-After`) so retry paths can be tested.
 
 mod crm;
+mod erp;
 mod http;
 mod otlp;
 mod smtp;
