@@ -72,6 +72,8 @@ pub struct Platform {
     pub(crate) push_targets: crate::push::Targets,
     /// How this service retries its failed records ([`Platform::handle_record_errors`]).
     pub record_errors: crate::record_errors::Ledger,
+    /// What consumers add to their dead letters ([`Platform::run_inbound`]).
+    pub(crate) dead_letter_hooks: crate::bus::dead_letter::DeadLetterHooks,
     tasks: TaskTracker,
     /// Group-commit executors stop after every other task (those may still submit work).
     commit_tasks: TaskTracker,
@@ -124,6 +126,7 @@ impl Platform {
             push_targets,
             ingress: Default::default(),
             record_errors,
+            dead_letter_hooks: Default::default(),
             tasks,
             commit_tasks: TaskTracker::new(),
             commits_shutdown: CancellationToken::new(),
@@ -140,7 +143,12 @@ impl Platform {
 
     /// This service's dead letters.
     pub fn dead_letters(&self) -> DeadLetters {
-        DeadLetters { pool: self.db.clone(), schema: self.schema, service: self.config.service }
+        DeadLetters {
+            pool: self.db.clone(),
+            schema: self.schema,
+            service: self.config.service,
+            hooks: self.dead_letter_hooks.clone(),
+        }
     }
 
     /// Runs a background task until shutdown; shutdown waits for it.
@@ -273,6 +281,41 @@ impl Platform {
         self.ingress
             .set(Arc::new(ingress))
             .map_err(|_| anyhow::anyhow!("the webhook ingress is already running"))
+    }
+
+    /// Applies a connector's inbound events (see [`crate::ingress::inbound`]) with one batch
+    /// consumer per spec (`webhooks.<system>.>`, or one per entity so a backlog of one kind
+    /// never delays another), and retries its failed records from the error ledger.
+    pub fn run_inbound<I: crate::ingress::Inbound>(
+        &self,
+        inbound: I,
+        consumers: Vec<ConsumerSpec>,
+    ) -> anyhow::Result<()> {
+        let runner = Arc::new(crate::ingress::inbound::InboundRunner {
+            inbound: Arc::new(inbound),
+            db: self.db.clone(),
+            schema: self.schema,
+            service: self.config.service,
+        });
+        for spec in consumers {
+            self.dead_letter_hooks
+                .write()
+                .unwrap_or_else(|p| p.into_inner())
+                .insert(spec.durable.clone(), runner.clone());
+            let handler = runner.clone();
+            let task = crate::bus::run_batch_consumer(
+                self.bus.clone(),
+                spec,
+                self.dead_letters(),
+                self.shutdown.clone(),
+                move |batch| {
+                    let handler = handler.clone();
+                    async move { handler.handle(batch).await }
+                },
+            );
+            self.spawn("inbound", task);
+        }
+        self.handle_record_errors(runner)
     }
 
     /// Offers `sources` as bulk loads of this service and starts its job worker.

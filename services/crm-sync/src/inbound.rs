@@ -5,40 +5,26 @@
 //! timestamp, data}`), signed with Standard Webhooks or HubSpot v3; each event is published on
 //! `webhooks.crm.<entity>`.
 //!
-//! The consumer takes every ready event (up to `CRM_INBOUND_BATCH`) and applies them in one
-//! transaction: records locked in id order, the three-way merge per event
-//! ([`crate::domain::merge`]) in memory, then per entity one insert, one update and one
-//! sync-state upsert; conflicts announced on `sync.conflicts.detected.crm`; each event's status,
-//! which is also the inbox (an event whose outcome is recorded is skipped when redelivered);
-//! and one `sync.events.crm.inbound.<entity>` announcement per entity, all committed together.
-//! Changes are written with origin `crm`, so the capture trigger never queues them back to the
-//! CRM. When the batch's transaction fails on a database error, its events are applied one per
-//! transaction, and one that still fails is recorded `failed` with a row in the error ledger
-//! (its retry re-publishes it).
+//! The shared inbound path ([`shared::ingress::inbound`]) takes every ready event (up to
+//! `CRM_INBOUND_BATCH`) into one transaction with origin `crm`, skips settled ones, records the
+//! outcomes and announces the batch. What is the CRM's own: records locked in id order, the
+//! three-way merge per event ([`crate::domain::merge`]) in memory, then per entity one insert,
+//! one update and one sync-state upsert, and conflicts announced on
+//! `sync.conflicts.detected.crm` ([`crate::working`]). An operator's requeue of a failed event
+//! reads the record from the CRM as it is now (a `404` is a delete).
 
-use diesel_async::{AsyncConnection, AsyncPgConnection};
+use diesel_async::AsyncPgConnection;
+use futures::future::BoxFuture;
 use serde_json::Value;
 use shared::{
-    bus::{
-        Delivery, HandlerError,
-        outbox::{self, OutboxRow},
-    },
     http::{ApiError, verify::Verified},
-    ingress::{EventStatus, InboundEvent},
+    ingress::{AppliedBatch, Applying, Inbound, InboundEvent},
     mappers::crm as mapper,
-    record_errors::{self, Failure},
-    schemas::{
-        Envelope,
-        crm::{CrmEvent, Entity},
-        sync::{Direction, RecordSynced, SyncBatchRecorded, SyncStatus},
-    },
+    outbound::{self, Endpoint},
+    schemas::crm::{ChangeKind, CrmEvent},
 };
-use uuid::Uuid;
 
-use crate::{
-    SCHEMA, SERVICE,
-    working::{Outcome, apply_all},
-};
+use crate::working::apply_all;
 
 /// The durable consumer's name.
 pub const CONSUMER: &str = "crm-inbound";
@@ -71,112 +57,81 @@ pub fn parse(verified: &Verified, body: &[u8]) -> Result<Vec<InboundEvent>, ApiE
         .collect()
 }
 
-/// Applies `deliveries` in one transaction; `Err` when the transaction failed.
-async fn apply_batch(
-    conn: &mut AsyncPgConnection,
-    deliveries: &[&Delivery<CrmEvent>],
-) -> anyhow::Result<Vec<(Uuid, Entity, Outcome)>> {
-    conn.transaction::<_, anyhow::Error, _>(async |conn| {
-        shared::db::set_origin(conn, "crm").await?;
-        // The events' recorded outcomes are the inbox: a redelivered event is skipped.
-        let ids: Vec<Uuid> = deliveries.iter().map(|d| d.envelope.id).collect();
-        let done = shared::ingress::settled(conn, SCHEMA, &ids).await?;
-        let fresh: Vec<&Delivery<CrmEvent>> =
-            deliveries.iter().copied().filter(|d| !done.contains(&d.envelope.id)).collect();
-        let events: Vec<&CrmEvent> = fresh.iter().map(|d| &d.envelope.data).collect();
-        let (applied, mut messages) = apply_all(conn, &events).await?;
-        let outcomes: Vec<(Uuid, Entity, Outcome)> = fresh
-            .iter()
-            .zip(applied)
-            .map(|(d, o)| (d.envelope.id, d.envelope.data.entity, o))
-            .collect();
-        record_outcomes(conn, &fresh, &outcomes, &mut messages).await?;
-        outbox::enqueue(conn, SCHEMA, &messages).await?;
-        Ok(outcomes)
-    })
-    .await
+/// The CRM's inbound events, applied by the shared inbound path.
+pub struct CrmInbound {
+    pub http: reqwest::Client,
+    /// The CRM's API, for requeues (`None`: requeue is refused, retry still works).
+    pub crm: Option<Endpoint>,
 }
 
-/// Event statuses, ledger rows closed, and one announcement per entity.
-async fn record_outcomes(
-    conn: &mut AsyncPgConnection,
-    deliveries: &[&Delivery<CrmEvent>],
-    outcomes: &[(Uuid, Entity, Outcome)],
-    messages: &mut Vec<OutboxRow>,
-) -> diesel::QueryResult<()> {
-    for entity in Entity::ALL {
-        let mine: Vec<(&Delivery<CrmEvent>, &Outcome)> = deliveries
-            .iter()
-            .zip(outcomes)
-            .filter(|(_, (_, e, _))| *e == entity)
-            .map(|(d, (_, _, o))| (*d, o))
-            .collect();
-        if mine.is_empty() {
-            continue;
-        }
-        let statuses: Vec<(Uuid, EventStatus, Option<String>)> =
-            mine.iter().map(|(d, o)| (d.envelope.id, o.status, o.reason.clone())).collect();
-        shared::ingress::record(conn, SCHEMA, "crm", entity.as_str(), &statuses).await?;
-        // A retried ledger row closes once its retry is applied (an unrelated later event of
-        // the same record does not close it).
-        let retried: Vec<i64> = mine
-            .iter()
-            .filter(|(_, o)| o.status != EventStatus::Failed)
-            .filter_map(|(d, _)| d.envelope.data.retry_of)
-            .collect();
-        record_errors::resolve(conn, SCHEMA, &retried).await?;
-        let batch = SyncBatchRecorded {
-            system: "crm".into(),
-            direction: Direction::Inbound,
-            entity: entity.as_str().into(),
-            records: mine
-                .iter()
-                .map(|(d, o)| RecordSynced {
-                    record_id: d.envelope.data.id.clone(),
-                    status: match o.status {
-                        EventStatus::Applied => SyncStatus::Synced,
-                        EventStatus::Conflict => SyncStatus::Skipped,
-                        _ => SyncStatus::Failed,
-                    },
-                    http_status: None,
-                    detail: o.reason.clone(),
-                })
-                .collect(),
-        };
-        messages.push(OutboxRow::new(&Envelope::new(SERVICE, batch)));
+impl Inbound for CrmInbound {
+    type Event = CrmEvent;
+    const SYSTEM: &'static str = "crm";
+
+    fn entity(event: &CrmEvent) -> &str {
+        event.entity.as_str()
     }
-    Ok(())
-}
 
-/// Records an event that cannot be applied: `failed`, with a row in the error ledger.
-async fn record_failure(
-    conn: &mut AsyncPgConnection,
-    delivery: &Delivery<CrmEvent>,
-    error: &str,
-) -> anyhow::Result<()> {
-    let event = &delivery.envelope.data;
-    let payload = serde_json::to_value(event)?;
-    let failure = Failure {
-        system: "crm",
-        entity: event.entity.as_str(),
-        record_id: &event.id,
-        direction: Direction::Inbound,
-        error,
-        payload: &payload,
-    };
-    shared::ingress::record_failed(conn, SCHEMA, delivery.envelope.id, &failure).await
-}
+    fn record_id(event: &CrmEvent) -> &str {
+        &event.id
+    }
 
-/// The consumer's batch handler.
-pub async fn handle(
-    db: &shared::db::PgPool,
-    batch: Vec<Delivery<CrmEvent>>,
-) -> Vec<Result<(), HandlerError>> {
-    shared::ingress::apply_batch(
-        db,
-        &batch,
-        |conn, deliveries| Box::pin(async move { apply_batch(conn, deliveries).await.map(|_| ()) }),
-        |conn, delivery, error| Box::pin(record_failure(conn, delivery, error)),
-    )
-    .await
+    fn retry_of(event: &CrmEvent) -> Option<i64> {
+        event.retry_of
+    }
+
+    fn set_retry_of(event: &mut CrmEvent, row: Option<i64>) {
+        event.retry_of = row;
+    }
+
+    fn apply<'a>(
+        &'a self,
+        conn: &'a mut AsyncPgConnection,
+        events: &'a [Applying<'a, CrmEvent>],
+    ) -> BoxFuture<'a, anyhow::Result<AppliedBatch>> {
+        Box::pin(async move {
+            let events: Vec<&CrmEvent> = events.iter().map(|a| a.event).collect();
+            let (outcomes, messages) = apply_all(conn, &events).await?;
+            Ok(AppliedBatch { outcomes, messages })
+        })
+    }
+
+    /// The record as the CRM holds it now (a `404` is a delete).
+    fn current<'a>(&'a self, stored: &'a CrmEvent) -> BoxFuture<'a, anyhow::Result<CrmEvent>> {
+        Box::pin(async move {
+            let (entity, external_id) = (stored.entity, stored.id.as_str());
+            let crm =
+                self.crm.as_ref().ok_or_else(|| anyhow::anyhow!("CRM_BASE_URL is not set"))?;
+            match outbound::exchange(&self.http, crm, &mapper::read(entity, external_id)).await {
+                Ok((_, answer)) => {
+                    let remote = mapper::remote_record(&answer)
+                        .ok_or_else(|| anyhow::anyhow!("the CRM's answer has no id"))?;
+                    Ok(CrmEvent {
+                        event: ChangeKind::Updated,
+                        entity,
+                        id: remote.id,
+                        timestamp: remote.updated_at.unwrap_or_else(chrono::Utc::now),
+                        data: remote.properties,
+                        retry_of: None,
+                    })
+                }
+                Err(outbound::Outcome::Rejected { status, .. })
+                    if status == reqwest::StatusCode::NOT_FOUND =>
+                {
+                    Ok(CrmEvent {
+                        event: ChangeKind::Deleted,
+                        entity,
+                        id: external_id.to_owned(),
+                        timestamp: chrono::Utc::now(),
+                        data: Default::default(),
+                        retry_of: None,
+                    })
+                }
+                Err(outcome) => anyhow::bail!(
+                    "reading {entity} {external_id} from the CRM failed: {:?}",
+                    outcome.status()
+                ),
+            }
+        })
+    }
 }

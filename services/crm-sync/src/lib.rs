@@ -9,13 +9,12 @@
 //!   push engine sends it to the CRM ([`push`]); changes that came from the CRM are never sent
 //!   back.
 //! - Bulk loads from the CRM's list API with dry runs and a quota budget ([`bulk`]), drift
-//!   reconciliation ([`reconcile`]), and the per-record error ledger ([`ledger`]).
+//!   reconciliation ([`reconcile`]).
 
 pub mod bulk;
 pub mod config;
 pub mod domain;
 pub mod inbound;
-pub mod ledger;
 pub mod models;
 pub mod push;
 pub mod reconcile;
@@ -96,22 +95,14 @@ pub async fn build(config: Config) -> anyhow::Result<Application> {
             "no CRM_WEBHOOK_SECRETS or CRM_HUBSPOT_CLIENT_SECRETS: CRM webhooks are refused"
         ),
     }
-    let inbound_db = platform.db.clone();
-    let inbound_task = shared::bus::run_batch_consumer(
-        platform.bus.clone(),
-        ConsumerSpec {
+    platform.run_inbound(
+        inbound::CrmInbound { http: platform.http.clone(), crm: config.crm.clone() },
+        vec![ConsumerSpec {
             batch: config.inbound_batch,
             concurrency: config.inbound_concurrency,
             ..ConsumerSpec::new(inbound::CONSUMER, &streams::WEBHOOKS, "webhooks.crm.>")
-        },
-        platform.dead_letters(),
-        platform.shutdown.clone(),
-        move |batch| {
-            let db = inbound_db.clone();
-            async move { inbound::handle(&db, batch).await }
-        },
-    );
-    platform.spawn("crm-inbound", inbound_task);
+        }],
+    )?;
     let resolutions_db = platform.db.clone();
     platform.spawn_consumer(
         ConsumerSpec::new(
@@ -168,9 +159,6 @@ pub async fn build(config: Config) -> anyhow::Result<Application> {
             },
         );
     }
-    platform.handle_record_errors(
-        ledger::CrmErrors { http: platform.http.clone(), crm: config.crm.clone() }.arc(),
-    )?;
     Application::build(platform, state, AuthConfig::default(), routes::configure)
 }
 

@@ -29,18 +29,7 @@ use crate::{
     },
 };
 
-/// What became of one event.
-#[derive(Clone, Debug, PartialEq)]
-pub struct Outcome {
-    pub status: EventStatus,
-    pub reason: Option<String>,
-}
-
-impl Outcome {
-    fn applied(reason: Option<String>) -> Self {
-        Self { status: EventStatus::Applied, reason }
-    }
-}
+pub use shared::ingress::Outcome;
 
 /// One record of a batch: as loaded (or new), with what its events changed.
 pub struct Entry {

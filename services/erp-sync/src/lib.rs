@@ -13,7 +13,6 @@
 
 pub mod apply;
 pub mod bulk;
-pub mod ledger;
 pub mod mail;
 pub mod push;
 
@@ -189,31 +188,27 @@ pub async fn build(config: Config) -> anyhow::Result<Application> {
     // delays another. inventory-sync read `webhooks.erp.inventory` itself before counts were
     // made canonical; its durable would overlap ours in the work-queue stream, so ours
     // replaces it.
-    let mail = std::sync::Arc::new(config.mail.clone());
-    for entity in apply::ENTITIES {
-        let db = platform.db.clone();
-        let mail = mail.clone();
-        let task = shared::bus::run_batch_consumer(
-            platform.bus.clone(),
-            ConsumerSpec {
-                batch: config.inbound_batch.max(1),
-                concurrency: config.inbound_concurrency.max(1),
-                replaces: (entity == "inventory").then_some("inventory-erp-counts"),
-                ..ConsumerSpec::new(
-                    &format!("erp-{}", entity.to_lowercase()),
-                    &streams::WEBHOOKS,
-                    &format!("webhooks.erp.{entity}"),
-                )
-            },
-            platform.dead_letters(),
-            platform.shutdown.clone(),
-            move |batch| {
-                let (db, mail) = (db.clone(), mail.clone());
-                async move { apply::handle(&db, mail, batch).await }
-            },
-        );
-        platform.spawn("erp-consumer", task);
-    }
+    let consumers = apply::ENTITIES
+        .iter()
+        .map(|entity| ConsumerSpec {
+            batch: config.inbound_batch.max(1),
+            concurrency: config.inbound_concurrency.max(1),
+            replaces: (*entity == "inventory").then_some("inventory-erp-counts"),
+            ..ConsumerSpec::new(
+                &format!("erp-{}", entity.to_lowercase()),
+                &streams::WEBHOOKS,
+                &format!("webhooks.erp.{entity}"),
+            )
+        })
+        .collect();
+    platform.run_inbound(
+        apply::ErpInbound {
+            mail: config.mail.clone(),
+            http: platform.http.clone(),
+            erp: config.erp.clone(),
+        },
+        consumers,
+    )?;
     // Local changes of order statuses and customers go back to the ERP; bulk loads read it.
     match &config.erp {
         Some(erp) => {
@@ -262,9 +257,6 @@ pub async fn build(config: Config) -> anyhow::Result<Application> {
             async move { mail::send(&db, &mailer, delivery).await }
         },
     );
-    platform.handle_record_errors(
-        ledger::ErpErrors { http: platform.http.clone(), erp: config.erp.clone() }.arc(),
-    )?;
     Application::build(platform, (), AuthConfig::default(), |_| {})
 }
 

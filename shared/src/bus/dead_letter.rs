@@ -2,10 +2,22 @@
 //! in `<schema>.dead_letters` (with the error and the original message) and a
 //! `MessageDeadLettered` event for sync-monitor; an operator can replay it, which re-publishes
 //! the original message through the outbox.
+//!
+//! A dead-lettered inbound webhook event reads `failed` (`GET /events/{id}`); its replay sets it
+//! back to `received` in the replay's transaction, so the consumer, whose inbox is the events'
+//! recorded outcomes, applies it again instead of skipping it as settled. What else a consumer's
+//! owner keeps about its dead letters (the inbound error ledger) is a [`DeadLetterHook`].
+
+use std::{
+    collections::HashMap,
+    sync::{Arc, RwLock},
+};
 
 use chrono::{DateTime, Utc};
 use diesel::sql_types::{BigInt, Jsonb, Nullable, Text, Timestamptz};
+use diesel_async::AsyncPgConnection;
 use diesel_async::{AsyncConnection, RunQueryDsl};
+use futures::future::BoxFuture;
 use serde::Serialize;
 use uuid::Uuid;
 
@@ -15,12 +27,36 @@ use crate::{
     schemas::{Envelope, sync::MessageDeadLettered},
 };
 
+/// What a consumer's owner adds to its dead letters, in the dead letter's own transaction.
+pub trait DeadLetterHook: Send + Sync {
+    /// A message of the consumer became a dead letter (`payload`: the whole envelope).
+    fn dead_lettered<'a>(
+        &'a self,
+        conn: &'a mut AsyncPgConnection,
+        subject: &'a str,
+        payload: &'a serde_json::Value,
+        error: &'a str,
+    ) -> BoxFuture<'a, diesel::QueryResult<()>>;
+    /// The dead letter is replayed: the envelope to publish again (it may name what the replay
+    /// settles).
+    fn replayed<'a>(
+        &'a self,
+        conn: &'a mut AsyncPgConnection,
+        subject: &'a str,
+        payload: &'a serde_json::Value,
+    ) -> BoxFuture<'a, diesel::QueryResult<serde_json::Value>>;
+}
+
+/// The hooks of a service's consumers, by durable name (without prefix).
+pub type DeadLetterHooks = Arc<RwLock<HashMap<String, Arc<dyn DeadLetterHook>>>>;
+
 /// Dead letters of one service (one schema).
 #[derive(Clone)]
 pub struct DeadLetters {
     pub pool: PgPool,
     pub schema: &'static str,
     pub service: &'static str,
+    pub hooks: DeadLetterHooks,
 }
 
 /// A dead-letter row as operators see it.
@@ -61,6 +97,15 @@ fn webhook_event_id(subject: &str, payload: &serde_json::Value) -> Option<Uuid> 
 }
 
 impl DeadLetters {
+    /// Dead letters without hooks.
+    pub fn new(pool: PgPool, schema: &'static str, service: &'static str) -> Self {
+        Self { pool, schema, service, hooks: Default::default() }
+    }
+
+    fn hook(&self, consumer: &str) -> Option<Arc<dyn DeadLetterHook>> {
+        self.hooks.read().unwrap_or_else(|p| p.into_inner()).get(consumer).cloned()
+    }
+
     /// Stores a dead letter and announces it, in one transaction.
     pub async fn record(
         &self,
@@ -91,6 +136,7 @@ impl DeadLetters {
             },
         );
         let schema = self.schema;
+        let hook = self.hook(consumer);
         let mut conn = self.pool.get().await?;
         conn.transaction::<_, diesel::result::Error, _>(async |conn| {
             diesel::sql_query(format!(
@@ -107,6 +153,9 @@ impl DeadLetters {
             .await?;
             if let Some(event_id) = webhook_event_id(subject, &payload) {
                 super::events::dead_lettered(conn, schema, subject, event_id, error).await?;
+            }
+            if let Some(hook) = &hook {
+                hook.dead_lettered(conn, subject, &payload, error).await?;
             }
             outbox::enqueue(conn, schema, &[OutboxRow::new(&event)]).await
         })
@@ -134,10 +183,12 @@ impl DeadLetters {
     }
 
     /// Re-publishes the original message (new message id, same envelope, so consumers' inboxes
-    /// still recognise work already done) and marks the row replayed. `None` if there is no
+    /// still recognise work already done) and marks the row replayed; an inbound webhook
+    /// event's status goes back to `received`, so it is applied again. `None` if there is no
     /// such unreplayed dead letter.
     pub async fn replay(&self, id: Uuid) -> anyhow::Result<Option<DeadLetter>> {
         let schema = self.schema;
+        let hooks = self.hooks.read().unwrap_or_else(|p| p.into_inner()).clone();
         let mut conn = self.pool.get().await?;
         let row = conn
             .transaction::<_, diesel::result::Error, _>(async |conn| {
@@ -155,11 +206,15 @@ impl DeadLetters {
                     e => Err(e),
                 })?;
                 if let Some(row) = &row {
-                    let replay = OutboxRow {
-                        id: Uuid::now_v7(),
-                        subject: row.subject.clone(),
-                        payload: row.payload.clone(),
+                    if let Some(event_id) = webhook_event_id(&row.subject, &row.payload) {
+                        super::events::replayed(conn, schema, event_id, row.id).await?;
+                    }
+                    let payload = match hooks.get(&row.consumer) {
+                        Some(hook) => hook.replayed(conn, &row.subject, &row.payload).await?,
+                        None => row.payload.clone(),
                     };
+                    let replay =
+                        OutboxRow { id: Uuid::now_v7(), subject: row.subject.clone(), payload };
                     outbox::enqueue(conn, schema, &[replay]).await?;
                 }
                 Ok(row)

@@ -173,6 +173,26 @@ pub(crate) async fn dead_lettered(
     record(conn, schema, system, entity, &[(id, EventStatus::Failed, Some(reason))]).await
 }
 
+/// Sets a dead-lettered event back to `received` when its dead letter is replayed, so the
+/// consumer applies it again (a `failed` outcome would make it skip the event as settled).
+pub(crate) async fn replayed(
+    conn: &mut AsyncPgConnection,
+    schema: &str,
+    id: Uuid,
+    dead_letter: Uuid,
+) -> diesel::QueryResult<()> {
+    diesel::sql_query(format!(
+        "UPDATE {schema}.webhook_events SET status = 'received', \
+             reason = 'replayed from dead letter ' || $2::text, updated_at = now() \
+         WHERE id = $1 AND status = 'failed'"
+    ))
+    .bind::<diesel::sql_types::Uuid, _>(id)
+    .bind::<Text, _>(dead_letter.to_string())
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
 /// One accepted event's `received` row.
 #[derive(Clone, Debug)]
 pub struct ReceivedRow {

@@ -18,6 +18,8 @@
 //! [`record`] in the transaction of its effect; a dead-lettered event becomes `failed` with the
 //! dead letter's error. `GET /events/{id}` reports it.
 
+pub mod inbound;
+
 use std::sync::{Arc, OnceLock};
 
 use actix_web::{HttpRequest, HttpResponse, get, post, web};
@@ -26,6 +28,7 @@ use serde::Serialize;
 use uuid::Uuid;
 
 pub use crate::bus::events::{EventStatus, record, settled};
+pub use inbound::{AppliedBatch, Applying, Inbound, Outcome};
 
 use crate::{
     bus::{Bus, events as store},

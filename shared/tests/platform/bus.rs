@@ -172,7 +172,7 @@ async fn consumers_ack_retry_and_dead_letter_according_to_the_handler() {
     let attempts = Arc::new(Mutex::new(Vec::new()));
     let seen = attempts.clone();
     let stop = CancellationToken::new();
-    let dead_letters = DeadLetters { pool: pool.clone(), schema: "crm", service: "test" };
+    let dead_letters = DeadLetters::new(pool.clone(), "crm", "test");
     let spec = ConsumerSpec {
         max_deliver: 3,
         ..ConsumerSpec::new("test-consumer", &streams::SYNC_EVENTS, "sync.events.test.>")
@@ -254,7 +254,7 @@ async fn the_trace_context_crosses_a_nats_hop() {
 
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
     let stop = CancellationToken::new();
-    let dead_letters = DeadLetters { pool, schema: "crm", service: "test" };
+    let dead_letters = DeadLetters::new(pool, "crm", "test");
     let spec = ConsumerSpec::new("trace-consumer", &streams::SYNC_EVENTS, "sync.events.test.>");
     let task = tokio::spawn(shared::bus::run_consumer(
         bus.clone(),
@@ -283,7 +283,7 @@ async fn a_message_whose_handler_never_answers_is_dead_lettered_after_its_budget
     let poison = Envelope::new("test", Pinged { n: 66 });
     bus.publish(&poison.data.subject(), &poison).await.unwrap();
     let stop = CancellationToken::new();
-    let dead_letters = DeadLetters { pool, schema: "crm", service: "test" };
+    let dead_letters = DeadLetters::new(pool, "crm", "test");
     let spec = ConsumerSpec {
         max_deliver: 1,
         ack_wait: Duration::from_secs(1),
@@ -334,7 +334,7 @@ async fn a_batch_consumer_hands_over_ready_messages_together_and_continues_the_f
     }
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
     let stop = CancellationToken::new();
-    let dead_letters = DeadLetters { pool, schema: "crm", service: "test" };
+    let dead_letters = DeadLetters::new(pool, "crm", "test");
     let spec = ConsumerSpec {
         batch: 10,
         concurrency: 1,

@@ -274,3 +274,140 @@ async fn unauthenticated_foreign_oversized_or_malformed_webhooks_are_refused_wit
     assert_eq!(erp.status(), 422, "the ERP's own source takes its key (no eventId here)");
     harness::assert_settled(&f.db, &f.nats, "crm", 0).await;
 }
+
+/// A contact as the test's inbound path applies it: `{objectType, name}`.
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
+struct Contact {
+    #[serde(rename = "objectType")]
+    entity: String,
+    name: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    retry_of: Option<i64>,
+}
+
+impl shared::schemas::Event for Contact {
+    const TYPE: &'static str = "crm.webhook_received";
+    fn subject(&self) -> String {
+        format!("webhooks.crm.{}", self.entity)
+    }
+}
+
+/// Applies contacts once `cured`; until then every attempt fails (not on its data: retried,
+/// then dead-lettered).
+struct Contacts {
+    cured: std::sync::Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl shared::ingress::Inbound for Contacts {
+    type Event = Contact;
+    const SYSTEM: &'static str = "crm";
+
+    fn entity(event: &Contact) -> &str {
+        &event.entity
+    }
+    fn record_id(event: &Contact) -> &str {
+        &event.name
+    }
+    fn retry_of(event: &Contact) -> Option<i64> {
+        event.retry_of
+    }
+    fn set_retry_of(event: &mut Contact, row: Option<i64>) {
+        event.retry_of = row;
+    }
+    fn apply<'a>(
+        &'a self,
+        _conn: &'a mut diesel_async::AsyncPgConnection,
+        events: &'a [shared::ingress::Applying<'a, Contact>],
+    ) -> futures::future::BoxFuture<'a, anyhow::Result<shared::ingress::AppliedBatch>> {
+        Box::pin(async move {
+            if !self.cured.load(std::sync::atomic::Ordering::SeqCst) {
+                return Err(
+                    shared::ingress::Transient("the contacts table is locked".into()).into()
+                );
+            }
+            Ok(shared::ingress::AppliedBatch {
+                outcomes: events
+                    .iter()
+                    .map(|e| shared::ingress::Outcome::applied(Some(e.event.name.clone())))
+                    .collect(),
+                messages: vec![],
+            })
+        })
+    }
+}
+
+#[tokio::test]
+async fn a_replayed_dead_letter_is_applied_and_closes_its_ledger_row() {
+    harness::init_logs();
+    let db = TestDb::new().await;
+    let nats = TestNats::new();
+    let config = harness::common_config("crm-sync", &db, &nats);
+    let spec = ServiceSpec {
+        schema: "crm",
+        streams: &[&streams::WEBHOOKS, &streams::SYNC_EVENTS],
+        openapi: shared::app::described("inbound test"),
+        settings: None,
+    };
+    let platform = Platform::start(&config, spec).await.unwrap();
+    let named = |name: &str, secret: &str| vec![(name.to_owned(), SecretString::from(secret))];
+    platform
+        .run_ingress(vec![WebhookSource {
+            system: "crm",
+            schemes: vec![Scheme::StandardWebhooks(named("crm", CRM_SECRET))],
+            parse: parse_crm,
+        }])
+        .unwrap();
+    let cured = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    platform
+        .run_inbound(
+            Contacts { cured: cured.clone() },
+            vec![ConsumerSpec {
+                max_deliver: 1,
+                batch: 8,
+                ..ConsumerSpec::new("crm-inbound", &streams::WEBHOOKS, "webhooks.crm.>")
+            }],
+        )
+        .unwrap();
+    let app = Application::build(platform, (), AuthConfig::default(), |_| {}).unwrap();
+    let f = Fixture { app: TestApp::spawn(app), nats, db };
+    let body = r#"{"objectType": "contact", "name": "Ada"}"#;
+
+    // Dead-lettered: `failed`, with a dead letter and an open inbound ledger row.
+    let accepted: Value =
+        post(&f, "crm", body, &standard(body, "msg_ada")).await.json().await.unwrap();
+    let id = accepted["event_id"].as_str().unwrap().to_owned();
+    let failed = harness::eventually(Duration::from_secs(20), || async {
+        let (_, record) = event(&f, &id).await;
+        (record["status"] == "failed").then_some(record)
+    })
+    .await
+    .expect("the event is dead-lettered");
+    assert!(failed["reason"].as_str().unwrap().contains("locked"), "{failed}");
+    let rows: Value =
+        f.app.admin_get("/admin/record-errors?direction=inbound").await.json().await.unwrap();
+    assert_eq!(rows["count"], 1, "a dead-lettered event is in the error ledger: {rows}");
+    assert_eq!(rows["errors"][0]["record_id"], "Ada");
+    assert_eq!(rows["errors"][0]["entity"], "contact");
+    let letters: Value = f.app.admin_get("/admin/dead-letters").await.json().await.unwrap();
+    let letter = letters.as_array().unwrap()[0]["id"].as_str().unwrap().to_owned();
+
+    // Replayed once the cause is gone: applied, and the ledger row closes.
+    cured.store(true, std::sync::atomic::Ordering::SeqCst);
+    let replay =
+        f.app.admin_post(&format!("/admin/dead-letters/{letter}/replay"), &json!({})).await;
+    assert_eq!(replay.0, 202, "{}", replay.1);
+    let applied = harness::eventually(Duration::from_secs(20), || async {
+        let (_, record) = event(&f, &id).await;
+        (record["status"] == "applied").then_some(record)
+    })
+    .await;
+    assert!(applied.is_some(), "the replayed event is applied: {:?}", event(&f, &id).await);
+    let open = harness::eventually(Duration::from_secs(10), || async {
+        let rows: Value =
+            f.app.admin_get("/admin/record-errors?direction=inbound").await.json().await.unwrap();
+        (rows["count"] == 0).then_some(())
+    })
+    .await;
+    assert!(open.is_some(), "the ledger row closes once the replay is applied");
+    harness::assert_settled(&f.db, &f.nats, "crm", 1).await;
+}

@@ -27,16 +27,14 @@ use std::collections::{BTreeMap, HashMap};
 
 use chrono::{DateTime, Utc};
 use diesel::sql_types::Text;
-use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
+use diesel_async::{AsyncPgConnection, RunQueryDsl};
+use futures::future::BoxFuture;
 use serde_json::Value;
 use shared::{
-    bus::{
-        Delivery, HandlerError,
-        outbox::{self, OutboxRow},
-    },
-    db::PgPool,
-    ingress::EventStatus,
+    bus::outbox::OutboxRow,
+    ingress::{AppliedBatch, EventStatus, Inbound, Outcome},
     mappers::erp::webhook,
+    outbound::{self, Endpoint},
     schemas::{
         Envelope,
         erp::{EmailRequested, ErpInventory, ErpWebhook},
@@ -45,10 +43,7 @@ use shared::{
 };
 use uuid::Uuid;
 
-use crate::{
-    SCHEMA,
-    mail::{MailSettings, email},
-};
+use crate::mail::{MailSettings, email};
 
 mod write;
 
@@ -57,15 +52,8 @@ use write::{Written, deliver_orders, write};
 /// The entities erp-sync consumes: all of them (inventory becomes canonical counts).
 pub const ENTITIES: [&str; 6] = webhook::ENTITIES;
 
-/// An event's recorded outcome: its id, status and reason.
-type Recorded = (Uuid, EventStatus, Option<String>);
-
 /// One event to apply: its id, when it was accepted, and the event.
-pub struct Applying<'a> {
-    pub id: Uuid,
-    pub accepted: DateTime<Utc>,
-    pub event: &'a ErpWebhook,
-}
+pub type Applying<'a> = shared::ingress::Applying<'a, ErpWebhook>;
 
 /// What became of one event: its outcome and the messages it causes, for the outbox.
 pub struct Applied {
@@ -304,89 +292,92 @@ async fn consequences(
     Ok(Applied { status: EventStatus::Applied, reason, messages })
 }
 
-/// Applies `batch` in one transaction; on a database error, one event per transaction, and an
-/// event that still fails is recorded `failed` (with an error-ledger row) and acknowledged.
-pub async fn handle(
-    db: &PgPool,
-    mail: std::sync::Arc<MailSettings>,
-    batch: Vec<Delivery<ErpWebhook>>,
-) -> Vec<Result<(), HandlerError>> {
-    shared::ingress::apply_batch(
-        db,
-        &batch,
-        |conn, deliveries| {
-            let mail = mail.clone();
-            Box::pin(async move { apply_batch(conn, &mail, deliveries).await })
-        },
-        |conn, delivery, error| Box::pin(record_failure(conn, delivery, error)),
-    )
-    .await
+/// The ERP's inbound events, applied by the shared inbound path.
+pub struct ErpInbound {
+    pub mail: MailSettings,
+    pub http: reqwest::Client,
+    /// The ERP's API, for requeues (`None`: requeue is refused, retry still works).
+    pub erp: Option<Endpoint>,
 }
 
-async fn apply_batch(
-    conn: &mut AsyncPgConnection,
-    mail: &MailSettings,
-    deliveries: &[&Delivery<ErpWebhook>],
-) -> anyhow::Result<()> {
-    conn.transaction::<_, anyhow::Error, _>(async |conn| {
-        // What this transaction writes came from the ERP: the capture trigger queues no push.
-        shared::db::set_origin(conn, "erp").await?;
-        let ids: Vec<Uuid> = deliveries.iter().map(|d| d.envelope.id).collect();
-        let done = shared::ingress::settled(conn, SCHEMA, &ids).await?;
-        let pending: Vec<&Delivery<ErpWebhook>> =
-            deliveries.iter().copied().filter(|d| !done.contains(&d.envelope.id)).collect();
-        let applying: Vec<Applying> = pending
-            .iter()
-            .map(|d| Applying {
-                id: d.envelope.id,
-                accepted: d.envelope.occurred_at,
-                event: &d.envelope.data,
-            })
-            .collect();
-        let applied = apply_all(conn, Some(mail), &applying).await?;
-        let mut statuses: BTreeMap<&str, Vec<Recorded>> = BTreeMap::new();
-        let mut messages = Vec::new();
-        for (delivery, applied) in pending.iter().zip(applied) {
-            let event = &delivery.envelope.data;
-            statuses.entry(event.entity.as_str()).or_default().push((
-                delivery.envelope.id,
-                applied.status,
-                applied.reason,
-            ));
-            messages.extend(applied.messages);
-        }
-        outbox::enqueue(conn, SCHEMA, &messages).await?;
-        for (entity, statuses) in statuses {
-            shared::ingress::record(conn, SCHEMA, "erp", entity, &statuses).await?;
-        }
-        // A retried ledger row closes once its retry is applied.
-        let retried: Vec<i64> = pending.iter().filter_map(|d| d.envelope.data.retry_of).collect();
-        shared::record_errors::resolve(conn, SCHEMA, &retried).await?;
-        Ok(())
-    })
-    .await
-}
+impl Inbound for ErpInbound {
+    type Event = ErpWebhook;
+    const SYSTEM: &'static str = "erp";
 
-async fn record_failure(
-    conn: &mut AsyncPgConnection,
-    delivery: &Delivery<ErpWebhook>,
-    error: &str,
-) -> anyhow::Result<()> {
-    let event = &delivery.envelope.data;
-    let mut payload = serde_json::to_value(event)?;
-    // A retry is fenced by the time the event was accepted, not by the time of the retry.
-    if let Some(fields) = payload.get_mut("payload").and_then(Value::as_object_mut)
-        && fields.get("updatedAt").is_none_or(Value::is_null)
-    {
-        fields.insert("updatedAt".into(), Value::from(delivery.envelope.occurred_at.to_rfc3339()));
+    fn entity(event: &ErpWebhook) -> &str {
+        &event.entity
     }
-    let failure = shared::record_errors::Failure {
-        system: "erp",
-        entity: &event.entity,
-        record_id: &event.entity_id,
-        direction: shared::schemas::sync::Direction::Inbound,
-        error,
-        payload: &payload,
-    };
-    shared::ingress::record_failed(conn, SCHEMA, delivery.envelope.id, &failure).await
+
+    fn record_id(event: &ErpWebhook) -> &str {
+        &event.entity_id
+    }
+
+    fn retry_of(event: &ErpWebhook) -> Option<i64> {
+        event.retry_of
+    }
+
+    fn set_retry_of(event: &mut ErpWebhook, row: Option<i64>) {
+        event.retry_of = row;
+    }
+
+    fn apply<'a>(
+        &'a self,
+        conn: &'a mut AsyncPgConnection,
+        events: &'a [Applying<'a>],
+    ) -> BoxFuture<'a, anyhow::Result<AppliedBatch>> {
+        Box::pin(async move {
+            let applied = apply_all(conn, Some(&self.mail), events).await?;
+            let mut batch = AppliedBatch { outcomes: Vec::new(), messages: Vec::new() };
+            for applied in applied {
+                batch.outcomes.push(Outcome { status: applied.status, reason: applied.reason });
+                batch.messages.extend(applied.messages);
+            }
+            Ok(batch)
+        })
+    }
+
+    /// A retry is fenced by the time the event was accepted, not by the time of the retry.
+    fn stored(&self, applying: &Applying<'_>) -> ErpWebhook {
+        let mut event = applying.event.clone();
+        if let Some(fields) = event.payload.as_object_mut()
+            && fields.get("updatedAt").is_none_or(Value::is_null)
+        {
+            fields.insert("updatedAt".into(), Value::from(applying.accepted.to_rfc3339()));
+        }
+        event
+    }
+
+    /// A customer or order as the ERP holds it now (the ERP has no read API for the other
+    /// entities: retry them).
+    fn current<'a>(&'a self, stored: &'a ErpWebhook) -> BoxFuture<'a, anyhow::Result<ErpWebhook>> {
+        Box::pin(async move {
+            let list = match stored.entity.as_str() {
+                "customer" => "customers",
+                "salesOrder" => "orders",
+                other => {
+                    anyhow::bail!("the ERP has no read API for {other}: retry the stored event")
+                }
+            };
+            let erp =
+                self.erp.as_ref().ok_or_else(|| anyhow::anyhow!("ERP_BASE_URL is not set"))?;
+            let request = shared::mappers::erp::read_record(list, &stored.entity_id);
+            match outbound::exchange(&self.http, erp, &request).await {
+                Ok((_, Value::Object(mut record))) => {
+                    record.remove("id");
+                    Ok(ErpWebhook {
+                        event_type: "updated".into(),
+                        payload: Value::Object(record),
+                        ..stored.clone()
+                    })
+                }
+                Ok(_) => anyhow::bail!("the ERP's answer is not an object"),
+                Err(outcome) => anyhow::bail!(
+                    "reading {} {} from the ERP failed: {:?}",
+                    stored.entity,
+                    stored.entity_id,
+                    outcome.status()
+                ),
+            }
+        })
+    }
 }
