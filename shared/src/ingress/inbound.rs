@@ -112,6 +112,9 @@ pub trait Inbound: Send + Sync + 'static {
     }
 }
 
+/// An applied delivery with its outcome.
+type Settled<'a, E> = (&'a Delivery<E>, &'a Outcome);
+
 /// Runs an [`Inbound`] for the platform: the consumers' handler, the ledger's actions and the
 /// dead letters' hook.
 pub(crate) struct InboundRunner<I> {
@@ -173,8 +176,7 @@ impl<I: Inbound> InboundRunner<I> {
                 outcomes.len(),
                 fresh.len()
             );
-            let mut by_entity: BTreeMap<&str, Vec<(&Delivery<I::Event>, &Outcome)>> =
-                BTreeMap::new();
+            let mut by_entity: BTreeMap<&str, Vec<Settled<'_, I::Event>>> = BTreeMap::new();
             for (delivery, outcome) in fresh.iter().zip(&outcomes) {
                 by_entity
                     .entry(I::entity(&delivery.envelope.data))
