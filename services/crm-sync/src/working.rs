@@ -201,8 +201,28 @@ fn apply(
         .map_err(|e| anyhow::anyhow!("{}: {}", e.field, e.detail))?;
     let Some(entry) = working.records.get_mut(&key) else {
         if event.event == ChangeKind::Deleted {
+            // A delete that overtook its create: kept as a tombstone (a deleted record with
+            // the delete's time), so the late create finds it deleted instead of bringing it
+            // back.
+            let local = Local {
+                entity,
+                id: 0,
+                external_id: Some(event.id.clone()),
+                data: Default::default(),
+                deleted_at: Some(now),
+                deleted_from: Some("crm".into()),
+                local_version: 0,
+                updated_at: now,
+                local_changed_at: None,
+            };
+            let state =
+                SyncState { remote_updated_at: Some(event.timestamp), ..SyncState::default() };
+            working.records.insert(
+                key,
+                Entry { local, state: Some(state), new: true, changed: true, state_changed: true },
+            );
             return Ok((
-                Outcome::applied(Some("not known here: nothing to delete".into())),
+                Outcome::applied(Some("not known here: kept as deleted (tombstone)".into())),
                 vec![],
             ));
         }
@@ -252,10 +272,15 @@ fn apply(
         *state = Some(state_now);
         return Ok((Outcome::applied(Some("deleted".into())), vec![]));
     }
-    if local.deleted_at.is_some()
-        && local.deleted_from.as_deref() == Some("crm")
-        && state_now.remote_updated_at.is_none_or(|deleted| event.timestamp > deleted)
+    let deleted_by_crm = local.deleted_at.is_some() && local.deleted_from.as_deref() == Some("crm");
+    if deleted_by_crm
+        && state_now.remote_updated_at.is_some_and(|deleted| event.timestamp <= deleted)
     {
+        // The CRM deleted the record after this change (a create or update that arrives
+        // after the delete that followed it).
+        return Ok((Outcome::applied(Some(STALE.into())), vec![]));
+    }
+    if deleted_by_crm {
         // The CRM restored it.
         local.deleted_at = None;
         local.deleted_from = None;

@@ -265,3 +265,31 @@ async fn events_accepted_before_a_restart_are_applied_after_it_and_local_changes
     assert_eq!(t.sandbox.crm.crm_objects("companies").len(), 1);
     t.assert_settled(0).await;
 }
+
+#[tokio::test]
+async fn a_delete_that_overtakes_its_create_keeps_the_record_deleted() {
+    let t = spawn().await;
+    // The CRM creates a contact and deletes it a moment later; its webhooks arrive in the
+    // other order.
+    let created = t.sandbox.crm.crm_change("contacts", None, json!({"firstName": "Late"}));
+    let id = created["id"].as_str().unwrap().to_owned();
+    let deleted = t.sandbox.crm.crm_delete("contacts", &id);
+
+    let (status, first) = t.deliver(&standard(), &deleted).await;
+    assert_eq!(status, 202);
+    t.event_eventually(first["event_id"].as_str().unwrap(), "applied").await;
+    let (status, second) = t.deliver(&standard(), &created).await;
+    assert_eq!(status, 202);
+    t.event_eventually(second["event_id"].as_str().unwrap(), "applied").await;
+
+    let row = t.row("contacts", &id).await.expect("the delete is kept as a tombstone");
+    assert!(!row["deleted_at"].is_null(), "the late create brought the record back: {row}");
+    assert_eq!(row["deleted_from"], "crm");
+    // A later change of the CRM (a restore) still brings it back.
+    let restored = json!({"eventId": "restore-1", "event": "updated", "type": "contact", "id": id,
+        "timestamp": "2099-01-01T00:00:00Z", "data": {"firstName": "Back"}});
+    assert_eq!(t.deliver(&standard(), &restored).await.0, 202);
+    let row = t.row_eventually("contacts", &id, |r| r["deleted_at"].is_null()).await;
+    assert_eq!(row["first_name"], "Back");
+    t.assert_settled(0).await;
+}
