@@ -262,13 +262,16 @@ impl<C: Connector> PushEngine<C> {
                 };
                 if let Plan::Stopped(reason) = plan {
                     // Acked, not lost: resuming the target queues every record it missed.
-                    log.push(store::LogRow::of(
-                        record,
-                        SyncStatus::Skipped,
-                        None,
-                        Some(format!("target stopped: {reason}")),
-                        attempt,
-                    )?);
+                    log.push(
+                        store::LogRow::of(
+                            record,
+                            SyncStatus::Skipped,
+                            None,
+                            Some(format!("target stopped: {reason}")),
+                            attempt,
+                        )?
+                        .undelivered(),
+                    );
                     out.insert(record.key.clone(), Ok(()));
                     continue;
                 }

@@ -211,6 +211,9 @@ pub(super) struct LogRow {
     http_status: Option<u16>,
     error: Option<String>,
     attempt: i64,
+    /// The target holds the record's version (synced, or confirmed by a read-back); a push
+    /// skipped because the target is stopped is not.
+    delivered: bool,
 }
 
 impl LogRow {
@@ -229,7 +232,13 @@ impl LogRow {
             http_status,
             error,
             attempt,
+            delivered: matches!(status, SyncStatus::Synced | SyncStatus::Skipped),
         })
+    }
+
+    /// Skipped without reaching the target (it is stopped): closes nothing.
+    pub(super) fn undelivered(self) -> Self {
+        Self { delivered: false, ..self }
     }
 }
 
@@ -280,11 +289,8 @@ pub(super) async fn write_log(
         })
         .collect();
     record_errors::record_failure(conn, schema, &failures).await?;
-    let delivered: Vec<String> = rows
-        .iter()
-        .filter(|r| matches!(r.status, SyncStatus::Synced | SyncStatus::Skipped))
-        .map(|r| r.key.clone())
-        .collect();
+    let delivered: Vec<String> =
+        rows.iter().filter(|r| r.delivered).map(|r| r.key.clone()).collect();
     record_errors::settle(conn, schema, target, entity, Direction::Outbound, &delivered).await?;
     let event = Envelope::new(
         service,

@@ -410,6 +410,9 @@ async fn a_target_that_answers_410_is_stopped_until_resumed_then_caught_up() {
     );
     assert_eq!(t.sandbox.erp.requests().len(), 1, "only the request that got the 410");
     assert_eq!(t.target_status("erp").await.unwrap()["behind"], 1);
+    let open = "SELECT count(*) AS n FROM inventory.record_errors \
+                WHERE system = 'erp' AND direction = 'outbound' AND status = 'open'";
+    assert_eq!(t.count(open).await, 1, "a push skipped for a stopped target delivers nothing");
 
     let resume = |target: &'static str, token: &'static str| {
         t.app
@@ -436,6 +439,7 @@ async fn a_target_that_answers_410_is_stopped_until_resumed_then_caught_up() {
         .await
         .is_some()
     );
+    assert_eq!(t.count(open).await, 0, "the catch-up delivered it");
     t.assert_settled(1).await;
 }
 
