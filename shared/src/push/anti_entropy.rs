@@ -3,7 +3,9 @@
 //!
 //! Read are the records the target is believed to hold (its `push_state` is at the record's
 //! version) and those whose last push was given up (dead-lettered after its retry budget, so
-//! nothing else would push them again); records with a push pending are left to it. Each page is read under the same advisory
+//! nothing else would push them again); records with a push pending are left to it, and so are
+//! records whose current version the target refused with a 4xx (counted once in the error
+//! ledger; pushing them again would only repeat the refusal). Each page is read under the same advisory
 //! locks the pushes take, so no push of ours is in flight while its record is compared. A record
 //! that differs is reported (`push_log` status `drifted`, `sync.events`, the
 //! `push_drift_total` metric, a warning) and pushed again: its `push_state` is forgotten and a
@@ -35,6 +37,9 @@ pub struct PassReport {
     pub drifted: u64,
     /// Records the target could not be asked about (read failed), or that were busy.
     pub unreadable: u64,
+    /// Records whose current version the target refused for good (4xx): in the error ledger,
+    /// not pushed again until they change or an operator retries them.
+    pub refused: u64,
     /// Whether the target can be read at all (its connector has a read request).
     pub readable: bool,
 }
@@ -111,10 +116,17 @@ async fn check_page<C: Connector>(
     // Records the target is believed to hold, and records whose last push was given up (dead
     // letter): nothing else would ever push those again. Records with a push pending are left
     // to it.
+    // A record the target refused for good (a 4xx) at this very version is counted once, in
+    // the ledger, and left alone until the record changes (a new version) or an operator
+    // retries it or resumes the target: pushing it again would only get the same refusal.
+    let (refused, records): (Vec<_>, Vec<_>) = records
+        .into_iter()
+        .partition(|r| abandoned.get(&r.key).is_some_and(|g| g.refused(r.version)));
+    report.refused += refused.len() as u64;
     let current: Vec<_> = records
         .into_iter()
         .filter(|r| {
-            pushed.get(&r.key).is_some_and(|v| *v >= r.version) || abandoned.contains(&r.key)
+            pushed.get(&r.key).is_some_and(|v| *v >= r.version) || abandoned.contains_key(&r.key)
         })
         .collect();
     let Some(first) = current.first() else {
@@ -160,7 +172,7 @@ async fn check_page<C: Connector>(
         };
         report.checked += 1;
         if held {
-            if abandoned.contains(&record.key) {
+            if abandoned.contains_key(&record.key) {
                 confirmed.push((record.key.clone(), record.version));
             }
             continue;

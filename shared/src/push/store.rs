@@ -160,29 +160,55 @@ pub(super) async fn mark_pushed(
     Ok(())
 }
 
+/// A push given up: the version it was for, and the target's answer (`None`: none, e.g. the
+/// retry budget ran out on timeouts).
+#[derive(Clone, Copy, Debug)]
+pub(super) struct GivenUp {
+    pub version: i64,
+    pub http_status: Option<i32>,
+}
+
+impl GivenUp {
+    /// The target refused this version for good (a 4xx other than a timeout or a rate
+    /// limit): pushing the same version again gets the same answer.
+    pub fn refused(&self, version: i64) -> bool {
+        self.version == version
+            && self.http_status.is_some_and(|s| (400..500).contains(&s) && s != 408 && s != 429)
+    }
+}
+
 /// Keys among `keys` whose latest logged attempt for the target was given up (dead-lettered).
 pub(super) async fn dead_lettered(
     conn: &mut AsyncPgConnection,
     schema: &str,
     target: &str,
     keys: &[String],
-) -> diesel::QueryResult<std::collections::HashSet<String>> {
+) -> diesel::QueryResult<HashMap<String, GivenUp>> {
     #[derive(diesel::QueryableByName)]
     struct Last {
         #[diesel(sql_type = Text)]
         key: String,
         #[diesel(sql_type = Text)]
         status: String,
+        #[diesel(sql_type = BigInt)]
+        version: i64,
+        #[diesel(sql_type = Nullable<Integer>)]
+        http_status: Option<i32>,
     }
     let rows: Vec<Last> = diesel::sql_query(format!(
-        "SELECT DISTINCT ON (record_key) record_key AS key, status FROM {schema}.push_log \
+        "SELECT DISTINCT ON (record_key) record_key AS key, status, version, http_status \
+         FROM {schema}.push_log \
          WHERE target = $1 AND record_key = ANY($2) ORDER BY record_key, id DESC"
     ))
     .bind::<Text, _>(target)
     .bind::<Array<Text>, _>(keys)
     .load(conn)
     .await?;
-    Ok(rows.into_iter().filter(|r| r.status == "dead_lettered").map(|r| r.key).collect())
+    Ok(rows
+        .into_iter()
+        .filter(|r| r.status == "dead_lettered")
+        .map(|r| (r.key, GivenUp { version: r.version, http_status: r.http_status }))
+        .collect())
 }
 
 /// Forgets what the target was told for `key`, so the next message pushes it again.

@@ -188,7 +188,7 @@ async fn anti_entropy_reads_every_target_back_and_corrects_drift() {
     let report: Value = pass("wms").await.unwrap().json().await.unwrap();
     assert_eq!(
         report,
-        json!({"target": "wms", "checked": 2, "drifted": 1, "unreadable": 0, "readable": true})
+        json!({"target": "wms", "checked": 2, "drifted": 1, "unreadable": 0, "refused": 0, "readable": true})
     );
     assert!(t.sandbox.wms.wait_until(WAIT, |x| x.level("AE-2", "W1") == Some(8)).await);
     assert_eq!(
@@ -244,4 +244,56 @@ async fn anti_entropy_repairs_a_push_that_was_given_up() {
     assert_eq!(report["drifted"], 1, "{report}");
     assert!(t.sandbox.wms.wait_until(WAIT, |x| x.level("AE-3", "W1") == Some(4)).await);
     t.assert_settled(1).await;
+}
+
+#[tokio::test]
+async fn anti_entropy_counts_a_permanent_refusal_once_and_stops_until_the_record_changes() {
+    let t = spawn().await;
+    t.put_product("AE-4", 0).await;
+    // The ERP refuses this sku's level for good (and can still be read).
+    t.sandbox.erp.fail_path("/api/inventory/AE-4", 100, Fault::Status(422));
+    t.adjust(&adjustment("manual", "AE-4", "receipt", 4, "in")).await;
+    let ledger = "SELECT count(*) AS n FROM inventory.record_errors \
+                  WHERE system = 'erp' AND record_id LIKE '%AE-4%' AND status = 'open' AND attempts = 1";
+    let refused =
+        harness::eventually(WAIT, || async { (t.count(ledger).await == 1).then_some(()) });
+    assert!(refused.await.is_some(), "the refused push is in the error ledger");
+    let pushes = || t.sandbox.erp.requests().into_iter().filter(|r| r.method == "PUT").count();
+    assert_eq!(pushes(), 1);
+
+    let pass = || async {
+        let report: Value = t
+            .app
+            .http
+            .post(t.app.url("/admin/targets/erp/anti-entropy"))
+            .bearer_auth(harness::ADMIN_TOKEN)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        report
+    };
+    for _ in 0..3 {
+        let report = pass().await;
+        assert_eq!(
+            (report["drifted"].as_u64(), report["refused"].as_u64()),
+            (Some(0), Some(1)),
+            "{report}"
+        );
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(pushes(), 1, "a refused record is not pushed again on every pass");
+    assert_eq!(t.count(ledger).await, 1, "and counted once");
+    let dead = t.count("SELECT count(*) AS n FROM inventory.dead_letters").await;
+    assert_eq!(dead, 1);
+
+    // Once the record changes, it is pushed again.
+    t.adjust(&adjustment("manual", "AE-4", "receipt", 1, "in-2")).await;
+    assert!(
+        harness::eventually(WAIT, || async { (pushes() == 2).then_some(()) }).await.is_some(),
+        "a new version is pushed"
+    );
+    t.assert_settled(2).await;
 }
