@@ -332,7 +332,8 @@ pub mod webhook {
     }
 
     /// Reads and validates a verified ERP webhook: its id (the sender's delivery id, or a
-    /// digest of its content, so a redelivery is recognised) and the event. An unknown entity
+    /// digest of its content when it carries the ERP's `updatedAt`, so a redelivery is
+    /// recognised) and the event. An unknown entity
     /// or event type is an error naming it; so is an invalid payload field.
     pub fn parse_webhook(
         body: &Value,
@@ -392,12 +393,21 @@ pub mod webhook {
             payload: Value::Object(payload.clone()),
             retry_of: None,
         };
+        // Without the sender's delivery id, a digest of the content identifies the event only
+        // when the content carries the ERP's own time of the state (`updatedAt`): the same
+        // time is the same state, so a redelivery is recognised however late. Without it, equal
+        // content is no proof of a redelivery (a status that goes A -> B -> A sends A twice):
+        // every delivery is its own event, which is harmless when it is one (applying the same
+        // state again changes nothing and sends no email).
+        let digest = || -> String {
+            let digest = Sha256::digest(serde_json::to_vec(&webhook).unwrap_or_default());
+            digest.iter().map(|b| format!("{b:02x}")).collect()
+        };
+        let stamped = webhook.payload.get("updatedAt").is_some_and(|v| !v.is_null());
         let id = match delivery_id {
             Some(id) => id.to_owned(),
-            None => {
-                let digest = Sha256::digest(serde_json::to_vec(&webhook).unwrap_or_default());
-                digest.iter().map(|b| format!("{b:02x}")).collect()
-            }
+            None if stamped => digest(),
+            None => format!("{}-{}", digest(), uuid::Uuid::now_v7().simple()),
         };
         Ok((id, webhook))
     }
@@ -414,8 +424,21 @@ pub mod webhook {
                 "payload": {"orderNumber": "1001", "status": "open", "total": 12.5,
                     "lineItems": [{"sku": "A", "quantity": 2, "unitPrice": 6.25}]}});
             let (id, event) = parse_webhook(&order, None).unwrap();
-            assert_eq!((id.len(), event.entity.as_str()), (64, "salesOrder"));
-            assert_eq!(parse_webhook(&order, None).unwrap().0, id, "a redelivery has the same id");
+            assert_eq!(event.entity.as_str(), "salesOrder");
+            assert_ne!(
+                parse_webhook(&order, None).unwrap().0,
+                id,
+                "equal content without the ERP's time is no proof of a redelivery"
+            );
+            let mut stamped = order.clone();
+            stamped["payload"]["updatedAt"] = json!("2026-12-01T10:00:00Z");
+            let (id, _) = parse_webhook(&stamped, None).unwrap();
+            assert_eq!(id.len(), 64);
+            assert_eq!(
+                parse_webhook(&stamped, None).unwrap().0,
+                id,
+                "a redelivery has the same id"
+            );
             let mut bad = order.clone();
             bad["entity"] = json!("lead");
             assert_eq!(parse_webhook(&bad, None).unwrap_err().field, "entity");

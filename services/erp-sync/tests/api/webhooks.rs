@@ -12,13 +12,14 @@ fn order(event: &str, status: &str, lines: Value) -> Value {
 #[tokio::test]
 async fn an_order_is_stored_with_its_lines_once_and_an_update_replaces_them() {
     let t = spawn().await;
-    let created = order(
+    let mut created = order(
         "created",
         "open",
         json!([
         {"sku": "MUG-1", "description": "Mug", "quantity": 2, "unitPrice": 10.0, "lineTotal": 20.0},
         {"sku": "TEA-1", "quantity": 1, "unitPrice": 10.0, "discount": 0, "lineTotal": 10.0}]),
     );
+    created["payload"]["updatedAt"] = json!("2026-12-01T10:00:00Z");
     let (status, first, _) = t.post(&created).await;
     assert_eq!(status, 202, "{first}");
     t.event_eventually(first["event_id"].as_str().unwrap(), "applied").await;
@@ -29,7 +30,7 @@ async fn an_order_is_stored_with_its_lines_once_and_an_update_replaces_them() {
     );
     assert_eq!(t.count("SELECT count(*) AS n FROM erp.order_lines").await, 2);
 
-    // A redelivery is recognised (same content, same id) and stored once.
+    // A redelivery is recognised (same content with the ERP's time, same id) and stored once.
     let (status, again, replayed) = t.post(&created).await;
     assert_eq!((status, replayed), (202, true));
     assert_eq!(again["event_id"], first["event_id"]);
@@ -191,11 +192,18 @@ async fn orders_status_changes_and_shipments_are_emailed_once_with_both_parts() 
     t.event_eventually(u["event_id"].as_str().unwrap(), "applied").await;
     let shipment = json!({"eventType": "created", "entity": "shipment", "entityId": "SH-9",
         "payload": {"orderId": "SO-1001", "carrier": "DHL", "trackingNumber": "JD 42",
-            "estimatedDelivery": "2026-12-03", "status": "in_transit"}});
+            "estimatedDelivery": "2026-12-03", "status": "in_transit",
+            "updatedAt": "2026-12-02T08:00:00Z"}});
     let (_, s, _) = t.post(&shipment).await;
     t.event_eventually(s["event_id"].as_str().unwrap(), "applied").await;
-    // A redelivered shipment causes no second email.
+    // A redelivered shipment causes no second email: recognised by its content and time, and
+    // applied again harmlessly without its time.
     assert!(t.post(&shipment).await.2);
+    let mut unstamped = shipment.clone();
+    unstamped["payload"].as_object_mut().unwrap().remove("updatedAt");
+    let (_, again, replayed) = t.post(&unstamped).await;
+    assert!(!replayed);
+    t.event_eventually(again["event_id"].as_str().unwrap(), "applied").await;
 
     let mails = harness::eventually(crate::helpers::WAIT, || async {
         let mails = t.smtp.mails();
@@ -376,4 +384,19 @@ async fn the_inventory_durable_of_earlier_releases_is_retired_and_its_waiting_co
         "the old durable is gone"
     );
     assert_eq!(webhooks.info().await.unwrap().state.messages, 0);
+}
+
+#[tokio::test]
+async fn a_status_that_returns_to_an_earlier_value_is_applied_each_time() {
+    let t = spawn().await;
+    // The ERP sends neither a delivery id nor its own time: open -> shipped -> open.
+    let lines = json!([{"sku": "MUG-1", "quantity": 1, "lineTotal": 10.0}]);
+    for status in ["open", "shipped", "open"] {
+        let (code, body, replayed) = t.post(&order("updated", status, lines.clone())).await;
+        assert_eq!((code, replayed), (202, false), "{status}: {body}");
+        t.event_eventually(body["event_id"].as_str().unwrap(), "applied").await;
+    }
+    let row = t.row("orders", "erp_order_id", "SO-1001").await.unwrap();
+    assert_eq!(row["status"], "open", "the return to open was applied: {row}");
+    t.assert_settled().await;
 }
