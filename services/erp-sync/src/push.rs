@@ -9,13 +9,17 @@
 //!
 //! Requests: `PATCH /api/orders/{id}` with `{status}`, `PUT /api/customers/{id}` with
 //! `{name, email, phone}` (a customer created here is created in the ERP by the same `PUT`).
+//! A record whose latest change came from the ERP (a local change lost to a newer ERP event) is
+//! read back first and pushed only when the ERP holds another value and no newer state of its
+//! own (`updatedAt` later than the ERP time stored here: its webhook is on its way).
 //! After delivery the record's `synced_version` becomes the pushed version; if the ERP's own
 //! change of the same fields was applied here while the push was on its way, the push just
 //! overwrote it in the ERP, so the record (now holding that change) is pushed again.
 
+use chrono::{DateTime, Utc};
 use diesel::{
     QueryableByName,
-    sql_types::{Array, BigInt, Jsonb, Text},
+    sql_types::{Array, BigInt, Jsonb, Nullable, Text, Timestamptz},
 };
 use diesel_async::{AsyncPgConnection, RunQueryDsl};
 use serde::Serialize;
@@ -75,11 +79,14 @@ pub struct ErpRecords {
     pub entity: Pushable,
 }
 
-/// A record as the engine pushes it: its ERP id and the pushed columns.
+/// A record as the engine pushes it: its ERP id, the pushed columns, and the ERP's time of the
+/// ERP state stored here.
 #[derive(Clone, Debug, Serialize)]
 pub struct Pushed {
     pub id: String,
     pub data: Map<String, Value>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub erp_updated_at: Option<DateTime<Utc>>,
 }
 
 #[derive(QueryableByName)]
@@ -92,6 +99,8 @@ struct Row {
     origin: String,
     #[diesel(sql_type = Jsonb)]
     data: Value,
+    #[diesel(sql_type = Nullable<Timestamptz>)]
+    erp_updated_at: Option<DateTime<Utc>>,
 }
 
 impl ErpRecords {
@@ -109,7 +118,7 @@ impl ErpRecords {
         let Pushable { table, key, columns, .. } = self.entity;
         let data: String = columns.iter().map(|c| format!("'{c}', {c}, ")).collect();
         diesel::sql_query(format!(
-            "SELECT {key} AS id, local_version AS version, origin, \
+            "SELECT {key} AS id, local_version AS version, origin, erp_updated_at, \
              jsonb_build_object({data}) AS data FROM erp.{table} WHERE {key} = ANY($1) ORDER BY {key}{lock}",
             data = data.trim_end_matches(", "),
             lock = if lock { " FOR UPDATE" } else { "" },
@@ -168,6 +177,7 @@ impl Connector for ErpRecords {
                 record: Pushed {
                     id: row.id,
                     data: row.data.as_object().cloned().unwrap_or_default(),
+                    erp_updated_at: row.erp_updated_at,
                 },
             })
             .collect())
@@ -187,7 +197,21 @@ impl Connector for ErpRecords {
         Some(mapper::read_record(self.entity.list, &record.record.id))
     }
 
+    /// The ERP shows our value, or a state newer than the one stored here: its own later
+    /// change, whose webhook is on its way and will bring it here (pushing our older value
+    /// would overwrite it in the ERP, and its webhook, applied with origin `erp`, would never
+    /// be pushed back).
     fn holds(&self, record: &Loaded<Pushed>, answer: &Value) -> bool {
+        let theirs = answer
+            .get("updatedAt")
+            .and_then(Value::as_str)
+            .and_then(|t| DateTime::parse_from_rfc3339(t).ok());
+        if let (Some(theirs), Some(ours)) = (theirs, record.record.erp_updated_at)
+            && theirs > ours
+        {
+            tracing::info!(id = %record.record.id, %theirs, %ours, "the ERP holds a newer change of its own; not pushing over it");
+            return true;
+        }
         let fields = mapper::webhook::fields(self.entity.webhook).unwrap_or_default();
         self.entity.columns.iter().all(|c| {
             let ours = record.record.data.get(*c).unwrap_or(&Value::Null);

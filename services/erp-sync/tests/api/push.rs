@@ -199,3 +199,49 @@ async fn a_newer_erp_change_over_a_queued_local_change_is_not_pushed_back() {
         "read back, found in place"
     );
 }
+
+#[tokio::test]
+async fn a_read_back_never_pushes_over_a_newer_erp_change_still_in_flight() {
+    let t = spawn().await;
+    seed(&t).await;
+    // The local change's push waits (the ERP asks for 3 s).
+    t.erp.fail_next(1, Fault::RateLimited { retry_after_secs: 3 });
+    sql(&t, "UPDATE erp.orders SET status = 'on_hold' WHERE erp_order_id = 'SO-1'").await;
+    assert!(
+        t.erp.wait_until(WAIT, |erp| erp.requests().iter().any(|r| r.status == 429)).await,
+        "the push was tried"
+    );
+    // W1: the ERP ships the order, later than the local change; it wins here.
+    report(
+        &t,
+        "orders",
+        "SO-1",
+        json!({"orderNumber": "1", "customerId": "C-1",
+        "status": "shipped", "updatedAt": "2099-01-01T00:00:00Z"}),
+    )
+    .await;
+    // W2: the ERP delivers it; its webhook is still in flight when the push reads it back.
+    let w2 = t.erp.erp_record(
+        "orders",
+        "SO-1",
+        json!({"orderNumber": "1", "customerId": "C-1",
+        "status": "delivered", "updatedAt": "2099-01-02T00:00:00Z"}),
+    );
+    let read_back = harness::eventually(WAIT, || async {
+        let n = t
+            .count("SELECT count(*) AS n FROM erp.push_log WHERE target = 'erp' AND status <> 'retrying'")
+            .await;
+        (n > 0).then_some(())
+    });
+    assert!(read_back.await.is_some(), "the queued push ran");
+    deliver(&t, &w2).await;
+
+    t.assert_settled().await;
+    assert_eq!(t.row("orders", "erp_order_id", "SO-1").await.unwrap()["status"], "delivered");
+    assert_eq!(
+        t.erp.erp_get("orders", "SO-1").unwrap()["status"],
+        "delivered",
+        "the ERP's newer change was pushed over: {:?}",
+        writes(&t)
+    );
+}
