@@ -99,6 +99,18 @@ pub trait Connector: Send + Sync + 'static {
         async { Ok(Outcome::Delivered(reqwest::StatusCode::OK)) }
     }
 
+    /// The outcome of a push the target answered with a success status: `Delivered`, unless
+    /// the answer itself reports this record's failure (a batch endpoint's `207 Multi-Status`
+    /// listing the record in its `errors`), which is then retried or refused like a push.
+    fn answered(
+        &self,
+        _record: &Loaded<Self::Record>,
+        status: reqwest::StatusCode,
+        _answer: &Value,
+    ) -> Outcome {
+        Outcome::Delivered(status)
+    }
+
     /// Whether a refusal (`4xx` other than 410/429) of the push of `record` means the target
     /// is as we want it anyway (e.g. `404` for deleting a record the target deleted already).
     fn delivered_anyway(&self, _record: &Loaded<Self::Record>, _status: u16) -> bool {

@@ -477,7 +477,7 @@ impl<C: Connector> PushEngine<C> {
         let request = self.connector.request(record);
         let (outcome, answer) = match outbound::exchange(&self.http, &self.endpoint, &request).await
         {
-            Ok((status, answer)) => (Outcome::Delivered(status), answer),
+            Ok((status, answer)) => (self.connector.answered(record, status, &answer), answer),
             Err(Outcome::Rejected { status, .. })
                 if self.connector.delivered_anyway(record, status.as_u16()) =>
             {
