@@ -162,12 +162,18 @@ impl Mailer {
         id: &str,
         email: &Email,
     ) -> Result<bool, crate::bus::HandlerError> {
-        let mut conn = db.get().await.map_err(|e| anyhow::anyhow!("database: {e}"))?;
-        if crate::bus::inbox::seen(&mut conn, schema, consumer, id).await? {
-            return Ok(false);
+        // No pooled connection is held across the SMTP exchange: a slow relay must not take
+        // the connections that traffic and readiness need.
+        let database = |e| anyhow::anyhow!("database: {e}");
+        {
+            let mut conn = db.get().await.map_err(database)?;
+            if crate::bus::inbox::seen(&mut conn, schema, consumer, id).await? {
+                return Ok(false);
+            }
         }
         match self.send(email).await {
             Outcome::Delivered(_) => {
+                let mut conn = db.get().await.map_err(database)?;
                 crate::bus::inbox::first_delivery(&mut conn, schema, consumer, id).await?;
                 tracing::info!(subject = %email.subject, consumer, "email sent");
                 Ok(true)

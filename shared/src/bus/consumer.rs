@@ -1,8 +1,9 @@
 //! Durable pull consumers: one loop, owned here, for every consumer of the platform.
 //!
-//! Delivery semantics: at-least-once. While a batch handler works, its messages get
-//! in-progress acks every third of `ack_wait` (for up to ten minutes), so long batches keep them
-//! and a crashed process's messages come back after one short `ack_wait`. A handler's `Ok` acks
+//! Delivery semantics: at-least-once. While a handler works, its messages get in-progress acks
+//! every third of `ack_wait` (for up to `max_in_progress`, ten minutes by default), so a long
+//! batch or a slow send (an SMTP relay) keeps its messages and is never delivered a second time
+//! meanwhile, and a crashed process's messages come back after one short `ack_wait`. A handler's `Ok` acks
 //! the message; a retryable error naks
 //! it with a jittered exponential backoff (or the delay the handler asks for, e.g. a target's
 //! `Retry-After`); a permanent error, an undecodable message, or a failure on the last allowed
@@ -30,9 +31,6 @@ use tracing::Instrument;
 use super::{Bus, StreamSpec, dead_letter::DeadLetters};
 use crate::schemas::Envelope;
 
-/// Longest a batch handler keeps its messages with in-progress acks.
-const MAX_IN_PROGRESS: Duration = Duration::from_secs(600);
-
 /// A durable consumer declaration.
 #[derive(Clone, Debug)]
 pub struct ConsumerSpec {
@@ -45,6 +43,9 @@ pub struct ConsumerSpec {
     pub max_deliver: i64,
     /// Longer than the slowest handler (outbound HTTP has a 10 s total timeout).
     pub ack_wait: Duration,
+    /// Longest a handler keeps its messages with in-progress acks: one stuck longer loses them
+    /// as if it had crashed (they are delivered again after `ack_wait`).
+    pub max_in_progress: Duration,
     /// Handler calls (single messages, or batches) running at once per replica.
     pub concurrency: usize,
     /// Most messages handed to a batch handler at once ([`run_batch_consumer`]); 1 otherwise.
@@ -64,6 +65,7 @@ impl ConsumerSpec {
             filter_subject: filter_subject.to_owned(),
             max_deliver: 10,
             ack_wait: Duration::from_secs(30),
+            max_in_progress: Duration::from_secs(600),
             concurrency: 16,
             batch: 1,
             replaces: None,
@@ -317,18 +319,15 @@ async fn process<T, F, Fut>(
             let _entered = span.enter();
             handler(deliveries)
         };
-        // While a batch handler works, tell the server its messages are in progress, so a long
-        // batch keeps them without a long `ack_wait` (which would delay redelivery after a
-        // crash), for at most `MAX_IN_PROGRESS`: a handler stuck longer loses them as if it had
-        // crashed. (Single-message handlers get no progress acks: their work is short.)
+        // While a handler works, tell the server its messages are in progress, so a long batch
+        // or a slow send keeps them without a long `ack_wait` (which would delay redelivery
+        // after a crash), for at most `max_in_progress`: a handler stuck longer loses them as
+        // if it had crashed.
         let progress = async {
-            if spec.batch <= 1 {
-                return futures::future::pending().await;
-            }
             let started = tokio::time::Instant::now();
             loop {
                 tokio::time::sleep(spec.ack_wait / 3).await;
-                if started.elapsed() >= MAX_IN_PROGRESS {
+                if started.elapsed() >= spec.max_in_progress {
                     return futures::future::pending().await;
                 }
                 for received in &handled {

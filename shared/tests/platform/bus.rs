@@ -287,6 +287,7 @@ async fn a_message_whose_handler_never_answers_is_dead_lettered_after_its_budget
     let spec = ConsumerSpec {
         max_deliver: 1,
         ack_wait: Duration::from_secs(1),
+        max_in_progress: Duration::from_secs(1),
         ..ConsumerSpec::new("stuck-consumer", &streams::SYNC_EVENTS, "sync.events.test.>")
     };
     // Stands in for a handler whose process dies mid-message: it never acks in time.
@@ -312,6 +313,46 @@ async fn a_message_whose_handler_never_answers_is_dead_lettered_after_its_budget
 
     assert!(dead[0].error.contains("without an answer"), "{}", dead[0].error);
     assert_eq!(dead[0].payload["id"], poison.id.to_string());
+}
+
+#[tokio::test]
+async fn a_handler_slower_than_ack_wait_keeps_its_message_and_runs_once() {
+    let (db, nats, bus, pool) = setup().await;
+    let slow = Envelope::new("test", Pinged { n: 5 });
+    bus.publish(&slow.data.subject(), &slow).await.unwrap();
+    let calls = Arc::new(Mutex::new(Vec::new()));
+    let seen = calls.clone();
+    let stop = CancellationToken::new();
+    let dead_letters = DeadLetters::new(pool, "crm", "test");
+    let spec = ConsumerSpec {
+        ack_wait: Duration::from_secs(1),
+        ..ConsumerSpec::new("slow-consumer", &streams::SYNC_EVENTS, "sync.events.test.>")
+    };
+    // A send that takes four ack_waits (an SMTP relay that answers slowly).
+    let task = tokio::spawn(shared::bus::run_consumer(
+        bus.clone(),
+        spec,
+        dead_letters,
+        stop.clone(),
+        move |d: shared::bus::Delivery<Pinged>| {
+            seen.lock().unwrap().push(d.delivered);
+            async {
+                tokio::time::sleep(Duration::from_secs(4)).await;
+                Ok(())
+            }
+        },
+    ));
+    harness::eventually(Duration::from_secs(15), || async {
+        let left = harness::pending(&db, &nats, "crm").await;
+        (!calls.lock().unwrap().is_empty() && left.consumers.is_empty()).then_some(())
+    })
+    .await
+    .expect("the slow message is acknowledged");
+    // Long enough for a redelivery to show if the message had been given up.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    stop.cancel();
+    task.await.unwrap();
+    assert_eq!(*calls.lock().unwrap(), vec![1], "handled once, on its first delivery");
 }
 
 #[tokio::test]

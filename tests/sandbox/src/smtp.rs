@@ -1,7 +1,13 @@
 //! A minimal SMTP server (RFC 5321 subset: EHLO/HELO, MAIL, RCPT, DATA, RSET, NOOP, QUIT) that
 //! accepts every message and records it.
 
-use std::sync::{Arc, Mutex};
+use std::{
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicU64, Ordering},
+    },
+    time::Duration,
+};
 
 use tokio::{
     io::{AsyncBufReadExt, AsyncWriteExt, BufReader},
@@ -22,6 +28,8 @@ pub struct Mail {
 pub struct SmtpSink {
     pub port: u16,
     mails: Arc<Mutex<Vec<Mail>>>,
+    /// How long the end of DATA waits before its answer, in milliseconds (a slow relay).
+    delay_ms: Arc<AtomicU64>,
 }
 
 impl SmtpSink {
@@ -34,13 +42,19 @@ impl SmtpSink {
         let listener = TcpListener::bind(("127.0.0.1", port)).await?;
         let port = listener.local_addr()?.port();
         let mails = Arc::new(Mutex::new(Vec::new()));
-        let store = mails.clone();
+        let delay_ms = Arc::new(AtomicU64::new(0));
+        let (store, delay) = (mails.clone(), delay_ms.clone());
         tokio::spawn(async move {
             while let Ok((socket, _)) = listener.accept().await {
-                tokio::spawn(session(socket, store.clone()));
+                tokio::spawn(session(socket, store.clone(), delay.clone()));
             }
         });
-        Ok(Self { port, mails })
+        Ok(Self { port, mails, delay_ms })
+    }
+
+    /// Makes every message's acceptance wait `delay` (a slow relay), from now on.
+    pub fn set_delay(&self, delay: Duration) {
+        self.delay_ms.store(delay.as_millis() as u64, Ordering::Relaxed);
     }
 
     /// Every message received so far.
@@ -52,6 +66,7 @@ impl SmtpSink {
 async fn session(
     socket: tokio::net::TcpStream,
     store: Arc<Mutex<Vec<Mail>>>,
+    delay_ms: Arc<AtomicU64>,
 ) -> std::io::Result<()> {
     let (read, mut write) = socket.into_split();
     let mut lines = BufReader::new(read).lines();
@@ -80,6 +95,10 @@ async fn session(
                 data.push('\n');
             }
             mail.data = data;
+            let delay = delay_ms.load(Ordering::Relaxed);
+            if delay > 0 {
+                tokio::time::sleep(Duration::from_millis(delay)).await;
+            }
             if let Ok(mut m) = store.lock() {
                 m.push(std::mem::take(&mut mail));
             }

@@ -24,10 +24,19 @@ pub async fn spawn() -> TestErp {
 
 /// erp-sync on a database and NATS prefix prepared by the test.
 pub async fn spawn_on(db: TestDb, nats: TestNats) -> TestErp {
+    spawn_with(db, nats, |_| {}).await
+}
+
+/// erp-sync with its configuration changed by `configure`.
+pub async fn spawn_with(
+    db: TestDb,
+    nats: TestNats,
+    configure: impl FnOnce(&mut erp_sync::Config),
+) -> TestErp {
     harness::init_logs();
     let smtp = sandbox::SmtpSink::start().await.expect("SMTP sink");
     let erp = sandbox::SimServer::start(sandbox::System::Erp).expect("ERP simulator");
-    let config = erp_sync::Config {
+    let mut config = erp_sync::Config {
         common: harness::common_config(erp_sync::SERVICE, &db, &nats),
         api_keys: vec![API_KEY.into()],
         signing_secrets: vec![SIGNING_SECRET.into()],
@@ -54,6 +63,7 @@ pub async fn spawn_on(db: TestDb, nats: TestNats) -> TestErp {
         inbound_concurrency: 4,
         bulk_quota_share: 0.5,
     };
+    configure(&mut config);
     let app = TestApp::spawn(erp_sync::build(config).await.expect("erp-sync starts"));
     TestErp { app, smtp, erp, nats, db }
 }

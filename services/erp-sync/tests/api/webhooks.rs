@@ -1,6 +1,6 @@
 use serde_json::{Value, json};
 
-use crate::helpers::{API_KEY, SIGNING_SECRET, spawn};
+use crate::helpers::{API_KEY, SIGNING_SECRET, spawn, spawn_with};
 
 fn order(event: &str, status: &str, lines: Value) -> Value {
     json!({"eventType": event, "entity": "salesOrder", "entityId": "SO-1001",
@@ -244,6 +244,54 @@ async fn orders_status_changes_and_shipments_are_emailed_once_with_both_parts() 
     }
     tokio::time::sleep(std::time::Duration::from_millis(300)).await;
     assert_eq!(t.smtp.mails().len(), 3, "each email once");
+    t.assert_settled().await;
+}
+
+#[tokio::test]
+async fn a_slow_mail_relay_holds_no_database_connection_and_sends_each_email_once() {
+    let t = spawn_with(harness::TestDb::new().await, harness::TestNats::new(), |c| {
+        c.common.db.pool_size = 2;
+    })
+    .await;
+    let relay = std::time::Duration::from_secs(8);
+    t.smtp.set_delay(relay);
+    let started = std::time::Instant::now();
+    for n in 1..=4 {
+        let mut created = order("created", "open", json!([{"sku": "A", "quantity": 1}]));
+        created["entityId"] = json!(format!("SO-{n}"));
+        created["payload"]["orderNumber"] = json!(n.to_string());
+        let (status, body, _) = t.post(&created).await;
+        assert_eq!(status, 202, "{body}");
+        t.event_eventually(body["event_id"].as_str().unwrap(), "applied").await;
+    }
+    // Four sends are at the relay now, more than the pool's two connections; the service stays
+    // ready and keeps applying webhooks meanwhile.
+    tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+    let ready = t
+        .app
+        .http
+        .get(t.app.url("/readyz"))
+        .timeout(std::time::Duration::from_secs(3))
+        .send()
+        .await
+        .expect("/readyz answers while the relay is slow");
+    assert_eq!(ready.status(), 200);
+    let (_, c, _) = t
+        .post(&json!({"eventType": "created", "entity": "customer", "entityId": "C-1",
+        "payload": {"name": "Ada", "email": "ada@example.com"}}))
+        .await;
+    t.event_eventually(c["event_id"].as_str().unwrap(), "applied").await;
+    assert!(started.elapsed() < relay, "applied while the relay was still busy");
+    assert!(t.smtp.mails().is_empty(), "the relay has not answered yet");
+
+    let mails = harness::eventually(crate::helpers::WAIT, || async {
+        let mails = t.smtp.mails();
+        (mails.len() >= 4).then_some(mails)
+    })
+    .await
+    .expect("four emails");
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    assert_eq!(t.smtp.mails().len(), 4, "each email once: {mails:?}");
     t.assert_settled().await;
 }
 
