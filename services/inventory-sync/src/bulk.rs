@@ -9,12 +9,15 @@
 //! malformed, or for products inventory does not know, are the job's record errors. When a
 //! page lists a sku and warehouse twice, the last record wins.
 //!
-//! A load is a snapshot: a count read from the ERP just before a live ERP message for the same
-//! row is applied after it can briefly win, until the ERP's next message. Run initial loads
-//! before switching the ERP's webhooks on, or re-run one to settle.
+//! Every record is a count stamped with its source's time, like the ERP's live counts
+//! (`inventory.count.erp`): the record's own `updatedAt` (and `version`) when the ERP sends
+//! them, else the time the page was read (the ERP's state then includes every change before
+//! it). So a snapshot read before a newer live count that is applied after it is stale and
+//! skipped: it never undoes the newer count, and nothing is pushed for it.
 
 use std::sync::Arc;
 
+use chrono::{DateTime, Utc};
 use futures::future::BoxFuture;
 use serde_json::Value;
 use shared::{
@@ -27,7 +30,25 @@ use shared::{
 use crate::domain::{
     adjuster::{Adjuster, Adjustment, Refused},
     adjustment::AdjustmentRequest,
+    plan::Stamp,
 };
+
+/// The key a fetched record carries its page's read time under (kept with the job's page).
+const FETCHED_AT: &str = "_fetchedAt";
+
+/// A stock record's stamp: the ERP's `updatedAt` and `version` when it sends them, else the
+/// time its page was read; `None` when neither is there (a page of an earlier release).
+fn stamp_of(record: &Value) -> Option<Stamp> {
+    let time = |name: &str| {
+        record
+            .get(name)
+            .and_then(Value::as_str)
+            .and_then(|t| DateTime::parse_from_rfc3339(t).ok())
+            .map(|t| t.with_timezone(&Utc))
+    };
+    let at = time("updatedAt").or_else(|| time(FETCHED_AT))?;
+    Some(Stamp { at, version: record.get("version").and_then(Value::as_i64) })
+}
 
 pub struct ErpStock {
     pub http: reqwest::Client,
@@ -51,14 +72,24 @@ impl BulkSource for ErpStock {
         cursor: Option<&'a Value>,
         limit: usize,
     ) -> BoxFuture<'a, Result<Page, Outcome>> {
-        Box::pin(shared::bulk::offset_page(
-            &self.http,
-            &self.erp,
-            mappers::erp::inventory_page_path,
-            cursor,
-            limit,
-            None,
-        ))
+        Box::pin(async move {
+            let fetched_at = Value::from(Utc::now().to_rfc3339());
+            let mut page = shared::bulk::offset_page(
+                &self.http,
+                &self.erp,
+                mappers::erp::inventory_page_path,
+                cursor,
+                limit,
+                None,
+            )
+            .await?;
+            for record in &mut page.records {
+                if let Value::Object(fields) = record {
+                    fields.insert(FETCHED_AT.to_owned(), fetched_at.clone());
+                }
+            }
+            Ok(page)
+        })
     }
 
     fn apply<'a>(
@@ -91,6 +122,7 @@ impl BulkSource for ErpStock {
                         reason: Some(format!("bulk sync {}", job.id)),
                         expected_on_hand: None,
                     })
+                    .map(|a| Adjustment { stamp: stamp_of(record), ..a })
                     .map_err(|e| e.to_string())
                 });
                 match adjustment {
@@ -109,6 +141,11 @@ impl BulkSource for ErpStock {
                     Ok(_) => {}
                     // Transient (e.g. the database is down): the engine retries the page.
                     Err(Refused::Failed(reason)) => anyhow::bail!("{record_id}: {reason}"),
+                    // A newer count of the row is applied already: this one is history.
+                    Err(stale @ Refused::Stale { .. }) => {
+                        crate::metrics::stale_count();
+                        tracing::info!(%record_id, %stale, "older bulk count skipped");
+                    }
                     Err(refused) => {
                         errors.push(RecordError { record_id, error: refused.to_string() })
                     }

@@ -108,6 +108,53 @@ async fn a_bulk_load_from_the_erp_sets_stock_page_by_page_and_reports_bad_record
 }
 
 #[tokio::test]
+async fn a_snapshot_read_before_a_newer_erp_count_never_undoes_it() {
+    let t = spawn().await;
+    t.put_product("SNAP-1", 0).await;
+    t.put_product("SNAP-2", 0).await;
+    t.sandbox.erp.set_level("SNAP-1", "W1", 10);
+    t.sandbox.erp.set_level("SNAP-2", "W1", 20);
+    // The ERP answers the page slowly: meanwhile its user counts SNAP-1 again (7) and the ERP
+    // reports it. The page read before that count still says 10.
+    t.sandbox.erp.set_latency(Some(Duration::from_millis(1500)));
+    let (_, job) = create(&t, stock_load(10)).await;
+    let id = job["id"].as_str().unwrap().to_owned();
+    harness::eventually(WAIT, || async {
+        (!t.sandbox.erp.requests().is_empty()
+            || t.count("SELECT count(*) AS n FROM bulk.jobs WHERE status = 'running'").await > 0)
+            .then_some(())
+    })
+    .await
+    .expect("the load runs");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    t.publish_count("SNAP-1", "count-live", 7, chrono::Utc::now(), "live-1").await;
+    assert!(
+        harness::eventually(WAIT, || async {
+            (t.on_hand("SNAP-1", "W1").await == 7).then_some(())
+        })
+        .await
+        .is_some(),
+        "the live count is applied while the page is read"
+    );
+    let done = job_when(&t, &id, |j| j["status"] == "completed").await;
+    t.sandbox.erp.set_latency(None);
+    t.sandbox.erp.set_level("SNAP-1", "W1", 7);
+    assert_eq!(done["error_count"], 0, "a stale record is no error: {done}");
+    assert_eq!(t.on_hand("SNAP-1", "W1").await, 7, "the older snapshot did not undo the count");
+    assert_eq!(t.on_hand("SNAP-2", "W1").await, 20);
+    // Every system ends with the ERP's figure; 10 was never pushed anywhere.
+    assert!(t.sandbox.wms.wait_until(WAIT, |x| x.level("SNAP-1", "W1") == Some(7)).await);
+    assert!(t.sandbox.shop.wait_until(WAIT, |x| x.level("SNAP-2", "W1") == Some(20)).await);
+    t.assert_settled(0).await;
+    assert_eq!(t.sandbox.erp.level("SNAP-1", "W1"), Some(7));
+    assert_eq!(
+        t.count("SELECT count(*) AS n FROM inventory.ledger WHERE sku = 'SNAP-1' AND quantity_after = 10")
+            .await,
+        0
+    );
+}
+
+#[tokio::test]
 async fn bulk_jobs_are_validated_and_one_load_runs_at_a_time_until_cancelled() {
     let t = spawn().await;
 

@@ -3,7 +3,6 @@ use std::time::Duration;
 use futures::StreamExt;
 use sandbox::Fault;
 use serde_json::{Value, json};
-use shared::schemas::{Envelope, inventory::CountReported};
 
 use crate::helpers::{WAIT, adjustment, spawn};
 
@@ -167,9 +166,7 @@ async fn stock_thresholds_raise_alerts_once_and_toggle_shop_availability() {
     t.assert_settled(0).await;
 }
 
-/// Publishes the ERP's count of `sku` in W1 as erp-sync does (`inventory.count.erp`), counted
-/// at `minute` past 09:00 by the ERP; `message` is the NATS message id (a redelivery through
-/// another path has another one).
+/// Publishes the ERP's count of `sku` in W1, counted at `minute` past 09:00 by the ERP.
 async fn publish_count(
     t: &crate::helpers::TestInventory,
     sku: &str,
@@ -178,31 +175,8 @@ async fn publish_count(
     minute: u32,
     message: &str,
 ) {
-    let js = async_nats::jetstream::new(t.nats.client().await);
-    let count = Envelope::new(
-        "erp-sync",
-        CountReported {
-            source: "erp".into(),
-            reference: reference.into(),
-            sku: sku.into(),
-            warehouse: "W1".into(),
-            on_hand,
-            counted_at: format!("2026-12-01T09:{minute:02}:00Z").parse().unwrap(),
-            version: None,
-            reason: Some("ERP inventory updated".into()),
-        },
-    );
-    let mut headers = async_nats::HeaderMap::new();
-    headers.insert("Nats-Msg-Id", message);
-    js.publish_with_headers(
-        t.nats.subject("inventory.count.erp"),
-        headers,
-        serde_json::to_vec(&count).unwrap().into(),
-    )
-    .await
-    .unwrap()
-    .await
-    .unwrap();
+    let at = format!("2026-12-01T09:{minute:02}:00Z").parse().unwrap();
+    t.publish_count(sku, reference, on_hand, at, message).await;
 }
 
 #[tokio::test]

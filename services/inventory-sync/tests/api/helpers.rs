@@ -6,7 +6,13 @@ use sandbox::{Sandbox, SimServer};
 use secrecy::SecretString;
 use serde_json::{Value, json};
 use shared::db::group_commit::GroupCommitConfig;
-use shared::{outbound::Endpoint, schemas::inventory::Target};
+use shared::{
+    outbound::Endpoint,
+    schemas::{
+        Envelope,
+        inventory::{CountReported, Target},
+    },
+};
 
 /// The ERP's signing secret (a signature speaks for the sender whose secret made it).
 pub const HMAC_SECRET: &str = "test-hmac-secret-0123456789";
@@ -66,6 +72,44 @@ pub async fn spawn() -> TestInventory {
 
 impl TestInventory {
     /// Sets the `push_max_attempts` runtime setting and waits until the service applies it.
+    /// Publishes the ERP's count of `sku` in W1 as erp-sync does (`inventory.count.erp`),
+    /// counted at `counted_at` by the ERP; `message` is the NATS message id (a redelivery
+    /// through another path has another one).
+    pub async fn publish_count(
+        &self,
+        sku: &str,
+        reference: &str,
+        on_hand: i64,
+        counted_at: chrono::DateTime<chrono::Utc>,
+        message: &str,
+    ) {
+        let js = async_nats::jetstream::new(self.nats.client().await);
+        let count = Envelope::new(
+            "erp-sync",
+            CountReported {
+                source: "erp".into(),
+                reference: reference.into(),
+                sku: sku.into(),
+                warehouse: "W1".into(),
+                on_hand,
+                counted_at,
+                version: None,
+                reason: Some("ERP inventory updated".into()),
+            },
+        );
+        let mut headers = async_nats::HeaderMap::new();
+        headers.insert("Nats-Msg-Id", message);
+        js.publish_with_headers(
+            self.nats.subject("inventory.count.erp"),
+            headers,
+            serde_json::to_vec(&count).unwrap().into(),
+        )
+        .await
+        .unwrap()
+        .await
+        .unwrap();
+    }
+
     pub async fn set_push_max_attempts(&self, attempts: u32) {
         self.app.set_setting("push_max_attempts", json!(attempts)).await;
     }
