@@ -138,6 +138,15 @@ impl Platform {
             schema: spec.schema,
         };
         platform.spawn("outbox-relay", relay.run(platform.shutdown.clone()));
+        platform.spawn(
+            "retention",
+            crate::retention::run(
+                platform.db.clone(),
+                spec.schema,
+                config.retention.clone(),
+                platform.shutdown.clone(),
+            ),
+        );
         Ok(platform)
     }
 

@@ -129,6 +129,8 @@ pub struct CommonConfig {
     pub settings_defaults: serde_json::Map<String, serde_json::Value>,
     /// `MAX_BODY_BYTES`, default 1 MiB: larger request bodies are refused with 413.
     pub max_body: usize,
+    /// `RETENTION_*`: how long history tables keep closed rows ([`crate::retention`]).
+    pub retention: crate::retention::Retention,
 }
 
 /// Log output format.
@@ -178,6 +180,7 @@ impl CommonConfig {
                 })?,
             },
             max_body: var_parsed("MAX_BODY_BYTES", 1024 * 1024)?,
+            retention: crate::retention::Retention::from_env()?,
         }
         .validated()
     }

@@ -18,6 +18,7 @@ pub mod notify;
 pub mod outbound;
 pub mod push;
 pub mod record_errors;
+pub mod retention;
 pub mod schemas;
 pub mod settings;
 pub mod telemetry;

@@ -31,11 +31,17 @@ metric!(PUSH_DRIFT: IntCounterVec = register_int_counter_vec!(
 metric!(GROUP_COMMIT: HistogramVec = register_histogram_vec!(
     "group_commit_batch_size", "Requests applied per transaction by a group commit", &["name"],
     vec![1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0]));
+metric!(PRUNED: IntCounterVec = register_int_counter_vec!(
+    "retention_pruned_rows_total", "History rows removed by retention, by table", &["table"]));
 metric!(READY: IntGauge = register_int_gauge!(
     "ready", "1 when the last readiness check passed"));
 
 pub fn consumed(consumer: &str, outcome: &str) {
     MESSAGES.with_label_values(&[consumer, outcome]).inc();
+}
+
+pub fn pruned(table: &str, rows: u64) {
+    PRUNED.with_label_values(&[table]).inc_by(rows);
 }
 
 pub fn push_drift(target: &str) {

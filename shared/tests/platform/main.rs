@@ -5,5 +5,6 @@ mod bus;
 mod db;
 mod ingress;
 mod notify;
+mod retention;
 mod settings;
 mod telemetry;

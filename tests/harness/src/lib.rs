@@ -271,6 +271,7 @@ pub fn common_config(service: &'static str, db: &TestDb, nats: &TestNats) -> Com
         shutdown_grace: Duration::from_secs(10),
         settings_defaults: Default::default(),
         max_body: 1024 * 1024,
+        retention: Default::default(),
     }
 }
 
@@ -291,6 +292,7 @@ pub fn init_logs() {
                 shutdown_grace: Duration::ZERO,
                 settings_defaults: Default::default(),
                 max_body: 0,
+                retention: Default::default(),
             };
             // The guard lives for the whole test process.
             std::mem::forget(shared::telemetry::init(&cfg));
