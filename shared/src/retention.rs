@@ -128,23 +128,21 @@ async fn prune_batch(
         locked: bool,
     }
     conn.transaction::<_, diesel::result::Error, _>(async |conn| {
-        {
-            let lock: Locked = diesel::sql_query(
-                "SELECT pg_try_advisory_xact_lock(hashtext('datasync.retention.' || $1)) AS locked",
-            )
-            .bind::<Text, _>(schema)
-            .get_result(conn)
-            .await?;
-            if !lock.locked {
-                return Ok(None);
-            }
-            let deleted = diesel::sql_query(statement(schema, table))
-                .bind::<diesel::sql_types::Double, _>(older_than.as_secs_f64())
-                .bind::<BigInt, _>(BATCH)
-                .execute(conn)
-                .await?;
-            Ok(Some(deleted as u64))
+        let lock: Locked = diesel::sql_query(
+            "SELECT pg_try_advisory_xact_lock(hashtext('datasync.retention.' || $1)) AS locked",
+        )
+        .bind::<Text, _>(schema)
+        .get_result(conn)
+        .await?;
+        if !lock.locked {
+            return Ok(None);
         }
+        let deleted = diesel::sql_query(statement(schema, table))
+            .bind::<diesel::sql_types::Double, _>(older_than.as_secs_f64())
+            .bind::<BigInt, _>(BATCH)
+            .execute(conn)
+            .await?;
+        Ok(Some(deleted as u64))
     })
     .await
 }
@@ -206,7 +204,9 @@ pub async fn run(
                 dead_letters = pruned.dead_letters,
                 "retention pass"
             ),
-            Err(e) => tracing::warn!(schema, error = %e, "retention pass failed; next pass retries"),
+            Err(e) => {
+                tracing::warn!(schema, error = %e, "retention pass failed; next pass retries")
+            }
         }
     }
 }

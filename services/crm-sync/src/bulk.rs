@@ -37,6 +37,7 @@ pub struct CrmLoad {
     pub entity: Entity,
     pub http: reqwest::Client,
     pub crm: Endpoint,
+    pub map: Arc<mapper::FieldMap>,
     pub db: PgPool,
     pub budget: Arc<QuotaBudget>,
     pub shutdown: CancellationToken,
@@ -54,7 +55,9 @@ impl CrmLoad {
             error: "the record has no id".into(),
         })?;
         let refuse = |error: String| RecordError { record_id: remote.id.clone(), error };
-        mapper::to_local(self.entity, &remote.properties)
+        let data = self
+            .map
+            .to_local(self.entity, &remote.properties)
             .map_err(|e| refuse(format!("{}: {}", e.field, e.detail)))?;
         let timestamp =
             remote.updated_at.ok_or_else(|| refuse("the record has no updatedAt".into()))?;
@@ -63,7 +66,9 @@ impl CrmLoad {
             entity: self.entity,
             id: remote.id,
             timestamp,
-            data: remote.properties,
+            data,
+            read: false,
+            merged: Vec::new(),
             retry_of: None,
         })
     }
@@ -107,7 +112,7 @@ impl BulkSource for CrmLoad {
             let after = cursor.and_then(|c| c.get("after")).and_then(Value::as_str);
             let request = OutboundRequest {
                 method: reqwest::Method::GET,
-                path: mapper::list_path(self.entity, after, limit.min(100), false),
+                path: mapper::list_path(&self.map, self.entity, after, limit.min(100), false),
                 body: Value::Null,
             };
             let (records, next) =

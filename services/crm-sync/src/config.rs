@@ -1,10 +1,11 @@
 //! crm-sync configuration.
 
-use std::time::Duration;
+use std::{sync::Arc, time::Duration};
 
 use secrecy::SecretString;
 use shared::{
     config::{CommonConfig, ConfigError, required_secret, secret_list, url_var, var, var_parsed},
+    mappers::crm::FieldMap,
     notify::SmtpConfig,
     outbound::{Endpoint, TargetAuth},
     push::PushConfig,
@@ -21,6 +22,10 @@ pub struct Config {
     pub standard_secrets: Vec<SecretString>,
     /// `CRM_HUBSPOT_CLIENT_SECRETS`: HubSpot app client secrets for v3 signatures.
     pub hubspot_secrets: Vec<SecretString>,
+    /// `CRM_FIELD_MAP`: which CRM property holds which local column, as JSON overrides of
+    /// HubSpot's standard properties (see [`FieldMap::with_overrides`]); unset: the standard
+    /// ones.
+    pub field_map: Arc<FieldMap>,
     /// `CRM_INBOUND_BATCH` (default 128): most webhook events applied in one transaction.
     pub inbound_batch: usize,
     /// `CRM_INBOUND_CONCURRENCY` (default 8): batches applied at once per replica, each holding
@@ -54,6 +59,7 @@ impl Config {
             crm: None,
             standard_secrets: Vec::new(),
             hubspot_secrets: Vec::new(),
+            field_map: Arc::new(FieldMap::hubspot()),
             inbound_batch: 128,
             inbound_concurrency: 8,
             push: PushConfig { anti_entropy_every: None, ..PushConfig::default() },
@@ -110,8 +116,14 @@ impl Config {
                 });
             }
         }
+        let field_map = match var("CRM_FIELD_MAP") {
+            Some(json) => FieldMap::with_overrides(&json)
+                .map_err(|reason| ConfigError::Invalid { name: "CRM_FIELD_MAP".into(), reason })?,
+            None => FieldMap::hubspot(),
+        };
         Ok(Self {
             common: CommonConfig::from_env(crate::SERVICE, crate::PORT)?,
+            field_map: Arc::new(field_map),
             crm,
             standard_secrets: secret_list("CRM_WEBHOOK_SECRETS"),
             hubspot_secrets: secret_list("CRM_HUBSPOT_CLIENT_SECRETS"),

@@ -1,27 +1,39 @@
 //! CRM → local: the webhook source (verified by the shared ingress) and the consumer that
 //! applies the events.
 //!
-//! `POST /webhooks/crm` takes one event or an array of them (`{eventId?, event, type, id,
-//! timestamp, data}`), signed with Standard Webhooks or HubSpot v3; each event is published on
-//! `webhooks.crm.<entity>`.
+//! `POST /webhooks/crm` takes a HubSpot app's webhook (an array of up to 100 native events:
+//! `contact.*`, `company.*`, `deal.*` with `.creation`, `.propertyChange`, `.deletion`,
+//! `.privacyDeletion`, `.restore`, `.merge`; each `eventId` is the event's id, so a retried
+//! delivery is stored once) or the seed's `{eventId?, event, type, id, timestamp, data}`,
+//! signed with Standard Webhooks or HubSpot v3; each event is published on
+//! `webhooks.crm.<entity>` and answered at once (HubSpot allows a few seconds).
 //!
 //! The shared inbound path ([`shared::ingress::inbound`]) takes every ready event (up to
 //! `CRM_INBOUND_BATCH`) into one transaction with origin `crm`, skips settled ones, records the
-//! outcomes and announces the batch. What is the CRM's own: records locked in id order, the
-//! three-way merge per event ([`crate::domain::merge`]) in memory, then per entity one insert,
-//! one update and one sync-state upsert, and conflicts announced on
-//! `sync.conflicts.detected.crm` ([`crate::working`]). An operator's requeue of a failed event
-//! reads the record from the CRM as it is now (a `404` is a delete).
+//! outcomes and announces the batch. What is the CRM's own: HubSpot's creation, restore and
+//! merge events carry no properties, so the batch first reads those records with one
+//! `batch/read` per object type (before any statement of the batch runs); properties are
+//! mapped to local columns with the configured field map; a merge deletes the records merged
+//! away and updates the winner. Then records locked in id order, the three-way merge per event
+//! ([`crate::domain::merge`]) in memory, per entity one insert, one update and one sync-state
+//! upsert, and conflicts announced on `sync.conflicts.detected.crm` ([`crate::working`]). An
+//! operator's requeue of a failed event reads the record from the CRM as it is now (a `404` is
+//! a delete).
+
+use std::{
+    collections::{BTreeMap, BTreeSet, HashMap},
+    sync::Arc,
+};
 
 use diesel_async::AsyncPgConnection;
 use futures::future::BoxFuture;
 use serde_json::Value;
 use shared::{
     http::{ApiError, verify::Verified},
-    ingress::{AppliedBatch, Applying, Inbound, InboundEvent},
-    mappers::crm as mapper,
+    ingress::{AppliedBatch, Applying, EventStatus, Inbound, InboundEvent, Outcome},
+    mappers::crm::{self as mapper, FieldMap, RemoteRecord},
     outbound::{self, Endpoint},
-    schemas::crm::{ChangeKind, CrmEvent},
+    schemas::crm::{ChangeKind, CrmEvent, Entity},
 };
 
 use crate::working::apply_all;
@@ -60,8 +72,115 @@ pub fn parse(verified: &Verified, body: &[u8]) -> Result<Vec<InboundEvent>, ApiE
 /// The CRM's inbound events, applied by the shared inbound path.
 pub struct CrmInbound {
     pub http: reqwest::Client,
-    /// The CRM's API, for requeues (`None`: requeue is refused, retry still works).
+    /// The CRM's API, for the records HubSpot's events do not carry and for requeues
+    /// (`None`: such events fail, requeue is refused, retry still works).
     pub crm: Option<Endpoint>,
+    /// Which CRM property holds which local column.
+    pub map: Arc<FieldMap>,
+}
+
+/// What one received event becomes: the changes to apply, or its outcome already.
+type Prepared = Result<Vec<CrmEvent>, Outcome>;
+
+impl CrmInbound {
+    fn crm(&self) -> anyhow::Result<&Endpoint> {
+        self.crm.as_ref().ok_or_else(|| anyhow::anyhow!("CRM_BASE_URL is not set"))
+    }
+
+    /// The records the events must read, with one `batch/read` per object type and 100 ids.
+    async fn read_records(
+        &self,
+        events: &[&CrmEvent],
+    ) -> anyhow::Result<HashMap<(Entity, String), RemoteRecord>> {
+        let mut wanted: BTreeMap<Entity, BTreeSet<String>> = BTreeMap::new();
+        for e in events.iter().filter(|e| e.read) {
+            wanted.entry(e.entity).or_default().insert(e.id.clone());
+        }
+        let mut found = HashMap::new();
+        for (entity, ids) in wanted {
+            let ids: Vec<String> = ids.into_iter().collect();
+            for chunk in ids.chunks(mapper::BATCH_READ_MAX) {
+                let request = mapper::batch_read(&self.map, entity, chunk);
+                let (_, answer) =
+                    outbound::exchange(&self.http, self.crm()?, &request).await.map_err(|o| {
+                        anyhow::anyhow!("reading {entity} records from the CRM failed: {o:?}")
+                    })?;
+                let results = answer.get("results").and_then(Value::as_array);
+                for record in results.into_iter().flatten().filter_map(mapper::remote_record) {
+                    found.insert((entity, record.id.clone()), record);
+                }
+            }
+        }
+        Ok(found)
+    }
+
+    /// The events as [`apply_all`] takes them (see the module doc): local columns, read
+    /// records filled in, merges split.
+    async fn prepare(&self, events: &[&CrmEvent]) -> anyhow::Result<Vec<Prepared>> {
+        let read = self.read_records(events).await?;
+        Ok(events.iter().map(|e| self.prepare_one(e, &read)).collect())
+    }
+
+    fn prepare_one(
+        &self,
+        event: &CrmEvent,
+        read: &HashMap<(Entity, String), RemoteRecord>,
+    ) -> Prepared {
+        let failed = |reason: String| Outcome { status: EventStatus::Failed, reason: Some(reason) };
+        let mut out = Vec::new();
+        for loser in &event.merged {
+            out.push(CrmEvent {
+                event: ChangeKind::Deleted,
+                id: loser.clone(),
+                data: Default::default(),
+                read: false,
+                merged: Vec::new(),
+                ..event.clone()
+            });
+        }
+        let (properties, timestamp) = if event.read {
+            match read.get(&(event.entity, event.id.clone())) {
+                // The record's state now: at least as new as the event.
+                Some(r) => (
+                    &r.properties,
+                    r.updated_at.map_or(event.timestamp, |t| t.max(event.timestamp)),
+                ),
+                None if out.is_empty() => {
+                    return Err(Outcome::applied(Some(
+                        "not in the CRM any more (deleted or merged since)".into(),
+                    )));
+                }
+                None => return Ok(out),
+            }
+        } else {
+            (&event.data, event.timestamp)
+        };
+        if event.event == ChangeKind::Deleted {
+            out.push(event.clone());
+            return Ok(out);
+        }
+        let data = self
+            .map
+            .to_local(event.entity, properties)
+            .map_err(|e| failed(format!("{}: {}", e.field, e.detail)))?;
+        if data.is_empty() && !event.read && event.event != ChangeKind::Created {
+            let names: Vec<&String> = event.data.keys().collect();
+            return Err(Outcome::applied(Some(format!("not synced: {names:?}"))));
+        }
+        out.push(CrmEvent {
+            event: if event.event == ChangeKind::Created {
+                ChangeKind::Created
+            } else {
+                ChangeKind::Updated
+            },
+            timestamp,
+            data,
+            read: false,
+            merged: Vec::new(),
+            ..event.clone()
+        });
+        Ok(out)
+    }
 }
 
 impl Inbound for CrmInbound {
@@ -91,7 +210,27 @@ impl Inbound for CrmInbound {
     ) -> BoxFuture<'a, anyhow::Result<AppliedBatch>> {
         Box::pin(async move {
             let events: Vec<&CrmEvent> = events.iter().map(|a| a.event).collect();
-            let (outcomes, messages) = apply_all(conn, &events).await?;
+            let prepared = self.prepare(&events).await?;
+            let flat: Vec<&CrmEvent> =
+                prepared.iter().filter_map(|p| p.as_ref().ok()).flatten().collect();
+            let (applied, messages) = apply_all(conn, &flat).await?;
+            let mut applied = applied.into_iter();
+            // One outcome per received event: a merge's is its first that is not plainly
+            // applied, else its winner's (the last).
+            let outcomes = prepared
+                .into_iter()
+                .map(|p| match p {
+                    Err(outcome) => outcome,
+                    Ok(parts) => {
+                        let mine: Vec<Outcome> = applied.by_ref().take(parts.len()).collect();
+                        mine.iter()
+                            .find(|o| o.status != EventStatus::Applied)
+                            .or(mine.last())
+                            .cloned()
+                            .unwrap_or_else(|| Outcome::applied(None))
+                    }
+                })
+                .collect();
             Ok(AppliedBatch { outcomes, messages })
         })
     }
@@ -100,9 +239,9 @@ impl Inbound for CrmInbound {
     fn current<'a>(&'a self, stored: &'a CrmEvent) -> BoxFuture<'a, anyhow::Result<CrmEvent>> {
         Box::pin(async move {
             let (entity, external_id) = (stored.entity, stored.id.as_str());
-            let crm =
-                self.crm.as_ref().ok_or_else(|| anyhow::anyhow!("CRM_BASE_URL is not set"))?;
-            match outbound::exchange(&self.http, crm, &mapper::read(entity, external_id)).await {
+            let crm = self.crm()?;
+            let read = mapper::read(&self.map, entity, external_id);
+            match outbound::exchange(&self.http, crm, &read).await {
                 Ok((_, answer)) => {
                     let remote = mapper::remote_record(&answer)
                         .ok_or_else(|| anyhow::anyhow!("the CRM's answer has no id"))?;
@@ -112,6 +251,8 @@ impl Inbound for CrmInbound {
                         id: remote.id,
                         timestamp: remote.updated_at.unwrap_or_else(chrono::Utc::now),
                         data: remote.properties,
+                        read: false,
+                        merged: Vec::new(),
                         retry_of: None,
                     })
                 }
@@ -124,6 +265,8 @@ impl Inbound for CrmInbound {
                         id: external_id.to_owned(),
                         timestamp: chrono::Utc::now(),
                         data: Default::default(),
+                        read: false,
+                        merged: Vec::new(),
                         retry_of: None,
                     })
                 }

@@ -30,6 +30,7 @@ use shared::{
     bus::{ConsumerSpec, streams},
     http::{AuthConfig, verify::Scheme},
     ingress::WebhookSource,
+    mappers::crm::FieldMap,
     notify::Mailer,
     outbound::{Endpoint, quota::QuotaBudget},
     schemas::crm::Entity,
@@ -46,6 +47,8 @@ pub const SCHEMA: &str = "crm";
 pub struct AppState {
     pub platform: Platform,
     pub crm: Option<Endpoint>,
+    /// Which CRM property holds which local column.
+    pub field_map: Arc<FieldMap>,
     /// The share of the CRM's quota for bulk loads and reconciliation.
     pub budget: Arc<QuotaBudget>,
     pub reconcile_grace: Duration,
@@ -84,6 +87,7 @@ pub async fn build(config: Config) -> anyhow::Result<Application> {
     let state = AppState {
         platform: platform.clone(),
         crm: config.crm.clone(),
+        field_map: config.field_map.clone(),
         budget: Arc::new(QuotaBudget::new(config.bulk_quota_share)),
         reconcile_grace: config.reconcile_grace,
     };
@@ -96,7 +100,11 @@ pub async fn build(config: Config) -> anyhow::Result<Application> {
         ),
     }
     platform.run_inbound(
-        inbound::CrmInbound { http: platform.http.clone(), crm: config.crm.clone() },
+        inbound::CrmInbound {
+            http: platform.http.clone(),
+            crm: config.crm.clone(),
+            map: config.field_map.clone(),
+        },
         vec![ConsumerSpec {
             batch: config.inbound_batch,
             concurrency: config.inbound_concurrency,
@@ -122,7 +130,7 @@ pub async fn build(config: Config) -> anyhow::Result<Application> {
             let engine = platform.push_engine(
                 "crm",
                 crm.clone(),
-                push::CrmRecords { entity },
+                push::CrmRecords { entity, map: config.field_map.clone() },
                 config.push,
             )?;
             platform.run_push(engine, &streams::OUTBOUND, &format!("outbound.crm.{entity}"));
@@ -132,6 +140,7 @@ pub async fn build(config: Config) -> anyhow::Result<Application> {
                 entity,
                 http: platform.http.clone(),
                 crm: crm.clone(),
+                map: config.field_map.clone(),
                 db: platform.db.clone(),
                 budget: state.budget.clone(),
                 shutdown: platform.shutdown.clone(),

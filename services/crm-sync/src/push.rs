@@ -10,12 +10,15 @@
 //! sent again after a lost answer finds the record it made; the id the CRM returns is written
 //! back as `external_id`); a deleted one is archived (`DELETE`); otherwise only the
 //! fields that differ from the last synced copy are sent (`PATCH`), leaving out fields held by
-//! an open conflict. After delivery the sent fields become the agreed copy and the record's
-//! `synced_version` its version.
+//! an open conflict. Properties carry HubSpot's names from the configured field map, every
+//! value a string. After delivery the sent fields become the agreed copy and the record's
+//! `synced_version` its version. A batch answer (`207 Multi-Status`) that lists the record in
+//! its `errors` is that record's failure, not a delivery ([`Connector::answered`]).
 
 use std::collections::HashMap;
 
 use diesel_async::AsyncPgConnection;
+use reqwest::StatusCode;
 use serde::Serialize;
 use serde_json::{Map, Value};
 use shared::{
@@ -37,6 +40,8 @@ use crate::models::{
 /// One entity's records, pushed to the CRM.
 pub struct CrmRecords {
     pub entity: Entity,
+    /// Which CRM property holds which local column.
+    pub map: std::sync::Arc<mapper::FieldMap>,
 }
 
 /// A record as the engine pushes it.
@@ -138,8 +143,8 @@ impl Connector for CrmRecords {
         let r = &record.record;
         match &r.external_id {
             Some(external_id) if r.deleted => mapper::archive(self.entity, external_id),
-            Some(external_id) => mapper::update(self.entity, external_id, &r.changes),
-            None => mapper::create(self.entity, &record.key, &r.data),
+            Some(external_id) => mapper::update(&self.map, self.entity, external_id, &r.changes),
+            None => mapper::create(&self.map, self.entity, &record.key, &r.data),
         }
     }
 
@@ -159,7 +164,7 @@ impl Connector for CrmRecords {
         if r.external_id.is_none() && remote.is_none() {
             // A create delivered before whose id was never written back (or an answer without
             // one): the create is an upsert by our key, so asking again finds the record.
-            let again = mapper::create(self.entity, &record.key, &r.data);
+            let again = mapper::create(&self.map, self.entity, &record.key, &r.data);
             match outbound::exchange(http, endpoint, &again).await {
                 Ok((_, answer)) => remote = mapper::created(&answer),
                 Err(outcome) => return Ok(outcome),
@@ -203,7 +208,21 @@ impl Connector for CrmRecords {
             tracing::info!(entity = %self.entity, id = r.id, "a CRM change crossed this push; pushing again");
             records::request_push(conn, self.entity, r.id).await?;
         }
-        Ok(Outcome::Delivered(reqwest::StatusCode::OK))
+        Ok(Outcome::Delivered(StatusCode::OK))
+    }
+
+    fn answered(&self, record: &Loaded<Pushed>, status: StatusCode, answer: &Value) -> Outcome {
+        match mapper::refusal(answer, &record.key) {
+            None => Outcome::Delivered(status),
+            Some((category, message)) if category == "RATE_LIMITS" => Outcome::Retry {
+                status: Some(StatusCode::TOO_MANY_REQUESTS),
+                after: None,
+                error: format!("{category}: {message}"),
+            },
+            Some((category, message)) => {
+                Outcome::Rejected { status, body: format!("{category}: {message}") }
+            }
+        }
     }
 
     fn delivered_anyway(&self, record: &Loaded<Pushed>, status: u16) -> bool {

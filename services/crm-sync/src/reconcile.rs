@@ -149,8 +149,13 @@ async fn entity_pass(state: &AppState, entity: Entity) -> anyhow::Result<EntityR
     let mut pages = 0;
     'pages: loop {
         pages += 1;
-        let request =
-            mapper::search_modified(entity, since.timestamp_millis(), after.as_deref(), 100);
+        let request = mapper::search_modified(
+            &state.field_map,
+            entity,
+            since.timestamp_millis(),
+            after.as_deref(),
+            100,
+        );
         let (records, next) =
             bulk::page(&platform.http, crm, &state.budget, &platform.shutdown, &request)
                 .await
@@ -164,13 +169,15 @@ async fn entity_pass(state: &AppState, entity: Entity) -> anyhow::Result<EntityR
                 break 'pages;
             }
             report.checked += 1;
-            if mapper::to_local(entity, &remote.properties).is_ok() {
+            if let Ok(data) = state.field_map.to_local(entity, &remote.properties) {
                 changed.push(CrmEvent {
                     event: ChangeKind::Updated,
                     entity,
                     id: remote.id,
                     timestamp: at,
-                    data: remote.properties,
+                    data,
+                    read: false,
+                    merged: Vec::new(),
                     retry_of: None,
                 });
             }
@@ -189,7 +196,7 @@ async fn entity_pass(state: &AppState, entity: Entity) -> anyhow::Result<EntityR
     loop {
         let request = OutboundRequest {
             method: reqwest::Method::GET,
-            path: mapper::list_path(entity, after.as_deref(), 100, true),
+            path: mapper::list_path(&state.field_map, entity, after.as_deref(), 100, true),
             body: Value::Null,
         };
         let (records, next) =
@@ -211,6 +218,8 @@ async fn entity_pass(state: &AppState, entity: Entity) -> anyhow::Result<EntityR
                     id: remote.id,
                     timestamp: at,
                     data: Default::default(),
+                    read: false,
+                    merged: Vec::new(),
                     retry_of: None,
                 });
             }

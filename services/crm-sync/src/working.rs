@@ -2,7 +2,8 @@
 //! changed in memory by the three-way merge ([`crate::domain::merge`]) and written back with a
 //! few set-based statements per entity. The webhook consumer ([`crate::inbound`]), bulk loads
 //! and drift reconciliation apply CRM changes through [`apply_all`]; dry runs read
-//! [`preview`].
+//! [`preview`]. The events' `data` are local columns: the callers map the CRM's properties
+//! with the configured [`mapper::FieldMap`] first.
 
 use std::collections::{BTreeMap, HashMap};
 
@@ -119,7 +120,7 @@ impl Working {
             (ChangeKind::Deleted, None) => false,
             (_, None) => true,
             (_, Some(entry)) => {
-                let Ok(changes) = mapper::to_local(event.entity, &event.data) else {
+                let Ok(changes) = mapper::local_changes(event.entity, &event.data) else {
                     return false;
                 };
                 let empty = SyncState::default();
@@ -197,8 +198,12 @@ fn apply(
 ) -> anyhow::Result<(Outcome, Vec<OutboxRow>)> {
     let entity = event.entity;
     let key = (entity, event.id.clone());
-    let changes = mapper::to_local(entity, &event.data)
+    let mut changes = mapper::local_changes(entity, &event.data)
         .map_err(|e| anyhow::anyhow!("{}: {}", e.field, e.detail))?;
+    // A change of some keys of a jsonb column (the billing address) keeps the others.
+    let held =
+        working.records.get(&key).map(|e| e.state.as_ref().map_or(&e.local.data, |s| &s.base));
+    mapper::overlay(entity, held.unwrap_or(&Default::default()), &mut changes);
     let Some(entry) = working.records.get_mut(&key) else {
         if event.event == ChangeKind::Deleted {
             // A delete that overtook its create: kept as a tombstone (a deleted record with
@@ -377,8 +382,13 @@ pub async fn preview(
     let mut preview = Preview::default();
     for event in events {
         let entity = event.entity;
-        let changes = mapper::to_local(entity, &event.data)
+        let mut changes = mapper::local_changes(entity, &event.data)
             .map_err(|e| anyhow::anyhow!("{}: {}", e.field, e.detail))?;
+        if let Some(entry) = working.records.get(&(entity, event.id.clone())) {
+            mapper::overlay(entity, &entry.local.data, &mut changes);
+        } else {
+            mapper::overlay(entity, &Default::default(), &mut changes);
+        }
         let differences: Vec<(String, Value, Value)> = match working
             .records
             .get(&(entity, event.id.clone()))

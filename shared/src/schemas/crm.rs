@@ -70,6 +70,9 @@ pub enum ChangeKind {
     Created,
     Updated,
     Deleted,
+    /// HubSpot merged the records [`CrmEvent::merged`] into [`CrmEvent::id`]: they become
+    /// deleted, the winner is updated.
+    Merged,
 }
 
 impl ChangeKind {
@@ -93,9 +96,17 @@ pub struct CrmEvent {
     pub id: String,
     /// When the CRM made the change (its own clock).
     pub timestamp: DateTime<Utc>,
-    /// The record's CRM properties as sent (validated by the mapper); empty for a delete.
+    /// The record's CRM properties as sent (HubSpot's names, string values); empty for a
+    /// delete and for an event whose record is read first ([`CrmEvent::read`]).
     #[serde(default)]
     pub data: Map<String, Value>,
+    /// The event carries no properties (HubSpot's creation, restore and merge events): the
+    /// consumer reads the record's properties from the CRM, in one batch read per batch.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub read: bool,
+    /// For a merge: the CRM ids of the records merged into this one.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub merged: Vec<String>,
     /// The error-ledger row this event retries (set by an operator's retry or requeue); the
     /// row is closed once the event is applied.
     #[serde(default, skip_serializing_if = "Option::is_none")]

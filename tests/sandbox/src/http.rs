@@ -12,7 +12,7 @@ use serde_json::{Value, json};
 /// Which system a [`SimServer`] simulates.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum System {
-    /// HubSpot-style CRM objects API (`/crm/v3/objects/<type>`, see [`crate::crm`]), bearer
+    /// HubSpot's CRM objects v3 API (`/crm/v3/objects/<type>`, see [`crate::crm`]), bearer
     /// token.
     Crm,
     /// ERP REST API (`PUT /api/inventory/{sku}`), bearer token.
@@ -286,11 +286,12 @@ async fn handle(req: HttpRequest, body: web::Bytes, sim: web::Data<Inner>) -> Ht
         let (status, response, retry_after) = if !authorized {
             let (s, b) = problem(401, "invalid credentials");
             (s, b, None)
-        } else if let Some(after) = limited.as_ref().and_then(|l| l.retry_after) {
+        } else if let Some(l) = limited.as_ref().filter(|l| l.refused) {
+            // HubSpot answers its rolling window's 429 without `Retry-After`.
             (
                 429,
-                json!({"status": "error", "category": "RATE_LIMITS", "message": "You have reached your secondly limit."}),
-                Some(after),
+                json!({"status": "error", "category": "RATE_LIMITS", "message": "You have reached your secondly limit.", "policyName": "TEN_SECONDLY_ROLLING"}),
+                l.retry_after,
             )
         } else if let Some(fault) = state
             .path_faults

@@ -21,11 +21,11 @@ async fn a_dry_run_then_a_bulk_load_pages_through_the_crm_and_emails_its_end() {
         t.sandbox.crm.crm_change(
             "contacts",
             None,
-            json!({"firstName": format!("C{i:03}"), "email": format!("c{i}@example.com")}),
+            json!({"firstname": format!("C{i:03}"), "email": format!("c{i}@example.com")}),
         );
     }
-    // One the mapper refuses.
-    t.sandbox.crm.crm_change("contacts", None, json!({"firstName": 7}));
+    // One the mapper refuses: HubSpot holds a NUL character, PostgreSQL text cannot.
+    t.sandbox.crm.crm_change("contacts", None, json!({"firstname": "Bad\u{0}Name"}));
 
     let (status, dry) = t
         .admin_post(
@@ -39,7 +39,7 @@ async fn a_dry_run_then_a_bulk_load_pages_through_the_crm_and_emails_its_end() {
         (Some(251), Some(250), Some(1))
     );
     assert_eq!(dry["differences"].as_array().unwrap().len(), 50);
-    assert_eq!(dry["errors"][0]["error"], "data.firstName: must be a string");
+    assert_eq!(dry["errors"][0]["error"], "data.firstname: must not contain NUL characters");
     assert_eq!(
         t.count("SELECT count(*) AS n FROM crm.contacts").await,
         0,

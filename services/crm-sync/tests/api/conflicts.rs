@@ -19,7 +19,7 @@ async fn an_older_crm_change_to_a_locally_changed_field_is_a_conflict_until_reso
     let created = t.sandbox.crm.crm_change(
         "contacts",
         None,
-        json!({"firstName": "Ann", "title": "Base", "phone": "1"}),
+        json!({"firstname": "Ann", "jobtitle": "Base", "phone": "1"}),
     );
     let cid = created["id"].as_str().unwrap().to_owned();
     assert_eq!(t.deliver(&standard(), &created).await.0, 202);
@@ -29,7 +29,7 @@ async fn an_older_crm_change_to_a_locally_changed_field_is_a_conflict_until_reso
     let theirs = t.sandbox.crm.crm_change(
         "contacts",
         Some(&cid),
-        json!({"title": "Remote title", "phone": "555"}),
+        json!({"jobtitle": "Remote title", "phone": "555"}),
     );
     tokio::time::sleep(Duration::from_millis(20)).await;
     // Meanwhile the title changes here too, and the CRM is briefly down for our push.
@@ -65,7 +65,7 @@ async fn an_older_crm_change_to_a_locally_changed_field_is_a_conflict_until_reso
         t.sandbox.crm.wait_until(WAIT, |crm| crm.accepted().iter().any(|r| r.method == "PATCH"));
     assert!(pushed.await);
     assert_eq!(
-        t.sandbox.crm.crm_object("contacts", &cid).unwrap().properties["title"],
+        t.sandbox.crm.crm_object("contacts", &cid).unwrap().properties["jobtitle"],
         "Remote title"
     );
 
@@ -85,7 +85,7 @@ async fn an_older_crm_change_to_a_locally_changed_field_is_a_conflict_until_reso
     .await
     .unwrap();
     let resolved = t.sandbox.crm.wait_until(WAIT, |crm| {
-        crm.crm_object("contacts", &cid).is_some_and(|o| o.properties["title"] == "Local title")
+        crm.crm_object("contacts", &cid).is_some_and(|o| o.properties["jobtitle"] == "Local title")
     });
     assert!(resolved.await, "the winner reaches the CRM");
     let remote = t.sandbox.crm.crm_object("contacts", &cid).unwrap().properties;

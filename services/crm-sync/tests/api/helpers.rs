@@ -34,6 +34,7 @@ pub fn config_for(db: &TestDb, nats: &TestNats, sandbox: &Sandbox) -> crm_sync::
         }),
         standard_secrets: vec![STANDARD_SECRET.into(), OLD_STANDARD_SECRET.into()],
         hubspot_secrets: vec![HUBSPOT_SECRET.into()],
+        field_map: Default::default(),
         inbound_batch: 128,
         inbound_concurrency: 2,
         push: shared::push::PushConfig { anti_entropy_every: None, ..Default::default() },

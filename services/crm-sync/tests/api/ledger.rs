@@ -11,9 +11,9 @@ async fn an_event_the_database_refuses_is_failed_with_a_ledger_row_retried_and_i
     )
     .await;
     let event = json!({"eventId": "bad-1", "event": "created", "type": "contact", "id": "77",
-        "timestamp": chrono::Utc::now().to_rfc3339(), "data": {"firstName": "Bad", "email": "nope"}});
+        "timestamp": chrono::Utc::now().to_rfc3339(), "data": {"firstname": "Bad", "email": "nope"}});
     let good = json!({"eventId": "ok-1", "event": "created", "type": "contact", "id": "78",
-        "timestamp": chrono::Utc::now().to_rfc3339(), "data": {"firstName": "Fine", "email": "f@x"}});
+        "timestamp": chrono::Utc::now().to_rfc3339(), "data": {"firstname": "Fine", "email": "f@x"}});
     let (status, accepted) = t.deliver(&standard(), &json!([event, good])).await;
     assert_eq!(status, 202);
     let ids = accepted["event_ids"].as_array().unwrap();
@@ -87,17 +87,17 @@ async fn an_event_the_database_refuses_is_failed_with_a_ledger_row_retried_and_i
 #[tokio::test]
 async fn reconciliation_catches_a_missed_webhook_and_a_missed_delete() {
     let t = spawn().await;
-    let a = t.sandbox.crm.crm_change("deals", None, json!({"name": "Kept", "amount": 10}));
-    let b = t.sandbox.crm.crm_change("deals", None, json!({"name": "Gone", "amount": 20}));
+    let a = t.sandbox.crm.crm_change("deals", None, json!({"dealname": "Kept", "amount": "10"}));
+    let b = t.sandbox.crm.crm_change("deals", None, json!({"dealname": "Gone", "amount": "20"}));
     assert_eq!(t.deliver(&standard(), &json!([a, b])).await.0, 202);
     let (aid, bid) = (a["id"].as_str().unwrap(), b["id"].as_str().unwrap());
     t.row_eventually("opportunities", bid, |_| true).await;
     t.row_eventually("opportunities", aid, |_| true).await;
     // The CRM changes one and deletes the other; neither webhook ever arrives.
-    t.sandbox.crm.crm_change("deals", Some(aid), json!({"amount": 11, "stageName": "Won"}));
+    t.sandbox.crm.crm_change("deals", Some(aid), json!({"amount": "11", "dealstage": "Won"}));
     t.sandbox.crm.crm_delete("deals", bid);
     // Unknown here too: created in the CRM without a webhook.
-    let c = t.sandbox.crm.crm_change("deals", None, json!({"name": "Unannounced"}));
+    let c = t.sandbox.crm.crm_change("deals", None, json!({"dealname": "Unannounced"}));
 
     let (status, reports) = t.admin_post("/admin/crm/reconcile", &Value::Null).await;
     assert_eq!(status, 200, "{reports}");

@@ -29,8 +29,16 @@ async fn plain_sql_inserts_and_updates_reach_the_crm_and_deletes_archive() {
     let external_id = row["external_id"].as_str().unwrap().to_owned();
     assert_eq!(row["external_source"], "crm");
     let object = t.sandbox.crm.crm_object("contacts", &external_id).expect("created in the CRM");
-    assert_eq!(object.properties["firstName"], "Grace");
-    assert_eq!(object.properties["leadSource"], "event");
+    assert_eq!(object.properties["firstname"], "Grace");
+    assert_eq!(object.properties["jobtitle"], "Rear Admiral");
+    // HubSpot's names and string values only: `source` has no standard property.
+    let create = t.sandbox.crm.accepted().into_iter().find(|r| r.method == "POST").unwrap();
+    assert_eq!(
+        create.body["inputs"][0]["properties"],
+        json!({"firstname": "Grace", "lastname": "Hopper", "email": "grace@example.com",
+               "jobtitle": "Rear Admiral", "phone": "", "company": "", "hs_lead_status": "",
+               "datasync_id": format!("contact/{id}")})
+    );
     let create = t.sandbox.crm.accepted().into_iter().find(|r| r.method == "POST").unwrap();
     assert_eq!(create.headers["authorization"], format!("Bearer {}", t.sandbox.crm.credential()));
 
@@ -138,7 +146,7 @@ async fn pushes_retry_429_and_5xx_then_dead_letter_into_the_ledger_and_requeue_d
     .expect("delivered after the requeue");
     let object =
         t.sandbox.crm.crm_object("companies", row["external_id"].as_str().unwrap()).unwrap();
-    assert_eq!(object.properties["numberOfEmployees"], 5);
+    assert_eq!(object.properties["numberofemployees"], "5");
     let open = t.count("SELECT count(*) AS n FROM crm.record_errors WHERE status = 'open'").await;
     assert_eq!(open, 0);
     // The given-up push left its dead letter.
@@ -152,7 +160,7 @@ async fn crossing_changes_end_in_agreement() {
     let created = t.sandbox.crm.crm_change(
         "contacts",
         None,
-        json!({"firstName": "Ann", "phone": "1", "title": "A"}),
+        json!({"firstname": "Ann", "phone": "1", "jobtitle": "A"}),
     );
     let cid = created["id"].as_str().unwrap().to_owned();
     assert_eq!(t.deliver(&standard(), &created).await.0, 202);
@@ -171,8 +179,8 @@ async fn crossing_changes_end_in_agreement() {
         let remote = t.sandbox.crm.crm_object("contacts", &cid)?.properties;
         let same = local["title"] == "Local title"
             && local["phone"] == "2"
-            && remote["title"] == "Local title"
-            && remote["phone"] == "2";
+            && remote.get("jobtitle") == Some(&json!("Local title"))
+            && remote.get("phone") == Some(&json!("2"));
         same.then_some(())
     });
     assert!(
