@@ -12,7 +12,7 @@
 //! `CRM_INBOUND_BATCH`) into one transaction with origin `crm`, skips settled ones, records the
 //! outcomes and announces the batch. What is the CRM's own: HubSpot's creation, restore and
 //! merge events carry no properties, so the batch first reads those records with one
-//! `batch/read` per object type (before any statement of the batch runs); properties are
+//! `batch/read` per object type (before a database connection is taken); properties are
 //! mapped to local columns with the configured field map; a merge deletes the records merged
 //! away and updates the winner. Then records locked in id order, the three-way merge per event
 //! ([`crate::domain::merge`]) in memory, per entity one insert, one update and one sync-state
@@ -90,7 +90,7 @@ impl CrmInbound {
     /// The records the events must read, with one `batch/read` per object type and 100 ids.
     async fn read_records(
         &self,
-        events: &[&CrmEvent],
+        events: &[CrmEvent],
     ) -> anyhow::Result<HashMap<(Entity, String), RemoteRecord>> {
         let mut wanted: BTreeMap<Entity, BTreeSet<String>> = BTreeMap::new();
         for e in events.iter().filter(|e| e.read) {
@@ -114,18 +114,9 @@ impl CrmInbound {
         Ok(found)
     }
 
-    /// The events as [`apply_all`] takes them (see the module doc): local columns, read
-    /// records filled in, merges split.
-    async fn prepare(&self, events: &[&CrmEvent]) -> anyhow::Result<Vec<Prepared>> {
-        let read = self.read_records(events).await?;
-        Ok(events.iter().map(|e| self.prepare_one(e, &read)).collect())
-    }
-
-    fn prepare_one(
-        &self,
-        event: &CrmEvent,
-        read: &HashMap<(Entity, String), RemoteRecord>,
-    ) -> Prepared {
+    /// The changes one event makes (see the module doc): an event still marked `read` after
+    /// [`Inbound::prepare`] is about a record the CRM no longer has.
+    fn prepare_one(&self, event: &CrmEvent) -> Prepared {
         let failed = |reason: String| Outcome { status: EventStatus::Failed, reason: Some(reason) };
         let mut out = Vec::new();
         for loser in &event.merged {
@@ -138,32 +129,23 @@ impl CrmInbound {
                 ..event.clone()
             });
         }
-        let (properties, timestamp) = if event.read {
-            match read.get(&(event.entity, event.id.clone())) {
-                // The record's state now: at least as new as the event.
-                Some(r) => (
-                    &r.properties,
-                    r.updated_at.map_or(event.timestamp, |t| t.max(event.timestamp)),
-                ),
-                None if out.is_empty() => {
-                    return Err(Outcome::applied(Some(
-                        "not in the CRM any more (deleted or merged since)".into(),
-                    )));
-                }
-                None => return Ok(out),
+        if event.read {
+            if out.is_empty() {
+                return Err(Outcome::applied(Some(
+                    "not in the CRM any more (deleted or merged since)".into(),
+                )));
             }
-        } else {
-            (&event.data, event.timestamp)
-        };
+            return Ok(out);
+        }
         if event.event == ChangeKind::Deleted {
             out.push(event.clone());
             return Ok(out);
         }
         let data = self
             .map
-            .to_local(event.entity, properties)
+            .to_local(event.entity, &event.data)
             .map_err(|e| failed(format!("{}: {}", e.field, e.detail)))?;
-        if data.is_empty() && !event.read && event.event != ChangeKind::Created {
+        if data.is_empty() && event.event == ChangeKind::Updated {
             let names: Vec<&String> = event.data.keys().collect();
             return Err(Outcome::applied(Some(format!("not synced: {names:?}"))));
         }
@@ -173,7 +155,6 @@ impl CrmInbound {
             } else {
                 ChangeKind::Updated
             },
-            timestamp,
             data,
             read: false,
             merged: Vec::new(),
@@ -184,6 +165,30 @@ impl CrmInbound {
 }
 
 impl Inbound for CrmInbound {
+    /// HubSpot's creation, restore and merge events carry no properties: their records are
+    /// read here (one `batch/read` per object type), and each such event takes the record's
+    /// properties as the CRM holds them now, at the later of its time and the record's.
+    fn prepare<'a>(
+        &'a self,
+        mut events: Vec<CrmEvent>,
+    ) -> BoxFuture<'a, anyhow::Result<Vec<CrmEvent>>> {
+        Box::pin(async move {
+            if !events.iter().any(|e| e.read) {
+                return Ok(events);
+            }
+            let read = self.read_records(&events).await?;
+            for event in events.iter_mut().filter(|e| e.read) {
+                if let Some(r) = read.get(&(event.entity, event.id.clone())) {
+                    event.data = r.properties.clone();
+                    event.timestamp =
+                        r.updated_at.map_or(event.timestamp, |t| t.max(event.timestamp));
+                    event.read = false;
+                }
+            }
+            Ok(events)
+        })
+    }
+
     type Event = CrmEvent;
     const SYSTEM: &'static str = "crm";
 
@@ -209,8 +214,8 @@ impl Inbound for CrmInbound {
         events: &'a [Applying<'a, CrmEvent>],
     ) -> BoxFuture<'a, anyhow::Result<AppliedBatch>> {
         Box::pin(async move {
-            let events: Vec<&CrmEvent> = events.iter().map(|a| a.event).collect();
-            let prepared = self.prepare(&events).await?;
+            let prepared: Vec<Prepared> =
+                events.iter().map(|a| self.prepare_one(a.event)).collect();
             let flat: Vec<&CrmEvent> =
                 prepared.iter().filter_map(|p| p.as_ref().ok()).flatten().collect();
             let (applied, messages) = apply_all(conn, &flat).await?;

@@ -86,6 +86,17 @@ pub trait Inbound: Send + Sync + 'static {
     fn retry_of(event: &Self::Event) -> Option<i64>;
     fn set_retry_of(event: &mut Self::Event, row: Option<i64>);
 
+    /// What a batch needs from outside the database (the records its events do not carry),
+    /// fetched before any connection is taken, so a slow system never holds one: the events as
+    /// [`Inbound::apply`] gets them, one per event, in order (default: unchanged). An error
+    /// retries the whole batch later.
+    fn prepare<'a>(
+        &'a self,
+        events: Vec<Self::Event>,
+    ) -> BoxFuture<'a, anyhow::Result<Vec<Self::Event>>> {
+        Box::pin(async { Ok(events) })
+    }
+
     /// Applies `events` in the caller's transaction (origin already set): one outcome per
     /// event, in order.
     fn apply<'a>(
@@ -128,8 +139,42 @@ impl<I: Inbound> InboundRunner<I> {
     /// The consumers' batch handler.
     pub(crate) async fn handle(
         self: Arc<Self>,
-        batch: Vec<Delivery<I::Event>>,
+        mut batch: Vec<Delivery<I::Event>>,
     ) -> Vec<Result<(), HandlerError>> {
+        let events = batch.iter().map(|d| d.envelope.data.clone()).collect();
+        let prepared = self.inbound.prepare(events).await.and_then(|prepared| {
+            anyhow::ensure!(
+                prepared.len() == batch.len(),
+                "{} prepared events for {}",
+                prepared.len(),
+                batch.len()
+            );
+            Ok(prepared)
+        });
+        match prepared {
+            Ok(prepared) => {
+                for (delivery, event) in batch.iter_mut().zip(prepared) {
+                    delivery.envelope.data = event;
+                }
+            }
+            Err(e) => {
+                let error = format!("{e:#}");
+                tracing::warn!(
+                    error,
+                    events = batch.len(),
+                    "preparing the batch failed; retrying it"
+                );
+                return batch
+                    .iter()
+                    .map(|_| {
+                        Err(HandlerError::Retry {
+                            error: anyhow::anyhow!(error.clone()),
+                            after: None,
+                        })
+                    })
+                    .collect();
+            }
+        }
         super::apply_batch(
             &self.db,
             &batch,

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 
-use crate::helpers::{WAIT, hubspot, spawn};
+use crate::helpers::{WAIT, hubspot, spawn, spawn_with};
 
 fn object_id(events: &Value) -> String {
     events[0]["objectId"].as_u64().unwrap().to_string()
@@ -125,4 +125,40 @@ async fn a_429_without_retry_after_is_retried() {
         t.sandbox.crm.requests().into_iter().filter(|r| r.status == 429).collect();
     assert!(!limited.is_empty(), "the quota refused some pushes");
     assert_eq!(t.sandbox.crm.crm_objects("contacts").len(), 3);
+}
+
+#[tokio::test]
+async fn a_slow_crm_read_holds_no_database_connection() {
+    let t = spawn_with(|c| {
+        c.common.db.pool_size = 2;
+        c.inbound_batch = 1;
+        c.inbound_concurrency = 4;
+    })
+    .await;
+    let created: Vec<Value> = (0..4)
+        .map(|i| {
+            t.sandbox.crm.hubspot_change("contacts", None, json!({"firstname": format!("N{i}")}))
+        })
+        .collect();
+    // Each creation is read from the CRM, which now answers in 4 s: four reads at once, more
+    // than the pool's two connections.
+    t.sandbox.crm.set_latency(Some(Duration::from_secs(4)));
+    for events in &created {
+        assert_eq!(t.deliver(&hubspot(), events).await.0, 202);
+    }
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let ready = t
+        .app
+        .http
+        .get(t.app.url("/readyz"))
+        .timeout(Duration::from_secs(3))
+        .send()
+        .await
+        .expect("/readyz answers while the CRM is slow");
+    assert_eq!(ready.status(), 200);
+    for events in &created {
+        t.row_eventually("contacts", &object_id(events), |r| !r["first_name"].is_null()).await;
+    }
+    t.sandbox.crm.set_latency(None);
+    t.assert_settled(0).await;
 }
