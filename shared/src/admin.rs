@@ -6,8 +6,8 @@ use serde::Deserialize;
 use uuid::Uuid;
 
 use crate::{
-    app::Platform,
     http::{Admin, ApiError, Reader, parse_json},
+    platform::Platform,
     push::{PushTarget, TargetStatus, anti_entropy::PassReport},
 };
 
@@ -167,43 +167,4 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .configure(crate::record_errors::configure)
         .configure(crate::bulk::configure)
         .configure(crate::ingress::configure);
-}
-
-/// OpenAPI paths of the operator and admin endpoints, merged into every service's document.
-#[derive(utoipa::OpenApi)]
-#[openapi(
-    paths(
-        crate::health::healthz, crate::health::readyz, crate::health::metrics_endpoint,
-        get_settings, put_setting, list_dead_letters, replay_dead_letter,
-        list_targets, resume_target, check_target,
-        crate::record_errors::list, crate::record_errors::act_one, crate::record_errors::act_many,
-        crate::bulk::create_job, crate::bulk::list_jobs, crate::bulk::get_job,
-        crate::bulk::cancel_job, crate::bulk::resume_job, crate::bulk::dry_run,
-        crate::ingress::post_webhook, crate::ingress::get_event
-    ),
-    modifiers(&SecuritySchemes)
-)]
-pub struct PlatformApi;
-
-struct SecuritySchemes;
-
-impl utoipa::Modify for SecuritySchemes {
-    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
-        use utoipa::openapi::security::{
-            ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityScheme,
-        };
-        let components = openapi.components.get_or_insert_with(Default::default);
-        components.add_security_scheme(
-            "admin_token",
-            SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
-        );
-        components.add_security_scheme(
-            "api_key",
-            SecurityScheme::ApiKey(ApiKey::Header(ApiKeyValue::new("X-API-Key"))),
-        );
-        components.add_security_scheme(
-            "signature",
-            SecurityScheme::ApiKey(ApiKey::Header(ApiKeyValue::new("X-Datasync-Signature"))),
-        );
-    }
 }

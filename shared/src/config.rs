@@ -130,7 +130,7 @@ pub struct CommonConfig {
     /// `MAX_BODY_BYTES`, default 1 MiB: larger request bodies are refused with 413.
     pub max_body: usize,
     /// `RETENTION_*`: how long history tables keep closed rows ([`crate::retention`]).
-    pub retention: crate::retention::Retention,
+    pub retention: Retention,
 }
 
 /// Log output format.
@@ -180,7 +180,7 @@ impl CommonConfig {
                 })?,
             },
             max_body: var_parsed("MAX_BODY_BYTES", 1024 * 1024)?,
-            retention: crate::retention::Retention::from_env()?,
+            retention: Retention::from_env()?,
         }
         .validated()
     }
@@ -205,6 +205,56 @@ impl CommonConfig {
             });
         }
         Ok(self)
+    }
+}
+
+/// A day.
+pub const DAY: Duration = Duration::from_secs(86_400);
+
+/// How long each history table keeps closed rows (`None`: forever); see [`crate::retention`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Retention {
+    /// `RETENTION_PUSH_LOG_DAYS`, default 30 (0: keep forever).
+    pub push_log: Option<Duration>,
+    /// `RETENTION_WEBHOOK_EVENTS_DAYS`, default 30 (0: keep forever; else at least 1).
+    pub webhook_events: Option<Duration>,
+    /// `RETENTION_DEAD_LETTERS_DAYS`, default 90, counted from the replay (0: keep forever).
+    pub dead_letters: Option<Duration>,
+    /// `RETENTION_EVERY_SECS`, default 3600: how often a replica runs a pass.
+    pub every: Duration,
+}
+
+impl Default for Retention {
+    fn default() -> Self {
+        Self {
+            push_log: Some(DAY * 30),
+            webhook_events: Some(DAY * 30),
+            dead_letters: Some(DAY * 90),
+            every: Duration::from_secs(3600),
+        }
+    }
+}
+
+impl Retention {
+    /// From the environment (see the fields).
+    pub fn from_env() -> Result<Self, ConfigError> {
+        let days = |name: &str, default: u64| -> Result<Option<Duration>, ConfigError> {
+            let n: u64 = var_parsed(name, default)?;
+            Ok((n > 0).then(|| DAY * n as u32))
+        };
+        let every: u64 = var_parsed("RETENTION_EVERY_SECS", 3600)?;
+        if every == 0 {
+            return Err(ConfigError::Invalid {
+                name: "RETENTION_EVERY_SECS".into(),
+                reason: "must be at least 1".into(),
+            });
+        }
+        Ok(Self {
+            push_log: days("RETENTION_PUSH_LOG_DAYS", 30)?,
+            webhook_events: days("RETENTION_WEBHOOK_EVENTS_DAYS", 30)?,
+            dead_letters: days("RETENTION_DEAD_LETTERS_DAYS", 90)?,
+            every: Duration::from_secs(every),
+        })
     }
 }
 

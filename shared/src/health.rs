@@ -4,7 +4,7 @@
 use actix_web::{HttpResponse, get, web};
 use serde::Serialize;
 
-use crate::app::Platform;
+use crate::platform::Platform;
 
 #[derive(Serialize)]
 struct Check {
@@ -58,13 +58,56 @@ pub async fn metrics_endpoint() -> HttpResponse {
     }
 }
 
-/// The service's OpenAPI document, generated from its handlers.
+/// The service's OpenAPI document, generated from its handlers, with the platform's admin
+/// endpoints.
 #[get("/openapi.json")]
-pub async fn openapi(platform: web::Data<Platform>) -> HttpResponse {
-    HttpResponse::Ok().json(&*platform.openapi)
+pub async fn openapi_document(platform: web::Data<Platform>) -> HttpResponse {
+    let mut document = (*platform.openapi).clone();
+    document.merge(<PlatformApi as utoipa::OpenApi>::openapi());
+    HttpResponse::Ok().json(&document)
 }
 
 /// Mounts the operator endpoints.
 pub fn configure(cfg: &mut web::ServiceConfig) {
-    cfg.service(healthz).service(readyz).service(metrics_endpoint).service(openapi);
+    cfg.service(healthz).service(readyz).service(metrics_endpoint).service(openapi_document);
+}
+
+/// OpenAPI paths of the operator and admin endpoints, merged into every service's document.
+#[derive(utoipa::OpenApi)]
+#[openapi(
+    paths(
+        healthz, readyz, metrics_endpoint,
+        crate::admin::get_settings, crate::admin::put_setting, crate::admin::list_dead_letters,
+        crate::admin::replay_dead_letter, crate::admin::list_targets, crate::admin::resume_target,
+        crate::admin::check_target,
+        crate::record_errors::list, crate::record_errors::act_one, crate::record_errors::act_many,
+        crate::bulk::create_job, crate::bulk::list_jobs, crate::bulk::get_job,
+        crate::bulk::cancel_job, crate::bulk::resume_job, crate::bulk::dry_run,
+        crate::ingress::post_webhook, crate::ingress::get_event
+    ),
+    modifiers(&SecuritySchemes)
+)]
+pub struct PlatformApi;
+
+struct SecuritySchemes;
+
+impl utoipa::Modify for SecuritySchemes {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::security::{
+            ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityScheme,
+        };
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "admin_token",
+            SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
+        );
+        components.add_security_scheme(
+            "api_key",
+            SecurityScheme::ApiKey(ApiKey::Header(ApiKeyValue::new("X-API-Key"))),
+        );
+        components.add_security_scheme(
+            "signature",
+            SecurityScheme::ApiKey(ApiKey::Header(ApiKeyValue::new("X-Datasync-Signature"))),
+        );
+    }
 }

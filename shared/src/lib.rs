@@ -16,6 +16,7 @@ pub mod mappers;
 pub mod metrics;
 pub mod notify;
 pub mod outbound;
+pub mod platform;
 pub mod push;
 pub mod record_errors;
 pub mod retention;

@@ -19,7 +19,7 @@ use serde_json::json;
 use crate::{
     config::{ConfigError, var, var_parsed},
     outbound::{self, Endpoint, OutboundRequest, Outcome, TargetAuth},
-    schemas::sync::Severity,
+    schemas::{Email, sync::Severity},
 };
 
 /// How the SMTP connection is secured (`SMTP_TLS`).
@@ -81,19 +81,6 @@ impl SmtpConfig {
             from: from.parse().map_err(|e| invalid("SMTP_FROM", format!("{e}")))?,
         })
     }
-}
-
-/// An email with a text part and an optional HTML part.
-#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
-pub struct Email {
-    pub to: Vec<String>,
-    pub subject: String,
-    pub text: String,
-    pub html: Option<String>,
-    /// The `Message-ID` (without angle brackets): derived from the event that asked for the
-    /// email, so a copy sent again after a crash carries the same id and can be told apart.
-    #[serde(default)]
-    pub message_id: Option<String>,
 }
 
 /// `text` escaped for an email's HTML part.

@@ -290,6 +290,17 @@ pub trait ErrorActions: Send + Sync + 'static {
     ) -> BoxFuture<'a, anyhow::Result<Vec<OutboxRow>>>;
 }
 
+/// What pushes one entity to one system and can be asked to push a record again: a push
+/// engine (see [`crate::push::PushTarget`]); it requeues the ledger's failed pushes.
+pub trait Requeue: Send + Sync {
+    /// The system it pushes to.
+    fn target(&self) -> &str;
+    /// The entity it pushes.
+    fn entity(&self) -> &str;
+    /// The message that asks for a push of the record `key` (an operator's retry).
+    fn message(&self, key: &str) -> OutboxRow;
+}
+
 /// A service's ledger: where it is, and its [`ErrorActions`] once registered. Cheap to clone.
 #[derive(Clone)]
 pub struct Ledger {
@@ -297,12 +308,17 @@ pub struct Ledger {
     pub schema: &'static str,
     pub(crate) actions: Arc<OnceLock<Arc<dyn ErrorActions>>>,
     /// The service's push engines, which requeue its failed pushes.
-    pub(crate) targets: crate::push::Targets,
+    targets: Arc<std::sync::RwLock<Vec<Arc<dyn Requeue>>>>,
 }
 
 impl Ledger {
-    pub fn new(db: PgPool, schema: &'static str, targets: crate::push::Targets) -> Self {
-        Self { db, schema, actions: Default::default(), targets }
+    pub fn new(db: PgPool, schema: &'static str) -> Self {
+        Self { db, schema, actions: Default::default(), targets: Default::default() }
+    }
+
+    /// Registers a push engine that requeues the failed pushes of its system and entity.
+    pub fn requeues_with(&self, engine: Arc<dyn Requeue>) {
+        self.targets.write().unwrap_or_else(|p| p.into_inner()).push(engine);
     }
 
     /// The push of the record an outbound row names, by the engine of its system and entity.

@@ -22,59 +22,8 @@ use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
 use serde::Serialize;
 use tokio_util::sync::CancellationToken;
 
-use crate::{
-    config::{ConfigError, var_parsed},
-    db::PgPool,
-};
-
-/// How long each history table keeps closed rows (`None`: forever).
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Retention {
-    /// `RETENTION_PUSH_LOG_DAYS`, default 30 (0: keep forever).
-    pub push_log: Option<Duration>,
-    /// `RETENTION_WEBHOOK_EVENTS_DAYS`, default 30 (0: keep forever; else at least 1).
-    pub webhook_events: Option<Duration>,
-    /// `RETENTION_DEAD_LETTERS_DAYS`, default 90, counted from the replay (0: keep forever).
-    pub dead_letters: Option<Duration>,
-    /// `RETENTION_EVERY_SECS`, default 3600: how often a replica runs a pass.
-    pub every: Duration,
-}
-
-const DAY: Duration = Duration::from_secs(86_400);
-
-impl Default for Retention {
-    fn default() -> Self {
-        Self {
-            push_log: Some(DAY * 30),
-            webhook_events: Some(DAY * 30),
-            dead_letters: Some(DAY * 90),
-            every: Duration::from_secs(3600),
-        }
-    }
-}
-
-impl Retention {
-    /// From the environment (see the fields).
-    pub fn from_env() -> Result<Self, ConfigError> {
-        let days = |name: &str, default: u64| -> Result<Option<Duration>, ConfigError> {
-            let n: u64 = var_parsed(name, default)?;
-            Ok((n > 0).then(|| DAY * n as u32))
-        };
-        let every: u64 = var_parsed("RETENTION_EVERY_SECS", 3600)?;
-        if every == 0 {
-            return Err(ConfigError::Invalid {
-                name: "RETENTION_EVERY_SECS".into(),
-                reason: "must be at least 1".into(),
-            });
-        }
-        Ok(Self {
-            push_log: days("RETENTION_PUSH_LOG_DAYS", 30)?,
-            webhook_events: days("RETENTION_WEBHOOK_EVENTS_DAYS", 30)?,
-            dead_letters: days("RETENTION_DEAD_LETTERS_DAYS", 90)?,
-            every: Duration::from_secs(every),
-        })
-    }
-}
+pub use crate::config::Retention;
+use crate::{config::DAY, db::PgPool};
 
 /// Rows one pass removed, per table.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]

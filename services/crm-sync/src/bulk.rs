@@ -21,8 +21,9 @@ use shared::{
     bus::{Delivery, HandlerError, outbox},
     db::PgPool,
     mappers::crm as mapper,
-    notify::{Email, Mailer, escape_html},
+    notify::{Mailer, escape_html},
     outbound::{self, Endpoint, OutboundRequest, Outcome, quota::QuotaBudget},
+    schemas::Email,
     schemas::{
         crm::{ChangeKind, CrmEvent, Entity},
         sync::BulkJobChanged,

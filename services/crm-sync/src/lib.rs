@@ -26,13 +26,14 @@ use std::{sync::Arc, time::Duration};
 
 pub use config::Config;
 use shared::{
-    app::{Application, Platform, ServiceSpec},
+    app::Application,
     bus::{ConsumerSpec, streams},
     http::{AuthConfig, verify::Scheme},
     ingress::WebhookSource,
     mappers::crm::FieldMap,
     notify::Mailer,
     outbound::{Endpoint, quota::QuotaBudget},
+    platform::{Platform, ServiceSpec},
     schemas::crm::Entity,
 };
 

@@ -12,7 +12,7 @@ use shared::{
     bus::{Delivery, HandlerError, inbox},
     db::PgPool,
     mappers::crm as mapper,
-    schemas::crm::ConflictResolved,
+    schemas::{conflict::ConflictResolved, crm::Entity},
 };
 
 use crate::{
@@ -42,8 +42,15 @@ pub async fn handle(db: &PgPool, delivery: Delivery<ConflictResolved>) -> Result
     if resolution.system != "crm" {
         return Ok(());
     }
+    let entity = Entity::parse(&resolution.entity).ok_or_else(|| {
+        HandlerError::Permanent(anyhow::anyhow!(
+            "resolution {}: crm has no entity {}",
+            resolution.conflict_id,
+            resolution.entity
+        ))
+    })?;
     for field in resolution.values.keys() {
-        if !mapper::fields(resolution.entity).iter().any(|f| f.local == field) {
+        if !mapper::fields(entity).iter().any(|f| f.local == field) {
             return Err(HandlerError::Permanent(anyhow::anyhow!(
                 "resolution {}: {} has no field {field}",
                 resolution.conflict_id,
@@ -70,7 +77,8 @@ pub async fn apply(
     conn: &mut diesel_async::AsyncPgConnection,
     resolution: &ConflictResolved,
 ) -> anyhow::Result<Applied> {
-    let entity = resolution.entity;
+    let entity = Entity::parse(&resolution.entity)
+        .ok_or_else(|| anyhow::anyhow!("crm has no entity {}", resolution.entity))?;
     let id = resolution.record_id;
     let Some(local) = records::by_ids(conn, entity, &[id], true).await?.pop() else {
         return Ok(Applied::Gone);

@@ -16,7 +16,8 @@ use shared::{
     mappers::crm as mapper,
     schemas::{
         Envelope,
-        crm::{ChangeKind, ConflictDetected, CrmEvent, Entity},
+        conflict::ConflictDetected,
+        crm::{ChangeKind, CrmEvent, Entity},
     },
 };
 use uuid::Uuid;
@@ -318,7 +319,7 @@ fn apply(
         let detected = ConflictDetected {
             conflict_id,
             system: "crm".into(),
-            entity,
+            entity: entity.as_str().into(),
             record_id: local.id,
             external_id: event.id.clone(),
             fields: conflicts.iter().map(|f| (*f).to_owned()).collect(),

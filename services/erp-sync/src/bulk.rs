@@ -151,6 +151,7 @@ impl BulkSource for ErpLoad {
             &self.http,
             &self.erp,
             |offset, limit| mapper::list_path(self.list, offset, limit),
+            mapper::list_page,
             cursor,
             limit,
             Some((&self.budget, &self.shutdown)),

@@ -17,7 +17,7 @@ pub mod mail;
 pub mod push;
 
 use shared::{
-    app::{Application, Platform, ServiceSpec},
+    app::Application,
     bus::{ConsumerSpec, streams},
     config::{CommonConfig, ConfigError, required_secret, secret_list, url_var, var_parsed},
     http::{
@@ -27,6 +27,7 @@ use shared::{
     ingress::{InboundEvent, WebhookSource},
     mappers::erp::webhook,
     outbound::{Endpoint, TargetAuth},
+    platform::{Platform, ServiceSpec},
     push::PushConfig,
 };
 

@@ -4,7 +4,8 @@
 use shared::{
     bus::{Delivery, HandlerError},
     db::PgPool,
-    notify::{Email, Mailer, escape_html},
+    notify::{Mailer, escape_html},
+    schemas::Email,
     schemas::erp::EmailRequested,
 };
 

@@ -78,6 +78,7 @@ impl BulkSource for ErpStock {
                 &self.http,
                 &self.erp,
                 mappers::erp::inventory_page_path,
+                mappers::erp::list_page,
                 cursor,
                 limit,
                 None,

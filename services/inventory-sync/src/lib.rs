@@ -24,10 +24,11 @@ use std::{collections::BTreeMap, sync::Arc};
 
 pub use config::Config;
 use shared::{
-    app::{Application, Platform, ServiceSpec},
+    app::Application,
     bus::streams,
     http::AuthConfig,
     outbound::Endpoint,
+    platform::{Platform, ServiceSpec},
     schemas::inventory::Target,
     settings::OwnSettings,
 };

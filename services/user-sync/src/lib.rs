@@ -4,9 +4,10 @@
 //! and serves the operator endpoints; its domain arrives with its own issue.
 
 use shared::{
-    app::{self, Application, ServiceSpec},
+    app::{self, Application},
     bus::streams,
     config::{CommonConfig, ConfigError},
+    platform::ServiceSpec,
 };
 
 pub const SERVICE: &str = "user-sync";

@@ -1,3 +1,12 @@
+DO $$
+DECLARE s text;
+BEGIN
+    FOREACH s IN ARRAY ARRAY['crm', 'erp', 'inventory', 'directory', 'resolver', 'monitor'] LOOP
+        EXECUTE format('DROP TABLE %I.record_errors', s);
+    END LOOP;
+END;
+$$;
+DROP FUNCTION public.datasync_error_ledger(text);
 ALTER TABLE inventory.stock ADD COLUMN last_change_absolute boolean NOT NULL DEFAULT false;
 
 CREATE TABLE inventory.target_state (

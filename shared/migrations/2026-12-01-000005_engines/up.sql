@@ -3,6 +3,7 @@
 --   push_log         every push attempt, read-back and drift correction
 --   stopped_targets  targets that answered 410 Gone (nothing is pushed until resumed)
 --   webhook_events   what became of every accepted inbound event                   shared::ingress
+--   record_errors    the per-record error ledger                                   shared::record_errors
 -- inventory's own target_state / target_sync_log move into the push tables (record key
 -- `warehouse/sku`).
 
@@ -114,3 +115,30 @@ DROP TABLE inventory.target_sync_log;
 -- Loop prevention no longer trusts the kind of a target's own change: the engine reads the
 -- target back instead (a push of ours may have crossed its change).
 ALTER TABLE inventory.stock DROP COLUMN last_change_absolute;
+
+-- The per-record error ledger (shared::record_errors): one open row per failing record and
+-- direction, kept until an operator retries, requeues or ignores it.
+CREATE FUNCTION public.datasync_error_ledger(schema_name text) RETURNS void LANGUAGE plpgsql AS $$
+BEGIN
+    EXECUTE format($sql$
+        CREATE TABLE %1$I.record_errors (
+            id bigserial PRIMARY KEY,
+            system text NOT NULL,
+            entity text NOT NULL,
+            record_id text NOT NULL,
+            direction text NOT NULL CHECK (direction IN ('inbound', 'outbound')),
+            error text NOT NULL,
+            attempts bigint NOT NULL DEFAULT 1,
+            last_payload jsonb NOT NULL,
+            status text NOT NULL DEFAULT 'open' CHECK (status IN ('open', 'ignored', 'resolved')),
+            created_at timestamptz NOT NULL DEFAULT now(),
+            updated_at timestamptz NOT NULL DEFAULT now()
+        );
+        CREATE UNIQUE INDEX record_errors_open_idx ON %1$I.record_errors (system, entity, record_id, direction)
+            WHERE status = 'open';
+    $sql$, schema_name);
+END;
+$$;
+
+SELECT public.datasync_error_ledger(s)
+FROM unnest(ARRAY['crm', 'erp', 'inventory', 'directory', 'resolver', 'monitor']) AS s;

@@ -1,6 +1,5 @@
 -- crm-sync's tables: contacts, accounts and opportunities, the last synced copy of each record
 -- (sync_state), and the capture trigger that turns every local change into a push message.
--- Also the per-record error ledger (record_errors), in every service schema.
 
 CREATE TABLE crm.contacts (
     id bigserial PRIMARY KEY,
@@ -152,30 +151,3 @@ CREATE TRIGGER capture_change BEFORE INSERT OR UPDATE ON crm.accounts
     FOR EACH ROW EXECUTE FUNCTION crm.capture_change('account');
 CREATE TRIGGER capture_change BEFORE INSERT OR UPDATE ON crm.opportunities
     FOR EACH ROW EXECUTE FUNCTION crm.capture_change('opportunity');
-
--- The per-record error ledger (shared::errors): one open row per failing record and
--- direction, kept until an operator retries, requeues or ignores it.
-CREATE FUNCTION public.datasync_error_ledger(schema_name text) RETURNS void LANGUAGE plpgsql AS $$
-BEGIN
-    EXECUTE format($sql$
-        CREATE TABLE %1$I.record_errors (
-            id bigserial PRIMARY KEY,
-            system text NOT NULL,
-            entity text NOT NULL,
-            record_id text NOT NULL,
-            direction text NOT NULL CHECK (direction IN ('inbound', 'outbound')),
-            error text NOT NULL,
-            attempts bigint NOT NULL DEFAULT 1,
-            last_payload jsonb NOT NULL,
-            status text NOT NULL DEFAULT 'open' CHECK (status IN ('open', 'ignored', 'resolved')),
-            created_at timestamptz NOT NULL DEFAULT now(),
-            updated_at timestamptz NOT NULL DEFAULT now()
-        );
-        CREATE UNIQUE INDEX record_errors_open_idx ON %1$I.record_errors (system, entity, record_id, direction)
-            WHERE status = 'open';
-    $sql$, schema_name);
-END;
-$$;
-
-SELECT public.datasync_error_ledger(s)
-FROM unnest(ARRAY['crm', 'erp', 'inventory', 'directory', 'resolver', 'monitor']) AS s;

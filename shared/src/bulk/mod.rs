@@ -138,13 +138,19 @@ pub trait BulkSource: Send + Sync + 'static {
     }
 }
 
-/// Reads one page of an offset-paginated list (the ERP's lists: `GET <path>?offset=&limit=`
-/// answering `{data, has_more}`) for [`BulkSource::fetch`]; the cursor is `{"offset": n}`.
-/// With a budget, the request waits its turn first and teaches the budget the system's quota.
+/// A list page as a system's format reads it: its records and whether more follow, or why it
+/// is not a page.
+pub type ParsedPage = Result<(Vec<Value>, bool), String>;
+
+/// Reads one page of an offset-paginated list for [`BulkSource::fetch`]: `path(offset,
+/// limit)` is the request, `parse` splits the system's answer into its records and whether
+/// more follow (the ERP's: `mappers::erp::list_page`); the cursor is `{"offset": n}`. With a
+/// budget, the request waits its turn first and teaches the budget the system's quota.
 pub async fn offset_page(
     http: &reqwest::Client,
     endpoint: &crate::outbound::Endpoint,
     path: impl Fn(u64, usize) -> String,
+    parse: fn(Value) -> ParsedPage,
     cursor: Option<&Value>,
     limit: usize,
     budget: Option<(&crate::outbound::quota::QuotaBudget, &CancellationToken)>,
@@ -161,8 +167,7 @@ pub async fn offset_page(
     let (status, answer) =
         crate::outbound::exchange_with_headers(http, endpoint, &request, budget.map(|b| b.0))
             .await?;
-    let (records, has_more) = crate::mappers::erp::list_page(answer)
-        .map_err(|body| Outcome::Rejected { status, body })?;
+    let (records, has_more) = parse(answer).map_err(|body| Outcome::Rejected { status, body })?;
     let next =
         (has_more && !records.is_empty()).then(|| json!({"offset": offset + records.len() as u64}));
     Ok(Page { records, next })

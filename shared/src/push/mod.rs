@@ -57,6 +57,7 @@ use crate::{
     bus::{ConsumerSpec, Delivery, HandlerError},
     db::PgPool,
     outbound::{self, Endpoint, OutboundRequest, Outcome},
+    record_errors::Requeue,
     schemas::sync::SyncStatus,
 };
 
@@ -501,13 +502,9 @@ impl HandlerError {
     }
 }
 
-/// What operators can do with a target, whatever its connector.
-pub trait PushTarget: Send + Sync {
-    fn target(&self) -> &str;
-    /// The entity it pushes.
-    fn entity(&self) -> &str;
-    /// The message that asks for a push of the record `key` (an operator's retry).
-    fn message(&self, key: &str) -> crate::bus::outbox::OutboxRow;
+/// What operators can do with a target, whatever its connector (its system, entity and
+/// requeue are [`Requeue`]'s).
+pub trait PushTarget: Requeue {
     /// Whether it is stopped, and how many records it is behind.
     fn status<'a>(&'a self) -> futures::future::BoxFuture<'a, anyhow::Result<TargetStatus>>;
     /// Clears a stop and queues every record the target has not been told; returns
@@ -519,7 +516,7 @@ pub trait PushTarget: Send + Sync {
     ) -> futures::future::BoxFuture<'a, anyhow::Result<anti_entropy::PassReport>>;
 }
 
-impl<C: Connector> PushTarget for PushEngine<C> {
+impl<C: Connector> Requeue for PushEngine<C> {
     fn target(&self) -> &str {
         &self.target
     }
@@ -531,7 +528,9 @@ impl<C: Connector> PushTarget for PushEngine<C> {
     fn message(&self, key: &str) -> crate::bus::outbox::OutboxRow {
         self.connector.message(key)
     }
+}
 
+impl<C: Connector> PushTarget for PushEngine<C> {
     fn status<'a>(&'a self) -> futures::future::BoxFuture<'a, anyhow::Result<TargetStatus>> {
         Box::pin(async move {
             let mut conn = self.pool.get().await?;

@@ -3,13 +3,12 @@
 //! - `webhooks.crm.<entity>`: one [`CrmEvent`] per CRM change, verified by the ingress.
 //! - `outbound.crm.<entity>`: [`RecordChanged`], written by the capture trigger on
 //!   `crm.<table>` for every local change; the push engine sends the record to the CRM.
-//! - `sync.conflicts.detected.crm` / `sync.conflicts.resolved.crm`: [`ConflictDetected`] and
-//!   [`ConflictResolved`].
+//! - `sync.conflicts.detected.crm` / `sync.conflicts.resolved.crm`: the platform's conflict
+//!   events ([`super::conflict`]).
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
-use uuid::Uuid;
 
 use super::Event;
 
@@ -132,55 +131,5 @@ impl Event for RecordChanged {
     const TYPE: &'static str = "crm.record_changed";
     fn subject(&self) -> String {
         format!("outbound.crm.{}", self.entity)
-    }
-}
-
-/// Both sides changed the same fields of a record differently, and the CRM's change is the
-/// older one: nothing was overwritten. `sync.conflicts.detected.<system>`.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct ConflictDetected {
-    pub conflict_id: Uuid,
-    pub system: String,
-    pub entity: Entity,
-    /// The local id.
-    pub record_id: i64,
-    /// The CRM's id.
-    pub external_id: String,
-    /// The conflicting fields (local column names).
-    pub fields: Vec<String>,
-    /// The last synced copy, the local record and the CRM's record (local column names).
-    pub base: Map<String, Value>,
-    pub local: Map<String, Value>,
-    pub remote: Map<String, Value>,
-    pub local_updated_at: DateTime<Utc>,
-    pub remote_updated_at: DateTime<Utc>,
-}
-
-impl Event for ConflictDetected {
-    const TYPE: &'static str = "sync.conflict_detected";
-    fn subject(&self) -> String {
-        format!("sync.conflicts.detected.{}", self.system)
-    }
-}
-
-/// How a conflict was decided: `sync.conflicts.resolved.<system>`. `values` are the winning
-/// values of the conflicting fields (local column names); the owning service makes the local
-/// record hold them, and pushes them where the CRM holds something else.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct ConflictResolved {
-    pub conflict_id: Uuid,
-    pub system: String,
-    pub entity: Entity,
-    pub record_id: i64,
-    pub values: Map<String, Value>,
-    /// Who decided (`rule:<name>` or an operator).
-    #[serde(default)]
-    pub resolved_by: Option<String>,
-}
-
-impl Event for ConflictResolved {
-    const TYPE: &'static str = "sync.conflict_resolved";
-    fn subject(&self) -> String {
-        format!("sync.conflicts.resolved.{}", self.system)
     }
 }

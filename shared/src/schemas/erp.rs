@@ -66,7 +66,7 @@ impl Event for RecordChanged {
 /// with the change it is about and sent by erp-sync's mail consumer.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct EmailRequested {
-    pub email: crate::notify::Email,
+    pub email: super::Email,
 }
 
 impl Event for EmailRequested {

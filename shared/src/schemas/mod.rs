@@ -2,6 +2,7 @@
 //! `{id, type, source, occurred_at, trace, data}`; event types are past tense and know their
 //! own subject.
 
+pub mod conflict;
 pub mod crm;
 pub mod erp;
 pub mod inventory;
@@ -52,6 +53,19 @@ impl<T: Event> Envelope<T> {
     pub fn subject(&self) -> String {
         self.data.subject()
     }
+}
+
+/// An email with a text part and an optional HTML part.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Email {
+    pub to: Vec<String>,
+    pub subject: String,
+    pub text: String,
+    pub html: Option<String>,
+    /// The `Message-ID` (without angle brackets): derived from the event that asked for the
+    /// email, so a copy sent again after a crash carries the same id and can be told apart.
+    #[serde(default)]
+    pub message_id: Option<String>,
 }
 
 /// True when `token` can be used inside a NATS subject and as an identifier in URLs:

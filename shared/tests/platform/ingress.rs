@@ -8,13 +8,14 @@ use reqwest::StatusCode;
 use secrecy::SecretString;
 use serde_json::{Value, json};
 use shared::{
-    app::{Application, Platform, ServiceSpec},
+    app::Application,
     bus::{ConsumerSpec, HandlerError, streams},
     http::{
         ApiError, AuthConfig,
         verify::{Scheme, Verified, sign_hubspot, sign_standard},
     },
     ingress::{EventStatus, InboundEvent, WebhookSource},
+    platform::{Platform, ServiceSpec},
 };
 
 const CRM_SECRET: &str = "whsec_c2VjcmV0LWZvci10aGUtY3JtLXdlYmhvb2tzLTAxMjM=";

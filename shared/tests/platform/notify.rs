@@ -1,8 +1,9 @@
 use sandbox::{Fault, Sandbox};
 use secrecy::SecretString;
 use shared::{
-    notify::{Email, Incident, Mailer, PagerDuty, Slack, SmtpConfig, SmtpSecurity},
+    notify::{Incident, Mailer, PagerDuty, Slack, SmtpConfig, SmtpSecurity},
     outbound::Outcome,
+    schemas::Email,
     schemas::sync::Severity,
 };
 

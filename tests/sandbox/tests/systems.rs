@@ -133,36 +133,47 @@ async fn the_crm_keeps_records_lists_them_with_a_cursor_and_rate_limits() {
     let http = client();
     let objects = format!("{}/crm/v3/objects/contacts", s.crm.base_url());
 
-    let created: Value = http
+    // HubSpot's internal names and string values; an unknown property refuses the request.
+    let unknown = http
         .post(&objects)
         .bearer_auth(s.crm.credential())
-        .json(&json!({"properties": {"firstName": "Ada", "lastName": "Lovelace"}}))
+        .json(&json!({"properties": {"firstName": "Ada"}}))
         .send()
         .await
-        .unwrap()
-        .json()
+        .unwrap();
+    assert_eq!(unknown.status(), 400);
+    let unknown: Value = unknown.json().await.unwrap();
+    assert_eq!(unknown["errors"][0]["code"], "PROPERTY_DOESNT_EXIST");
+    assert_eq!(unknown["errors"][0]["context"]["propertyName"][0], "firstName");
+    let created = http
+        .post(&objects)
+        .bearer_auth(s.crm.credential())
+        .json(&json!({"properties": {"firstname": "Ada", "lastname": "Lovelace"}}))
+        .send()
         .await
         .unwrap();
+    assert_eq!(created.status(), 201);
+    let created: Value = created.json().await.unwrap();
     let id = created["id"].as_str().unwrap();
     let patched = http
         .patch(format!("{objects}/{id}"))
         .bearer_auth(s.crm.credential())
-        .json(&json!({"properties": {"title": "Countess"}}))
+        .json(&json!({"properties": {"jobtitle": "Countess"}}))
         .send()
         .await
         .unwrap();
     assert_eq!(patched.status(), 200);
     let held = s.crm.crm_object("contacts", id).unwrap().properties;
     assert_eq!(
-        (held["title"].as_str(), held["firstName"].as_str()),
+        (held["jobtitle"].as_str(), held["firstname"].as_str()),
         (Some("Countess"), Some("Ada"))
     );
 
     // The CRM's own users add two more; a page of 2 has a cursor to the third.
-    s.crm.crm_change("contacts", None, json!({"firstName": "Grace"}));
-    s.crm.crm_change("contacts", None, json!({"firstName": "Edsger"}));
+    s.crm.crm_change("contacts", None, json!({"firstname": "Grace"}));
+    s.crm.crm_change("contacts", None, json!({"firstname": "Edsger"}));
     let page: Value = http
-        .get(format!("{objects}?limit=2"))
+        .get(format!("{objects}?limit=2&properties=firstname"))
         .bearer_auth(s.crm.credential())
         .send()
         .await
@@ -172,7 +183,7 @@ async fn the_crm_keeps_records_lists_them_with_a_cursor_and_rate_limits() {
         .unwrap();
     let after = page["paging"]["next"]["after"].as_str().unwrap();
     let last: Value = http
-        .get(format!("{objects}?limit=2&after={after}"))
+        .get(format!("{objects}?limit=2&properties=firstname&after={after}"))
         .bearer_auth(s.crm.credential())
         .send()
         .await
@@ -181,10 +192,11 @@ async fn the_crm_keeps_records_lists_them_with_a_cursor_and_rate_limits() {
         .await
         .unwrap();
     assert_eq!(page["results"].as_array().unwrap().len(), 2);
-    assert_eq!(last["results"][0]["properties"]["firstName"], "Edsger");
+    assert_eq!(last["results"][0]["properties"]["firstname"], "Edsger");
     assert!(last.get("paging").is_none(), "{last}");
 
-    // Archived records leave the live list; a quota answers 429 with its headers.
+    // Archived records leave the live list; a spent quota answers 429 with HubSpot's headers
+    // and, as HubSpot, no Retry-After.
     let deleted = http
         .delete(format!("{objects}/{id}"))
         .bearer_auth(s.crm.credential())
@@ -199,7 +211,9 @@ async fn the_crm_keeps_records_lists_them_with_a_cursor_and_rate_limits() {
     assert_eq!(first.headers()["x-hubspot-ratelimit-remaining"], "0");
     let refused = http.get(&objects).bearer_auth(s.crm.credential()).send().await.unwrap();
     assert_eq!(refused.status(), 429);
-    assert!(refused.headers().contains_key("retry-after"));
+    assert!(!refused.headers().contains_key("retry-after"));
+    let refused: Value = refused.json().await.unwrap();
+    assert_eq!(refused["category"], "RATE_LIMITS");
 }
 
 #[tokio::test]

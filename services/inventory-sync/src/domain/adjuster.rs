@@ -22,12 +22,12 @@ use diesel_async::AsyncPgConnection;
 use futures::future::BoxFuture;
 use serde::Serialize;
 use shared::{
-    app::Platform,
     bus::outbox::{self, OutboxRow},
     db::{
         PgPool,
         group_commit::{Batch, GroupCommit, GroupCommitConfig},
     },
+    platform::Platform,
     schemas::{
         Envelope,
         inventory::{AdjustmentType, StockAdjusted, StockLevelChanged, Target},

@@ -1,0 +1,63 @@
+//! Conflicts, for every connector: a service that finds both sides changed a record's fields
+//! differently publishes [`ConflictDetected`] on `sync.conflicts.detected.<system>` (base,
+//! local and remote) and applies the [`ConflictResolved`] that comes back on
+//! `sync.conflicts.resolved.<system>` (`{conflict_id, entity, record_id, values}`).
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+use uuid::Uuid;
+
+use super::Event;
+
+/// Both sides changed the same fields of a record differently, and the system's change could
+/// not simply win: nothing was overwritten. `sync.conflicts.detected.<system>`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ConflictDetected {
+    pub conflict_id: Uuid,
+    pub system: String,
+    /// The kind of record (`contact`, `order`, ...), as the owning service names it.
+    pub entity: String,
+    /// The local id.
+    pub record_id: i64,
+    /// The system's id.
+    pub external_id: String,
+    /// The conflicting fields (local column names).
+    pub fields: Vec<String>,
+    /// The last synced copy, the local record and the system's record (local column names).
+    pub base: Map<String, Value>,
+    pub local: Map<String, Value>,
+    pub remote: Map<String, Value>,
+    pub local_updated_at: DateTime<Utc>,
+    pub remote_updated_at: DateTime<Utc>,
+}
+
+impl Event for ConflictDetected {
+    const TYPE: &'static str = "sync.conflict_detected";
+    fn subject(&self) -> String {
+        format!("sync.conflicts.detected.{}", self.system)
+    }
+}
+
+/// How a conflict was decided: `sync.conflicts.resolved.<system>`. `values` are the winning
+/// values of the conflicting fields (local column names); the owning service makes the local
+/// record hold them, and pushes them where the system holds something else.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ConflictResolved {
+    pub conflict_id: Uuid,
+    pub system: String,
+    /// The kind of record (`contact`, `order`, ...), as the owning service names it.
+    pub entity: String,
+    pub record_id: i64,
+    pub values: Map<String, Value>,
+    /// Who decided (`rule:<name>` or an operator).
+    #[serde(default)]
+    pub resolved_by: Option<String>,
+}
+
+impl Event for ConflictResolved {
+    const TYPE: &'static str = "sync.conflict_resolved";
+    fn subject(&self) -> String {
+        format!("sync.conflicts.resolved.{}", self.system)
+    }
+}
