@@ -24,11 +24,11 @@ use shared::{
     bulk::{BulkKind, BulkSource, Job, Page, RecordError},
     mappers,
     outbound::{Endpoint, Outcome},
-    schemas::inventory::AdjustmentType,
+    schemas::inventory::{AdjustmentType, Target},
 };
 
 use crate::domain::{
-    adjuster::{Adjuster, Adjustment, Refused},
+    adjuster::{Adjuster, Adjustment, Loaded, Refused},
     adjustment::AdjustmentRequest,
     plan::Stamp,
 };
@@ -123,7 +123,11 @@ impl BulkSource for ErpStock {
                         reason: Some(format!("bulk sync {}", job.id)),
                         expected_on_hand: None,
                     })
-                    .map(|a| Adjustment { stamp: stamp_of(record), ..a })
+                    .map(|a| Adjustment {
+                        stamp: stamp_of(record),
+                        loaded: Some(Loaded { job_id: job.id.clone(), told: Some(Target::Erp) }),
+                        ..a
+                    })
                     .map_err(|e| e.to_string())
                 });
                 match adjustment {

@@ -27,7 +27,7 @@ pub struct StockLevels {
     pub target: Target,
 }
 
-fn key(warehouse: &str, sku: &str) -> String {
+pub(crate) fn key(warehouse: &str, sku: &str) -> String {
     format!("{warehouse}/{sku}")
 }
 

@@ -55,10 +55,11 @@ pub const SYNC_CONFLICTS: StreamSpec = StreamSpec {
     max_age: WEEK,
 };
 
-/// Stock ledger events (`inventory.adjusted.<sku>`), one per applied adjustment.
+/// Stock ledger events: `inventory.adjusted.<sku>`, one per applied adjustment, and
+/// `inventory.loaded.<source>`, one per applied bulk page.
 pub const INVENTORY: StreamSpec = StreamSpec {
     name: "INVENTORY",
-    subjects: &["inventory.adjusted.>"],
+    subjects: &["inventory.adjusted.>", "inventory.loaded.>"],
     retention: RetentionPolicy::Limits,
     max_messages_per_subject: -1,
     max_age: WEEK,

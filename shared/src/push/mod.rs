@@ -105,6 +105,18 @@ pub const READ_MANY: usize = 50;
 /// How long a record locked by another batch waits before it is tried again.
 const BUSY_RETRY: Duration = Duration::from_millis(500);
 
+/// Records, in the caller's transaction, that `target` holds these versions of its records
+/// because it told us them itself (a page of a bulk load read from it is its read-back): its
+/// engine neither pushes them to it nor reads them back from it.
+pub async fn told(
+    conn: &mut diesel_async::AsyncPgConnection,
+    schema: &str,
+    target: &str,
+    versions: &[(String, i64)],
+) -> diesel::QueryResult<()> {
+    store::mark_pushed(conn, schema, target, versions).await
+}
+
 impl<C: Connector> PushEngine<C> {
     fn lock_name(&self, key: &str) -> String {
         format!("push/{}/{}/{key}", self.schema, self.target)

@@ -104,6 +104,35 @@ impl Event for StockAdjusted {
     }
 }
 
+/// A bulk page applied: its counts at once, `inventory.loaded.<source>`, one event per page of
+/// a bulk load instead of one `inventory.adjusted.<sku>` per record. Records the page left as
+/// they were (or older than a count already applied) are not listed.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct StockPageLoaded {
+    /// The system the page was read from.
+    pub source: String,
+    /// The bulk job.
+    pub job_id: String,
+    pub records: Vec<LoadedCount>,
+}
+
+/// One record of a [`StockPageLoaded`].
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct LoadedCount {
+    pub ledger_id: i64,
+    pub sku: String,
+    pub warehouse: String,
+    pub quantity_before: i64,
+    pub quantity_after: i64,
+}
+
+impl Event for StockPageLoaded {
+    const TYPE: &'static str = "inventory.stock_page_loaded";
+    fn subject(&self) -> String {
+        format!("inventory.loaded.{}", self.source)
+    }
+}
+
 /// A system's own count of a sku in a warehouse, stamped with that system's time of the count
 /// (and its version, when it has one): `inventory.count.<source>`. The connector that owns the
 /// system turns its messages into these; inventory-sync applies a count only if it is newer

@@ -30,7 +30,9 @@ use shared::{
     platform::Platform,
     schemas::{
         Envelope,
-        inventory::{AdjustmentType, StockAdjusted, StockLevelChanged, Target},
+        inventory::{
+            AdjustmentType, LoadedCount, StockAdjusted, StockLevelChanged, StockPageLoaded, Target,
+        },
     },
     settings::Settings,
 };
@@ -62,6 +64,18 @@ pub struct Adjustment {
     /// A count reported by a system, with that system's time (and version) of it: applied
     /// only if newer than the last count applied from that source for the sku and warehouse.
     pub stamp: Option<Stamp>,
+    /// A record of a bulk load's page: announced with its page, not on its own.
+    pub loaded: Option<Loaded>,
+}
+
+/// What a bulk page's record carries besides its count.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Loaded {
+    /// The bulk job.
+    pub job_id: String,
+    /// The target the page was read from, when it is one: the page is its read-back, so it
+    /// holds the levels the page set and its engine neither pushes nor reads them back.
+    pub told: Option<Target>,
 }
 
 /// The answer to an adjustment (stored in the ledger; replayed on retries).
@@ -216,6 +230,7 @@ fn prior(row: LedgerRow) -> Prior {
         expected_on_hand: row.expected_on_hand,
         reason: answer.reason.clone(),
         stamp: None,
+        loaded: None,
     };
     Prior { request, answer }
 }
@@ -348,13 +363,46 @@ async fn apply_batch(
             })
             .collect();
         StockRow::update_levels(conn, &new_levels).await?;
-        let changed: BTreeSet<(&str, &str)> =
-            changed.iter().map(|(k, _, _)| (k.0.as_str(), k.1.as_str())).collect();
+        // A row a bulk page set last: the target the page came from holds its new level.
+        let told_by: BTreeMap<(&str, &str), Target> = new_rows
+            .iter()
+            .map(|r| {
+                let a = r.adjustment;
+                let told = a.loaded.as_ref().and_then(|l| l.told);
+                ((a.sku.as_str(), a.warehouse.as_str()), told)
+            })
+            .collect::<BTreeMap<_, _>>()
+            .into_iter()
+            .filter_map(|(k, told)| told.map(|t| (k, t)))
+            .collect();
+        let mut told: BTreeMap<Target, Vec<(String, i64)>> = BTreeMap::new();
+        for (k, v, _) in &changed {
+            if let Some(target) = told_by.get(&(k.0.as_str(), k.1.as_str())) {
+                told.entry(*target).or_default().push((crate::push::key(&k.1, &k.0), v.1));
+            }
+        }
+        for (target, versions) in told.iter().filter(|(t, _)| targets.contains(*t)) {
+            shared::push::told(conn, SCHEMA, target.as_str(), versions).await?;
+        }
+        // Each changed row with the targets it is pushed to (not the one a page told it).
+        let changed: Vec<(&str, &str)> = changed
+            .iter()
+            .map(|(k, _, _)| (k.0.as_str(), k.1.as_str()))
+            .filter(|k| targets.iter().any(|t| told_by.get(k) != Some(t)))
+            .collect();
 
         outbox::enqueue(
             conn,
             SCHEMA,
-            &events(&inserted, &products, &mut fresh, &changed, targets, low_stock_alerts),
+            &events(
+                &inserted,
+                batch_loaded(&new_rows.iter().map(|r| r.adjustment).collect::<Vec<_>>()),
+                &products,
+                &mut fresh,
+                &changed,
+                targets,
+                low_stock_alerts,
+            ),
         )
         .await?;
     }
@@ -376,21 +424,49 @@ async fn apply_batch(
     Ok(answers)
 }
 
-/// Outbox rows for applied adjustments: one `StockAdjusted` each, one `StockLevelChanged` per
-/// sku/warehouse whose level changed when any target is configured (every target's push engine
-/// reads it, the system a change came from included: that one is read back and pushed only if
-/// a crossing push overwrote its change), and threshold-crossing alerts.
+/// The bulk job of each applied adjustment (`None`: not from a bulk page), in order.
+fn batch_loaded<'a>(adjustments: &[&'a Adjustment]) -> Vec<Option<&'a str>> {
+    adjustments.iter().map(|a| a.loaded.as_ref().map(|l| l.job_id.as_str())).collect()
+}
+
+/// Outbox rows for applied adjustments: one `StockAdjusted` each, except the records of a bulk
+/// page, announced together by one `StockPageLoaded` per job; one `StockLevelChanged` per
+/// sku/warehouse whose level changed and that some target is told of (every target's push
+/// engine reads it, the system a change came from included: that one is read back and pushed
+/// only if a crossing push overwrote its change); and threshold-crossing alerts.
 fn events(
     applied: &[Applied],
+    loaded: Vec<Option<&str>>,
     products: &HashMap<String, ReorderData>,
     fresh: &mut BTreeSet<(String, String)>,
-    changed: &BTreeSet<(&str, &str)>,
+    changed: &[(&str, &str)],
     configured: &BTreeSet<Target>,
     low_stock_alerts: bool,
 ) -> Vec<OutboxRow> {
     let mut rows = Vec::with_capacity(applied.len() + changed.len());
-    for a in applied {
-        rows.push(OutboxRow::new(&Envelope::new(crate::SERVICE, StockAdjusted::from(a))));
+    let mut pages: BTreeMap<&str, StockPageLoaded> = BTreeMap::new();
+    for (a, job) in applied.iter().zip(loaded) {
+        match job {
+            None => {
+                rows.push(OutboxRow::new(&Envelope::new(crate::SERVICE, StockAdjusted::from(a))))
+            }
+            Some(job) if a.quantity_before != a.new_quantity => pages
+                .entry(job)
+                .or_insert_with(|| StockPageLoaded {
+                    source: a.source.clone(),
+                    job_id: job.to_owned(),
+                    records: Vec::new(),
+                })
+                .records
+                .push(LoadedCount {
+                    ledger_id: a.ledger_id,
+                    sku: a.sku.clone(),
+                    warehouse: a.warehouse.clone(),
+                    quantity_before: a.quantity_before,
+                    quantity_after: a.new_quantity,
+                }),
+            Some(_) => {}
+        }
         let first_change = fresh.remove(&(a.sku.clone(), a.warehouse.clone()));
         if let Some(product) = products.get(&a.sku)
             && !first_change
@@ -401,6 +477,9 @@ fn events(
                 rows.push(OutboxRow::new(&Envelope::new(crate::SERVICE, alert)));
             }
         }
+    }
+    for page in pages.into_values().filter(|p| !p.records.is_empty()) {
+        rows.push(OutboxRow::new(&Envelope::new(crate::SERVICE, page)));
     }
     if !configured.is_empty() {
         for (sku, warehouse) in changed {

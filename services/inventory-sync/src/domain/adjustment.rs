@@ -104,6 +104,7 @@ impl TryFrom<AdjustmentRequest> for Adjustment {
             expected_on_hand: r.expected_on_hand,
             reason: r.reason,
             stamp: None,
+            loaded: None,
         })
     }
 }

@@ -201,6 +201,7 @@ mod tests {
                 expected_on_hand: expected.filter(|_| reference % 4 == 0),
                 reason: None,
                 stamp: None,
+                loaded: None,
             },
         )
     }
@@ -329,6 +330,7 @@ mod tests {
                     at: chrono::DateTime::UNIX_EPOCH + chrono::Duration::minutes(minute),
                     version,
                 }),
+                loaded: None,
             },
         )
     }

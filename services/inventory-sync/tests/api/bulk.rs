@@ -59,6 +59,7 @@ async fn a_bulk_load_from_the_erp_sets_stock_page_by_page_and_reports_bad_record
     let client = t.nats.client().await;
     let mut alerts = client.subscribe(t.nats.subject("alerts.info")).await.unwrap();
     let mut events = client.subscribe(t.nats.subject("sync.events.erp.bulk.stock")).await.unwrap();
+    let mut ledger = client.subscribe(t.nats.subject("inventory.>")).await.unwrap();
     client.flush().await.unwrap(); // the subscriptions are in place before anything is published
 
     let (status, job) = create(&t, stock_load(50)).await;
@@ -101,10 +102,29 @@ async fn a_bulk_load_from_the_erp_sets_stock_page_by_page_and_reports_bad_record
     }
     assert_eq!(statuses, ["running", "completed"]);
 
+    // One ledger event per page, carrying its records; none per record.
+    let mut pages = Vec::new();
+    while let Ok(Some(msg)) = tokio::time::timeout(Duration::from_secs(2), ledger.next()).await {
+        let subject = msg.subject.as_str().trim_start_matches(&t.nats.subject(""));
+        if subject.starts_with("inventory.level.") {
+            continue;
+        }
+        assert_eq!(subject, "inventory.loaded.erp", "no per-record ledger event");
+        let event: Value = serde_json::from_slice(&msg.payload).unwrap();
+        assert_eq!(event["data"]["job_id"], id);
+        pages.push(event["data"]["records"].as_array().unwrap().len());
+    }
+    assert_eq!(pages, [49, 50, 10], "BULK-000 counted 0 is unchanged, so not listed");
+    // A page is the ERP's read-back: nothing it delivered is read back or pushed to the ERP.
+    t.assert_settled(0).await;
+    assert!(
+        t.sandbox.erp.requests().iter().all(|r| r.method == "GET" && r.query.contains("offset=")),
+        "{:?}",
+        t.sandbox.erp.requests()
+    );
     let list: Vec<Value> = t.app.admin_get(LOAD).await.json().await.unwrap();
     assert_eq!(list.len(), 1);
     assert_eq!(list[0]["id"], id);
-    t.assert_settled(0).await;
 }
 
 #[tokio::test]

@@ -76,3 +76,103 @@ async fn a_service_killed_with_sigkill_loses_no_accepted_adjustment_or_push() {
     restarted.kill().unwrap();
     restarted.wait().unwrap();
 }
+
+#[tokio::test]
+async fn a_bulk_load_killed_with_sigkill_ends_exact_after_a_restart() {
+    let (db, nats) = (TestDb::new().await, TestNats::new());
+    let sandbox = sandbox::Sandbox::start().await.unwrap();
+    let env = env_for(&sandbox);
+    let http = harness::test_client();
+    let (mut child, base) = harness::process::spawn_ready(BIN, &db, &nats, &env).await;
+    let records = 300;
+    for i in 0..records {
+        sandbox.erp.set_level(&format!("KILL-{i:03}"), "W1", 1 + i);
+    }
+    {
+        use diesel_async::RunQueryDsl;
+        let mut conn = db.connect().await;
+        diesel::sql_query(
+            "INSERT INTO inventory.products (sku, name) \
+             SELECT 'KILL-' || lpad(g::text, 3, '0'), 'Kill ' || g FROM generate_series(0, 299) g",
+        )
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    }
+    // Pages of 25 read slowly: the process dies in the middle of the load.
+    sandbox.erp.set_latency(Some(Duration::from_millis(150)));
+    let job: Value = http
+        .post(format!("{base}/admin/bulk/jobs"))
+        .bearer_auth(ADMIN_TOKEN)
+        .json(&json!({"source": "erp", "target": "inventory", "entity": "stock", "batch_size": 25}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let id = job["id"].as_str().unwrap().to_owned();
+    let job_of = |base: String| {
+        let (http, id) = (http.clone(), id.clone());
+        async move {
+            http.get(format!("{base}/admin/bulk/jobs/{id}"))
+                .bearer_auth(ADMIN_TOKEN)
+                .send()
+                .await
+                .ok()?
+                .json::<Value>()
+                .await
+                .ok()
+        }
+    };
+    harness::eventually(Duration::from_secs(30), || async {
+        let job = job_of(base.clone()).await?;
+        (job["processed_records"].as_i64()? >= 100).then_some(())
+    })
+    .await
+    .expect("the load is under way");
+    child.kill().unwrap(); // SIGKILL: the page in progress is neither checkpointed nor released
+    child.wait().unwrap();
+    sandbox.erp.set_latency(None);
+
+    let (mut restarted, base) = harness::process::spawn_ready(BIN, &db, &nats, &env).await;
+    // Another process takes the job over once the dead one's lease (30 s) has run out.
+    let done = harness::eventually(Duration::from_secs(90), || async {
+        let job = job_of(base.clone()).await?;
+        (job["status"] == "completed").then_some(job)
+    })
+    .await
+    .expect("the load completes after the restart");
+    assert_eq!(
+        (done["processed_records"].as_i64(), done["error_count"].as_i64()),
+        (Some(300), Some(0))
+    );
+    let n = |sql: &'static str| db.count(sql);
+    assert_eq!(
+        n("SELECT count(*) AS n FROM inventory.ledger WHERE source = 'erp'").await,
+        records,
+        "each record counted exactly once"
+    );
+    assert_eq!(
+        n("SELECT count(*) AS n FROM inventory.stock s WHERE s.on_hand = \
+           1 + substr(s.sku, 6)::bigint")
+        .await,
+        records,
+        "every level is the ERP's"
+    );
+    // The shop and the WMS receive every level; the ERP, where the page came from, none.
+    for sim in [&sandbox.shop, &sandbox.wms] {
+        assert!(
+            sim.wait_until(Duration::from_secs(60), |x| x.level("KILL-299", "W1") == Some(300))
+                .await,
+            "{:?}",
+            sim.system()
+        );
+    }
+    assert!(
+        sandbox.erp.requests().iter().all(|r| r.method == "GET" && r.query.contains("offset=")),
+        "nothing read back from or pushed to the ERP"
+    );
+    restarted.kill().unwrap();
+    restarted.wait().unwrap();
+}
