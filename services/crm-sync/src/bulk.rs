@@ -3,8 +3,8 @@
 //! ended.
 //!
 //! A page is `GET /crm/v3/objects/<type>?limit=&after=` (the cursor is the job's checkpoint).
-//! Each record goes through the same merge as a webhook (its `updatedAt` is the change's
-//! time), so a page applied twice, or a record a webhook already brought, changes nothing, and
+//! Each record goes through the CRM's inbound path as a webhook would
+//! ([`shared::ingress::apply_loaded`]; its `updatedAt` is the change's time), so a page applied twice, or a record a webhook already brought, changes nothing, and
 //! a record with unpushed local changes is merged, never overwritten. Records the mapper
 //! refuses are the job's record errors.
 //!
@@ -13,12 +13,11 @@
 
 use std::sync::Arc;
 
-use diesel_async::AsyncConnection;
 use futures::future::BoxFuture;
 use serde_json::{Value, json};
 use shared::{
     bulk::{BulkKind, BulkSource, Job, Page, Preview, RecordError},
-    bus::{Delivery, HandlerError, outbox},
+    bus::{Delivery, HandlerError},
     db::PgPool,
     mappers::crm as mapper,
     notify::{Mailer, escape_html},
@@ -31,14 +30,15 @@ use shared::{
 };
 use tokio_util::sync::CancellationToken;
 
-use crate::{SCHEMA, working};
+use crate::{SCHEMA, inbound::CrmInbound, working};
 
 /// One entity's load from the CRM.
 pub struct CrmLoad {
     pub entity: Entity,
+    /// The CRM's inbound path, which applies the listed records as its webhooks.
+    pub inbound: CrmInbound,
     pub http: reqwest::Client,
     pub crm: Endpoint,
-    pub map: Arc<mapper::FieldMap>,
     pub db: PgPool,
     pub budget: Arc<QuotaBudget>,
     pub shutdown: CancellationToken,
@@ -49,25 +49,23 @@ impl CrmLoad {
         (BulkKind::new("crm", "crm", self.entity.table()), Arc::new(self))
     }
 
-    /// A listed record as the change it stands for, or why it cannot be applied.
+    /// A listed record as the change it stands for (the CRM's properties, mapped by the
+    /// inbound path), or why it cannot be applied.
     fn event(&self, record: &Value) -> Result<CrmEvent, RecordError> {
         let remote = mapper::remote_record(record).ok_or_else(|| RecordError {
             record_id: "?".into(),
             error: "the record has no id".into(),
         })?;
-        let refuse = |error: String| RecordError { record_id: remote.id.clone(), error };
-        let data = self
-            .map
-            .to_local(self.entity, &remote.properties)
-            .map_err(|e| refuse(format!("{}: {}", e.field, e.detail)))?;
-        let timestamp =
-            remote.updated_at.ok_or_else(|| refuse("the record has no updatedAt".into()))?;
+        let timestamp = remote.updated_at.ok_or_else(|| RecordError {
+            record_id: remote.id.clone(),
+            error: "the record has no updatedAt".into(),
+        })?;
         Ok(CrmEvent {
             event: ChangeKind::Updated,
             entity: self.entity,
             id: remote.id,
             timestamp,
-            data,
+            data: remote.properties,
             read: false,
             merged: Vec::new(),
             retry_of: None,
@@ -113,7 +111,13 @@ impl BulkSource for CrmLoad {
             let after = cursor.and_then(|c| c.get("after")).and_then(Value::as_str);
             let request = OutboundRequest {
                 method: reqwest::Method::GET,
-                path: mapper::list_path(&self.map, self.entity, after, limit.min(100), false),
+                path: mapper::list_path(
+                    &self.inbound.map,
+                    self.entity,
+                    after,
+                    limit.min(100),
+                    false,
+                ),
                 body: Value::Null,
             };
             let (records, next) =
@@ -128,17 +132,12 @@ impl BulkSource for CrmLoad {
         records: &'a [Value],
     ) -> BoxFuture<'a, anyhow::Result<Vec<RecordError>>> {
         Box::pin(async move {
-            let (events, errors) = self.events(records);
-            let events: Vec<&CrmEvent> = events.iter().collect();
-            let mut conn = self.db.get().await?;
-            conn.transaction::<_, anyhow::Error, _>(async |conn| {
-                shared::db::set_origin(conn, "crm").await?;
-                let (_, messages) = working::apply_all(conn, &events).await?;
-                outbox::enqueue(conn, SCHEMA, &messages).await?;
-                Ok(())
-            })
-            .await?;
-            tracing::info!(job = %job.id, entity = %self.entity, applied = events.len(), errors = errors.len(), "bulk page applied");
+            let (events, mut errors) = self.events(records);
+            let applied = events.len();
+            errors.extend(
+                shared::ingress::apply_loaded(&self.inbound, &self.db, SCHEMA, events).await?,
+            );
+            tracing::info!(job = %job.id, entity = %self.entity, applied, errors = errors.len(), "bulk page applied");
             Ok(errors)
         })
     }
@@ -148,8 +147,22 @@ impl BulkSource for CrmLoad {
         records: &'a [Value],
     ) -> BoxFuture<'a, anyhow::Result<Option<Preview>>> {
         Box::pin(async move {
-            let (events, errors) = self.events(records);
-            let events: Vec<&CrmEvent> = events.iter().collect();
+            let (events, mut errors) = self.events(records);
+            // Mapped to local columns as the inbound path maps them.
+            let mut mapped = Vec::with_capacity(events.len());
+            for mut event in events {
+                match self.inbound.map.to_local(self.entity, &event.data) {
+                    Ok(data) => {
+                        event.data = data;
+                        mapped.push(event);
+                    }
+                    Err(e) => errors.push(RecordError {
+                        record_id: event.id,
+                        error: format!("{}: {}", e.field, e.detail),
+                    }),
+                }
+            }
+            let events: Vec<&CrmEvent> = mapped.iter().collect();
             let mut conn = self.db.get().await?;
             let mut preview = working::preview(&mut conn, &events).await?;
             preview.errors = errors

@@ -70,6 +70,7 @@ pub fn parse(verified: &Verified, body: &[u8]) -> Result<Vec<InboundEvent>, ApiE
 }
 
 /// The CRM's inbound events, applied by the shared inbound path.
+#[derive(Clone)]
 pub struct CrmInbound {
     pub http: reqwest::Client,
     /// The CRM's API, for the records HubSpot's events do not carry and for requeues

@@ -100,12 +100,13 @@ pub async fn build(config: Config) -> anyhow::Result<Application> {
             "no CRM_WEBHOOK_SECRETS or CRM_HUBSPOT_CLIENT_SECRETS: CRM webhooks are refused"
         ),
     }
+    let crm_inbound = inbound::CrmInbound {
+        http: platform.http.clone(),
+        crm: config.crm.clone(),
+        map: config.field_map.clone(),
+    };
     platform.run_inbound(
-        inbound::CrmInbound {
-            http: platform.http.clone(),
-            crm: config.crm.clone(),
-            map: config.field_map.clone(),
-        },
+        crm_inbound.clone(),
         vec![ConsumerSpec {
             batch: config.inbound_batch,
             concurrency: config.inbound_concurrency,
@@ -139,9 +140,9 @@ pub async fn build(config: Config) -> anyhow::Result<Application> {
         platform.run_bulk(Entity::ALL.map(|entity| {
             bulk::CrmLoad {
                 entity,
+                inbound: crm_inbound.clone(),
                 http: platform.http.clone(),
                 crm: crm.clone(),
-                map: config.field_map.clone(),
                 db: platform.db.clone(),
                 budget: state.budget.clone(),
                 shutdown: platform.shutdown.clone(),

@@ -2,8 +2,8 @@
 //! (`GET /api/{customers,orders,products}?offset=&limit=`, `{data, has_more}`), run by the
 //! shared job engine ([`shared::bulk`]) with the offset as the checkpoint.
 //!
-//! Each listed record is applied exactly as a webhook reporting it would be ([`apply::apply_all`],
-//! origin `erp`): an upsert fenced by the ERP's `updatedAt`, an order with its lines, pending
+//! Each listed record is applied exactly as a webhook reporting it would be, through the ERP's
+//! inbound path ([`shared::ingress::apply_loaded`], origin `erp`): an upsert fenced by the ERP's `updatedAt`, an order with its lines, pending
 //! local changes kept. A page applied twice changes nothing, and a record a webhook brought
 //! more recently is left alone. No email is sent for loaded records. A listed record without
 //! `updatedAt` counts as older than anything reported. Records that fail validation are the
@@ -18,7 +18,7 @@ use std::{collections::HashMap, sync::Arc};
 
 use chrono::{DateTime, Utc};
 use diesel::sql_types::{Array, Jsonb, Text};
-use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
+use diesel_async::{AsyncPgConnection, RunQueryDsl};
 use futures::future::BoxFuture;
 use serde_json::{Map, Value, json};
 use shared::{
@@ -29,7 +29,6 @@ use shared::{
     schemas::erp::ErpWebhook,
 };
 use tokio_util::sync::CancellationToken;
-use uuid::Uuid;
 
 use crate::apply;
 
@@ -50,6 +49,8 @@ pub struct ErpLoad {
     entity: &'static str,
     table: &'static str,
     key: &'static str,
+    /// The ERP's inbound path, which applies the listed records as its reports.
+    inbound: apply::ErpInbound,
     pub http: reqwest::Client,
     pub erp: Endpoint,
     pub db: PgPool,
@@ -60,6 +61,7 @@ pub struct ErpLoad {
 impl ErpLoad {
     pub fn new(
         list: &'static str,
+        inbound: apply::ErpInbound,
         http: reqwest::Client,
         erp: Endpoint,
         db: PgPool,
@@ -67,7 +69,7 @@ impl ErpLoad {
         shutdown: CancellationToken,
     ) -> Option<Self> {
         let &(list, entity, table, key) = LISTS.iter().find(|l| l.0 == list)?;
-        Some(Self { list, entity, table, key, http, erp, db, budget, shutdown })
+        Some(Self { list, entity, table, key, inbound, http, erp, db, budget, shutdown })
     }
 
     pub fn offered(self) -> (BulkKind, Arc<dyn BulkSource>) {
@@ -165,28 +167,12 @@ impl BulkSource for ErpLoad {
     ) -> BoxFuture<'a, anyhow::Result<Vec<RecordError>>> {
         Box::pin(async move {
             let (events, mut errors) = self.events(records);
-            let mut conn = self.db.get().await?;
-            // The page in one transaction; if the database refuses a record (a company's own
-            // constraint), record by record, and the refused ones are the job's record errors.
-            match apply_events(&mut conn, &events).await {
-                Ok(()) => {}
-                Err(e) if shared::ingress::is_data_error(&e) => {
-                    for event in &events {
-                        match apply_events(&mut conn, std::slice::from_ref(event)).await {
-                            Ok(()) => {}
-                            Err(e) if shared::ingress::is_data_error(&e) => {
-                                errors.push(RecordError {
-                                    record_id: event.entity_id.clone(),
-                                    error: format!("{e:#}"),
-                                })
-                            }
-                            Err(e) => return Err(e),
-                        }
-                    }
-                }
-                Err(e) => return Err(e),
-            }
-            tracing::info!(job = %job.id, list = self.list, applied = events.len(), errors = errors.len(), "bulk page applied");
+            let applied = events.len();
+            errors.extend(
+                shared::ingress::apply_loaded(&self.inbound, &self.db, crate::SCHEMA, events)
+                    .await?,
+            );
+            tracing::info!(job = %job.id, list = self.list, applied, errors = errors.len(), "bulk page applied");
             Ok(errors)
         })
     }
@@ -323,22 +309,6 @@ fn same_lines(ours: &[Value], theirs: &[Value]) -> bool {
                 })
             })
         })
-}
-
-/// Applies listed records in one transaction, as the ERP's own reports (origin `erp`), without
-/// emails.
-async fn apply_events(conn: &mut AsyncPgConnection, events: &[ErpWebhook]) -> anyhow::Result<()> {
-    let now = Utc::now();
-    conn.transaction::<_, anyhow::Error, _>(async |conn| {
-        shared::db::set_origin(conn, "erp").await?;
-        let applying: Vec<apply::Applying> = events
-            .iter()
-            .map(|event| apply::Applying { id: Uuid::new_v4(), accepted: now, event })
-            .collect();
-        apply::apply_all(conn, None, &applying).await?;
-        Ok(())
-    })
-    .await
 }
 
 fn parse_time(at: &str) -> Option<DateTime<Utc>> {

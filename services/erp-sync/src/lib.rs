@@ -202,14 +202,12 @@ pub async fn build(config: Config) -> anyhow::Result<Application> {
             )
         })
         .collect();
-    platform.run_inbound(
-        apply::ErpInbound {
-            mail: config.mail.clone(),
-            http: platform.http.clone(),
-            erp: config.erp.clone(),
-        },
-        consumers,
-    )?;
+    let inbound = apply::ErpInbound {
+        mail: config.mail.clone(),
+        http: platform.http.clone(),
+        erp: config.erp.clone(),
+    };
+    platform.run_inbound(inbound.clone(), consumers)?;
     // Local changes of order statuses and customers go back to the ERP; bulk loads read it.
     match &config.erp {
         Some(erp) => {
@@ -232,6 +230,7 @@ pub async fn build(config: Config) -> anyhow::Result<Application> {
             platform.run_bulk(bulk::LISTS.iter().filter_map(|(list, ..)| {
                 bulk::ErpLoad::new(
                     list,
+                    inbound.clone(),
                     platform.http.clone(),
                     erp.clone(),
                     platform.db.clone(),

@@ -19,6 +19,10 @@
 //! requeued (the record as the system holds it now, [`Inbound::current`]) from
 //! `/admin/record-errors`, and closes once that event is applied; replaying the dead letter
 //! closes it the same way.
+//!
+//! A bulk load's records are the system's events too ([`apply_loaded`]): the same apply, with
+//! [`Applying::loaded`] set, the same one-by-one fallback, and a refused record is the job's
+//! record error instead of a ledger row.
 
 use std::{collections::BTreeMap, sync::Arc};
 
@@ -50,6 +54,9 @@ pub struct Applying<'a, E> {
     pub id: Uuid,
     pub accepted: DateTime<Utc>,
     pub event: &'a E,
+    /// Read by a bulk load, not reported by the system: a connector leaves out what only a
+    /// report causes (the ERP's customer emails).
+    pub loaded: bool,
 }
 
 /// What became of one event.
@@ -120,6 +127,70 @@ pub trait Inbound: Send + Sync + 'static {
         Box::pin(async {
             anyhow::bail!("{} cannot be read back: retry the stored event", Self::SYSTEM)
         })
+    }
+}
+
+/// Applies the records a bulk load read from `I`'s system as that system's events: prepared
+/// ([`Inbound::prepare`]), then applied in one transaction with the system as origin, marked
+/// [`Applying::loaded`], their messages to the outbox. When the database refuses the page, the
+/// events are applied one per transaction. An event refused for its data, or whose outcome is
+/// `failed`, is a record error naming its record; nothing goes to `webhook_events` or the
+/// error ledger (no webhook carried them; the job reports them).
+pub async fn apply_loaded<I: Inbound>(
+    inbound: &I,
+    db: &PgPool,
+    schema: &'static str,
+    events: Vec<I::Event>,
+) -> anyhow::Result<Vec<crate::bulk::RecordError>> {
+    let events = inbound.prepare(events).await?;
+    let mut conn = db.get().await?;
+    let accepted = chrono::Utc::now();
+    let apply = async |conn: &mut AsyncPgConnection, events: &[I::Event]| {
+        conn.transaction::<_, anyhow::Error, _>(async |conn| {
+            crate::db::set_origin(conn, I::SYSTEM).await?;
+            let applying: Vec<Applying<'_, I::Event>> = events
+                .iter()
+                .map(|event| Applying { id: Uuid::now_v7(), accepted, event, loaded: true })
+                .collect();
+            let AppliedBatch { outcomes, messages } = inbound.apply(conn, &applying).await?;
+            outbox::enqueue(conn, schema, &messages).await?;
+            Ok(events
+                .iter()
+                .zip(outcomes)
+                .filter(|(_, o)| o.status == EventStatus::Failed)
+                .map(|(event, o)| crate::bulk::RecordError {
+                    record_id: I::record_id(event).to_owned(),
+                    error: o.reason.unwrap_or_else(|| "failed".into()),
+                })
+                .collect::<Vec<_>>())
+        })
+        .await
+    };
+    match apply(&mut conn, &events).await {
+        Ok(errors) => Ok(errors),
+        Err(e) if events.len() > 1 && super::is_data_error(&e) => {
+            tracing::warn!(error = %format!("{e:#}"), events = events.len(), "bulk page refused; applying its records one by one");
+            let mut errors = Vec::new();
+            for event in events.chunks(1) {
+                match apply(&mut conn, event).await {
+                    Ok(refused) => errors.extend(refused),
+                    Err(e) if super::is_data_error(&e) => errors.push(crate::bulk::RecordError {
+                        record_id: I::record_id(&event[0]).to_owned(),
+                        error: format!("{e:#}"),
+                    }),
+                    Err(e) => return Err(e),
+                }
+            }
+            Ok(errors)
+        }
+        Err(e) if super::is_data_error(&e) => Ok(events
+            .iter()
+            .map(|event| crate::bulk::RecordError {
+                record_id: I::record_id(event).to_owned(),
+                error: format!("{e:#}"),
+            })
+            .collect()),
+        Err(e) => Err(e),
     }
 }
 
@@ -211,6 +282,7 @@ impl<I: Inbound> InboundRunner<I> {
                     id: d.envelope.id,
                     accepted: d.envelope.occurred_at,
                     event: &d.envelope.data,
+                    loaded: false,
                 })
                 .collect();
             let AppliedBatch { outcomes, mut messages } =
@@ -280,6 +352,7 @@ impl<I: Inbound> InboundRunner<I> {
             id: delivery.envelope.id,
             accepted: delivery.envelope.occurred_at,
             event: &delivery.envelope.data,
+            loaded: false,
         };
         let mut stored = self.inbound.stored(&applying);
         I::set_retry_of(&mut stored, None);
@@ -342,7 +415,8 @@ impl<I: Inbound> DeadLetterHook for InboundRunner<I> {
                 return Ok(());
             };
             let id = payload.get("id").and_then(Value::as_str).and_then(|s| s.parse().ok());
-            let applying = Applying { id: id.unwrap_or_default(), accepted, event: &event };
+            let applying =
+                Applying { id: id.unwrap_or_default(), accepted, event: &event, loaded: false };
             let mut stored = self.inbound.stored(&applying);
             I::set_retry_of(&mut stored, None);
             let stored = serde_json::to_value(&stored).unwrap_or(Value::Null);

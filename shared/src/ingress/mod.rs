@@ -28,7 +28,7 @@ use serde::Serialize;
 use uuid::Uuid;
 
 pub use crate::bus::events::{EventStatus, record, settled};
-pub use inbound::{AppliedBatch, Applying, Inbound, Outcome};
+pub use inbound::{AppliedBatch, Applying, Inbound, Outcome, apply_loaded};
 
 use crate::{
     bus::{Bus, events as store},

@@ -147,3 +147,43 @@ async fn a_bulk_load_keeps_to_its_share_of_the_quota_and_live_pushes_get_through
     );
     t.assert_settled(0).await;
 }
+
+#[tokio::test]
+async fn a_bulk_page_the_database_refuses_is_applied_record_by_record() {
+    let t = spawn().await;
+    // A company's own rule on its contacts, which one CRM record breaks.
+    t.sql("ALTER TABLE crm.contacts ADD CONSTRAINT no_test_addresses CHECK (email NOT LIKE '%@test.invalid')")
+        .await;
+    for i in 0..5 {
+        t.sandbox.crm.crm_change(
+            "contacts",
+            None,
+            json!({"firstname": format!("P{i}"), "email": format!("p{i}@example.com")}),
+        );
+    }
+    let bad = t.sandbox.crm.crm_change(
+        "contacts",
+        None,
+        json!({"firstname": "Bad", "email": "bad@test.invalid"}),
+    );
+    let (status, job) = t
+        .admin_post(
+            "/admin/bulk/jobs",
+            &json!({"source": "crm", "target": "crm", "entity": "contacts", "batch_size": 100}),
+        )
+        .await;
+    assert_eq!(status, 202, "{job}");
+    let job = job_done(&t, job["id"].as_str().unwrap()).await;
+    assert_eq!(
+        (job["status"].as_str(), job["processed_records"].as_i64(), job["error_count"].as_i64()),
+        (Some("completed"), Some(5), Some(1)),
+        "{job}"
+    );
+    assert_eq!(job["errors"][0]["record_id"], bad["id"]);
+    assert!(
+        job["errors"][0]["error"].as_str().unwrap().contains("no_test_addresses"),
+        "{}",
+        job["errors"][0]
+    );
+    assert_eq!(t.count("SELECT count(*) AS n FROM crm.contacts").await, 5);
+}

@@ -293,6 +293,7 @@ async fn consequences(
 }
 
 /// The ERP's inbound events, applied by the shared inbound path.
+#[derive(Clone)]
 pub struct ErpInbound {
     pub mail: MailSettings,
     pub http: reqwest::Client,
@@ -326,7 +327,9 @@ impl Inbound for ErpInbound {
         events: &'a [Applying<'a>],
     ) -> BoxFuture<'a, anyhow::Result<AppliedBatch>> {
         Box::pin(async move {
-            let applied = apply_all(conn, Some(&self.mail), events).await?;
+            // A bulk load's records are no news to anyone: no emails.
+            let mail = (!events.iter().any(|a| a.loaded)).then_some(&self.mail);
+            let applied = apply_all(conn, mail, events).await?;
             let mut batch = AppliedBatch { outcomes: Vec::new(), messages: Vec::new() };
             for applied in applied {
                 batch.outcomes.push(Outcome { status: applied.status, reason: applied.reason });

@@ -347,6 +347,7 @@ async fn events_of_one_order_in_one_batch_apply_in_the_erps_order() {
             id: uuid::Uuid::new_v4(),
             accepted: chrono::Utc::now(),
             event,
+            loaded: false,
         })
         .collect();
     let mut conn = t.db.connect().await;
