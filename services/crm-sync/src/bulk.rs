@@ -73,15 +73,7 @@ impl CrmLoad {
     }
 
     fn events(&self, records: &[Value]) -> (Vec<CrmEvent>, Vec<RecordError>) {
-        let mut events = Vec::new();
-        let mut errors = Vec::new();
-        for record in records {
-            match self.event(record) {
-                Ok(event) => events.push(event),
-                Err(e) => errors.push(e),
-            }
-        }
-        (events, errors)
+        shared::bulk::split(records, |_, record| self.event(record))
     }
 }
 

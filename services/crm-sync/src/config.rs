@@ -88,13 +88,8 @@ impl Config {
             None => None,
         };
         let reconcile_secs: u64 = var_parsed("CRM_RECONCILE_SECS", 300)?;
-        let share: f64 = var_parsed("CRM_BULK_QUOTA_SHARE", 0.5)?;
-        if !(share > 0.0 && share <= 1.0) {
-            return Err(ConfigError::Invalid {
-                name: "CRM_BULK_QUOTA_SHARE".into(),
-                reason: "must be above 0 and at most 1".into(),
-            });
-        }
+        let share =
+            shared::outbound::quota::QuotaBudget::share_from_env("CRM_BULK_QUOTA_SHARE", 0.5)?;
         let push = PushConfig {
             concurrency: var_parsed("PUSH_CONCURRENCY", 1)?,
             batch: var_parsed("PUSH_BATCH", 64)?,

@@ -57,17 +57,10 @@ pub struct AppState {
 
 /// The CRM's webhook source: the schemes with configured secrets, all named `crm`.
 fn webhook_source(config: &Config) -> Option<WebhookSource> {
-    let named = |secrets: &[secrecy::SecretString]| -> Vec<(String, secrecy::SecretString)> {
-        secrets.iter().map(|s| ("crm".to_owned(), s.clone())).collect()
-    };
-    let mut schemes = Vec::new();
-    if !config.standard_secrets.is_empty() {
-        schemes.push(Scheme::StandardWebhooks(named(&config.standard_secrets)));
-    }
-    if !config.hubspot_secrets.is_empty() {
-        schemes.push(Scheme::HubSpotV3(named(&config.hubspot_secrets)));
-    }
-    (!schemes.is_empty()).then_some(WebhookSource { system: "crm", schemes, parse: inbound::parse })
+    WebhookSource::new("crm", inbound::parse)
+        .with(Scheme::StandardWebhooks, &config.standard_secrets)
+        .with(Scheme::HubSpotV3, &config.hubspot_secrets)
+        .configured()
 }
 
 /// Connects everything, starts the consumers and binds the HTTP server (port 0 in tests).

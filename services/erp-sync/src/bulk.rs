@@ -107,15 +107,7 @@ impl ErpLoad {
     }
 
     fn events(&self, records: &[Value]) -> (Vec<ErpWebhook>, Vec<RecordError>) {
-        let mut events = Vec::new();
-        let mut errors = Vec::new();
-        for (i, record) in records.iter().enumerate() {
-            match self.event(i, record) {
-                Ok(event) => events.push(event),
-                Err(e) => errors.push(e),
-            }
-        }
-        (events, errors)
+        shared::bulk::split(records, |i, record| self.event(i, record))
     }
 
     /// The stored rows of these ERP ids (`to_jsonb`), by id.

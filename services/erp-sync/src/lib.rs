@@ -91,16 +91,10 @@ impl Config {
             },
             inbound_batch: var_parsed("ERP_INBOUND_BATCH", 128)?,
             inbound_concurrency: var_parsed("ERP_INBOUND_CONCURRENCY", 4)?,
-            bulk_quota_share: {
-                let share = var_parsed("ERP_BULK_QUOTA_SHARE", 0.5)?;
-                if !(share > 0.0 && share <= 1.0) {
-                    return Err(ConfigError::Invalid {
-                        name: "ERP_BULK_QUOTA_SHARE".into(),
-                        reason: "must be above 0 and at most 1".into(),
-                    });
-                }
-                share
-            },
+            bulk_quota_share: shared::outbound::quota::QuotaBudget::share_from_env(
+                "ERP_BULK_QUOTA_SHARE",
+                0.5,
+            )?,
         })
     }
 
@@ -170,20 +164,15 @@ pub async fn build(config: Config) -> anyhow::Result<Application> {
         settings: None,
     };
     let platform = Platform::start(&config.common, spec).await?;
-    let named = |secrets: &[secrecy::SecretString]| -> Vec<(String, secrecy::SecretString)> {
-        secrets.iter().map(|s| ("erp".to_owned(), s.clone())).collect()
-    };
-    let mut schemes = Vec::new();
-    if !config.api_keys.is_empty() {
-        schemes.push(Scheme::ApiKey(named(&config.api_keys)));
-    }
-    if !config.signing_secrets.is_empty() {
-        schemes.push(Scheme::StandardWebhooks(named(&config.signing_secrets)));
-    }
-    if schemes.is_empty() {
-        tracing::warn!("no ERP_WEBHOOK_API_KEYS or ERP_WEBHOOK_SECRETS: ERP webhooks are refused");
-    } else {
-        platform.run_ingress(vec![WebhookSource { system: "erp", schemes, parse }])?;
+    match WebhookSource::new("erp", parse)
+        .with(Scheme::ApiKey, &config.api_keys)
+        .with(Scheme::StandardWebhooks, &config.signing_secrets)
+        .configured()
+    {
+        Some(source) => platform.run_ingress(vec![source])?,
+        None => tracing::warn!(
+            "no ERP_WEBHOOK_API_KEYS or ERP_WEBHOOK_SECRETS: ERP webhooks are refused"
+        ),
     }
     // erp-sync owns `webhooks.erp.>`: one consumer per entity, so a backlog of one kind never
     // delays another. inventory-sync read `webhooks.erp.inventory` itself before counts were

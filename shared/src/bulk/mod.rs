@@ -138,6 +138,23 @@ pub trait BulkSource: Send + Sync + 'static {
     }
 }
 
+/// A page's records as `convert` reads each one (with its index in the page): the ones it
+/// takes, and the others as the job's record errors.
+pub fn split<E>(
+    records: &[Value],
+    convert: impl Fn(usize, &Value) -> Result<E, RecordError>,
+) -> (Vec<E>, Vec<RecordError>) {
+    let mut taken = Vec::with_capacity(records.len());
+    let mut errors = Vec::new();
+    for (i, record) in records.iter().enumerate() {
+        match convert(i, record) {
+            Ok(e) => taken.push(e),
+            Err(e) => errors.push(e),
+        }
+    }
+    (taken, errors)
+}
+
 /// A list page as a system's format reads it: its records and whether more follow, or why it
 /// is not a page.
 pub type ParsedPage = Result<(Vec<Value>, bool), String>;

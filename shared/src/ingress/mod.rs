@@ -61,6 +61,35 @@ pub struct WebhookSource {
     pub parse: fn(&Verified, &[u8]) -> Result<Vec<InboundEvent>, ApiError>,
 }
 
+impl WebhookSource {
+    /// A source with no scheme yet: every request is refused until one is added ([`Self::with`]).
+    pub fn new(
+        system: &'static str,
+        parse: fn(&Verified, &[u8]) -> Result<Vec<InboundEvent>, ApiError>,
+    ) -> Self {
+        Self { system, schemes: Vec::new(), parse }
+    }
+
+    /// Accepts `scheme` (e.g. `Scheme::StandardWebhooks`) with `secrets`, each speaking for this
+    /// system; no secrets adds nothing.
+    pub fn with(
+        mut self,
+        scheme: fn(Vec<crate::http::verify::NamedSecret>) -> Scheme,
+        secrets: &[secrecy::SecretString],
+    ) -> Self {
+        if !secrets.is_empty() {
+            let named = secrets.iter().map(|s| (self.system.to_owned(), s.clone())).collect();
+            self.schemes.push(scheme(named));
+        }
+        self
+    }
+
+    /// The source, if any scheme has a secret (else its webhooks are refused: `None`).
+    pub fn configured(self) -> Option<Self> {
+        (!self.schemes.is_empty()).then_some(self)
+    }
+}
+
 /// Namespace of the envelope ids derived from `<system>:<event id>`.
 const EVENT_NAMESPACE: Uuid = Uuid::from_u128(0x6d1f_6a3e_8c1b_4e59_9a57_3f0e_2b8c_d401);
 

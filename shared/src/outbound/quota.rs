@@ -42,6 +42,18 @@ fn number(headers: &HeaderMap, name: &str) -> Option<u64> {
 
 impl QuotaBudget {
     /// `share` of the quota (0 < share ≤ 1) may be spent by the work this budget governs.
+    /// The share in the variable `name` (`default` when unset): above 0 and at most 1.
+    pub fn share_from_env(name: &str, default: f64) -> Result<f64, crate::config::ConfigError> {
+        let share: f64 = crate::config::var_parsed(name, default)?;
+        if !(share > 0.0 && share <= 1.0) {
+            return Err(crate::config::ConfigError::Invalid {
+                name: name.into(),
+                reason: "must be above 0 and at most 1".into(),
+            });
+        }
+        Ok(share)
+    }
+
     pub fn new(share: f64) -> Self {
         Self {
             share: share.clamp(0.01, 1.0),
