@@ -30,14 +30,7 @@ use shared::{
 };
 use tokio_util::sync::CancellationToken;
 
-use crate::apply;
-
-/// The lists a load reads: `(list, webhook entity, table, key column)`.
-pub const LISTS: [(&str, &str, &str, &str); 3] = [
-    ("customers", "customer", "customers", "erp_customer_id"),
-    ("orders", "salesOrder", "orders", "erp_order_id"),
-    ("products", "product", "products", "erp_product_id"),
-];
+use crate::{apply, entity::Entity};
 
 /// Differences a dry run reports at most.
 const MAX_DIFFERENCES: usize = 50;
@@ -46,9 +39,7 @@ const MAX_DIFFERENCES: usize = 50;
 pub struct ErpLoad {
     /// The list (`customers`, `orders`, `products`).
     pub list: &'static str,
-    entity: &'static str,
-    table: &'static str,
-    key: &'static str,
+    entity: Entity,
     /// The ERP's inbound path, which applies the listed records as its reports.
     inbound: apply::ErpInbound,
     pub http: reqwest::Client,
@@ -60,7 +51,7 @@ pub struct ErpLoad {
 
 impl ErpLoad {
     pub fn new(
-        list: &'static str,
+        entity: Entity,
         inbound: apply::ErpInbound,
         http: reqwest::Client,
         erp: Endpoint,
@@ -68,8 +59,8 @@ impl ErpLoad {
         budget: Arc<QuotaBudget>,
         shutdown: CancellationToken,
     ) -> Option<Self> {
-        let &(list, entity, table, key) = LISTS.iter().find(|l| l.0 == list)?;
-        Some(Self { list, entity, table, key, inbound, http, erp, db, budget, shutdown })
+        let list = entity.list?;
+        Some(Self { list, entity, inbound, http, erp, db, budget, shutdown })
     }
 
     pub fn offered(self) -> (BulkKind, Arc<dyn BulkSource>) {
@@ -92,14 +83,14 @@ impl ErpLoad {
         let mut payload =
             record.as_object().cloned().ok_or_else(|| refuse("not an object".into()))?;
         payload.remove("id");
-        mapper::webhook::check_payload(self.entity, &payload)
+        mapper::webhook::check_payload(self.entity.webhook, &payload)
             .map_err(|e| refuse(format!("{}: {}", e.field, e.detail)))?;
         if payload.get("updatedAt").is_none_or(Value::is_null) {
             payload.insert("updatedAt".into(), json!(DateTime::<Utc>::UNIX_EPOCH.to_rfc3339()));
         }
         Ok(ErpWebhook {
             event_type: "updated".into(),
-            entity: self.entity.to_owned(),
+            entity: self.entity.webhook.to_owned(),
             entity_id: id,
             payload: Value::Object(payload),
             retry_of: None,
@@ -125,8 +116,8 @@ impl ErpLoad {
         }
         let rows: Vec<Row> = diesel::sql_query(format!(
             "SELECT {key} AS id, to_jsonb(t) AS row FROM erp.{table} t WHERE {key} = ANY($1)",
-            key = self.key,
-            table = self.table
+            key = self.entity.key,
+            table = self.entity.table
         ))
         .bind::<Array<Text>, _>(ids)
         .load(conn)
@@ -183,13 +174,13 @@ impl BulkSource for ErpLoad {
             let ids: Vec<&str> = events.iter().map(|e| e.entity_id.as_str()).collect();
             let mut conn = self.db.get().await?;
             let stored = self.stored(&mut conn, &ids).await?;
-            let stored_lines = if self.entity == "salesOrder" {
+            let stored_lines = if self.entity == crate::entity::ORDER {
                 stored_lines(&mut conn, &ids).await?
             } else {
                 HashMap::new()
             };
-            let pushed = crate::push::Pushable::columns_of(self.entity);
-            let table = mapper::webhook::fields(self.entity).unwrap_or_default();
+            let pushed = self.entity.pushed;
+            let table = mapper::webhook::fields(self.entity.webhook).unwrap_or_default();
             let mut preview = Preview {
                 errors: errors
                     .into_iter()

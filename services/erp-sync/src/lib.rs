@@ -13,7 +13,9 @@
 
 pub mod apply;
 pub mod bulk;
+pub mod entity;
 pub mod mail;
+pub mod models;
 pub mod push;
 
 use shared::{
@@ -200,7 +202,7 @@ pub async fn build(config: Config) -> anyhow::Result<Application> {
     // Local changes of order statuses and customers go back to the ERP; bulk loads read it.
     match &config.erp {
         Some(erp) => {
-            for entity in push::PUSHED {
+            for entity in entity::Entity::pushed() {
                 let engine = platform.push_engine(
                     "erp",
                     erp.clone(),
@@ -216,9 +218,9 @@ pub async fn build(config: Config) -> anyhow::Result<Application> {
             let budget = std::sync::Arc::new(shared::outbound::quota::QuotaBudget::new(
                 config.bulk_quota_share,
             ));
-            platform.run_bulk(bulk::LISTS.iter().filter_map(|(list, ..)| {
+            platform.run_bulk(entity::Entity::loaded().filter_map(|entity| {
                 bulk::ErpLoad::new(
-                    list,
+                    entity,
                     inbound.clone(),
                     platform.http.clone(),
                     erp.clone(),

@@ -16,6 +16,7 @@
 //! change of the same fields was applied here while the push was on its way, the push just
 //! overwrote it in the ERP, so the record (now holding that change) is pushed again.
 
+use crate::entity::Entity;
 use chrono::{DateTime, Utc};
 use diesel::{
     QueryableByName,
@@ -32,51 +33,9 @@ use shared::{
     schemas::{Envelope, erp::RecordChanged},
 };
 
-/// An entity whose local changes are pushed: `(name, table, ERP key column, pushed columns)`.
-#[derive(Clone, Copy, Debug)]
-pub struct Pushable {
-    pub name: &'static str,
-    /// The webhook entity (its field table names the ERP's fields).
-    webhook: &'static str,
-    /// The ERP's list (`GET /api/<list>/<id>` reads one record back).
-    list: &'static str,
-    table: &'static str,
-    key: &'static str,
-    columns: &'static [&'static str],
-}
-
-pub const ORDER: Pushable = Pushable {
-    name: "order",
-    webhook: "salesOrder",
-    list: "orders",
-    table: "orders",
-    key: "erp_order_id",
-    columns: &["status"],
-};
-pub const CUSTOMER: Pushable = Pushable {
-    name: "customer",
-    webhook: "customer",
-    list: "customers",
-    table: "customers",
-    key: "erp_customer_id",
-    columns: &["name", "email", "phone"],
-};
-pub const PUSHED: [Pushable; 2] = [ORDER, CUSTOMER];
-
-impl Pushable {
-    /// The pushed columns of an entity by its webhook name (`salesOrder`, `customer`).
-    pub fn columns_of(webhook_entity: &str) -> &'static [&'static str] {
-        match webhook_entity {
-            "salesOrder" => ORDER.columns,
-            "customer" => CUSTOMER.columns,
-            _ => &[],
-        }
-    }
-}
-
 /// One entity's records, pushed to the ERP.
 pub struct ErpRecords {
-    pub entity: Pushable,
+    pub entity: Entity,
 }
 
 /// A record as the engine pushes it: its ERP id, the pushed columns, and the ERP's time of the
@@ -115,7 +74,7 @@ impl ErpRecords {
         ids: &[&str],
         lock: bool,
     ) -> diesel::QueryResult<Vec<Row>> {
-        let Pushable { table, key, columns, .. } = self.entity;
+        let Entity { table, key, pushed: columns, .. } = self.entity;
         let data: String = columns.iter().map(|c| format!("'{c}', {c}, ")).collect();
         diesel::sql_query(format!(
             "SELECT {key} AS id, local_version AS version, origin, erp_updated_at, \
@@ -150,7 +109,7 @@ impl Connector for ErpRecords {
     }
 
     fn records_sql(&self) -> String {
-        let Pushable { name, table, key, .. } = self.entity;
+        let Entity { name, table, key, .. } = self.entity;
         format!(
             "SELECT '{name}/' || {key} AS key, local_version AS version FROM erp.{table} \
              WHERE local_version > 0 AND '{name}/' || {key} > $1 ORDER BY 1 LIMIT $2"
@@ -185,7 +144,7 @@ impl Connector for ErpRecords {
 
     fn request(&self, record: &Loaded<Pushed>) -> OutboundRequest {
         let r = &record.record;
-        if self.entity.name == ORDER.name {
+        if self.entity == crate::entity::ORDER {
             let status = r.data.get("status").and_then(Value::as_str).unwrap_or_default();
             mapper::order_status(&r.id, status)
         } else {
@@ -194,7 +153,7 @@ impl Connector for ErpRecords {
     }
 
     fn read_request(&self, record: &Loaded<Pushed>) -> Option<OutboundRequest> {
-        Some(mapper::read_record(self.entity.list, &record.record.id))
+        Some(mapper::read_record(self.entity.list?, &record.record.id))
     }
 
     /// The ERP shows our value, or a state newer than the one stored here: its own later
@@ -213,7 +172,7 @@ impl Connector for ErpRecords {
             return true;
         }
         let fields = mapper::webhook::fields(self.entity.webhook).unwrap_or_default();
-        self.entity.columns.iter().all(|c| {
+        self.entity.pushed.iter().all(|c| {
             let ours = record.record.data.get(*c).unwrap_or(&Value::Null);
             let name = fields.iter().find(|f| f.local == *c).map_or(*c, |f| f.crm);
             answer.get(name).unwrap_or(&Value::Null) == ours
@@ -227,7 +186,7 @@ impl Connector for ErpRecords {
         _answer: &Value,
     ) -> anyhow::Result<Outcome> {
         let r = &record.record;
-        let Pushable { table, key, .. } = self.entity;
+        let Entity { table, key, .. } = self.entity;
         // Under the record's row lock, which the inbound consumer also takes when it applies
         // the ERP's events: the pushed columns as they are now.
         let now = self.rows(ctx.conn, &[r.id.as_str()], true).await?.pop();

@@ -354,12 +354,12 @@ impl Inbound for ErpInbound {
     /// entities: retry them).
     fn current<'a>(&'a self, stored: &'a ErpWebhook) -> BoxFuture<'a, anyhow::Result<ErpWebhook>> {
         Box::pin(async move {
-            let list = match stored.entity.as_str() {
-                "customer" => "customers",
-                "salesOrder" => "orders",
-                other => {
-                    anyhow::bail!("the ERP has no read API for {other}: retry the stored event")
-                }
+            let Some(list) = crate::entity::Entity::of_webhook(&stored.entity).and_then(|e| e.list)
+            else {
+                anyhow::bail!(
+                    "the ERP has no read API for {}: retry the stored event",
+                    stored.entity
+                )
             };
             let erp =
                 self.erp.as_ref().ok_or_else(|| anyhow::anyhow!("ERP_BASE_URL is not set"))?;

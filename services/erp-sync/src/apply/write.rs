@@ -18,15 +18,7 @@ use super::Applying;
 
 /// `(table, key column)` of an entity.
 fn table(entity: &str) -> Option<(&'static str, &'static str)> {
-    match entity {
-        "salesOrder" => Some(("orders", "erp_order_id")),
-        "purchaseOrder" => Some(("purchase_orders", "erp_po_id")),
-        "invoice" => Some(("invoices", "erp_invoice_id")),
-        "shipment" => Some(("shipments", "erp_shipment_id")),
-        "customer" => Some(("customers", "erp_customer_id")),
-        "product" => Some(("products", "erp_product_id")),
-        _ => None,
-    }
+    crate::entity::Entity::of_webhook(entity).map(|e| (e.table, e.key))
 }
 
 /// The ERP's time of an event.
@@ -152,7 +144,7 @@ pub(super) async fn write(
         // A field the event leaves out keeps its value. A pushed field changed here keeps the
         // local value against an ERP event older than that change (the change is on its way to
         // the ERP, or there already).
-        let pushed = crate::push::Pushable::columns_of(entity);
+        let pushed = crate::entity::Entity::pushed_columns(entity);
         let set: String = columns
             .iter()
             .map(|c| {

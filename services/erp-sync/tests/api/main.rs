@@ -5,4 +5,5 @@ mod bulk;
 mod helpers;
 mod ledger;
 mod push;
+mod schema;
 mod webhooks;

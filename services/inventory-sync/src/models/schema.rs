@@ -46,4 +46,16 @@ diesel::table! {
     }
 }
 
-diesel::allow_tables_to_appear_in_same_query!(products, stock, ledger);
+diesel::table! {
+    inventory.count_marks (source, sku, warehouse) {
+        source -> Text,
+        sku -> Text,
+        warehouse -> Text,
+        counted_at -> Timestamptz,
+        version -> Nullable<Int8>,
+        reference -> Text,
+        applied_at -> Timestamptz,
+    }
+}
+
+diesel::allow_tables_to_appear_in_same_query!(products, stock, ledger, count_marks);

@@ -2,7 +2,7 @@
 //! every column of each fixed table by name, nothing missing either way.
 
 use diesel::{QueryDsl, debug_query, pg::Pg};
-use inventory_sync::models::schema::{ledger, products, stock};
+use inventory_sync::models::schema::{count_marks, ledger, products, stock};
 
 use crate::helpers::spawn;
 
@@ -22,6 +22,7 @@ async fn the_table_definitions_match_the_migrated_database() {
         ("products", columns_of!(products)),
         ("stock", columns_of!(stock)),
         ("ledger", columns_of!(ledger)),
+        ("count_marks", columns_of!(count_marks)),
     ] {
         assert_eq!(
             columns,

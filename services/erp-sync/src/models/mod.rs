@@ -1,0 +1,3 @@
+//! The `erp` schema's tables as diesel knows them ([`schema`]).
+
+pub mod schema;
