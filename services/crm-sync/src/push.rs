@@ -25,7 +25,7 @@ use shared::{
     bus::outbox::OutboxRow,
     mappers::crm as mapper,
     outbound::{self, OutboundRequest, Outcome},
-    push::{Connector, FollowUp, Loaded},
+    push::{Connector, FollowUp, KeyPart, Loaded, RecordKey, Records},
     schemas::{
         Envelope,
         crm::{Entity, RecordChanged},
@@ -60,12 +60,12 @@ pub struct Pushed {
 
 /// The local id in a key `<entity>/<id>`.
 fn id_of(key: &str) -> Option<i64> {
-    key.split_once('/').and_then(|(_, id)| id.parse().ok())
+    RecordKey::parse(key).and_then(|k| k.second.parse().ok())
 }
 
 impl CrmRecords {
     fn key(&self, id: i64) -> String {
-        format!("{}/{id}", self.entity)
+        RecordKey::new(self.entity.as_str(), &id.to_string()).to_string()
     }
 }
 
@@ -104,8 +104,13 @@ impl Connector for CrmRecords {
         ))
     }
 
-    fn records_sql(&self) -> String {
-        records::push_records_sql(self.entity)
+    fn records(&self) -> Records {
+        Records {
+            table: self.entity.qualified_table(),
+            key: (KeyPart::Kind(self.entity.as_str()), KeyPart::Column("id")),
+            version: "local_version",
+            changed_only: true,
+        }
     }
 
     async fn load(

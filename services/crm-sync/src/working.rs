@@ -85,8 +85,9 @@ impl Working {
                 .filter(|e| e.entity == entity && !records.contains_key(&(entity, e.id.clone())))
                 .filter_map(|e| {
                     let key = e.data.get(mapper::LOCAL_KEY_PROPERTY)?.as_str()?;
-                    let (kind, id) = key.split_once('/')?;
-                    (kind == entity.as_str()).then_some((e.id.clone(), id.parse().ok()?))
+                    let key = shared::push::RecordKey::parse(key)?;
+                    (key.first == entity.as_str())
+                        .then_some((e.id.clone(), key.second.parse().ok()?))
                 })
                 .collect();
             if !ours.is_empty() {

@@ -9,6 +9,8 @@ pub struct Entity {
     pub webhook: &'static str,
     /// The local table in `erp`.
     pub table: &'static str,
+    /// The same with its schema (`erp.orders`).
+    pub qualified_table: &'static str,
     /// The table's column holding the ERP's id.
     pub key: &'static str,
     /// The ERP's list API (`GET /api/<list>?offset=&limit=`, `GET /api/<list>/<id>`), where it
@@ -23,6 +25,7 @@ pub struct Entity {
 pub const ORDER: Entity = Entity {
     webhook: "salesOrder",
     table: "orders",
+    qualified_table: "erp.orders",
     key: "erp_order_id",
     list: Some("orders"),
     pushed: &["status"],
@@ -31,6 +34,7 @@ pub const ORDER: Entity = Entity {
 pub const CUSTOMER: Entity = Entity {
     webhook: "customer",
     table: "customers",
+    qualified_table: "erp.customers",
     key: "erp_customer_id",
     list: Some("customers"),
     pushed: &["name", "email", "phone"],
@@ -39,6 +43,7 @@ pub const CUSTOMER: Entity = Entity {
 pub const PRODUCT: Entity = Entity {
     webhook: "product",
     table: "products",
+    qualified_table: "erp.products",
     key: "erp_product_id",
     list: Some("products"),
     pushed: &[],
@@ -47,6 +52,7 @@ pub const PRODUCT: Entity = Entity {
 pub const PURCHASE_ORDER: Entity = Entity {
     webhook: "purchaseOrder",
     table: "purchase_orders",
+    qualified_table: "erp.purchase_orders",
     key: "erp_po_id",
     list: None,
     pushed: &[],
@@ -55,6 +61,7 @@ pub const PURCHASE_ORDER: Entity = Entity {
 pub const INVOICE: Entity = Entity {
     webhook: "invoice",
     table: "invoices",
+    qualified_table: "erp.invoices",
     key: "erp_invoice_id",
     list: None,
     pushed: &[],
@@ -63,6 +70,7 @@ pub const INVOICE: Entity = Entity {
 pub const SHIPMENT: Entity = Entity {
     webhook: "shipment",
     table: "shipments",
+    qualified_table: "erp.shipments",
     key: "erp_shipment_id",
     list: None,
     pushed: &[],

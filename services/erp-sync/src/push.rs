@@ -29,7 +29,7 @@ use shared::{
     bus::outbox::OutboxRow,
     mappers::erp as mapper,
     outbound::{OutboundRequest, Outcome},
-    push::{Connector, FollowUp, Loaded, Origin},
+    push::{Connector, FollowUp, KeyPart, Loaded, Origin, RecordKey, Records},
     schemas::{Envelope, erp::RecordChanged},
 };
 
@@ -64,7 +64,7 @@ struct Row {
 
 impl ErpRecords {
     fn key(&self, id: &str) -> String {
-        format!("{}/{id}", self.entity.name)
+        RecordKey::new(self.entity.name, id).to_string()
     }
 
     /// The pushed columns of the records with these ERP ids (`lock`: for the transaction).
@@ -101,19 +101,20 @@ impl Connector for ErpRecords {
     }
 
     fn message(&self, key: &str) -> OutboxRow {
-        let id = key.split_once('/').map_or(key, |(_, id)| id);
+        let id = RecordKey::parse(key).map_or(key.to_owned(), |k| k.second);
         OutboxRow::new(&Envelope::new(
             crate::SERVICE,
-            RecordChanged { entity: self.entity.name.to_owned(), id: id.to_owned() },
+            RecordChanged { entity: self.entity.name.to_owned(), id },
         ))
     }
 
-    fn records_sql(&self) -> String {
-        let Entity { name, table, key, .. } = self.entity;
-        format!(
-            "SELECT '{name}/' || {key} AS key, local_version AS version FROM erp.{table} \
-             WHERE local_version > 0 AND '{name}/' || {key} > $1 ORDER BY 1 LIMIT $2"
-        )
+    fn records(&self) -> Records {
+        Records {
+            table: self.entity.qualified_table,
+            key: (KeyPart::Kind(self.entity.name), KeyPart::Column(self.entity.key)),
+            version: "local_version",
+            changed_only: true,
+        }
     }
 
     async fn load(
@@ -121,8 +122,9 @@ impl Connector for ErpRecords {
         conn: &mut AsyncPgConnection,
         keys: &[String],
     ) -> diesel::QueryResult<Vec<Loaded<Pushed>>> {
-        let ids: Vec<&str> =
-            keys.iter().filter_map(|k| k.split_once('/').map(|(_, id)| id)).collect();
+        let ids: Vec<String> =
+            keys.iter().filter_map(|k| RecordKey::parse(k).map(|k| k.second)).collect();
+        let ids: Vec<&str> = ids.iter().map(String::as_str).collect();
         Ok(self
             .rows(conn, &ids, false)
             .await?

@@ -15,7 +15,7 @@ use shared::{
     bus::outbox::OutboxRow,
     mappers,
     outbound::{self, OutboundRequest, Outcome},
-    push::{Connector, FollowUp, Loaded, Origin},
+    push::{Connector, FollowUp, KeyPart, Loaded, Origin, RecordKey, Records},
     schemas::{
         Envelope,
         inventory::{StockLevel, StockLevelChanged, Target},
@@ -27,13 +27,15 @@ pub struct StockLevels {
     pub target: Target,
 }
 
+/// The record key of a stock level: warehouse, then sku (warehouses never contain `/`: they
+/// are subject tokens).
 pub(crate) fn key(warehouse: &str, sku: &str) -> String {
-    format!("{warehouse}/{sku}")
+    RecordKey::new(warehouse, sku).to_string()
 }
 
-/// `(warehouse, sku)` of a key; warehouses never contain `/` (they are subject tokens).
-fn split(key: &str) -> (&str, &str) {
-    key.split_once('/').unwrap_or(("", key))
+/// `(warehouse, sku)` of a key.
+fn split(key: &str) -> (String, String) {
+    RecordKey::parse(key).map(|k| (k.first, k.second)).unwrap_or_default()
 }
 
 impl Connector for StockLevels {
@@ -49,14 +51,16 @@ impl Connector for StockLevels {
 
     fn message(&self, record_key: &str) -> OutboxRow {
         let (warehouse, sku) = split(record_key);
-        OutboxRow::new(&Envelope::new(
-            crate::SERVICE,
-            StockLevelChanged { sku: sku.into(), warehouse: warehouse.into() },
-        ))
+        OutboxRow::new(&Envelope::new(crate::SERVICE, StockLevelChanged { sku, warehouse }))
     }
 
-    fn records_sql(&self) -> String {
-        StockRow::PUSH_RECORDS_SQL.into()
+    fn records(&self) -> Records {
+        Records {
+            table: "inventory.stock",
+            key: (KeyPart::Column("warehouse"), KeyPart::Column("sku")),
+            version: "version",
+            changed_only: false,
+        }
     }
 
     async fn load(
@@ -64,7 +68,8 @@ impl Connector for StockLevels {
         conn: &mut AsyncPgConnection,
         keys: &[String],
     ) -> diesel::QueryResult<Vec<Loaded<StockLevel>>> {
-        let keys: Vec<(&str, &str)> = keys.iter().map(|k| split(k)).collect();
+        let keys: Vec<(String, String)> = keys.iter().map(|k| split(k)).collect();
+        let keys: Vec<(&str, &str)> = keys.iter().map(|(w, s)| (w.as_str(), s.as_str())).collect();
         // Ordered by sku: the shop's follow-up locks product rows in this order (no deadlocks
         // between batches).
         let rows = StockRow::by_warehouse_and_sku(conn, &keys).await?;
@@ -168,6 +173,6 @@ mod tests {
     #[test]
     fn a_key_is_warehouse_then_sku_and_splits_back() {
         assert_eq!(key("W1", "A/B"), "W1/A/B");
-        assert_eq!(split("W1/A/B"), ("W1", "A/B"));
+        assert_eq!(split("W1/A/B"), ("W1".into(), "A/B".into()));
     }
 }

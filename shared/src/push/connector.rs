@@ -21,6 +21,80 @@ pub struct Origin {
     pub system: String,
 }
 
+/// A record's key in the push engine's tables and messages: two parts joined by `/`, a kind
+/// and an id (`contact/42`, `order/SO-1`) or a place and an item (`W1/MUG-1`).
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct RecordKey {
+    pub first: String,
+    pub second: String,
+}
+
+impl RecordKey {
+    pub fn new(first: &str, second: &str) -> Self {
+        Self { first: first.to_owned(), second: second.to_owned() }
+    }
+
+    /// The key `key` stands for; `None` without a `/`.
+    pub fn parse(key: &str) -> Option<Self> {
+        let (first, second) = key.split_once('/')?;
+        Some(Self::new(first, second))
+    }
+}
+
+impl std::fmt::Display for RecordKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}", self.first, self.second)
+    }
+}
+
+/// One part of the key of the records of a table: a fixed kind or a column.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum KeyPart {
+    /// The same for every record (`contact`): letters, digits and `_` only.
+    Kind(&'static str),
+    /// A column of the table.
+    Column(&'static str),
+}
+
+/// Where a connector's records are, for resume, status and anti-entropy: the engine pages
+/// through `table`, keyed by the two parts of their [`RecordKey`], with the version column
+/// that grows with every change.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Records {
+    /// `schema.table`.
+    pub table: &'static str,
+    pub key: (KeyPart, KeyPart),
+    pub version: &'static str,
+    /// Only rows whose version is above 0 (a record never changed here is no one's to push).
+    pub changed_only: bool,
+}
+
+impl Records {
+    fn part(part: KeyPart) -> String {
+        match part {
+            KeyPart::Kind(kind) => {
+                debug_assert!(kind.chars().all(|c| c.is_ascii_alphanumeric() || c == '_'));
+                format!("'{kind}'")
+            }
+            KeyPart::Column(column) => column.to_owned(),
+        }
+    }
+
+    /// SQL returning `(key text, version bigint)` of every record, ordered by key, after `$1`,
+    /// at most `$2`.
+    pub(crate) fn page_sql(&self) -> String {
+        let key = format!("{} || '/' || {}", Self::part(self.key.0), Self::part(self.key.1));
+        let changed =
+            if self.changed_only { format!("{} > 0 AND ", self.version) } else { String::new() };
+        format!(
+            "SELECT {key} AS key, {version} AS version FROM {table} \
+             WHERE {changed}{key} > $1 ORDER BY 1 LIMIT $2",
+            version = self.version,
+            table = self.table
+        )
+    }
+}
+
 /// A record as the connector loaded it.
 #[derive(Clone, Debug)]
 pub struct Loaded<R> {
@@ -56,9 +130,8 @@ pub trait Connector: Send + Sync + 'static {
     /// The message that asks for a push of `key` (resume, anti-entropy).
     fn message(&self, key: &str) -> OutboxRow;
 
-    /// SQL returning `(key text, version bigint)` for every record this target should hold,
-    /// ordered by key, with `$1` the key to start after and `$2` the page size.
-    fn records_sql(&self) -> String;
+    /// Where every record this target should hold is.
+    fn records(&self) -> Records;
 
     /// Loads the current state of `keys`; keys without a record are left out.
     fn load(
@@ -119,7 +192,7 @@ pub trait Connector: Send + Sync + 'static {
 
     /// Extra SQL returning `(key text)` of records that are unsettled although their version was
     /// delivered (e.g. a follow-up call that failed); `$3` is the target (`$1` and `$2` belong to
-    /// [`Connector::records_sql`]). Resume re-queues them.
+    /// the records' page). Resume re-queues them.
     fn unsettled_sql(&self) -> Option<String> {
         None
     }

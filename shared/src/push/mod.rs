@@ -50,7 +50,7 @@ use diesel_async::{AsyncConnection, AsyncPgConnection};
 use futures::StreamExt;
 use serde_json::Value;
 
-pub use connector::{Connector, FollowUp, Loaded, Origin, PushConfig};
+pub use connector::{Connector, FollowUp, KeyPart, Loaded, Origin, PushConfig, RecordKey, Records};
 pub use store::TargetStatus;
 
 use crate::{

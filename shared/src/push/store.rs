@@ -396,7 +396,7 @@ struct Key {
 /// Keys of the records the target has not been told, in key order.
 fn behind_sql<C: Connector>(engine: &PushEngine<C>) -> String {
     let schema = engine.schema;
-    let records = engine.connector.records_sql();
+    let records = engine.connector.records().page_sql();
     let mut sql = format!(
         "SELECT r.key FROM ({records}) r \
          LEFT JOIN {schema}.push_state p ON p.target = $3 AND p.record_key = r.key \
@@ -473,7 +473,7 @@ pub(super) async fn records_page<C: Connector>(
     after: &str,
     limit: i64,
 ) -> diesel::QueryResult<Vec<String>> {
-    let keys: Vec<Key> = diesel::sql_query(engine.connector.records_sql())
+    let keys: Vec<Key> = diesel::sql_query(engine.connector.records().page_sql())
         .bind::<Text, _>(after)
         .bind::<BigInt, _>(limit)
         .load(conn)

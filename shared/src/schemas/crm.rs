@@ -42,6 +42,15 @@ impl Entity {
         }
     }
 
+    /// The local table with its schema (`crm.contacts`).
+    pub fn qualified_table(self) -> &'static str {
+        match self {
+            Entity::Contact => "crm.contacts",
+            Entity::Account => "crm.accounts",
+            Entity::Opportunity => "crm.opportunities",
+        }
+    }
+
     /// The object type in the CRM's objects API (HubSpot's names).
     pub fn object_type(self) -> &'static str {
         match self {

@@ -251,14 +251,3 @@ pub async fn request_push(
     .await
     .map(|_| ())
 }
-
-/// `(key, version)` of every record the CRM should hold, for the push engine (`$1` the key to
-/// start after, `$2` the page size).
-pub fn push_records_sql(entity: Entity) -> String {
-    format!(
-        "SELECT '{e}/' || id AS key, local_version AS version FROM crm.{t} \
-         WHERE local_version > 0 AND '{e}/' || id > $1 ORDER BY 1 LIMIT $2",
-        e = entity.as_str(),
-        t = entity.table()
-    )
-}

@@ -132,9 +132,4 @@ impl StockRow {
         .await?;
         Ok(())
     }
-
-    /// SQL returning `(key, version)` of every row (key `<warehouse>/<sku>`), ordered by key,
-    /// after `$1`, at most `$2` (the push engine's records).
-    pub const PUSH_RECORDS_SQL: &'static str = "SELECT warehouse || '/' || sku AS key, version FROM inventory.stock \
-         WHERE warehouse || '/' || sku > $1 ORDER BY 1 LIMIT $2";
 }
