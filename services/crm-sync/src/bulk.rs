@@ -123,15 +123,13 @@ impl BulkSource for CrmLoad {
         job: &'a Job,
         records: &'a [Value],
     ) -> BoxFuture<'a, anyhow::Result<Vec<RecordError>>> {
-        Box::pin(async move {
-            let (events, mut errors) = self.events(records);
-            let applied = events.len();
-            errors.extend(
-                shared::ingress::apply_loaded(&self.inbound, &self.db, SCHEMA, events).await?,
-            );
-            tracing::info!(job = %job.id, entity = %self.entity, applied, errors = errors.len(), "bulk page applied");
-            Ok(errors)
-        })
+        Box::pin(shared::ingress::apply_loaded(
+            &self.inbound,
+            &self.db,
+            SCHEMA,
+            job,
+            self.events(records),
+        ))
     }
 
     fn preview<'a>(

@@ -148,16 +148,13 @@ impl BulkSource for ErpLoad {
         job: &'a Job,
         records: &'a [Value],
     ) -> BoxFuture<'a, anyhow::Result<Vec<RecordError>>> {
-        Box::pin(async move {
-            let (events, mut errors) = self.events(records);
-            let applied = events.len();
-            errors.extend(
-                shared::ingress::apply_loaded(&self.inbound, &self.db, crate::SCHEMA, events)
-                    .await?,
-            );
-            tracing::info!(job = %job.id, list = self.list, applied, errors = errors.len(), "bulk page applied");
-            Ok(errors)
-        })
+        Box::pin(shared::ingress::apply_loaded(
+            &self.inbound,
+            &self.db,
+            crate::SCHEMA,
+            job,
+            self.events(records),
+        ))
     }
 
     fn preview<'a>(

@@ -136,7 +136,24 @@ pub trait Inbound: Send + Sync + 'static {
 /// events are applied one per transaction. An event refused for its data, or whose outcome is
 /// `failed`, is a record error naming its record; nothing goes to `webhook_events` or the
 /// error ledger (no webhook carried them; the job reports them).
+///
+/// `page` is the page's records as events and the ones that could not be read as events
+/// ([`crate::bulk::split`]); the answer is every record error of the page.
 pub async fn apply_loaded<I: Inbound>(
+    inbound: &I,
+    db: &PgPool,
+    schema: &'static str,
+    job: &crate::bulk::Job,
+    page: (Vec<I::Event>, Vec<crate::bulk::RecordError>),
+) -> anyhow::Result<Vec<crate::bulk::RecordError>> {
+    let (events, mut errors) = page;
+    let applied = events.len();
+    errors.extend(apply_events(inbound, db, schema, events).await?);
+    tracing::info!(job = %job.id, system = I::SYSTEM, entity = %job.entity, applied, errors = errors.len(), "bulk page applied");
+    Ok(errors)
+}
+
+async fn apply_events<I: Inbound>(
     inbound: &I,
     db: &PgPool,
     schema: &'static str,
