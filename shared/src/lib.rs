@@ -13,6 +13,7 @@ pub mod health;
 pub mod http;
 pub mod ingress;
 pub mod mappers;
+pub mod merge;
 pub mod metrics;
 pub mod notify;
 pub mod outbound;
