@@ -29,7 +29,8 @@ const HISTORY: i64 = 5;
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct RuntimeSettings {
-    /// System whose value wins a conflict no rule decides (`crm`, `erp`, `local`, ...).
+    /// System whose value wins a conflict no earlier rule decides (`crm`, `erp`, `local`, ...);
+    /// empty: none, such conflicts go to a person.
     pub sync_priority_source: String,
     /// Largest acceptable sync lag per integration, in seconds.
     pub max_sync_lag_secs: BTreeMap<String, u64>,
@@ -44,7 +45,7 @@ pub struct RuntimeSettings {
 impl Default for RuntimeSettings {
     fn default() -> Self {
         Self {
-            sync_priority_source: "local".into(),
+            sync_priority_source: String::new(),
             max_sync_lag_secs: BTreeMap::new(),
             alert_routes: BTreeMap::from([
                 (Severity::Critical, vec!["pagerduty".into(), "slack".into(), "email".into()]),

@@ -4,5 +4,6 @@
 
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
-    shared::app::main(conflict_resolver::config, |c| c, conflict_resolver::run).await
+    shared::app::main(conflict_resolver::Config::from_env, |c| &c.common, conflict_resolver::run)
+        .await
 }

@@ -329,6 +329,8 @@ fn apply(
             remote,
             local_updated_at: local.local_changed_at.unwrap_or(local.updated_at),
             remote_updated_at: event.timestamp,
+            local_clock: Some("local".into()),
+            remote_clock: Some("crm".into()),
         };
         messages.push(OutboxRow::new(&Envelope::new(SERVICE, detected)));
         state_now.conflict_id = Some(conflict_id);

@@ -30,6 +30,11 @@ pub struct ConflictDetected {
     pub remote: Map<String, Value>,
     pub local_updated_at: DateTime<Utc>,
     pub remote_updated_at: DateTime<Utc>,
+    /// The clock each time was read from (`local`: ours; unset: `local` and the system's own).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub local_clock: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub remote_clock: Option<String>,
 }
 
 impl Event for ConflictDetected {

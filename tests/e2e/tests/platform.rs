@@ -21,7 +21,9 @@ async fn all_six_services_boot_together_report_ready_and_stop_gracefully() {
         erp_sync::build(erp_sync::Config::unconnected(cfg(erp_sync::SERVICE)).unwrap()),
         inventory_sync::build(inventory),
         user_sync::build(cfg(user_sync::SERVICE)),
-        conflict_resolver::build(cfg(conflict_resolver::SERVICE)),
+        conflict_resolver::build(conflict_resolver::Config::defaults(cfg(
+            conflict_resolver::SERVICE
+        ))),
         sync_monitor::build(cfg(sync_monitor::SERVICE)),
     );
     let apps: Vec<TestApp> = [crm, erp, inv, user, resolver, monitor]

@@ -1,0 +1,170 @@
+//! conflict-resolver's JSON API (admin token): list, show and decide conflicts.
+
+use std::collections::BTreeMap;
+
+use actix_web::{HttpResponse, get, post, web};
+use diesel_async::AsyncConnection;
+use serde::Deserialize;
+use serde_json::{Map, Value};
+use shared::{
+    http::{Admin, ApiError, parse_json},
+    merge::changed,
+};
+use uuid::Uuid;
+
+use crate::{
+    AppState,
+    conflicts::{self, Conflict, Filter, Resolution},
+};
+
+fn database(e: impl std::fmt::Display) -> ApiError {
+    ApiError::Unavailable(format!("database: {e}"))
+}
+
+/// The conflicts, newest first, filtered by system, entity, status and age.
+#[utoipa::path(get, path = "/conflicts", tag = "conflicts", security(("admin_token" = [])),
+    params(Filter), responses((status = 200, body = [Conflict])))]
+#[get("/conflicts")]
+pub async fn list(
+    _: Admin,
+    state: web::Data<AppState>,
+    filter: web::Query<Filter>,
+) -> Result<HttpResponse, ApiError> {
+    if let Some(status) = filter.status.as_deref()
+        && !matches!(status, "pending" | "escalated" | "resolved")
+    {
+        return Err(ApiError::field("status", "must be pending, escalated or resolved"));
+    }
+    let mut conn = state.db.get().await.map_err(database)?;
+    Ok(HttpResponse::Ok().json(conflicts::list(&mut conn, &filter).await.map_err(database)?))
+}
+
+/// One conflict with base, local and remote, and the fields each side changed.
+#[utoipa::path(get, path = "/conflicts/{id}", tag = "conflicts", security(("admin_token" = [])),
+    responses((status = 200, body = Conflict), (status = 404, description = "no such conflict")))]
+#[get("/conflicts/{id}")]
+pub async fn show(
+    _: Admin,
+    state: web::Data<AppState>,
+    id: web::Path<Uuid>,
+) -> Result<HttpResponse, ApiError> {
+    let mut conn = state.db.get().await.map_err(database)?;
+    let conflict = conflicts::get(&mut conn, *id, false)
+        .await
+        .map_err(database)?
+        .ok_or_else(|| ApiError::NotFound(format!("conflict {id}")))?;
+    let object = |v: &Value| v.as_object().cloned().unwrap_or_default();
+    let base = object(&conflict.base);
+    let mut body = serde_json::to_value(&conflict).map_err(anyhow::Error::from)?;
+    body["changed"] = serde_json::json!({
+        "local": changed(&base, &object(&conflict.local)),
+        "remote": changed(&base, &object(&conflict.remote)),
+    });
+    Ok(HttpResponse::Ok().json(body))
+}
+
+/// A person's decision: one side for every field, or a side per field.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Choice {
+    /// `local` or `remote`: that side's values of every field either side changed.
+    pub side: Option<String>,
+    /// Per field, `local` or `remote` (fields not named take `side`).
+    #[serde(default)]
+    pub fields: BTreeMap<String, String>,
+}
+
+/// The values a choice gives the fields either side changed.
+fn values_of(conflict: &Conflict, choice: &Choice) -> Result<Map<String, Value>, ApiError> {
+    let object = |v: &Value| v.as_object().cloned().unwrap_or_default();
+    let (base, local, remote) =
+        (object(&conflict.base), object(&conflict.local), object(&conflict.remote));
+    let mut fields = changed(&base, &local);
+    fields.extend(changed(&base, &remote));
+    for field in choice.fields.keys() {
+        if !fields.contains(field) {
+            return Err(ApiError::field(
+                &format!("fields.{field}"),
+                "is not a field either side changed",
+            ));
+        }
+    }
+    let mut values = Map::new();
+    for field in fields {
+        let side = choice.fields.get(&field).or(choice.side.as_ref()).ok_or_else(|| {
+            ApiError::field(&format!("fields.{field}"), "choose local or remote (or a side)")
+        })?;
+        let from = match side.as_str() {
+            "local" => &local,
+            "remote" => &remote,
+            _ => {
+                return Err(ApiError::field(&format!("fields.{field}"), "must be local or remote"));
+            }
+        };
+        values.insert(field.clone(), from.get(&field).cloned().unwrap_or(Value::Null));
+    }
+    Ok(values)
+}
+
+/// Decides a conflict by hand; a conflict resolved already is a 409 (nothing is resolved twice).
+#[utoipa::path(post, path = "/conflicts/{id}/resolve", tag = "conflicts", security(("admin_token" = [])),
+    request_body = Choice,
+    responses((status = 200, body = Conflict), (status = 404, description = "no such conflict"),
+        (status = 409, description = "resolved already"), (status = 422, description = "a bad choice, naming the field")))]
+#[post("/conflicts/{id}/resolve")]
+pub async fn resolve(
+    _: Admin,
+    state: web::Data<AppState>,
+    id: web::Path<Uuid>,
+    body: web::Bytes,
+) -> Result<HttpResponse, ApiError> {
+    let choice: Choice = parse_json(&body)?;
+    if let Some(side) = choice.side.as_deref()
+        && !matches!(side, "local" | "remote")
+    {
+        return Err(ApiError::field("side", "must be local or remote"));
+    }
+    let id = *id;
+    let mut conn = state.db.get().await.map_err(database)?;
+    let resolved = conn
+        .transaction::<_, ApiError, _>(async |conn| {
+            let conflict = conflicts::get(conn, id, true)
+                .await
+                .map_err(database)?
+                .ok_or_else(|| ApiError::NotFound(format!("conflict {id}")))?;
+            if conflict.status == "resolved" {
+                return Err(ApiError::Conflict {
+                    detail: format!("conflict {id} is resolved already"),
+                    extra: serde_json::json!({"resolved_by": conflict.resolved_by}),
+                });
+            }
+            let values = values_of(&conflict, &choice)?;
+            let winner = match (choice.side.as_deref(), choice.fields.is_empty()) {
+                (Some("local"), true) => "local",
+                (Some("remote"), true) => "remote",
+                _ => "fields",
+            };
+            let resolution = Resolution {
+                rule: None,
+                winner,
+                explanation: format!("decided by an administrator ({winner})"),
+                resolved_by: "admin".into(),
+                values,
+            };
+            conflicts::resolve(conn, &conflict, resolution).await.map_err(database)?;
+            conflicts::get(conn, id, false).await.map_err(database)
+        })
+        .await?;
+    Ok(HttpResponse::Ok().json(resolved))
+}
+
+pub fn configure(cfg: &mut web::ServiceConfig) {
+    cfg.service(list).service(show).service(resolve);
+}
+
+#[derive(utoipa::OpenApi)]
+#[openapi(
+    info(description = "conflict queue, automatic rules and manual review"),
+    paths(list, show, resolve)
+)]
+pub struct ApiDoc;

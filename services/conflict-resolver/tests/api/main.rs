@@ -1,0 +1,238 @@
+//! conflict-resolver against the real PostgreSQL and NATS: conflicts arrive on
+//! `sync.conflicts.detected.<system>` as a connector publishes them, resolutions leave on
+//! `sync.conflicts.resolved.<system>`.
+#![allow(clippy::unwrap_used, clippy::expect_used, reason = "tests fail loudly")]
+
+use std::time::Duration;
+
+use futures::StreamExt;
+use harness::{ADMIN_TOKEN, TestApp, TestDb, TestNats};
+use serde_json::{Map, Value, json};
+use shared::schemas::{Envelope, conflict::ConflictDetected};
+use uuid::Uuid;
+
+const WAIT: Duration = Duration::from_secs(20);
+
+struct TestResolver {
+    app: TestApp,
+    nats: TestNats,
+    _db: TestDb,
+}
+
+async fn spawn(retry_every: Option<Duration>) -> TestResolver {
+    harness::init_logs();
+    let (db, nats) = (TestDb::new().await, TestNats::new());
+    let config = conflict_resolver::Config {
+        common: harness::common_config(conflict_resolver::SERVICE, &db, &nats),
+        newer_wins_after: Duration::from_secs(60),
+        clock_skew: Duration::from_secs(5),
+        retry_every,
+    };
+    let app = TestApp::spawn(conflict_resolver::build(config).await.expect("resolver starts"));
+    TestResolver { app, nats, _db: db }
+}
+
+fn record(v: Value) -> Map<String, Value> {
+    v.as_object().cloned().unwrap()
+}
+
+/// A contact conflict as crm-sync detects it: both sides changed from `base`, the CRM's change
+/// `remote_after` seconds after ours.
+fn contact(local: Value, remote: Value, remote_after: i64) -> ConflictDetected {
+    let at = chrono::Utc::now();
+    ConflictDetected {
+        conflict_id: Uuid::now_v7(),
+        system: "crm".into(),
+        entity: "contact".into(),
+        record_id: 7,
+        external_id: "501".into(),
+        fields: vec!["email".into()],
+        base: record(json!({"email": "ann@old.example", "phone": "1"})),
+        local: record(local),
+        remote: record(remote),
+        local_updated_at: at,
+        remote_updated_at: at + chrono::Duration::seconds(remote_after),
+        local_clock: Some("local".into()),
+        remote_clock: Some("crm".into()),
+    }
+}
+
+impl TestResolver {
+    async fn publish(&self, conflict: &ConflictDetected) {
+        let js = async_nats::jetstream::new(self.nats.client().await);
+        let envelope = Envelope::new("crm-sync", conflict.clone());
+        js.publish(
+            self.nats.subject("sync.conflicts.detected.crm"),
+            serde_json::to_vec(&envelope).unwrap().into(),
+        )
+        .await
+        .unwrap()
+        .await
+        .unwrap();
+    }
+
+    async fn resolutions(&self) -> async_nats::Subscriber {
+        let client = self.nats.client().await;
+        let sub = client.subscribe(self.nats.subject("sync.conflicts.resolved.crm")).await.unwrap();
+        client.flush().await.unwrap();
+        sub
+    }
+
+    async fn conflict_when(&self, id: Uuid, status: &str) -> Value {
+        harness::eventually(WAIT, || async {
+            let c: Value =
+                self.app.admin_get(&format!("/conflicts/{id}")).await.json().await.ok()?;
+            (c["status"] == status).then_some(c)
+        })
+        .await
+        .unwrap_or_else(|| panic!("conflict {id} never became {status}"))
+    }
+
+    async fn resolve(&self, id: Uuid, body: Value, token: Option<&str>) -> (u16, Value) {
+        let mut request =
+            self.app.http.post(self.app.url(&format!("/conflicts/{id}/resolve"))).json(&body);
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        let response = request.send().await.unwrap();
+        (response.status().as_u16(), response.json().await.unwrap_or(Value::Null))
+    }
+}
+
+async fn next(sub: &mut async_nats::Subscriber) -> Value {
+    let msg = tokio::time::timeout(WAIT, sub.next()).await.expect("a resolution").unwrap();
+    serde_json::from_slice(&msg.payload).unwrap()
+}
+
+async fn nothing_more(sub: &mut async_nats::Subscriber) {
+    let more = tokio::time::timeout(Duration::from_millis(1500), sub.next()).await;
+    assert!(more.is_err(), "a second resolution: {more:?}");
+}
+
+#[tokio::test]
+async fn changes_to_different_fields_merge_and_are_published_once() {
+    let t = spawn(None).await;
+    let mut resolved = t.resolutions().await;
+    let conflict = contact(
+        json!({"email": "ann@new.example", "phone": "1"}),
+        json!({"email": "ann@old.example", "phone": "2"}),
+        10,
+    );
+    t.publish(&conflict).await;
+    let message = next(&mut resolved).await;
+    assert_eq!(message["data"]["conflict_id"], conflict.conflict_id.to_string());
+    assert_eq!(message["data"]["values"], json!({"email": "ann@new.example", "phone": "2"}));
+    assert_eq!(message["data"]["resolved_by"], "rule:field_merge");
+    assert_eq!(message["data"]["record_id"], 7);
+    let stored = t.conflict_when(conflict.conflict_id, "resolved").await;
+    assert_eq!(
+        (stored["rule"].as_str(), stored["winner"].as_str()),
+        (Some("field_merge"), Some("merged"))
+    );
+    assert!(stored["explanation"].as_str().unwrap().contains("field-level merge"), "{stored}");
+    // The same conflict delivered again (a connector's retry) is not resolved twice.
+    t.publish(&conflict).await;
+    nothing_more(&mut resolved).await;
+}
+
+#[tokio::test]
+async fn the_newer_side_wins_when_the_times_are_far_apart_naming_the_clocks() {
+    let t = spawn(None).await;
+    let mut resolved = t.resolutions().await;
+    let conflict = contact(
+        json!({"email": "ann@ours.example", "phone": "1"}),
+        json!({"email": "ann@crm.example", "phone": "1"}),
+        120,
+    );
+    t.publish(&conflict).await;
+    let message = next(&mut resolved).await;
+    assert_eq!(message["data"]["values"], json!({"email": "ann@crm.example"}));
+    let stored = t.conflict_when(conflict.conflict_id, "resolved").await;
+    let why = stored["explanation"].as_str().unwrap();
+    assert!(
+        why.contains("120 s newer") && why.contains("crm clock") && why.contains("local clock"),
+        "{why}"
+    );
+}
+
+#[tokio::test]
+async fn a_conflict_no_rule_decides_is_escalated_then_decided_by_hand_once() {
+    let t = spawn(None).await;
+    let mut resolved = t.resolutions().await;
+    let conflict = contact(
+        json!({"email": "ann@ours.example", "phone": "3"}),
+        json!({"email": "ann@crm.example", "phone": "1"}),
+        10,
+    );
+    t.publish(&conflict).await;
+    let escalated = t.conflict_when(conflict.conflict_id, "escalated").await;
+    assert_eq!(escalated["changed"], json!({"local": ["email", "phone"], "remote": ["email"]}));
+    let list: Value =
+        t.app.admin_get("/conflicts?status=escalated&system=crm").await.json().await.unwrap();
+    assert_eq!(list.as_array().unwrap().len(), 1);
+    let (status, _) = t.resolve(conflict.conflict_id, json!({"side": "remote"}), None).await;
+    assert_eq!(status, 401);
+    let (status, problem) = t
+        .resolve(conflict.conflict_id, json!({"fields": {"email": "remote"}}), Some(ADMIN_TOKEN))
+        .await;
+    assert_eq!((status, problem["field"].as_str()), (422, Some("fields.phone")), "{problem}");
+    let (status, problem) = t
+        .resolve(
+            conflict.conflict_id,
+            json!({"side": "local", "fields": {"title": "remote"}}),
+            Some(ADMIN_TOKEN),
+        )
+        .await;
+    assert_eq!((status, problem["field"].as_str()), (422, Some("fields.title")), "{problem}");
+    nothing_more(&mut resolved).await;
+
+    let (status, done) = t
+        .resolve(
+            conflict.conflict_id,
+            json!({"side": "local", "fields": {"email": "remote"}}),
+            Some(ADMIN_TOKEN),
+        )
+        .await;
+    assert_eq!(status, 200, "{done}");
+    assert_eq!(
+        (done["status"].as_str(), done["winner"].as_str(), done["resolved_by"].as_str()),
+        (Some("resolved"), Some("fields"), Some("admin"))
+    );
+    let message = next(&mut resolved).await;
+    assert_eq!(message["data"]["values"], json!({"email": "ann@crm.example", "phone": "3"}));
+    // A double click: the second decision is refused, nothing is published again.
+    let (status, _) =
+        t.resolve(conflict.conflict_id, json!({"side": "remote"}), Some(ADMIN_TOKEN)).await;
+    assert_eq!(status, 409);
+    nothing_more(&mut resolved).await;
+    let (status, _) = t.resolve(Uuid::now_v7(), json!({"side": "remote"}), Some(ADMIN_TOKEN)).await;
+    assert_eq!(status, 404);
+}
+
+#[tokio::test]
+async fn a_priority_source_set_later_decides_escalated_conflicts_on_the_next_pass() {
+    let t = spawn(Some(Duration::from_secs(1))).await;
+    let mut resolved = t.resolutions().await;
+    let conflict = contact(
+        json!({"email": "ann@ours.example", "phone": "1"}),
+        json!({"email": "ann@crm.example", "phone": "1"}),
+        5,
+    );
+    t.publish(&conflict).await;
+    t.conflict_when(conflict.conflict_id, "escalated").await;
+    let set = t
+        .app
+        .http
+        .put(t.app.url("/admin/settings/sync_priority_source"))
+        .bearer_auth(ADMIN_TOKEN)
+        .json(&json!("crm"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(set.status(), 200);
+    let message = next(&mut resolved).await;
+    assert_eq!(message["data"]["values"], json!({"email": "ann@crm.example"}));
+    assert_eq!(message["data"]["resolved_by"], "rule:source_priority");
+    t.conflict_when(conflict.conflict_id, "resolved").await;
+    nothing_more(&mut resolved).await;
+}
