@@ -47,6 +47,21 @@ pub struct SmtpConfig {
     pub from: Mailbox,
 }
 
+impl Default for SmtpConfig {
+    /// What `from_env` gives with no `SMTP_*` set: a plain local relay on port 1025.
+    fn default() -> Self {
+        Self {
+            host: "127.0.0.1".into(),
+            port: 1025,
+            security: SmtpSecurity::None,
+            credentials: None,
+            from: "datasync <datasync@localhost>"
+                .parse()
+                .unwrap_or_else(|_| unreachable!("a valid mailbox")),
+        }
+    }
+}
+
 impl SmtpConfig {
     pub fn from_env() -> Result<Self, ConfigError> {
         let invalid =
@@ -149,24 +164,11 @@ impl Mailer {
         id: &str,
         email: &Email,
     ) -> Result<bool, crate::bus::HandlerError> {
-        // No pooled connection is held across the SMTP exchange: a slow relay must not take
-        // the connections that traffic and readiness need.
-        let database = |e| anyhow::anyhow!("database: {e}");
-        {
-            let mut conn = db.get().await.map_err(database)?;
-            if crate::bus::inbox::seen(&mut conn, schema, consumer, id).await? {
-                return Ok(false);
-            }
+        let sent = once(db, schema, consumer, id, "email", self.send(email)).await?;
+        if sent {
+            tracing::info!(subject = %email.subject, consumer, "email sent");
         }
-        match self.send(email).await {
-            Outcome::Delivered(_) => {
-                let mut conn = db.get().await.map_err(database)?;
-                crate::bus::inbox::first_delivery(&mut conn, schema, consumer, id).await?;
-                tracing::info!(subject = %email.subject, consumer, "email sent");
-                Ok(true)
-            }
-            failed => Err(failed.into_handler_error("email")),
-        }
+        Ok(sent)
     }
 
     fn build(&self, email: &Email) -> anyhow::Result<Message> {
@@ -188,6 +190,35 @@ impl Mailer {
     }
 }
 
+/// Runs `send` once for the message `id` a durable `consumer` received: a redelivery after the
+/// send was recorded in the schema's inbox sends nothing (a crash between the send and its
+/// record sends it again: at least once). No pooled connection is held while `send` talks to
+/// the other system: a slow relay must not take the connections traffic and readiness need.
+async fn once(
+    db: &crate::db::PgPool,
+    schema: &'static str,
+    consumer: &str,
+    id: &str,
+    what: &str,
+    send: impl std::future::Future<Output = Outcome>,
+) -> Result<bool, crate::bus::HandlerError> {
+    let database = |e| anyhow::anyhow!("database: {e}");
+    {
+        let mut conn = db.get().await.map_err(database)?;
+        if crate::bus::inbox::seen(&mut conn, schema, consumer, id).await? {
+            return Ok(false);
+        }
+    }
+    match send.await {
+        Outcome::Delivered(_) => {
+            let mut conn = db.get().await.map_err(database)?;
+            crate::bus::inbox::first_delivery(&mut conn, schema, consumer, id).await?;
+            Ok(true)
+        }
+        failed => Err(failed.into_handler_error(what)),
+    }
+}
+
 /// A Slack incoming webhook (the URL is the secret).
 #[derive(Clone, Debug)]
 pub struct Slack {
@@ -195,6 +226,20 @@ pub struct Slack {
 }
 
 impl Slack {
+    /// Posts `text` once for the message `id` a durable `consumer` received (as
+    /// [`Mailer::send_once`] sends an email); whether it was posted now.
+    pub async fn post_once(
+        &self,
+        client: &reqwest::Client,
+        db: &crate::db::PgPool,
+        schema: &'static str,
+        consumer: &str,
+        id: &str,
+        text: &str,
+    ) -> Result<bool, crate::bus::HandlerError> {
+        once(db, schema, consumer, id, "Slack", self.post(client, text)).await
+    }
+
     /// Posts `text` (Slack mrkdwn) to the channel.
     pub async fn post(&self, client: &reqwest::Client, text: &str) -> Outcome {
         let endpoint = Endpoint {

@@ -18,7 +18,7 @@ use shared::{
     merge::{self, Clocked, Decision, Dispute, Rules, Winner},
     schemas::{
         Envelope,
-        conflict::{ConflictDetected, ConflictResolved},
+        conflict::{ConflictDetected, ConflictEscalated, ConflictResolved},
     },
 };
 use uuid::Uuid;
@@ -268,12 +268,14 @@ pub async fn resolve(
     outbox::enqueue(conn, SCHEMA, &[OutboxRow::new(&Envelope::new(SERVICE, message))]).await
 }
 
-/// Marks a locked `pending` conflict for a person: `escalated`, with why; whether it was still
-/// pending (an escalation happens once).
+/// Marks a locked `pending` conflict for a person: `escalated`, with why, and announces it once
+/// (`sync.conflicts.escalated.<system>`, whose email and Slack message link to `review_url`);
+/// whether it was still pending.
 pub async fn escalate(
     conn: &mut AsyncPgConnection,
     conflict: &Conflict,
     why: &str,
+    review_url: &str,
 ) -> diesel::QueryResult<bool> {
     let n = diesel::sql_query(
         "UPDATE resolver.conflicts SET status = 'escalated', explanation = $2, \
@@ -284,7 +286,29 @@ pub async fn escalate(
     .bind::<Text, _>(why)
     .execute(conn)
     .await?;
-    Ok(n > 0)
+    if n == 0 {
+        return Ok(false);
+    }
+    let (base, local, remote) =
+        (object(&conflict.base), object(&conflict.local), object(&conflict.remote));
+    let changes = |side: &Map<String, Value>| -> Map<String, Value> {
+        merge::changed(&base, side)
+            .into_iter()
+            .map(|f| (f.clone(), side.get(&f).cloned().unwrap_or(Value::Null)))
+            .collect()
+    };
+    let escalated = ConflictEscalated {
+        conflict_id: conflict.id,
+        system: conflict.system.clone(),
+        entity: conflict.entity.clone(),
+        record_id: conflict.record_id,
+        external_id: conflict.external_id.clone(),
+        local_changes: changes(&local),
+        remote_changes: changes(&remote),
+        review_url: format!("{}/conflicts/{}", review_url.trim_end_matches('/'), conflict.id),
+    };
+    outbox::enqueue(conn, SCHEMA, &[OutboxRow::new(&Envelope::new(SERVICE, escalated))]).await?;
+    Ok(true)
 }
 
 /// Records that a rule pass looked at a conflict it could not decide yet.

@@ -9,6 +9,9 @@
 //!   published on `sync.conflicts.resolved.<system>` (`{conflict_id, entity, record_id,
 //!   values}`), which the owning service applies. Otherwise the conflict is `escalated` for a
 //!   person.
+//! - An escalation is announced once (`sync.conflicts.escalated.<system>`): one email to
+//!   `RESOLVER_ADMIN_EMAIL` and one Slack message (`SLACK_WEBHOOK_URL`), each linking to the
+//!   conflict under `RESOLVER_REVIEW_URL`, each sent once.
 //! - Every `RESOLVER_RETRY_SECS` (900) one replica tries every unresolved conflict again (a
 //!   changed priority setting may decide an escalated one).
 //! - `GET /conflicts`, `GET /conflicts/{id}` and `POST /conflicts/{id}/resolve` (admin token)
@@ -16,6 +19,7 @@
 //!   and only an unresolved conflict is decided.
 
 pub mod conflicts;
+pub mod escalation;
 pub mod routes;
 
 use std::time::Duration;
@@ -23,10 +27,11 @@ use std::time::Duration;
 use shared::{
     app::Application,
     bus::{ConsumerSpec, Delivery, HandlerError, streams},
-    config::{CommonConfig, ConfigError, var_parsed},
+    config::{CommonConfig, ConfigError, url_var, var, var_parsed},
     db::PgPool,
     http::AuthConfig,
     merge::Rules,
+    notify::{Mailer, Slack, SmtpConfig},
     platform::{Platform, ServiceSpec},
     schemas::conflict::ConflictDetected,
     settings::Settings,
@@ -51,16 +56,29 @@ pub struct Config {
     pub clock_skew: Duration,
     /// `RESOLVER_RETRY_SECS` (900; 0 = off): pause between passes over unresolved conflicts.
     pub retry_every: Option<Duration>,
+    /// `RESOLVER_REVIEW_URL`: this service as people reach it; links go to
+    /// `<url>/conflicts/<id>`.
+    pub review_url: String,
+    /// `RESOLVER_ADMIN_EMAIL`: who is emailed an escalation (comma separated; none: no email).
+    pub admin_email: Vec<String>,
+    /// `SMTP_*`: the relay the emails go through.
+    pub smtp: SmtpConfig,
+    /// `SLACK_WEBHOOK_URL`: where escalations are posted (unset: no Slack message).
+    pub slack: Option<Slack>,
 }
 
 impl Config {
     /// The defaults around `common` (what `from_env` gives with no `RESOLVER_*` set).
     pub fn defaults(common: CommonConfig) -> Self {
         Self {
+            review_url: format!("http://localhost:{PORT}"),
             common,
             newer_wins_after: Duration::from_secs(60),
             clock_skew: Duration::from_secs(5),
             retry_every: Some(Duration::from_secs(900)),
+            admin_email: Vec::new(),
+            smtp: SmtpConfig::default(),
+            slack: None,
         }
     }
 
@@ -71,6 +89,16 @@ impl Config {
             newer_wins_after: Duration::from_secs(var_parsed("RESOLVER_NEWER_WINS_SECS", 60)?),
             clock_skew: Duration::from_secs(var_parsed("RESOLVER_CLOCK_SKEW_SECS", 5)?),
             retry_every: (retry > 0).then(|| Duration::from_secs(retry)),
+            review_url: var("RESOLVER_REVIEW_URL")
+                .unwrap_or_else(|| format!("http://localhost:{PORT}")),
+            admin_email: var("RESOLVER_ADMIN_EMAIL")
+                .map(|v| {
+                    v.split(',').map(|s| s.trim().to_owned()).filter(|s| !s.is_empty()).collect()
+                })
+                .unwrap_or_default(),
+            smtp: SmtpConfig::from_env()?,
+            slack: url_var("SLACK_WEBHOOK_URL")?
+                .map(|url| Slack { webhook_url: secrecy::SecretString::from(url) }),
         })
     }
 }
@@ -80,6 +108,7 @@ impl Config {
 pub struct AppState {
     pub db: PgPool,
     pub settings: Settings,
+    pub review_url: String,
     pub newer_wins_after: Duration,
     pub clock_skew: Duration,
 }
@@ -128,7 +157,7 @@ pub async fn try_conflict(state: &AppState, id: Uuid) -> anyhow::Result<Tried> {
             None => {
                 let why = "no rule decides: both sides changed the same fields within the newer-wins \
                            window and no priority source is set";
-                if conflicts::escalate(conn, &conflict, why).await? {
+                if conflicts::escalate(conn, &conflict, why, &state.review_url).await? {
                     tracing::warn!(conflict = %id, system = %conflict.system, entity = %conflict.entity, "conflict escalated for review");
                 } else {
                     conflicts::tried(conn, &[id]).await?;
@@ -206,6 +235,7 @@ pub async fn build(config: Config) -> anyhow::Result<Application> {
     let state = AppState {
         db: platform.db.clone(),
         settings: platform.settings.clone(),
+        review_url: config.review_url.clone(),
         newer_wins_after: config.newer_wins_after,
         clock_skew: config.clock_skew,
     };
@@ -217,6 +247,37 @@ pub async fn build(config: Config) -> anyhow::Result<Application> {
             async move { detected(&state, delivery).await }
         },
     );
+    // Escalations: one email and one Slack message each, sent once.
+    let mailer = Mailer::new(&config.smtp)?;
+    let (mail_db, to) = (platform.db.clone(), config.admin_email.clone());
+    platform.spawn_consumer(
+        ConsumerSpec::new(
+            escalation::MAIL_CONSUMER,
+            &streams::SYNC_CONFLICTS,
+            "sync.conflicts.escalated.>",
+        ),
+        move |delivery| {
+            let (db, mailer, to) = (mail_db.clone(), mailer.clone(), to.clone());
+            async move { escalation::mail(&db, &mailer, &to, delivery).await }
+        },
+    );
+    match config.slack.clone() {
+        Some(slack) => {
+            let (slack_db, http) = (platform.db.clone(), platform.http.clone());
+            platform.spawn_consumer(
+                ConsumerSpec::new(
+                    escalation::SLACK_CONSUMER,
+                    &streams::SYNC_CONFLICTS,
+                    "sync.conflicts.escalated.>",
+                ),
+                move |delivery| {
+                    let (db, http, slack) = (slack_db.clone(), http.clone(), slack.clone());
+                    async move { escalation::slack(&db, &http, &slack, delivery).await }
+                },
+            );
+        }
+        None => tracing::warn!("SLACK_WEBHOOK_URL is not set: escalations are not posted to Slack"),
+    }
     if let Some(every) = config.retry_every {
         let (pass_state, shutdown) = (state.clone(), platform.shutdown.clone());
         platform.spawn("resolver-pass", async move {

@@ -67,15 +67,7 @@ impl Config {
             reconcile_grace: Duration::from_secs(60),
             bulk_quota_share: 0.5,
             bulk_notify: Vec::new(),
-            smtp: SmtpConfig {
-                host: "127.0.0.1".into(),
-                port: 1025,
-                security: shared::notify::SmtpSecurity::None,
-                credentials: None,
-                from: "datasync <datasync@localhost>"
-                    .parse()
-                    .unwrap_or_else(|_| unreachable!("a valid mailbox")),
-            },
+            smtp: SmtpConfig::default(),
         }
     }
 

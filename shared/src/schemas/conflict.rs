@@ -66,3 +66,26 @@ impl Event for ConflictResolved {
         format!("sync.conflicts.resolved.{}", self.system)
     }
 }
+
+/// A conflict no rule decides, waiting for a person: `sync.conflicts.escalated.<system>`,
+/// published once per conflict by conflict-resolver (its email and Slack message come from it).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ConflictEscalated {
+    pub conflict_id: Uuid,
+    pub system: String,
+    pub entity: String,
+    pub record_id: i64,
+    pub external_id: String,
+    /// The fields each side changed from the base, with the side's values.
+    pub local_changes: Map<String, Value>,
+    pub remote_changes: Map<String, Value>,
+    /// Where a person reviews it.
+    pub review_url: String,
+}
+
+impl Event for ConflictEscalated {
+    const TYPE: &'static str = "sync.conflict_escalated";
+    fn subject(&self) -> String {
+        format!("sync.conflicts.escalated.{}", self.system)
+    }
+}

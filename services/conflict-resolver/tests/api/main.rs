@@ -15,6 +15,8 @@ const WAIT: Duration = Duration::from_secs(20);
 
 struct TestResolver {
     app: TestApp,
+    smtp: sandbox::SmtpSink,
+    slack: sandbox::SimServer,
     nats: TestNats,
     _db: TestDb,
 }
@@ -22,14 +24,25 @@ struct TestResolver {
 async fn spawn(retry_every: Option<Duration>) -> TestResolver {
     harness::init_logs();
     let (db, nats) = (TestDb::new().await, TestNats::new());
+    let smtp = sandbox::SmtpSink::start().await.expect("SMTP sink");
+    let slack = sandbox::SimServer::start(sandbox::System::Slack).expect("Slack");
     let config = conflict_resolver::Config {
-        common: harness::common_config(conflict_resolver::SERVICE, &db, &nats),
-        newer_wins_after: Duration::from_secs(60),
-        clock_skew: Duration::from_secs(5),
         retry_every,
+        review_url: "https://datasync.example.com/".into(),
+        admin_email: vec!["data-admin@example.com".into()],
+        smtp: shared::notify::SmtpConfig {
+            port: smtp.port,
+            ..shared::notify::SmtpConfig::default()
+        },
+        slack: Some(shared::notify::Slack { webhook_url: slack.url().into() }),
+        ..conflict_resolver::Config::defaults(harness::common_config(
+            conflict_resolver::SERVICE,
+            &db,
+            &nats,
+        ))
     };
     let app = TestApp::spawn(conflict_resolver::build(config).await.expect("resolver starts"));
-    TestResolver { app, nats, _db: db }
+    TestResolver { app, smtp, slack, nats, _db: db }
 }
 
 fn record(v: Value) -> Map<String, Value> {
@@ -167,6 +180,36 @@ async fn a_conflict_no_rule_decides_is_escalated_then_decided_by_hand_once() {
     t.publish(&conflict).await;
     let escalated = t.conflict_when(conflict.conflict_id, "escalated").await;
     assert_eq!(escalated["changed"], json!({"local": ["email", "phone"], "remote": ["email"]}));
+    // One email to the data admin and one Slack message, each linking to the conflict.
+    let link = format!("https://datasync.example.com/conflicts/{}", conflict.conflict_id);
+    let mails = harness::eventually(WAIT, || async {
+        let mails = t.smtp.mails();
+        (!mails.is_empty()).then_some(mails)
+    })
+    .await
+    .expect("the escalation email");
+    assert_eq!(mails[0].to, ["data-admin@example.com"]);
+    let data = mails[0].data.replace("=\n", ""); // quoted-printable soft line breaks
+    for part in [
+        "Subject: Sync Conflict: contact #7",
+        "Local changes: email: \"ann@ours.example\", phone: \"3\"",
+        "Remote changes: email: \"ann@crm.example\"",
+        &link,
+    ] {
+        assert!(data.contains(part), "{part} in {data}");
+    }
+    let posts = harness::eventually(WAIT, || async {
+        let posts: Vec<_> = t.slack.requests().into_iter().filter(|r| r.method == "POST").collect();
+        (!posts.is_empty()).then_some(posts)
+    })
+    .await
+    .expect("the Slack message");
+    let text = posts[0].body["text"].as_str().unwrap();
+    assert!(
+        text.contains("*Sync Conflict Requires Review*")
+            && text.contains(&format!("<{link}|Review Now>")),
+        "{text}"
+    );
     let list: Value =
         t.app.admin_get("/conflicts?status=escalated&system=crm").await.json().await.unwrap();
     assert_eq!(list.as_array().unwrap().len(), 1);
@@ -207,6 +250,11 @@ async fn a_conflict_no_rule_decides_is_escalated_then_decided_by_hand_once() {
     nothing_more(&mut resolved).await;
     let (status, _) = t.resolve(Uuid::now_v7(), json!({"side": "remote"}), Some(ADMIN_TOKEN)).await;
     assert_eq!(status, 404);
+    // Never repeated for the same conflict.
+    t.publish(&conflict).await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(t.smtp.mails().len(), 1);
+    assert_eq!(t.slack.requests().iter().filter(|r| r.method == "POST").count(), 1);
 }
 
 #[tokio::test]
@@ -220,6 +268,9 @@ async fn a_priority_source_set_later_decides_escalated_conflicts_on_the_next_pas
     );
     t.publish(&conflict).await;
     t.conflict_when(conflict.conflict_id, "escalated").await;
+    // Passes that decide nothing notify nobody again.
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    assert_eq!(t.smtp.mails().len(), 1);
     let set = t
         .app
         .http
