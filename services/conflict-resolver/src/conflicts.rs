@@ -55,12 +55,17 @@ pub struct Conflict {
     pub remote_at: DateTime<Utc>,
     #[diesel(sql_type = Text)]
     pub remote_clock: String,
+    /// Why an earlier resolution of this record could not be applied, when that is what this
+    /// conflict is (no rule decides it).
+    #[diesel(sql_type = Nullable<Text>)]
+    pub unapplied: Option<String>,
     /// `pending`, `escalated` or `resolved`.
     #[diesel(sql_type = Text)]
     pub status: String,
     #[diesel(sql_type = Nullable<Text>)]
     pub rule: Option<String>,
-    /// `local`, `remote`, `merged` or `fields` (chosen field by field).
+    /// `local`, `remote`, `merged`, `fields` (chosen field by field) or `dismissed` (nothing
+    /// sent back).
     #[diesel(sql_type = Nullable<Text>)]
     pub winner: Option<String>,
     #[diesel(sql_type = Nullable<Text>)]
@@ -82,7 +87,7 @@ pub struct Conflict {
 }
 
 const COLUMNS: &str = "id, system, entity, record_id, external_id, fields, base, local, remote, \
-    local_at, local_clock, remote_at, remote_clock, status, rule, winner, explanation, resolution, \
+    local_at, local_clock, remote_at, remote_clock, unapplied, status, rule, winner, explanation, resolution, \
     resolved_by, detected_at, tried_at, escalated_at, resolved_at";
 
 fn object(value: &Value) -> Map<String, Value> {
@@ -96,6 +101,9 @@ impl Conflict {
 
     /// What the rules decide for it now (`None`: a person must).
     pub fn decide(&self, rules: &Rules) -> Option<Decision> {
+        if self.unapplied.is_some() {
+            return None;
+        }
         let (base, local, remote) = (object(&self.base), object(&self.local), object(&self.remote));
         let (local_at, remote_at) = (
             Self::clocked(self.local_at, &self.local_clock),
@@ -122,8 +130,9 @@ pub async fn store(
 ) -> diesel::QueryResult<bool> {
     let inserted = diesel::sql_query(
         "INSERT INTO resolver.conflicts (id, system, entity, record_id, external_id, fields, base, \
-             local, remote, local_at, local_clock, remote_at, remote_clock) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13) ON CONFLICT (id) DO NOTHING",
+             local, remote, local_at, local_clock, remote_at, remote_clock, unapplied) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14) \
+         ON CONFLICT (id) DO NOTHING",
     )
     .bind::<SqlUuid, _>(detected.conflict_id)
     .bind::<Text, _>(&detected.system)
@@ -138,6 +147,7 @@ pub async fn store(
     .bind::<Text, _>(detected.local_clock.as_deref().unwrap_or("local"))
     .bind::<Timestamptz, _>(detected.remote_updated_at)
     .bind::<Text, _>(detected.remote_clock.as_deref().unwrap_or(&detected.system))
+    .bind::<Nullable<Text>, _>(detected.unapplied.as_deref())
     .execute(conn)
     .await?;
     Ok(inserted > 0)
@@ -266,6 +276,21 @@ pub async fn resolve(
         resolved_by: Some(resolution.resolved_by),
     };
     outbox::enqueue(conn, SCHEMA, &[OutboxRow::new(&Envelope::new(SERVICE, message))]).await
+}
+
+/// Closes a locked unresolved conflict without sending anything back (a person's call, e.g.
+/// for a resolution whose record is gone).
+pub async fn dismiss(conn: &mut AsyncPgConnection, conflict: &Conflict) -> diesel::QueryResult<()> {
+    diesel::sql_query(
+        "UPDATE resolver.conflicts SET status = 'resolved', winner = 'dismissed', \
+             explanation = 'dismissed by an administrator: nothing sent back', \
+             resolved_by = 'admin', resolved_at = now() \
+         WHERE id = $1",
+    )
+    .bind::<SqlUuid, _>(conflict.id)
+    .execute(conn)
+    .await
+    .map(|_| ())
 }
 
 /// Marks a locked `pending` conflict for a person: `escalated`, with why, and announces it once

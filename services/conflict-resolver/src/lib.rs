@@ -155,8 +155,10 @@ pub async fn try_conflict(state: &AppState, id: Uuid) -> anyhow::Result<Tried> {
                 Ok(Tried::Resolved)
             }
             None => {
-                let why = "no rule decides: both sides changed the same fields within the newer-wins \
-                           window and no priority source is set";
+                let why = conflict.unapplied.as_deref().unwrap_or(
+                    "no rule decides: both sides changed the same fields within the newer-wins \
+                     window and no priority source is set",
+                );
                 if conflicts::escalate(conn, &conflict, why, &state.review_url).await? {
                     tracing::warn!(conflict = %id, system = %conflict.system, entity = %conflict.entity, "conflict escalated for review");
                 } else {

@@ -128,16 +128,7 @@ pub async fn resolve(
     let mut conn = state.db.get().await.map_err(database)?;
     let resolved = conn
         .transaction::<_, ApiError, _>(async |conn| {
-            let conflict = conflicts::get(conn, id, true)
-                .await
-                .map_err(database)?
-                .ok_or_else(|| ApiError::NotFound(format!("conflict {id}")))?;
-            if conflict.status == "resolved" {
-                return Err(ApiError::Conflict {
-                    detail: format!("conflict {id} is resolved already"),
-                    extra: serde_json::json!({"resolved_by": conflict.resolved_by}),
-                });
-            }
+            let conflict = unresolved(conn, id).await?;
             let values = values_of(&conflict, &choice)?;
             let winner = match (choice.side.as_deref(), choice.fields.is_empty()) {
                 (Some("local"), true) => "local",
@@ -158,13 +149,54 @@ pub async fn resolve(
     Ok(HttpResponse::Ok().json(resolved))
 }
 
+/// Closes a conflict without sending anything back (e.g. a resolution whose record is gone);
+/// a conflict resolved already is a 409.
+#[utoipa::path(post, path = "/conflicts/{id}/dismiss", tag = "conflicts", security(("admin_token" = [])),
+    responses((status = 200, body = Conflict), (status = 404, description = "no such conflict"),
+        (status = 409, description = "resolved already")))]
+#[post("/conflicts/{id}/dismiss")]
+pub async fn dismiss(
+    _: Admin,
+    state: web::Data<AppState>,
+    id: web::Path<Uuid>,
+) -> Result<HttpResponse, ApiError> {
+    let id = *id;
+    let mut conn = state.db.get().await.map_err(database)?;
+    let dismissed = conn
+        .transaction::<_, ApiError, _>(async |conn| {
+            let conflict = unresolved(conn, id).await?;
+            conflicts::dismiss(conn, &conflict).await.map_err(database)?;
+            conflicts::get(conn, id, false).await.map_err(database)
+        })
+        .await?;
+    Ok(HttpResponse::Ok().json(dismissed))
+}
+
+/// The locked conflict `id`, if it is not resolved yet (404 / 409 otherwise).
+async fn unresolved(
+    conn: &mut diesel_async::AsyncPgConnection,
+    id: Uuid,
+) -> Result<Conflict, ApiError> {
+    let conflict = conflicts::get(conn, id, true)
+        .await
+        .map_err(database)?
+        .ok_or_else(|| ApiError::NotFound(format!("conflict {id}")))?;
+    if conflict.status == "resolved" {
+        return Err(ApiError::Conflict {
+            detail: format!("conflict {id} is resolved already"),
+            extra: serde_json::json!({"resolved_by": conflict.resolved_by}),
+        });
+    }
+    Ok(conflict)
+}
+
 pub fn configure(cfg: &mut web::ServiceConfig) {
-    cfg.service(list).service(show).service(resolve);
+    cfg.service(list).service(show).service(resolve).service(dismiss);
 }
 
 #[derive(utoipa::OpenApi)]
 #[openapi(
     info(description = "conflict queue, automatic rules and manual review"),
-    paths(list, show, resolve)
+    paths(list, show, resolve, dismiss)
 )]
 pub struct ApiDoc;

@@ -5,18 +5,27 @@
 //! open the CRM held its own values of those fields (kept in `sync_state.held`), so they become
 //! the agreed copy; then the local record takes the winning values (a change with origin
 //! `resolver`, which the capture trigger queues for pushing), and where the CRM holds something
-//! else than the winner a push is queued even when the local record already had it.
+//! else than the winner a push is queued even when the local record already had it. A
+//! resolution for a record that no longer exists comes back as a new conflict
+//! (`ConflictDetected::unapplied`), for a person.
 
 use diesel_async::AsyncConnection;
 use shared::{
-    bus::{Delivery, HandlerError, inbox},
+    bus::{
+        Delivery, HandlerError, inbox,
+        outbox::{self, OutboxRow},
+    },
     db::PgPool,
     mappers::crm as mapper,
-    schemas::{conflict::ConflictResolved, crm::Entity},
+    schemas::{
+        Envelope,
+        conflict::{ConflictDetected, ConflictResolved},
+        crm::Entity,
+    },
 };
 
 use crate::{
-    SCHEMA,
+    SCHEMA, SERVICE,
     models::{records, sync_state},
 };
 
@@ -65,11 +74,43 @@ pub async fn handle(db: &PgPool, delivery: Delivery<ConflictResolved>) -> Result
             if !inbox::first_delivery(conn, SCHEMA, CONSUMER, &message_id).await? {
                 return Ok(Applied::Again);
             }
-            apply(conn, resolution).await
+            let applied = apply(conn, resolution).await?;
+            if applied == Applied::Gone {
+                // Never dropped silently: it comes back as a conflict for a person.
+                let again = unapplied(resolution, "the record no longer exists here");
+                outbox::enqueue(conn, SCHEMA, &[OutboxRow::new(&Envelope::new(SERVICE, again))])
+                    .await?;
+            }
+            Ok(applied)
         })
         .await?;
     tracing::info!(conflict = %resolution.conflict_id, entity = %resolution.entity, id = resolution.record_id, ?applied, "conflict resolution applied");
     Ok(())
+}
+
+/// A resolution that cannot be applied, as a new conflict: what was decided is the remote side
+/// (`base` too, so no rule reads a change into it), the local side is empty.
+fn unapplied(resolution: &ConflictResolved, why: &str) -> ConflictDetected {
+    let now = chrono::Utc::now();
+    ConflictDetected {
+        conflict_id: uuid::Uuid::now_v7(),
+        system: resolution.system.clone(),
+        entity: resolution.entity.clone(),
+        record_id: resolution.record_id,
+        external_id: String::new(),
+        fields: resolution.values.keys().cloned().collect(),
+        base: resolution.values.clone(),
+        local: Default::default(),
+        remote: resolution.values.clone(),
+        local_updated_at: now,
+        remote_updated_at: now,
+        local_clock: Some("local".into()),
+        remote_clock: Some("local".into()),
+        unapplied: Some(format!(
+            "the resolution of conflict {} could not be applied: {why}",
+            resolution.conflict_id
+        )),
+    }
 }
 
 /// Applies a resolution in the caller's transaction.

@@ -331,6 +331,7 @@ fn apply(
             remote_updated_at: event.timestamp,
             local_clock: Some("local".into()),
             remote_clock: Some("crm".into()),
+            unapplied: None,
         };
         messages.push(OutboxRow::new(&Envelope::new(SERVICE, detected)));
         state_now.conflict_id = Some(conflict_id);

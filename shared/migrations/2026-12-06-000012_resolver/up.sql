@@ -16,9 +16,11 @@ CREATE TABLE resolver.conflicts (
     local_clock text NOT NULL,
     remote_at timestamptz NOT NULL,
     remote_clock text NOT NULL,
+    -- Set for an earlier resolution that could not be applied: why (a person decides it).
+    unapplied text,
     status text NOT NULL DEFAULT 'pending' CHECK (status IN ('pending', 'escalated', 'resolved')),
     rule text,
-    winner text CHECK (winner IN ('local', 'remote', 'merged', 'fields')),
+    winner text CHECK (winner IN ('local', 'remote', 'merged', 'fields', 'dismissed')),
     explanation text,
     resolution jsonb,
     resolved_by text,

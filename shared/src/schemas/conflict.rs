@@ -35,6 +35,10 @@ pub struct ConflictDetected {
     pub local_clock: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub remote_clock: Option<String>,
+    /// Set when this conflict is an earlier resolution that could not be applied (the record
+    /// was deleted meanwhile, say): why. No rule decides such a conflict; a person does.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unapplied: Option<String>,
 }
 
 impl Event for ConflictDetected {

@@ -67,6 +67,7 @@ fn contact(local: Value, remote: Value, remote_after: i64) -> ConflictDetected {
         remote_updated_at: at + chrono::Duration::seconds(remote_after),
         local_clock: Some("local".into()),
         remote_clock: Some("crm".into()),
+        unapplied: None,
     }
 }
 
@@ -285,5 +286,45 @@ async fn a_priority_source_set_later_decides_escalated_conflicts_on_the_next_pas
     assert_eq!(message["data"]["values"], json!({"email": "ann@crm.example"}));
     assert_eq!(message["data"]["resolved_by"], "rule:source_priority");
     t.conflict_when(conflict.conflict_id, "resolved").await;
+    nothing_more(&mut resolved).await;
+}
+
+#[tokio::test]
+async fn a_resolution_that_could_not_be_applied_goes_to_a_person_who_may_dismiss_it() {
+    let t = spawn(None).await;
+    let mut resolved = t.resolutions().await;
+    // As crm-sync reports a resolution whose record is gone: disjoint changes, which a rule
+    // would merge, but no rule decides such a conflict.
+    let conflict = ConflictDetected {
+        unapplied: Some(
+            "the resolution of conflict X could not be applied: the record no longer exists here"
+                .into(),
+        ),
+        ..contact(
+            json!({"email": "ann@old.example", "phone": "9"}),
+            json!({"email": "ann@crm.example", "phone": "1"}),
+            0,
+        )
+    };
+    t.publish(&conflict).await;
+    let escalated = t.conflict_when(conflict.conflict_id, "escalated").await;
+    assert!(escalated["explanation"].as_str().unwrap().contains("no longer exists"), "{escalated}");
+    assert!(escalated["unapplied"].is_string());
+    nothing_more(&mut resolved).await;
+    let dismiss = |token: Option<&str>| {
+        let mut request =
+            t.app.http.post(t.app.url(&format!("/conflicts/{}/dismiss", conflict.conflict_id)));
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        request.send()
+    };
+    assert_eq!(dismiss(None).await.unwrap().status(), 401);
+    let done: Value = dismiss(Some(ADMIN_TOKEN)).await.unwrap().json().await.unwrap();
+    assert_eq!(
+        (done["status"].as_str(), done["winner"].as_str()),
+        (Some("resolved"), Some("dismissed"))
+    );
+    assert_eq!(dismiss(Some(ADMIN_TOKEN)).await.unwrap().status(), 409);
     nothing_more(&mut resolved).await;
 }

@@ -94,3 +94,41 @@ async fn an_older_crm_change_to_a_locally_changed_field_is_a_conflict_until_reso
     assert_eq!(t.count(&format!("SELECT count(*) AS n FROM crm.sync_state WHERE record_id = {id} AND held = '{{}}' AND conflict_id IS NULL")).await, 1);
     t.assert_settled(0).await;
 }
+
+#[tokio::test]
+async fn a_resolution_for_a_record_that_is_gone_comes_back_as_a_conflict() {
+    let t = spawn().await;
+    let client = t.nats.client().await;
+    let mut detected =
+        client.subscribe(t.nats.subject("sync.conflicts.detected.crm")).await.unwrap();
+    client.flush().await.unwrap();
+    let conflict_id = uuid::Uuid::now_v7();
+    let resolution = json!({
+        "id": uuid::Uuid::now_v7(), "type": "sync.conflict_resolved", "source": "conflict-resolver",
+        "occurred_at": chrono::Utc::now(), "data": {
+            "conflict_id": conflict_id, "system": "crm", "entity": "contact", "record_id": 424242,
+            "values": {"title": "Local title"}, "resolved_by": "rule:newer_wins"}});
+    let js = async_nats::jetstream::new(client.clone());
+    js.publish(
+        t.nats.subject("sync.conflicts.resolved.crm"),
+        serde_json::to_vec(&resolution).unwrap().into(),
+    )
+    .await
+    .unwrap()
+    .await
+    .unwrap();
+    let msg = tokio::time::timeout(WAIT, futures::StreamExt::next(&mut detected))
+        .await
+        .expect("a new conflict")
+        .unwrap();
+    let again: serde_json::Value = serde_json::from_slice(&msg.payload).unwrap();
+    let data = &again["data"];
+    assert_eq!(
+        (data["entity"].as_str(), data["record_id"].as_i64()),
+        (Some("contact"), Some(424242))
+    );
+    assert_eq!(data["remote"], json!({"title": "Local title"}));
+    let why = data["unapplied"].as_str().unwrap();
+    assert!(why.contains(&conflict_id.to_string()) && why.contains("no longer exists"), "{why}");
+    t.assert_settled(0).await;
+}
