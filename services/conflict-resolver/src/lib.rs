@@ -20,6 +20,7 @@
 
 pub mod conflicts;
 pub mod escalation;
+pub mod review;
 pub mod routes;
 
 use std::time::Duration;

@@ -129,20 +129,7 @@ pub async fn resolve(
     let resolved = conn
         .transaction::<_, ApiError, _>(async |conn| {
             let conflict = unresolved(conn, id).await?;
-            let values = values_of(&conflict, &choice)?;
-            let winner = match (choice.side.as_deref(), choice.fields.is_empty()) {
-                (Some("local"), true) => "local",
-                (Some("remote"), true) => "remote",
-                _ => "fields",
-            };
-            let resolution = Resolution {
-                rule: None,
-                winner,
-                explanation: format!("decided by an administrator ({winner})"),
-                resolved_by: "admin".into(),
-                values,
-            };
-            conflicts::resolve(conn, &conflict, resolution).await.map_err(database)?;
+            apply_choice(conn, &conflict, &choice).await?;
             conflicts::get(conn, id, false).await.map_err(database)
         })
         .await?;
@@ -172,8 +159,121 @@ pub async fn dismiss(
     Ok(HttpResponse::Ok().json(dismissed))
 }
 
+/// Resolves a locked unresolved conflict as a person chose.
+pub(crate) async fn apply_choice(
+    conn: &mut diesel_async::AsyncPgConnection,
+    conflict: &Conflict,
+    choice: &Choice,
+) -> Result<(), ApiError> {
+    let values = values_of(conflict, choice)?;
+    let winner = match (choice.side.as_deref(), choice.fields.is_empty()) {
+        (Some("local"), true) => "local",
+        (Some("remote"), true) => "remote",
+        _ => "fields",
+    };
+    let resolution = Resolution {
+        rule: None,
+        winner,
+        explanation: format!("decided by an administrator ({winner})"),
+        resolved_by: "admin".into(),
+        values,
+    };
+    conflicts::resolve(conn, conflict, resolution).await.map_err(database)
+}
+
+/// What a bulk resolve counted, or did.
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+pub struct Bulk {
+    /// Unresolved conflicts matching (a preview), or resolved.
+    pub count: usize,
+    /// Whether they were resolved (`false`: a preview; send `"confirm": true`).
+    pub confirmed: bool,
+}
+
+/// Resolves every unresolved conflict `filter` matches (at most 1000) with `side`, each in
+/// its own transaction (one already resolved meanwhile is skipped); or, without `confirm`,
+/// counts them.
+pub(crate) async fn resolve_many(
+    state: &AppState,
+    filter: &Filter,
+    side: &str,
+    confirm: bool,
+) -> Result<Bulk, ApiError> {
+    if matches!(filter.status.as_deref(), Some("resolved")) {
+        return Err(ApiError::field("status", "resolved conflicts cannot be resolved again"));
+    }
+    let mut conn = state.db.get().await.map_err(database)?;
+    let matching: Vec<Uuid> =
+        conflicts::list(&mut conn, &Filter { limit: Some(1000), ..filter.clone() })
+            .await
+            .map_err(database)?
+            .into_iter()
+            .filter(|c| c.status != "resolved")
+            .map(|c| c.id)
+            .collect();
+    if !confirm {
+        return Ok(Bulk { count: matching.len(), confirmed: false });
+    }
+    let choice = Choice { side: Some(side.to_owned()), fields: BTreeMap::new() };
+    let mut count = 0;
+    for id in matching {
+        let done = conn
+            .transaction::<_, ApiError, _>(async |conn| {
+                let Some(conflict) = conflicts::get(conn, id, true).await.map_err(database)? else {
+                    return Ok(false);
+                };
+                if conflict.status == "resolved" {
+                    return Ok(false);
+                }
+                apply_choice(conn, &conflict, &choice).await.map(|()| true)
+            })
+            .await?;
+        count += usize::from(done);
+    }
+    Ok(Bulk { count, confirmed: true })
+}
+
+/// A bulk resolve: a filter, a side, and whether to do it.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct BulkChoice {
+    pub system: Option<String>,
+    pub entity: Option<String>,
+    pub status: Option<String>,
+    pub older_than_minutes: Option<i64>,
+    /// `local` or `remote`.
+    pub side: String,
+    /// `false` (default): only count them.
+    #[serde(default)]
+    pub confirm: bool,
+}
+
+/// Resolves every unresolved conflict of a filter with one side; without `confirm`, the count
+/// first.
+#[utoipa::path(post, path = "/conflicts/resolve", tag = "conflicts", security(("admin_token" = [])),
+    request_body = BulkChoice, responses((status = 200, body = Bulk), (status = 422, description = "a bad choice, naming the field")))]
+#[post("/conflicts/resolve")]
+pub async fn resolve_bulk(
+    _: Admin,
+    state: web::Data<AppState>,
+    body: web::Bytes,
+) -> Result<HttpResponse, ApiError> {
+    let choice: BulkChoice = parse_json(&body)?;
+    if !matches!(choice.side.as_str(), "local" | "remote") {
+        return Err(ApiError::field("side", "must be local or remote"));
+    }
+    let filter = Filter {
+        system: choice.system,
+        entity: choice.entity,
+        status: choice.status,
+        older_than_minutes: choice.older_than_minutes,
+        limit: Some(1000),
+    };
+    Ok(HttpResponse::Ok().json(resolve_many(&state, &filter, &choice.side, choice.confirm).await?))
+}
+
 /// The locked conflict `id`, if it is not resolved yet (404 / 409 otherwise).
-async fn unresolved(
+pub(crate) async fn unresolved(
     conn: &mut diesel_async::AsyncPgConnection,
     id: Uuid,
 ) -> Result<Conflict, ApiError> {
@@ -191,12 +291,18 @@ async fn unresolved(
 }
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
-    cfg.service(list).service(show).service(resolve).service(dismiss);
+    // `/conflicts/resolve` before `/conflicts/{id}`-shaped routes.
+    cfg.service(resolve_bulk)
+        .service(list)
+        .service(show)
+        .service(resolve)
+        .service(dismiss)
+        .configure(crate::review::configure);
 }
 
 #[derive(utoipa::OpenApi)]
 #[openapi(
     info(description = "conflict queue, automatic rules and manual review"),
-    paths(list, show, resolve, dismiss)
+    paths(list, show, resolve, dismiss, resolve_bulk)
 )]
 pub struct ApiDoc;

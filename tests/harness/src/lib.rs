@@ -7,6 +7,7 @@
 //! `CREATE DATABASE`; `TEST_NATS_URL` defaults to `nats://127.0.0.1:4222`.
 
 pub mod bench;
+pub mod browser;
 
 use std::{future::Future, time::Duration};
 

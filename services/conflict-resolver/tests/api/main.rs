@@ -328,3 +328,157 @@ async fn a_resolution_that_could_not_be_applied_goes_to_a_person_who_may_dismiss
     assert_eq!(dismiss(Some(ADMIN_TOKEN)).await.unwrap().status(), 409);
     nothing_more(&mut resolved).await;
 }
+
+#[tokio::test]
+async fn people_review_conflicts_in_a_real_browser_behind_a_login_and_csrf() {
+    let t = spawn(None).await;
+    let mut resolved = t.resolutions().await;
+    let first = contact(
+        json!({"email": "ann@ours.example", "phone": "3"}),
+        json!({"email": "ann@crm.example", "phone": "1"}),
+        10,
+    );
+    let second = ConflictDetected { conflict_id: Uuid::now_v7(), record_id: 8, ..first.clone() };
+    t.publish(&first).await;
+    t.publish(&second).await;
+    t.conflict_when(first.conflict_id, "escalated").await;
+    t.conflict_when(second.conflict_id, "escalated").await;
+    let shots = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("screenshots");
+
+    // No access without logging in.
+    let anonymous =
+        reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap();
+    let page = anonymous.get(t.app.url("/review")).send().await.unwrap();
+    assert_eq!(
+        (page.status().as_u16(), page.headers()["location"].to_str().unwrap()),
+        (303, "/review/login")
+    );
+
+    let browser = harness::browser::Browser::start().await.expect("a headless chromium");
+    browser.goto(&t.app.url("/review")).await.unwrap();
+    assert!(browser.url().await.unwrap().ends_with("/review/login"));
+    browser.type_into("#token", "wrong-token").await.unwrap();
+    browser.click("#login").await.unwrap();
+    assert!(browser.text("body").await.unwrap().contains("Wrong token"));
+    browser.goto(&t.app.url("/review/login")).await.unwrap();
+    browser.type_into("#token", ADMIN_TOKEN).await.unwrap();
+    browser.click("#login").await.unwrap();
+    assert!(browser.url().await.unwrap().ends_with("/review"));
+    assert_eq!(browser.count("#conflicts tbody tr").await.unwrap(), 2);
+
+    // One conflict side by side, the changed cells highlighted; the reviewer keeps the CRM's
+    // email and the local phone.
+    browser.click(&format!("a[href=\"/review/conflicts/{}\"]", first.conflict_id)).await.unwrap();
+    assert_eq!(
+        browser.count("#sides td.changed").await.unwrap(),
+        3,
+        "local email and phone, remote email"
+    );
+    browser.screenshot(&shots.join("conflict-review.png")).await.unwrap();
+    browser.click("input[name=\"field.email\"][value=\"remote\"]").await.unwrap();
+    browser.click("input[name=\"field.phone\"][value=\"local\"]").await.unwrap();
+    browser.click("#resolve-fields").await.unwrap();
+    assert!(browser.text("#status").await.unwrap().contains("resolved"));
+    let message = next(&mut resolved).await;
+    assert_eq!(message["data"]["values"], json!({"email": "ann@crm.example", "phone": "3"}));
+    assert_eq!(message["data"]["conflict_id"], first.conflict_id.to_string());
+    browser.screenshot(&shots.join("conflict-resolved.png")).await.unwrap();
+
+    // A form posted without the session's CSRF token (another site's, say) changes nothing.
+    let login = anonymous
+        .post(t.app.url("/review/login"))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(format!("token={ADMIN_TOKEN}"))
+        .send()
+        .await
+        .unwrap();
+    let cookie =
+        login.headers()["set-cookie"].to_str().unwrap().split(';').next().unwrap().to_owned();
+    for csrf in [None, Some("forged")] {
+        let mut form = "side=remote".to_owned();
+        if let Some(csrf) = csrf {
+            form.push_str(&format!("&csrf={csrf}"));
+        }
+        let forged = anonymous
+            .post(t.app.url(&format!("/review/conflicts/{}/resolve", second.conflict_id)))
+            .header("cookie", &cookie)
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(form)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(forged.status(), 422, "{csrf:?}");
+    }
+    nothing_more(&mut resolved).await;
+
+    // Resolving many: the count first, then the resolutions.
+    browser.goto(&t.app.url("/review?status=escalated")).await.unwrap();
+    assert_eq!(browser.count("#conflicts tbody tr").await.unwrap(), 1);
+    browser.click("#bulk input[value=\"remote\"]").await.unwrap();
+    browser.click("#bulk-preview").await.unwrap();
+    assert!(
+        browser.text("#bulk-count").await.unwrap().starts_with("1 unresolved"),
+        "{}",
+        browser.text("body").await.unwrap()
+    );
+    browser.click("#bulk-confirm").await.unwrap();
+    assert!(browser.text("#bulk-result").await.unwrap().starts_with("1 conflicts resolved"));
+    let message = next(&mut resolved).await;
+    assert_eq!(message["data"]["conflict_id"], second.conflict_id.to_string());
+    assert_eq!(message["data"]["values"], json!({"email": "ann@crm.example", "phone": "1"}));
+    assert!(shots.join("conflict-review.png").metadata().unwrap().len() > 1000);
+}
+
+#[tokio::test]
+async fn the_json_bulk_resolve_counts_first_then_resolves_each_once() {
+    let t = spawn(None).await;
+    let mut resolved = t.resolutions().await;
+    let conflicts: Vec<ConflictDetected> = (0..3)
+        .map(|i| ConflictDetected {
+            record_id: 100 + i,
+            ..contact(
+                json!({"email": "ann@ours.example", "phone": "1"}),
+                json!({"email": "ann@crm.example", "phone": "1"}),
+                10,
+            )
+        })
+        .collect();
+    for c in &conflicts {
+        t.publish(c).await;
+        t.conflict_when(c.conflict_id, "escalated").await;
+    }
+    let bulk = |body: Value| {
+        t.app.http.post(t.app.url("/conflicts/resolve")).bearer_auth(ADMIN_TOKEN).json(&body).send()
+    };
+    let preview: Value = bulk(json!({"system": "crm", "status": "escalated", "side": "remote"}))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(preview, json!({"count": 3, "confirmed": false}));
+    nothing_more(&mut resolved).await;
+    let bad = bulk(json!({"side": "both"})).await.unwrap();
+    assert_eq!(bad.status(), 422);
+    let done: Value = bulk(json!({"system": "crm", "side": "remote", "confirm": true}))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(done, json!({"count": 3, "confirmed": true}));
+    for _ in 0..3 {
+        assert_eq!(
+            next(&mut resolved).await["data"]["values"],
+            json!({"email": "ann@crm.example"})
+        );
+    }
+    let again: Value = bulk(json!({"system": "crm", "side": "local", "confirm": true}))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(again["count"], 0, "nothing is resolved twice");
+    nothing_more(&mut resolved).await;
+}
