@@ -54,6 +54,8 @@ impl Browser {
             .as_str()
             .ok_or_else(|| anyhow::anyhow!("no session: {session}"))?;
         browser.base = format!("{}/session/{id}", browser.base);
+        // Finding an element waits for it to appear (a page still loading after a click).
+        browser.call(reqwest::Method::POST, "/timeouts", json!({"implicit": 10_000})).await?;
         Ok(browser)
     }
 
@@ -124,6 +126,30 @@ impl Browser {
             .as_str()
             .unwrap_or_default()
             .to_owned())
+    }
+
+    /// Waits (up to 10 s) until the page's URL ends with `suffix`: a click that submits a form
+    /// returns before the next page has loaded.
+    pub async fn wait_for_url(&self, suffix: &str) -> anyhow::Result<()> {
+        let reached = crate::eventually(Duration::from_secs(10), || async {
+            self.url().await.ok().filter(|u| u.ends_with(suffix))
+        })
+        .await;
+        anyhow::ensure!(
+            reached.is_some(),
+            "the page never reached …{suffix} ({})",
+            self.url().await?
+        );
+        Ok(())
+    }
+
+    /// Waits (up to 10 s) until the element `css` shows a text containing `needle`; that text.
+    pub async fn wait_for_text(&self, css: &str, needle: &str) -> anyhow::Result<String> {
+        let text = crate::eventually(Duration::from_secs(10), || async {
+            self.text(css).await.ok().filter(|t| t.contains(needle))
+        })
+        .await;
+        text.ok_or_else(|| anyhow::anyhow!("{css} never showed {needle:?}"))
     }
 
     /// How many elements match `css`.

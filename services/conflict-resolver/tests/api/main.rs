@@ -359,16 +359,17 @@ async fn people_review_conflicts_in_a_real_browser_behind_a_login_and_csrf() {
     assert!(browser.url().await.unwrap().ends_with("/review/login"));
     browser.type_into("#token", "wrong-token").await.unwrap();
     browser.click("#login").await.unwrap();
-    assert!(browser.text("body").await.unwrap().contains("Wrong token"));
+    browser.wait_for_text("body", "Wrong token").await.unwrap();
     browser.goto(&t.app.url("/review/login")).await.unwrap();
     browser.type_into("#token", ADMIN_TOKEN).await.unwrap();
     browser.click("#login").await.unwrap();
-    assert!(browser.url().await.unwrap().ends_with("/review"));
+    browser.wait_for_url("/review").await.unwrap();
     assert_eq!(browser.count("#conflicts tbody tr").await.unwrap(), 2);
 
     // One conflict side by side, the changed cells highlighted; the reviewer keeps the CRM's
     // email and the local phone.
     browser.click(&format!("a[href=\"/review/conflicts/{}\"]", first.conflict_id)).await.unwrap();
+    browser.wait_for_url(&format!("/review/conflicts/{}", first.conflict_id)).await.unwrap();
     assert_eq!(
         browser.count("#sides td.changed").await.unwrap(),
         3,
@@ -378,7 +379,7 @@ async fn people_review_conflicts_in_a_real_browser_behind_a_login_and_csrf() {
     browser.click("input[name=\"field.email\"][value=\"remote\"]").await.unwrap();
     browser.click("input[name=\"field.phone\"][value=\"local\"]").await.unwrap();
     browser.click("#resolve-fields").await.unwrap();
-    assert!(browser.text("#status").await.unwrap().contains("resolved"));
+    browser.wait_for_text("#status", "resolved").await.unwrap();
     let message = next(&mut resolved).await;
     assert_eq!(message["data"]["values"], json!({"email": "ann@crm.example", "phone": "3"}));
     assert_eq!(message["data"]["conflict_id"], first.conflict_id.to_string());
