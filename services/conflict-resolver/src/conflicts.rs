@@ -84,11 +84,14 @@ pub struct Conflict {
     pub escalated_at: Option<DateTime<Utc>>,
     #[diesel(sql_type = Nullable<Timestamptz>)]
     pub resolved_at: Option<DateTime<Utc>>,
+    /// When an administrator undid this automatic resolution.
+    #[diesel(sql_type = Nullable<Timestamptz>)]
+    pub undone_at: Option<DateTime<Utc>>,
 }
 
 const COLUMNS: &str = "id, system, entity, record_id, external_id, fields, base, local, remote, \
     local_at, local_clock, remote_at, remote_clock, unapplied, status, rule, winner, explanation, resolution, \
-    resolved_by, detected_at, tried_at, escalated_at, resolved_at";
+    resolved_by, detected_at, tried_at, escalated_at, resolved_at, undone_at";
 
 fn object(value: &Value) -> Map<String, Value> {
     value.as_object().cloned().unwrap_or_default()
@@ -274,6 +277,7 @@ pub async fn resolve(
         record_id: conflict.record_id,
         values: resolution.values,
         resolved_by: Some(resolution.resolved_by),
+        undo: false,
     };
     outbox::enqueue(conn, SCHEMA, &[OutboxRow::new(&Envelope::new(SERVICE, message))]).await
 }
@@ -343,4 +347,35 @@ pub async fn tried(conn: &mut AsyncPgConnection, ids: &[Uuid]) -> diesel::QueryR
         .execute(conn)
         .await
         .map(|_| ())
+}
+
+/// Undoes a locked automatic resolution: the other side's values of the same fields become the
+/// resolution, published with `undo` so the owning service applies them whatever it holds.
+pub async fn undo(
+    conn: &mut AsyncPgConnection,
+    conflict: &Conflict,
+    other: &'static str,
+    values: Map<String, Value>,
+) -> diesel::QueryResult<()> {
+    diesel::sql_query(
+        "UPDATE resolver.conflicts SET undone_at = now(), winner = $2, resolution = $3, \
+             resolved_by = 'admin', \
+             explanation = coalesce(explanation, '') || ' (undone by an administrator: the ' || $2 || ' side sent back)' \
+         WHERE id = $1",
+    )
+    .bind::<SqlUuid, _>(conflict.id)
+    .bind::<Text, _>(other)
+    .bind::<Jsonb, _>(Value::Object(values.clone()))
+    .execute(conn)
+    .await?;
+    let message = ConflictResolved {
+        conflict_id: conflict.id,
+        system: conflict.system.clone(),
+        entity: conflict.entity.clone(),
+        record_id: conflict.record_id,
+        values,
+        resolved_by: Some("admin (undo)".into()),
+        undo: true,
+    };
+    outbox::enqueue(conn, SCHEMA, &[OutboxRow::new(&Envelope::new(SERVICE, message))]).await
 }

@@ -14,6 +14,8 @@
 //!   conflict under `RESOLVER_REVIEW_URL`, each sent once.
 //! - Every `RESOLVER_RETRY_SECS` (900) one replica tries every unresolved conflict again (a
 //!   changed priority setting may decide an escalated one).
+//! - An automatic resolution can be undone within `RESOLVER_UNDO_SECS` (a day): the other
+//!   side's values go out as a new resolution marked `undo`.
 //! - `GET /conflicts`, `GET /conflicts/{id}` and `POST /conflicts/{id}/resolve` (admin token)
 //!   list, show and decide conflicts by hand. Nothing is resolved twice: deciding locks the row
 //!   and only an unresolved conflict is decided.
@@ -57,6 +59,8 @@ pub struct Config {
     pub clock_skew: Duration,
     /// `RESOLVER_RETRY_SECS` (900; 0 = off): pause between passes over unresolved conflicts.
     pub retry_every: Option<Duration>,
+    /// `RESOLVER_UNDO_SECS` (86400): how long an automatic resolution can be undone.
+    pub undo_window: Duration,
     /// `RESOLVER_REVIEW_URL`: this service as people reach it; links go to
     /// `<url>/conflicts/<id>`.
     pub review_url: String,
@@ -77,6 +81,7 @@ impl Config {
             newer_wins_after: Duration::from_secs(60),
             clock_skew: Duration::from_secs(5),
             retry_every: Some(Duration::from_secs(900)),
+            undo_window: Duration::from_secs(86_400),
             admin_email: Vec::new(),
             smtp: SmtpConfig::default(),
             slack: None,
@@ -90,6 +95,7 @@ impl Config {
             newer_wins_after: Duration::from_secs(var_parsed("RESOLVER_NEWER_WINS_SECS", 60)?),
             clock_skew: Duration::from_secs(var_parsed("RESOLVER_CLOCK_SKEW_SECS", 5)?),
             retry_every: (retry > 0).then(|| Duration::from_secs(retry)),
+            undo_window: Duration::from_secs(var_parsed("RESOLVER_UNDO_SECS", 86_400)?),
             review_url: var("RESOLVER_REVIEW_URL")
                 .unwrap_or_else(|| format!("http://localhost:{PORT}")),
             admin_email: var("RESOLVER_ADMIN_EMAIL")
@@ -110,6 +116,7 @@ pub struct AppState {
     pub db: PgPool,
     pub settings: Settings,
     pub review_url: String,
+    pub undo_window: Duration,
     pub newer_wins_after: Duration,
     pub clock_skew: Duration,
 }
@@ -239,6 +246,7 @@ pub async fn build(config: Config) -> anyhow::Result<Application> {
         db: platform.db.clone(),
         settings: platform.settings.clone(),
         review_url: config.review_url.clone(),
+        undo_window: config.undo_window,
         newer_wins_after: config.newer_wins_after,
         clock_skew: config.clock_skew,
     };

@@ -198,7 +198,46 @@ pub async fn show(
         .await
         .map_err(database)?
         .ok_or_else(|| ApiError::NotFound(format!("conflict {id}")))?;
-    Ok(page(&format!("{} #{}", c.entity, c.record_id), &conflict_body(&c, &admin.csrf)))
+    let undoable = c.status == "resolved"
+        && c.undone_at.is_none()
+        && c.resolved_by.as_deref().is_some_and(|b| b.starts_with("rule:"))
+        && matches!(c.winner.as_deref(), Some("local" | "remote"))
+        && c.resolved_at.is_some_and(|at| {
+            chrono::Utc::now() - at
+                < chrono::Duration::from_std(state.undo_window).unwrap_or(chrono::Duration::MAX)
+        });
+    let mut body = conflict_body(&c, &admin.csrf);
+    if undoable {
+        body.push_str(&format!(
+            "<form method=\"post\" action=\"/review/conflicts/{}/undo\">\
+             <input type=\"hidden\" name=\"csrf\" value=\"{}\">\
+             <button type=\"submit\" id=\"undo\">Undo: send the other side back</button></form>",
+            c.id,
+            escape_html(&admin.csrf)
+        ));
+    }
+    Ok(page(&format!("{} #{}", c.entity, c.record_id), &body))
+}
+
+/// Undoes an automatic resolution from its page.
+#[post("/review/conflicts/{id}/undo")]
+pub async fn undo(
+    admin: Result<AdminPage, ApiError>,
+    state: web::Data<AppState>,
+    id: web::Path<Uuid>,
+    form: web::Form<BTreeMap<String, String>>,
+) -> Result<HttpResponse, ApiError> {
+    let Ok(admin) = admin else { return Ok(login_redirect()) };
+    if !admin.csrf_ok(form.get("csrf").map(String::as_str)) {
+        return Err(csrf_refused());
+    }
+    let id = *id;
+    let mut conn = state.db.get().await.map_err(database)?;
+    conn.transaction::<_, ApiError, _>(async |conn| {
+        crate::routes::undo_one(conn, &state, id).await
+    })
+    .await?;
+    Ok(see(&format!("/review/conflicts/{id}")))
 }
 
 fn conflict_body(c: &Conflict, csrf: &str) -> String {
@@ -411,5 +450,6 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .service(show)
         .service(resolve)
         .service(dismiss)
+        .service(undo)
         .service(bulk);
 }

@@ -272,6 +272,81 @@ pub async fn resolve_bulk(
     Ok(HttpResponse::Ok().json(resolve_many(&state, &filter, &choice.side, choice.confirm).await?))
 }
 
+/// Undoes the automatic resolution of a locked conflict, if it may be: decided by a rule for
+/// one side, within the window, not undone yet.
+pub(crate) async fn undo_one(
+    conn: &mut diesel_async::AsyncPgConnection,
+    state: &AppState,
+    id: Uuid,
+) -> Result<(), ApiError> {
+    let conflict = conflicts::get(conn, id, true)
+        .await
+        .map_err(database)?
+        .ok_or_else(|| ApiError::NotFound(format!("conflict {id}")))?;
+    let refuse = |detail: String| ApiError::Rejected { detail, extra: serde_json::json!({}) };
+    if conflict.status != "resolved" || conflict.undone_at.is_some() {
+        return Err(ApiError::Conflict {
+            detail: format!("conflict {id} has no automatic resolution to undo"),
+            extra: serde_json::json!({"status": conflict.status, "undone_at": conflict.undone_at}),
+        });
+    }
+    if !conflict.resolved_by.as_deref().is_some_and(|b| b.starts_with("rule:")) {
+        return Err(refuse(
+            "only automatic resolutions can be undone; resolve it again by hand".into(),
+        ));
+    }
+    let window = chrono::Duration::from_std(state.undo_window).unwrap_or(chrono::Duration::MAX);
+    if conflict.resolved_at.is_none_or(|at| chrono::Utc::now() - at > window) {
+        return Err(refuse(format!(
+            "the undo window ({} s) has passed",
+            state.undo_window.as_secs()
+        )));
+    }
+    let other = match conflict.winner.as_deref() {
+        Some("local") => "remote",
+        Some("remote") => "local",
+        _ => return Err(refuse("a merge kept both sides' changes: there is no other side".into())),
+    };
+    let source = if other == "local" { &conflict.local } else { &conflict.remote };
+    let fields: Vec<String> = conflict
+        .resolution
+        .as_ref()
+        .and_then(Value::as_object)
+        .map(|r| r.keys().cloned().collect())
+        .unwrap_or_default();
+    let values: Map<String, Value> = fields
+        .into_iter()
+        .map(|f| {
+            let v = source.get(&f).cloned().unwrap_or(Value::Null);
+            (f, v)
+        })
+        .collect();
+    conflicts::undo(conn, &conflict, other, values).await.map_err(database)
+}
+
+/// Undoes an automatic resolution within the window: the other side goes out as a new
+/// resolution.
+#[utoipa::path(post, path = "/conflicts/{id}/undo", tag = "conflicts", security(("admin_token" = [])),
+    responses((status = 200, body = Conflict), (status = 404, description = "no such conflict"),
+        (status = 409, description = "nothing to undo (not resolved, or undone already)"),
+        (status = 422, description = "not an automatic one-side resolution, or past the window")))]
+#[post("/conflicts/{id}/undo")]
+pub async fn undo(
+    _: Admin,
+    state: web::Data<AppState>,
+    id: web::Path<Uuid>,
+) -> Result<HttpResponse, ApiError> {
+    let id = *id;
+    let mut conn = state.db.get().await.map_err(database)?;
+    let undone = conn
+        .transaction::<_, ApiError, _>(async |conn| {
+            undo_one(conn, &state, id).await?;
+            conflicts::get(conn, id, false).await.map_err(database)
+        })
+        .await?;
+    Ok(HttpResponse::Ok().json(undone))
+}
+
 /// The locked conflict `id`, if it is not resolved yet (404 / 409 otherwise).
 pub(crate) async fn unresolved(
     conn: &mut diesel_async::AsyncPgConnection,
@@ -297,12 +372,13 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .service(show)
         .service(resolve)
         .service(dismiss)
+        .service(undo)
         .configure(crate::review::configure);
 }
 
 #[derive(utoipa::OpenApi)]
 #[openapi(
     info(description = "conflict queue, automatic rules and manual review"),
-    paths(list, show, resolve, dismiss, resolve_bulk)
+    paths(list, show, resolve, dismiss, resolve_bulk, undo)
 )]
 pub struct ApiDoc;

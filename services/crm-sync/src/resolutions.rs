@@ -126,11 +126,12 @@ pub async fn apply(
     };
     let mut state = sync_state::of(conn, entity, &[id]).await?.remove(&id).unwrap_or_default();
     // Only fields still in conflict are decided: a field a later change settled (a newer CRM
-    // value, or a push that went through) keeps that outcome.
+    // value, or a push that went through) keeps that outcome. An undo of an automatic
+    // resolution decides its fields whatever is held now.
     let values: serde_json::Map<String, serde_json::Value> = resolution
         .values
         .iter()
-        .filter(|(field, _)| state.held.contains_key(*field))
+        .filter(|(field, _)| resolution.undo || state.held.contains_key(*field))
         .map(|(k, v)| (k.clone(), v.clone()))
         .collect();
     if values.is_empty() {

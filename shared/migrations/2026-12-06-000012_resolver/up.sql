@@ -27,7 +27,9 @@ CREATE TABLE resolver.conflicts (
     detected_at timestamptz NOT NULL DEFAULT now(),
     tried_at timestamptz,
     escalated_at timestamptz,
-    resolved_at timestamptz
+    resolved_at timestamptz,
+    -- An automatic resolution an administrator undid (the other side was sent back then).
+    undone_at timestamptz
 );
 CREATE INDEX conflicts_open_idx ON resolver.conflicts (detected_at) WHERE status <> 'resolved';
 CREATE INDEX conflicts_record_idx ON resolver.conflicts (system, entity, record_id);

@@ -62,6 +62,10 @@ pub struct ConflictResolved {
     /// Who decided (`rule:<name>` or an operator).
     #[serde(default)]
     pub resolved_by: Option<String>,
+    /// This undoes an earlier automatic resolution of the conflict: the owning service applies
+    /// the values whatever it holds now (a local change, pushed where the system differs).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub undo: bool,
 }
 
 impl Event for ConflictResolved {

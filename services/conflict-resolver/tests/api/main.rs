@@ -167,6 +167,60 @@ async fn the_newer_side_wins_when_the_times_are_far_apart_naming_the_clocks() {
         why.contains("120 s newer") && why.contains("crm clock") && why.contains("local clock"),
         "{why}"
     );
+
+    // An administrator undoes the automatic resolution: the other side goes out, marked undo.
+    let undo = || {
+        t.app
+            .http
+            .post(t.app.url(&format!("/conflicts/{}/undo", conflict.conflict_id)))
+            .bearer_auth(ADMIN_TOKEN)
+            .send()
+    };
+    let undone = undo().await.unwrap();
+    assert_eq!(undone.status(), 200);
+    let undone: Value = undone.json().await.unwrap();
+    assert_eq!((undone["winner"].as_str(), undone["undone_at"].is_string()), (Some("local"), true));
+    let message = next(&mut resolved).await;
+    assert_eq!(
+        (&message["data"]["values"], &message["data"]["undo"]),
+        (&json!({"email": "ann@ours.example"}), &json!(true))
+    );
+    assert_eq!(undo().await.unwrap().status(), 409, "undone once");
+    nothing_more(&mut resolved).await;
+}
+
+#[tokio::test]
+async fn only_automatic_one_side_resolutions_within_the_window_can_be_undone() {
+    let t = spawn(None).await;
+    let mut resolved = t.resolutions().await;
+    // A merge has no other side.
+    let merged = contact(
+        json!({"email": "ann@new.example", "phone": "1"}),
+        json!({"email": "ann@old.example", "phone": "2"}),
+        10,
+    );
+    t.publish(&merged).await;
+    t.conflict_when(merged.conflict_id, "resolved").await;
+    next(&mut resolved).await;
+    let undo = |id: Uuid| {
+        t.app.http.post(t.app.url(&format!("/conflicts/{id}/undo"))).bearer_auth(ADMIN_TOKEN).send()
+    };
+    assert_eq!(undo(merged.conflict_id).await.unwrap().status(), 422);
+    // A person's decision is not undone this way.
+    let by_hand = contact(
+        json!({"email": "ann@ours.example", "phone": "1"}),
+        json!({"email": "ann@crm.example", "phone": "1"}),
+        10,
+    );
+    t.publish(&by_hand).await;
+    t.conflict_when(by_hand.conflict_id, "escalated").await;
+    assert_eq!(undo(by_hand.conflict_id).await.unwrap().status(), 409, "nothing resolved yet");
+    let (status, _) =
+        t.resolve(by_hand.conflict_id, json!({"side": "remote"}), Some(ADMIN_TOKEN)).await;
+    assert_eq!(status, 200);
+    next(&mut resolved).await;
+    assert_eq!(undo(by_hand.conflict_id).await.unwrap().status(), 422);
+    nothing_more(&mut resolved).await;
 }
 
 #[tokio::test]

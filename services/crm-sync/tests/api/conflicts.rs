@@ -132,3 +132,38 @@ async fn a_resolution_for_a_record_that_is_gone_comes_back_as_a_conflict() {
     assert!(why.contains(&conflict_id.to_string()) && why.contains("no longer exists"), "{why}");
     t.assert_settled(0).await;
 }
+
+#[tokio::test]
+async fn an_undo_applies_its_values_whatever_is_held_and_reaches_the_crm() {
+    let t = spawn().await;
+    let created = t.sandbox.crm.crm_change(
+        "contacts",
+        None,
+        json!({"firstname": "Ann", "jobtitle": "Remote title", "phone": "1"}),
+    );
+    let cid = created["id"].as_str().unwrap().to_owned();
+    assert_eq!(t.deliver(&standard(), &created).await.0, 202);
+    let id = t.row_eventually("contacts", &cid, |_| true).await["id"].as_i64().unwrap();
+    // conflict-resolver undoes an automatic resolution that had kept the CRM's title: the local
+    // title goes back, although no conflict is held here any more.
+    let undo = json!({
+        "id": uuid::Uuid::now_v7(), "type": "sync.conflict_resolved", "source": "conflict-resolver",
+        "occurred_at": chrono::Utc::now(), "data": {
+            "conflict_id": uuid::Uuid::now_v7(), "system": "crm", "entity": "contact", "record_id": id,
+            "values": {"title": "Local title"}, "resolved_by": "admin (undo)", "undo": true}});
+    let js = async_nats::jetstream::new(t.nats.client().await);
+    js.publish(
+        t.nats.subject("sync.conflicts.resolved.crm"),
+        serde_json::to_vec(&undo).unwrap().into(),
+    )
+    .await
+    .unwrap()
+    .await
+    .unwrap();
+    let reached = t.sandbox.crm.wait_until(WAIT, |crm| {
+        crm.crm_object("contacts", &cid).is_some_and(|o| o.properties["jobtitle"] == "Local title")
+    });
+    assert!(reached.await, "the undone side reaches the CRM");
+    assert_eq!(t.row_by_id("contacts", id).await["title"], "Local title");
+    t.assert_settled(0).await;
+}
