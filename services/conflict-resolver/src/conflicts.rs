@@ -334,7 +334,11 @@ pub async fn escalate(
         external_id: conflict.external_id.clone(),
         local_changes: changes(&local),
         remote_changes: changes(&remote),
-        review_url: format!("{}/conflicts/{}", review_url.trim_end_matches('/'), conflict.id),
+        review_url: format!(
+            "{}/review/conflicts/{}",
+            review_url.trim_end_matches('/'),
+            conflict.id
+        ),
     };
     outbox::enqueue(conn, SCHEMA, &[OutboxRow::new(&Envelope::new(SERVICE, escalated))]).await?;
     Ok(true)

@@ -62,7 +62,7 @@ pub struct Config {
     /// `RESOLVER_UNDO_SECS` (86400): how long an automatic resolution can be undone.
     pub undo_window: Duration,
     /// `RESOLVER_REVIEW_URL`: this service as people reach it; links go to
-    /// `<url>/conflicts/<id>`.
+    /// `<url>/review/conflicts/<id>`, the review page.
     pub review_url: String,
     /// `RESOLVER_ADMIN_EMAIL`: who is emailed an escalation (comma separated; none: no email).
     pub admin_email: Vec<String>,

@@ -236,7 +236,7 @@ async fn a_conflict_no_rule_decides_is_escalated_then_decided_by_hand_once() {
     let escalated = t.conflict_when(conflict.conflict_id, "escalated").await;
     assert_eq!(escalated["changed"], json!({"local": ["email", "phone"], "remote": ["email"]}));
     // One email to the data admin and one Slack message, each linking to the conflict.
-    let link = format!("https://datasync.example.com/conflicts/{}", conflict.conflict_id);
+    let link = format!("https://datasync.example.com/review/conflicts/{}", conflict.conflict_id);
     let mails = harness::eventually(WAIT, || async {
         let mails = t.smtp.mails();
         (!mails.is_empty()).then_some(mails)
