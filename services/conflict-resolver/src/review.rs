@@ -227,10 +227,7 @@ pub async fn undo(
     id: web::Path<Uuid>,
     form: web::Form<BTreeMap<String, String>>,
 ) -> Result<HttpResponse, ApiError> {
-    let Ok(admin) = admin else { return Ok(login_redirect()) };
-    if !admin.csrf_ok(form.get("csrf").map(String::as_str)) {
-        return Err(csrf_refused());
-    }
+    let Some(_) = posted(admin, &form)? else { return Ok(login_redirect()) };
     let id = *id;
     let mut conn = state.db.get().await.map_err(database)?;
     conn.transaction::<_, ApiError, _>(async |conn| {
@@ -333,6 +330,19 @@ fn conflict_body(c: &Conflict, csrf: &str) -> String {
     body
 }
 
+/// The administrator behind a posted form, if logged in (`None`: to the login page); a form
+/// without the session's CSRF token is refused.
+fn posted(
+    admin: Result<AdminPage, ApiError>,
+    form: &BTreeMap<String, String>,
+) -> Result<Option<AdminPage>, ApiError> {
+    let Ok(admin) = admin else { return Ok(None) };
+    if !admin.csrf_ok(form.get("csrf").map(String::as_str)) {
+        return Err(csrf_refused());
+    }
+    Ok(Some(admin))
+}
+
 fn csrf_refused() -> ApiError {
     ApiError::Rejected {
         detail: "the form's CSRF token is missing or wrong: reload the page".into(),
@@ -348,10 +358,7 @@ pub async fn resolve(
     id: web::Path<Uuid>,
     form: web::Form<BTreeMap<String, String>>,
 ) -> Result<HttpResponse, ApiError> {
-    let Ok(admin) = admin else { return Ok(login_redirect()) };
-    if !admin.csrf_ok(form.get("csrf").map(String::as_str)) {
-        return Err(csrf_refused());
-    }
+    let Some(_) = posted(admin, &form)? else { return Ok(login_redirect()) };
     let choice = Choice {
         side: form.get("side").cloned(),
         fields: form
@@ -378,10 +385,7 @@ pub async fn dismiss(
     id: web::Path<Uuid>,
     form: web::Form<BTreeMap<String, String>>,
 ) -> Result<HttpResponse, ApiError> {
-    let Ok(admin) = admin else { return Ok(login_redirect()) };
-    if !admin.csrf_ok(form.get("csrf").map(String::as_str)) {
-        return Err(csrf_refused());
-    }
+    let Some(_) = posted(admin, &form)? else { return Ok(login_redirect()) };
     let id = *id;
     let mut conn = state.db.get().await.map_err(database)?;
     conn.transaction::<_, ApiError, _>(async |conn| {
@@ -400,10 +404,7 @@ pub async fn bulk(
     state: web::Data<AppState>,
     form: web::Form<BTreeMap<String, String>>,
 ) -> Result<HttpResponse, ApiError> {
-    let Ok(admin) = admin else { return Ok(login_redirect()) };
-    if !admin.csrf_ok(form.get("csrf").map(String::as_str)) {
-        return Err(csrf_refused());
-    }
+    let Some(admin) = posted(admin, &form)? else { return Ok(login_redirect()) };
     let filter = cleaned(Filter {
         system: form.get("system").cloned(),
         entity: form.get("entity").cloned(),

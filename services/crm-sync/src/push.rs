@@ -25,7 +25,7 @@ use shared::{
     bus::outbox::OutboxRow,
     mappers::crm as mapper,
     outbound::{self, OutboundRequest, Outcome},
-    push::{Connector, FollowUp, KeyPart, Loaded, RecordKey, Records},
+    push::{Connector, FollowUp, Loaded, RecordKey, Records},
     schemas::{
         Envelope,
         crm::{Entity, RecordChanged},
@@ -105,12 +105,7 @@ impl Connector for CrmRecords {
     }
 
     fn records(&self) -> Records {
-        Records {
-            table: self.entity.qualified_table(),
-            key: (KeyPart::Kind(self.entity.as_str()), KeyPart::Column("id")),
-            version: "local_version",
-            changed_only: true,
-        }
+        Records::local_changes(self.entity.qualified_table(), self.entity.as_str(), "id")
     }
 
     async fn load(

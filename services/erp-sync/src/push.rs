@@ -29,7 +29,7 @@ use shared::{
     bus::outbox::OutboxRow,
     mappers::erp as mapper,
     outbound::{OutboundRequest, Outcome},
-    push::{Connector, FollowUp, KeyPart, Loaded, Origin, RecordKey, Records},
+    push::{Connector, FollowUp, Loaded, Origin, RecordKey, Records},
     schemas::{Envelope, erp::RecordChanged},
 };
 
@@ -109,12 +109,7 @@ impl Connector for ErpRecords {
     }
 
     fn records(&self) -> Records {
-        Records {
-            table: self.entity.qualified_table,
-            key: (KeyPart::Kind(self.entity.name), KeyPart::Column(self.entity.key)),
-            version: "local_version",
-            changed_only: true,
-        }
+        Records::local_changes(self.entity.qualified_table, self.entity.name, self.entity.key)
     }
 
     async fn load(

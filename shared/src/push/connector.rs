@@ -70,6 +70,17 @@ pub struct Records {
 }
 
 impl Records {
+    /// The records of a connector table whose local changes are counted in `local_version`
+    /// (the push version), keyed `<kind>/<key column>`; rows never changed here are left out.
+    pub fn local_changes(table: &'static str, kind: &'static str, key: &'static str) -> Self {
+        Self {
+            table,
+            key: (KeyPart::Kind(kind), KeyPart::Column(key)),
+            version: "local_version",
+            changed_only: true,
+        }
+    }
+
     fn part(part: KeyPart) -> String {
         match part {
             KeyPart::Kind(kind) => {
