@@ -19,7 +19,8 @@
 //!   names the input (`ids` or `objectWriteTraceId`).
 //! - A rolling request quota (off unless set): every answer carries `X-HubSpot-RateLimit-Max`,
 //!   `-Remaining` and `-Interval-Milliseconds`; an exhausted window answers `429`
-//!   `RATE_LIMITS` without `Retry-After`, as HubSpot does.
+//!   with HubSpot's body (`errorType: RATE_LIMIT`, `policyName: TEN_SECONDLY_ROLLING`) and
+//!   without `Retry-After`, as HubSpot does.
 //! - The CRM's own users change records ([`SimServer::crm_change`], [`SimServer::crm_delete`],
 //!   [`SimServer::crm_merge`], [`SimServer::crm_restore`]); the change is made first, then
 //!   reported as HubSpot's webhook events (an array) that the test delivers, signed with

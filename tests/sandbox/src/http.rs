@@ -287,12 +287,17 @@ async fn handle(req: HttpRequest, body: web::Bytes, sim: web::Data<Inner>) -> Ht
             let (s, b) = problem(401, "invalid credentials");
             (s, b, None)
         } else if let Some(l) = limited.as_ref().filter(|l| l.refused) {
-            // HubSpot answers its rolling window's 429 without `Retry-After`.
-            (
-                429,
-                json!({"status": "error", "category": "RATE_LIMITS", "message": "You have reached your secondly limit.", "policyName": "TEN_SECONDLY_ROLLING"}),
-                l.retry_after,
-            )
+            // HubSpot answers its rolling window's 429 with its own body and no `Retry-After`;
+            // the ERP with a problem document and `Retry-After`.
+            let body = if sim.system == System::Crm {
+                json!({"status": "error", "message": "You have reached your ten_secondly_rolling limit.",
+                    "errorType": "RATE_LIMIT", "policyName": "TEN_SECONDLY_ROLLING",
+                    "correlationId": uuid::Uuid::new_v4().to_string(),
+                    "requestId": uuid::Uuid::new_v4().to_string()})
+            } else {
+                problem(429, "rate limit exceeded").1
+            };
+            (429, body, l.retry_after)
         } else if let Some(fault) = state
             .path_faults
             .iter()

@@ -213,7 +213,10 @@ async fn the_crm_keeps_records_lists_them_with_a_cursor_and_rate_limits() {
     assert_eq!(refused.status(), 429);
     assert!(!refused.headers().contains_key("retry-after"));
     let refused: Value = refused.json().await.unwrap();
-    assert_eq!(refused["category"], "RATE_LIMITS");
+    assert_eq!(
+        (refused["errorType"].as_str(), refused["policyName"].as_str()),
+        (Some("RATE_LIMIT"), Some("TEN_SECONDLY_ROLLING"))
+    );
 }
 
 #[tokio::test]
