@@ -20,6 +20,7 @@ pub mod outbound;
 pub mod platform;
 pub mod push;
 pub mod record_errors;
+pub mod resolutions;
 pub mod retention;
 pub mod schemas;
 pub mod settings;

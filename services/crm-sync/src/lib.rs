@@ -109,13 +109,15 @@ pub async fn build(config: Config) -> anyhow::Result<Application> {
     let resolutions_db = platform.db.clone();
     platform.spawn_consumer(
         ConsumerSpec::new(
-            resolutions::CONSUMER,
+            <resolutions::CrmResolutions as shared::resolutions::Resolve>::CONSUMER,
             &streams::SYNC_CONFLICTS,
             "sync.conflicts.resolved.crm",
         ),
         move |delivery| {
             let db = resolutions_db.clone();
-            async move { resolutions::handle(&db, delivery).await }
+            async move {
+                shared::resolutions::handle(&resolutions::CrmResolutions, &db, delivery).await
+            }
         },
     );
 

@@ -6,110 +6,44 @@
 //! the agreed copy; then the local record takes the winning values (a change with origin
 //! `resolver`, which the capture trigger queues for pushing), and where the CRM holds something
 //! else than the winner a push is queued even when the local record already had it. A
-//! resolution for a record that no longer exists comes back as a new conflict
-//! (`ConflictDetected::unapplied`), for a person.
+//! resolution for a record that no longer exists comes back as a new conflict, for a person
+//! ([`shared::resolutions`]).
 
-use diesel_async::AsyncConnection;
+use futures::future::BoxFuture;
 use shared::{
-    bus::{
-        Delivery, HandlerError, inbox,
-        outbox::{self, OutboxRow},
-    },
-    db::PgPool,
     mappers::crm as mapper,
-    schemas::{
-        Envelope,
-        conflict::{ConflictDetected, ConflictResolved},
-        crm::Entity,
-    },
+    resolutions::{Applied, Resolve},
+    schemas::{conflict::ConflictResolved, crm::Entity},
 };
 
-use crate::{
-    SCHEMA, SERVICE,
-    models::{records, sync_state},
-};
+use crate::models::{records, sync_state};
 
-pub const CONSUMER: &str = "crm-resolutions";
+/// crm-sync's side of the resolutions ([`shared::resolutions`]).
+pub struct CrmResolutions;
 
-/// What applying a resolution did.
-#[derive(Debug, PartialEq, Eq)]
-pub enum Applied {
-    /// Already applied (a redelivery).
-    Again,
-    /// The record no longer exists here.
-    Gone,
-    /// None of its fields is in conflict any more (a later change settled them).
-    Superseded,
-    Done {
-        local_update: bool,
-        push: bool,
-    },
-}
+impl Resolve for CrmResolutions {
+    const SYSTEM: &'static str = "crm";
+    const SCHEMA: &'static str = crate::SCHEMA;
+    const CONSUMER: &'static str = "crm-resolutions";
+    const SERVICE: &'static str = crate::SERVICE;
 
-pub async fn handle(db: &PgPool, delivery: Delivery<ConflictResolved>) -> Result<(), HandlerError> {
-    let resolution = &delivery.envelope.data;
-    if resolution.system != "crm" {
-        return Ok(());
+    fn invalid(&self, resolution: &ConflictResolved) -> Option<String> {
+        let Some(entity) = Entity::parse(&resolution.entity) else {
+            return Some(format!("crm has no entity {}", resolution.entity));
+        };
+        resolution
+            .values
+            .keys()
+            .find(|field| !mapper::fields(entity).iter().any(|f| f.local == *field))
+            .map(|field| format!("{} has no field {field}", resolution.entity))
     }
-    let entity = Entity::parse(&resolution.entity).ok_or_else(|| {
-        HandlerError::Permanent(anyhow::anyhow!(
-            "resolution {}: crm has no entity {}",
-            resolution.conflict_id,
-            resolution.entity
-        ))
-    })?;
-    for field in resolution.values.keys() {
-        if !mapper::fields(entity).iter().any(|f| f.local == field) {
-            return Err(HandlerError::Permanent(anyhow::anyhow!(
-                "resolution {}: {} has no field {field}",
-                resolution.conflict_id,
-                resolution.entity
-            )));
-        }
-    }
-    let mut conn = db.get().await.map_err(|e| anyhow::anyhow!("database: {e}"))?;
-    let message_id = delivery.envelope.id.to_string();
-    let applied = conn
-        .transaction::<_, anyhow::Error, _>(async |conn| {
-            if !inbox::first_delivery(conn, SCHEMA, CONSUMER, &message_id).await? {
-                return Ok(Applied::Again);
-            }
-            let applied = apply(conn, resolution).await?;
-            if applied == Applied::Gone {
-                // Never dropped silently: it comes back as a conflict for a person.
-                let again = unapplied(resolution, "the record no longer exists here");
-                outbox::enqueue(conn, SCHEMA, &[OutboxRow::new(&Envelope::new(SERVICE, again))])
-                    .await?;
-            }
-            Ok(applied)
-        })
-        .await?;
-    tracing::info!(conflict = %resolution.conflict_id, entity = %resolution.entity, id = resolution.record_id, ?applied, "conflict resolution applied");
-    Ok(())
-}
 
-/// A resolution that cannot be applied, as a new conflict: what was decided is the remote side
-/// (`base` too, so no rule reads a change into it), the local side is empty.
-fn unapplied(resolution: &ConflictResolved, why: &str) -> ConflictDetected {
-    let now = chrono::Utc::now();
-    ConflictDetected {
-        conflict_id: uuid::Uuid::now_v7(),
-        system: resolution.system.clone(),
-        entity: resolution.entity.clone(),
-        record_id: resolution.record_id,
-        external_id: String::new(),
-        fields: resolution.values.keys().cloned().collect(),
-        base: resolution.values.clone(),
-        local: Default::default(),
-        remote: resolution.values.clone(),
-        local_updated_at: now,
-        remote_updated_at: now,
-        local_clock: Some("local".into()),
-        remote_clock: Some("local".into()),
-        unapplied: Some(format!(
-            "the resolution of conflict {} could not be applied: {why}",
-            resolution.conflict_id
-        )),
+    fn apply<'a>(
+        &'a self,
+        conn: &'a mut diesel_async::AsyncPgConnection,
+        resolution: &'a ConflictResolved,
+    ) -> BoxFuture<'a, anyhow::Result<Applied>> {
+        Box::pin(apply(conn, resolution))
     }
 }
 

@@ -13,6 +13,7 @@
 
 pub mod apply;
 pub mod bulk;
+pub mod conflicts;
 pub mod entity;
 pub mod mail;
 pub mod models;
@@ -159,6 +160,7 @@ pub async fn build(config: Config) -> anyhow::Result<Application> {
             &streams::SYNC_EVENTS,
             &streams::OUTBOUND,
             &streams::INVENTORY_COUNTS,
+            &streams::SYNC_CONFLICTS,
         ],
         openapi: shared::app::described(
             "ERP -> local customers, orders, lines, invoices, purchase orders and shipments",
@@ -199,6 +201,21 @@ pub async fn build(config: Config) -> anyhow::Result<Application> {
         erp: config.erp.clone(),
     };
     platform.run_inbound(inbound.clone(), consumers)?;
+    // conflict-resolver's decisions on crossing edits ([`conflicts`]).
+    let resolutions_db = platform.db.clone();
+    platform.spawn_consumer(
+        ConsumerSpec::new(
+            <conflicts::ErpResolutions as shared::resolutions::Resolve>::CONSUMER,
+            &streams::SYNC_CONFLICTS,
+            "sync.conflicts.resolved.erp",
+        ),
+        move |delivery| {
+            let db = resolutions_db.clone();
+            async move {
+                shared::resolutions::handle(&conflicts::ErpResolutions, &db, delivery).await
+            }
+        },
+    );
     // Local changes of order statuses and customers go back to the ERP; bulk loads read it.
     match &config.erp {
         Some(erp) => {

@@ -60,6 +60,18 @@ struct Row {
     data: Value,
     #[diesel(sql_type = Nullable<Timestamptz>)]
     erp_updated_at: Option<DateTime<Utc>>,
+    /// The agreed copy and the fields an open conflict holds ([`crate::conflicts`]).
+    #[diesel(sql_type = Jsonb)]
+    synced: Value,
+    #[diesel(sql_type = Jsonb)]
+    held: Value,
+}
+
+impl Row {
+    /// Every pushed field is held by an open conflict: nothing to push until it is resolved.
+    fn all_held(&self, entity: Entity) -> bool {
+        entity.pushed.iter().all(|c| self.held.get(*c).is_some())
+    }
 }
 
 impl ErpRecords {
@@ -67,7 +79,8 @@ impl ErpRecords {
         RecordKey::new(self.entity.name, id).to_string()
     }
 
-    /// The pushed columns of the records with these ERP ids (`lock`: for the transaction).
+    /// The pushed columns of the records with these ERP ids (`lock`: for the transaction); a
+    /// field an open conflict holds has the ERP's value (the ERP keeps it until it is resolved).
     async fn rows(
         &self,
         conn: &mut AsyncPgConnection,
@@ -77,8 +90,9 @@ impl ErpRecords {
         let Entity { table, key, pushed: columns, .. } = self.entity;
         let data: String = columns.iter().map(|c| format!("'{c}', {c}, ")).collect();
         diesel::sql_query(format!(
-            "SELECT {key} AS id, local_version AS version, origin, erp_updated_at, \
-             jsonb_build_object({data}) AS data FROM erp.{table} WHERE {key} = ANY($1) ORDER BY {key}{lock}",
+            "SELECT {key} AS id, local_version AS version, origin, erp_updated_at, synced, held, \
+             jsonb_build_object({data}) || held AS data FROM erp.{table} \
+             WHERE {key} = ANY($1) ORDER BY {key}{lock}",
             data = data.trim_end_matches(", "),
             lock = if lock { " FOR UPDATE" } else { "" },
         ))
@@ -124,6 +138,7 @@ impl Connector for ErpRecords {
             .rows(conn, &ids, false)
             .await?
             .into_iter()
+            .filter(|row| !row.all_held(self.entity))
             .map(|row| Loaded {
                 key: self.key(&row.id),
                 version: row.version,
@@ -180,21 +195,67 @@ impl Connector for ErpRecords {
         &self,
         ctx: FollowUp<'_>,
         record: &Loaded<Pushed>,
-        _answer: &Value,
+        answer: &Value,
     ) -> anyhow::Result<Outcome> {
         let r = &record.record;
         let Entity { table, key, .. } = self.entity;
+        let fields = mapper::webhook::fields(self.entity.webhook).unwrap_or_default();
+        let theirs = |c: &str| {
+            let name = fields.iter().find(|f| f.local == c).map_or(c, |f| f.crm);
+            answer.get(name).cloned().unwrap_or(Value::Null)
+        };
         // Under the record's row lock, which the inbound consumer also takes when it applies
         // the ERP's events: the pushed columns as they are now.
-        let now = self.rows(ctx.conn, &[r.id.as_str()], true).await?.pop();
-        let crossed = now.as_ref().is_some_and(|now| now.data.as_object() != Some(&r.data));
+        let Some(now) = self.rows(ctx.conn, &[r.id.as_str()], true).await?.pop() else {
+            return Ok(Outcome::Delivered(reqwest::StatusCode::OK));
+        };
+        // A conflict opened while this push was on its way: the ERP holds what it answered
+        // (`Null`: nothing was sent now).
+        let sent = !answer.is_null();
+        let pushed_at = answer
+            .get("updatedAt")
+            .and_then(Value::as_str)
+            .and_then(|t| DateTime::parse_from_rfc3339(t).ok())
+            .map_or_else(Utc::now, |t| t.with_timezone(&Utc));
+        // ...unless an ERP change applied here is newer than the push (by the ERP's clock).
+        let landed_last = sent && now.erp_updated_at.is_none_or(|t| t <= pushed_at);
+        let held: Map<String, Value> = now
+            .held
+            .as_object()
+            .map(|h| {
+                h.iter()
+                    .map(|(c, v)| (c.clone(), if landed_last { theirs(c) } else { v.clone() }))
+                    .collect()
+            })
+            .unwrap_or_default();
+        let mut data = now.data.as_object().cloned().unwrap_or_default();
+        data.extend(held.clone());
+        let crossed = data != r.data;
+        // The pushed values are agreed now; the agreed ones they replaced (every field sent:
+        // a `PUT` sets them all), and when, tell an ERP change older than this push that it
+        // was overwritten ([`crate::conflicts`]).
+        let mut synced = now.synced.as_object().cloned().unwrap_or_default();
+        let over: Map<String, Value> = r
+            .data
+            .keys()
+            .filter(|_| sent)
+            .filter_map(|c| synced.get(c).map(|b| (c.clone(), b.clone())))
+            .collect();
+        synced.extend(r.data.clone());
         diesel::sql_query(format!(
             "UPDATE erp.{table} SET synced_version = greatest(synced_version, $2), \
-             local_version = local_version + $3 WHERE {key} = $1"
+             local_version = local_version + $3, synced = $4, held = $5, \
+             pushed_over = CASE WHEN $6 = '{{}}'::jsonb THEN pushed_over ELSE $6 END, \
+             pushed_erp_at = CASE WHEN $6 = '{{}}'::jsonb THEN pushed_erp_at ELSE $7 END \
+             WHERE {key} = $1"
         ))
         .bind::<Text, _>(&r.id)
         .bind::<BigInt, _>(record.version)
         .bind::<BigInt, _>(i64::from(crossed))
+        .bind::<Jsonb, _>(Value::Object(synced))
+        .bind::<Jsonb, _>(Value::Object(held))
+        .bind::<Jsonb, _>(Value::Object(over))
+        .bind::<Timestamptz, _>(pushed_at)
         .execute(ctx.conn)
         .await?;
         if crossed {

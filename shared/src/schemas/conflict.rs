@@ -41,6 +41,34 @@ pub struct ConflictDetected {
     pub unapplied: Option<String>,
 }
 
+impl ConflictDetected {
+    /// A resolution that cannot be applied (the record was deleted meanwhile, say), as a new
+    /// conflict for a person: what was decided is the remote side (`base` too, so no rule reads
+    /// a change into it), the local side is empty.
+    pub fn unapplied(resolution: &ConflictResolved, why: &str) -> Self {
+        let now = Utc::now();
+        Self {
+            conflict_id: Uuid::now_v7(),
+            system: resolution.system.clone(),
+            entity: resolution.entity.clone(),
+            record_id: resolution.record_id,
+            external_id: String::new(),
+            fields: resolution.values.keys().cloned().collect(),
+            base: resolution.values.clone(),
+            local: Map::new(),
+            remote: resolution.values.clone(),
+            local_updated_at: now,
+            remote_updated_at: now,
+            local_clock: Some("local".into()),
+            remote_clock: Some("local".into()),
+            unapplied: Some(format!(
+                "the resolution of conflict {} could not be applied: {why}",
+                resolution.conflict_id
+            )),
+        }
+    }
+}
+
 impl Event for ConflictDetected {
     const TYPE: &'static str = "sync.conflict_detected";
     fn subject(&self) -> String {

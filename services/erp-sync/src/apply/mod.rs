@@ -284,12 +284,21 @@ async fn consequences(
         }
         _ => {}
     }
-    let messages = emails
+    let mut messages: Vec<OutboxRow> = emails
         .into_iter()
         .filter(|_| notify)
         .map(|email| OutboxRow::new(&Envelope::new(crate::SERVICE, EmailRequested { email })))
         .collect();
-    Ok(Applied { status: EventStatus::Applied, reason, messages })
+    let mut status = EventStatus::Applied;
+    if let Some(conflict) = written.conflict {
+        // The rest of the event applied; the crossing fields wait for conflict-resolver.
+        tracing::warn!(entity = %conflict.entity, id = %conflict.external_id, fields = ?conflict.fields, "conflict with the ERP");
+        status = EventStatus::Conflict;
+        reason =
+            Some(format!("conflict {} on {}", conflict.conflict_id, conflict.fields.join(", ")));
+        messages.push(OutboxRow::new(&Envelope::new(crate::SERVICE, conflict)));
+    }
+    Ok(Applied { status, reason, messages })
 }
 
 /// The ERP's inbound events, applied by the shared inbound path.

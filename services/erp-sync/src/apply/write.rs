@@ -16,11 +16,6 @@ use shared::{
 
 use super::Applying;
 
-/// `(table, key column)` of an entity.
-fn table(entity: &str) -> Option<(&'static str, &'static str)> {
-    crate::entity::Entity::of_webhook(entity).map(|e| (e.table, e.key))
-}
-
 /// The ERP's time of an event.
 fn event_time(event: &ErpWebhook, accepted: DateTime<Utc>) -> DateTime<Utc> {
     event
@@ -39,6 +34,8 @@ pub(super) struct Written {
     pub current: Option<String>,
     /// The ERP's time of the event.
     pub at: DateTime<Utc>,
+    /// The conflict it raised with a local change ([`crate::conflicts`]).
+    pub conflict: Option<shared::schemas::conflict::ConflictDetected>,
 }
 
 /// Writes the events `indices` of `entity` (one per record): `None` for an event older than
@@ -57,15 +54,19 @@ pub(super) async fn write(
         erp_updated_at: DateTime<Utc>,
         #[diesel(sql_type = diesel::sql_types::Nullable<Text>)]
         status: Option<String>,
+        #[diesel(sql_type = Jsonb)]
+        row: Value,
     }
-    let (table, key) = table(entity).ok_or_else(|| anyhow::anyhow!("unknown entity {entity}"))?;
+    let kind = crate::entity::Entity::of_webhook(entity)
+        .ok_or_else(|| anyhow::anyhow!("unknown entity {entity}"))?;
+    let (table, key) = (kind.table, kind.key);
     let fields =
         webhook::fields(entity).ok_or_else(|| anyhow::anyhow!("no fields for {entity}"))?;
     let has_status = fields.iter().any(|f| f.local == "status");
     let keys: Vec<&str> = indices.iter().map(|&i| events[i].event.entity_id.as_str()).collect();
     let existing: HashMap<String, Existing> = diesel::sql_query(format!(
-        "SELECT {key} AS key, erp_updated_at, {status} AS status FROM erp.{table} \
-         WHERE {key} = ANY($1) ORDER BY {key} FOR UPDATE",
+        "SELECT {key} AS key, erp_updated_at, {status} AS status, to_jsonb(t) AS row \
+         FROM erp.{table} t WHERE {key} = ANY($1) ORDER BY {key} FOR UPDATE",
         status = if has_status { "status" } else { "NULL::text" },
     ))
     .bind::<Array<Text>, _>(&keys)
@@ -101,6 +102,15 @@ pub(super) async fn write(
             lines.extend(items.into_iter().map(Value::Object));
             replaced.push(event.entity_id.as_str());
         }
+        // The pushed fields: a crossing edit with a local change is a conflict.
+        let conflict = crate::conflicts::settle(
+            kind,
+            stored.and_then(|s| s.row.as_object()),
+            &mut row,
+            &event.entity_id,
+            at,
+        )
+        .map(|raised| raised.detected);
         let current = row.get("status").and_then(Value::as_str).map(str::to_owned);
         match stored {
             None => inserts.push(Value::Object(row)),
@@ -112,6 +122,7 @@ pub(super) async fn write(
                 previous: stored.and_then(|s| s.status.clone()),
                 current,
                 at,
+                conflict,
             },
             line_count,
         )));
@@ -122,7 +133,11 @@ pub(super) async fn write(
     let by_key = |a: &Value, b: &Value| a[key].as_str().cmp(&b[key].as_str());
     inserts.sort_by(by_key);
     updates.sort_by(by_key);
-    let columns: Vec<&str> = fields.iter().map(|f| f.local).collect();
+    let mut columns: Vec<&str> = fields.iter().map(|f| f.local).collect();
+    if !kind.pushed.is_empty() {
+        // The agreed copy of the pushed fields ([`crate::conflicts::settle`]).
+        columns.push("synced");
+    }
     if !inserts.is_empty() {
         let expected = inserts.len();
         let names: String = columns.iter().map(|c| format!(", {c}")).collect();
@@ -141,22 +156,15 @@ pub(super) async fn write(
         }
     }
     if !updates.is_empty() {
-        // A field the event leaves out keeps its value. A pushed field changed here keeps the
-        // local value against an ERP event older than that change (the change is on its way to
-        // the ERP, or there already).
-        let pushed = crate::entity::Entity::pushed_columns(entity);
+        // A field the event leaves out keeps its value (the pushed fields' values were decided
+        // above).
+        if !kind.pushed.is_empty() {
+            // And the open conflict's bookkeeping.
+            columns.extend(["held", "conflict_id"]);
+        }
         let set: String = columns
             .iter()
-            .map(|c| {
-                if pushed.contains(c) {
-                    format!(
-                        "{c} = CASE WHEN NOT u.present ? '{c}' THEN t.{c} \
-                         WHEN t.local_changed_at > u.erp_updated_at THEN t.{c} ELSE u.{c} END, "
-                    )
-                } else {
-                    format!("{c} = CASE WHEN u.present ? '{c}' THEN u.{c} ELSE t.{c} END, ")
-                }
-            })
+            .map(|c| format!("{c} = CASE WHEN u.present ? '{c}' THEN u.{c} ELSE t.{c} END, "))
             .collect();
         #[derive(diesel::QueryableByName)]
         struct Now {

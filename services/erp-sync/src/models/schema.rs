@@ -15,6 +15,11 @@ diesel::table! {
         local_version -> Int8,
         synced_version -> Int8,
         local_changed_at -> Nullable<Timestamptz>,
+        synced -> Jsonb,
+        held -> Jsonb,
+        conflict_id -> Nullable<Uuid>,
+        pushed_over -> Jsonb,
+        pushed_erp_at -> Nullable<Timestamptz>,
     }
 }
 
@@ -40,6 +45,11 @@ diesel::table! {
         local_version -> Int8,
         synced_version -> Int8,
         local_changed_at -> Nullable<Timestamptz>,
+        synced -> Jsonb,
+        held -> Jsonb,
+        conflict_id -> Nullable<Uuid>,
+        pushed_over -> Jsonb,
+        pushed_erp_at -> Nullable<Timestamptz>,
     }
 }
 

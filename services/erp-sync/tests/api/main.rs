@@ -2,6 +2,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, reason = "tests fail loudly")]
 
 mod bulk;
+mod conflicts;
 mod helpers;
 mod ledger;
 mod push;
