@@ -10,6 +10,8 @@
 //!   writes stock).
 //! - Emails (new order to `ERP_SALES_EMAIL`, status changes and shipments to the customer) are
 //!   written to the outbox with the change and sent by a consumer over SMTP (lettre).
+//! - Local changes of an order's status and a customer's contact fields are pushed ([`push`]);
+//!   a crossing edit of the same field here and in the ERP is a conflict ([`conflicts`]).
 
 pub mod apply;
 pub mod bulk;

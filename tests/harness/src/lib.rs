@@ -432,6 +432,23 @@ pub mod process {
 
     use super::{ADMIN_TOKEN, TestDb, TestNats};
 
+    /// The path of another workspace package's service binary (`erp-sync`), built beside the
+    /// running test (cargo builds a package's binaries with its integration tests, so a
+    /// workspace test run has them).
+    pub fn workspace_bin(name: &str) -> String {
+        let exe = std::env::current_exe().unwrap_or_else(|e| panic!("no test binary path: {e}"));
+        let Some(dir) = exe.parent().and_then(|deps| deps.parent()) else {
+            panic!("{} is not in target/<profile>/deps", exe.display())
+        };
+        let bin = dir.join(name);
+        assert!(
+            bin.exists(),
+            "{} is not built: run the workspace's tests, or `cargo build --bins` first",
+            bin.display()
+        );
+        bin.display().to_string()
+    }
+
     /// A free loopback port (bound then released).
     pub fn free_port() -> u16 {
         std::net::TcpListener::bind("127.0.0.1:0")
