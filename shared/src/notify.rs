@@ -271,6 +271,22 @@ pub enum Incident<'a> {
 }
 
 impl PagerDuty {
+    /// [`PagerDuty::send`] once for the message `id` a durable `consumer` received (as
+    /// [`Mailer::send_once`] sends an email); whether it was sent now.
+    #[allow(clippy::too_many_arguments, reason = "the once-key, then the event")]
+    pub async fn send_once(
+        &self,
+        client: &reqwest::Client,
+        db: &crate::db::PgPool,
+        schema: &'static str,
+        consumer: &str,
+        id: &str,
+        dedup_key: &str,
+        incident: Incident<'_>,
+    ) -> Result<bool, crate::bus::HandlerError> {
+        once(db, schema, consumer, id, "PagerDuty", self.send(client, dedup_key, incident)).await
+    }
+
     /// Triggers or resolves the incident identified by `dedup_key` (the same condition always
     /// uses the same key, so repeated triggers update one incident instead of paging again).
     pub async fn send(

@@ -5,13 +5,14 @@
 
 use std::collections::BTreeMap;
 
-use actix_web::{HttpRequest, HttpResponse, get, http::header, post, web};
+use actix_web::{HttpRequest, HttpResponse, get, post, web};
 use diesel_async::AsyncConnection;
 use serde_json::{Map, Value};
 use shared::{
     http::{
         ApiError,
-        session::{self, AdminPage},
+        pages::{Site, see},
+        session::AdminPage,
     },
     merge::changed,
     notify::escape_html,
@@ -28,30 +29,20 @@ fn database(e: impl std::fmt::Display) -> ApiError {
     ApiError::Unavailable(format!("database: {e}"))
 }
 
-fn page(title: &str, body: &str) -> HttpResponse {
-    HttpResponse::Ok().content_type("text/html; charset=utf-8").body(format!(
-        "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\">\
-         <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\
-         <title>{title} · datasync</title><style>{STYLE}</style></head>\
-         <body><header><a href=\"/review\">datasync conflicts</a></header><main>{body}</main></body></html>",
-        title = escape_html(title)
-    ))
-}
+/// The review pages' site.
+const SITE: Site = Site {
+    home: "/review",
+    name: "datasync conflicts",
+    style: "td.changed{background:#fff1c2;font-weight:600}\
+.status-escalated{color:#a40}.status-resolved{color:#070}.status-pending{color:#555}",
+};
 
-const STYLE: &str = "body{font-family:system-ui,sans-serif;margin:0;color:#222}\
-header{background:#24364b;padding:.6em 1em}header a{color:#fff;text-decoration:none;font-weight:600}\
-main{padding:1em 1.5em;max-width:1200px}table{border-collapse:collapse;width:100%}\
-th,td{border:1px solid #ccd;padding:.35em .5em;text-align:left;vertical-align:top}\
-th{background:#eef1f5}td.changed{background:#fff1c2;font-weight:600}\
-.status-escalated{color:#a40}.status-resolved{color:#070}.status-pending{color:#555}\
-form.inline{display:inline}button{padding:.35em .9em}.note{background:#eef6ee;padding:.5em}";
+fn page(title: &str, body: &str) -> HttpResponse {
+    SITE.page(title, body)
+}
 
 fn login_redirect() -> HttpResponse {
-    HttpResponse::SeeOther().insert_header((header::LOCATION, "/review/login")).finish()
-}
-
-fn see(location: &str) -> HttpResponse {
-    HttpResponse::SeeOther().insert_header((header::LOCATION, location.to_owned())).finish()
+    SITE.login_redirect()
 }
 
 fn text(value: Option<&Value>) -> String {
@@ -65,12 +56,7 @@ fn text(value: Option<&Value>) -> String {
 /// The login form.
 #[get("/review/login")]
 pub async fn login_form() -> HttpResponse {
-    page(
-        "Log in",
-        "<h1>Log in</h1><form method=\"post\" action=\"/review/login\">\
-         <label>Admin token <input type=\"password\" name=\"token\" id=\"token\" autocomplete=\"off\"></label> \
-         <button type=\"submit\" id=\"login\">Log in</button></form>",
-    )
+    SITE.login_form()
 }
 
 /// Logs in with the admin token: a session cookie, then the list.
@@ -79,19 +65,7 @@ pub async fn login(
     req: HttpRequest,
     form: web::Form<BTreeMap<String, String>>,
 ) -> Result<HttpResponse, ApiError> {
-    let given = form.get("token").map(String::as_str).unwrap_or_default();
-    if !session::is_admin_token(&req, given)? {
-        return Ok(HttpResponse::Unauthorized()
-            .content_type("text/html; charset=utf-8")
-            .body("<!doctype html><p>Wrong token. <a href=\"/review/login\">Try again</a></p>"));
-    }
-    let token = session::admin_token(&req)?;
-    let value = session::new_session(&token, chrono::Utc::now().timestamp());
-    let secure = req.connection_info().scheme() == "https";
-    Ok(HttpResponse::SeeOther()
-        .insert_header((header::LOCATION, "/review"))
-        .insert_header((header::SET_COOKIE, session::cookie(&value, secure)))
-        .finish())
+    SITE.login(&req, &form)
 }
 
 fn filter_query(filter: &Filter) -> String {

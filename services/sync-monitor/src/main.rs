@@ -4,5 +4,5 @@
 
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
-    shared::app::main(sync_monitor::config, |c| c, sync_monitor::run).await
+    shared::app::main(sync_monitor::Config::from_env, |c| &c.common, sync_monitor::run).await
 }

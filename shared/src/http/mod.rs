@@ -3,6 +3,7 @@
 //! extractors (admin bearer token, API keys, HMAC-signed bodies). All secret comparisons are
 //! constant-time; secrets never appear in responses or logs.
 
+pub mod pages;
 pub mod session;
 pub mod verify;
 

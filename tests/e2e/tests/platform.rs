@@ -24,7 +24,7 @@ async fn all_six_services_boot_together_report_ready_and_stop_gracefully() {
         conflict_resolver::build(conflict_resolver::Config::defaults(cfg(
             conflict_resolver::SERVICE
         ))),
-        sync_monitor::build(cfg(sync_monitor::SERVICE)),
+        sync_monitor::build(sync_monitor::Config::defaults(cfg(sync_monitor::SERVICE))),
     );
     let apps: Vec<TestApp> = [crm, erp, inv, user, resolver, monitor]
         .into_iter()

@@ -4,12 +4,14 @@
 //! product availability, records), recording every request it received, and able to inject
 //! faults (5xx, 429 with `Retry-After`) so retry paths can be tested.
 
+mod alerting;
 mod crm;
 mod erp;
 mod http;
 mod otlp;
 mod smtp;
 
+pub use alerting::Incident;
 pub use crm::{CrmObject, WebhookSigner, deliver};
 pub use http::{Fault, Recorded, SimServer, System};
 pub use otlp::{Export, OtlpSink};

@@ -119,7 +119,8 @@ async fn notification_systems_speak_slack_pagerduty_and_smtp() {
 
     assert_eq!(slack.status(), 200);
     assert_eq!(slack.text().await.unwrap(), "ok");
-    assert_eq!(slack_wrong_path.status(), 401);
+    assert_eq!(slack_wrong_path.status(), 404);
+    assert_eq!(slack_wrong_path.text().await.unwrap(), "no_service");
     assert_eq!(pd, json!({"status": "success", "message": "Event processed", "dedup_key": "k1"}));
     let mails = s.smtp.mails();
     assert_eq!(mails.len(), 1);
