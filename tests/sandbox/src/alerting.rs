@@ -47,11 +47,9 @@ pub(crate) fn slack(
     };
     let text = message.get("text").and_then(Value::as_str).is_some_and(|t| !t.trim().is_empty());
     match message.get("blocks") {
-        Some(Value::Array(blocks)) if !blocks.is_empty() => {
-            if blocks.iter().any(|b| b.get("type").and_then(Value::as_str).is_none()) {
-                return (400, "invalid_blocks");
-            }
-        }
+        Some(Value::Array(blocks))
+            if !blocks.is_empty()
+                && blocks.iter().all(|b| b.get("type").and_then(Value::as_str).is_some()) => {}
         Some(_) => return (400, "invalid_blocks"),
         None if !text => return (400, "no_text"),
         None => {}
