@@ -7,6 +7,8 @@
 #    output against the Kubernetes OpenAPI schemas bundled in kubernetes-validate (offline,
 #    strict: unknown fields are errors).
 # 2. Validates docker-compose.yml against the Compose Specification JSON schema.
+# 4. deploy/monitoring: the Grafana dashboard parses, and `promtool check rules` accepts the
+#    alert rules where promtool is installed (Debian: `prometheus`).
 # 3. Runs scripts/check_deploy.py: cross-file rules a schema cannot express (ports, probes,
 #    Secret references, grace periods, the crates the images build, nats.conf durability).
 #
@@ -162,8 +164,21 @@ validate_files() {
     ok "Dockerfile, .dockerignore, deploy/nats/nats.conf, deploy/otel/collector.yaml: consistent"
 }
 
+validate_monitoring() {
+    python3 -m json.tool "$ROOT/deploy/monitoring/grafana-dashboard.json" >/dev/null ||
+        fail "deploy/monitoring/grafana-dashboard.json is not JSON"
+    if command -v promtool >/dev/null; then
+        promtool check rules "$ROOT/deploy/monitoring/prometheus-rules.yml" >/dev/null ||
+            fail "promtool refuses deploy/monitoring/prometheus-rules.yml"
+        ok "deploy/monitoring: the Grafana dashboard is JSON; promtool accepts the alert rules"
+    else
+        ok "deploy/monitoring: the Grafana dashboard is JSON (no promtool here: the rules' metric names are checked by sync-monitor's tests)"
+    fi
+}
+
 ensure_venv
 validate_k8s
 validate_compose
 validate_files
+validate_monitoring
 echo "deploy artefacts OK"
