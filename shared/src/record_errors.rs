@@ -182,6 +182,8 @@ pub struct Filter {
     pub status: Option<String>,
     /// Rows whose error contains this text.
     pub error_contains: Option<String>,
+    /// Rows of this record: its key (`contact/42`) or the id after the key's last `/` (`42`).
+    pub record: Option<String>,
 }
 
 impl Filter {
@@ -192,17 +194,18 @@ impl Filter {
             return Err(ApiError::field("direction", "must be inbound or outbound"));
         }
         if let Some(s) = &self.status
-            && !matches!(s.as_str(), "open" | "ignored" | "resolved")
+            && !matches!(s.as_str(), "open" | "ignored" | "resolved" | "all")
         {
-            return Err(ApiError::field("status", "must be open, ignored or resolved"));
+            return Err(ApiError::field("status", "must be open, ignored, resolved or all"));
         }
         Ok(())
     }
 }
 
 const WHERE: &str = "WHERE ($1::text IS NULL OR system = $1) AND ($2::text IS NULL OR entity = $2) \
-    AND ($3::text IS NULL OR direction = $3) AND status = coalesce($4, 'open') \
-    AND ($5::text IS NULL OR strpos(error, $5) > 0) AND ($6::bigint IS NULL OR id = $6)";
+    AND ($3::text IS NULL OR direction = $3) AND ($4 = 'all' OR status = coalesce($4, 'open')) \
+    AND ($5::text IS NULL OR strpos(error, $5) > 0) AND ($6::bigint IS NULL OR id = $6) \
+    AND ($8::text IS NULL OR record_id = $8 OR substring(record_id from '[^/]*$') = $8)";
 
 async fn find(
     conn: &mut AsyncPgConnection,
@@ -223,6 +226,7 @@ async fn find(
     .bind::<Nullable<Text>, _>(filter.error_contains.as_deref())
     .bind::<Nullable<BigInt>, _>(id)
     .bind::<BigInt, _>(limit)
+    .bind::<Nullable<Text>, _>(filter.record.as_deref())
     .load(conn)
     .await
 }
@@ -245,6 +249,8 @@ async fn count(
             .bind::<Nullable<Text>, _>(filter.status.as_deref())
             .bind::<Nullable<Text>, _>(filter.error_contains.as_deref())
             .bind::<Nullable<BigInt>, _>(None::<i64>)
+            .bind::<BigInt, _>(0)
+            .bind::<Nullable<Text>, _>(filter.record.as_deref())
             .get_result(conn)
             .await?;
     Ok(n.n)
@@ -393,6 +399,8 @@ pub struct ListQuery {
     pub direction: Option<String>,
     pub status: Option<String>,
     pub error_contains: Option<String>,
+    /// Rows of this record (its key, or the id after the key's last `/`).
+    pub record: Option<String>,
     /// At most this many rows (default 100, at most 1000).
     pub limit: Option<i64>,
 }
@@ -415,6 +423,7 @@ pub async fn list(
         direction: query.direction,
         status: query.status,
         error_contains: query.error_contains,
+        record: query.record,
     };
     filter.check()?;
     let mut conn = platform.db.get().await?;

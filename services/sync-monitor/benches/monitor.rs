@@ -90,7 +90,7 @@ fn main() {
         let stream = js
             .create_stream(async_nats::jetstream::stream::Config {
                 name: format!("{}_BENCH_EVENTS", nats.prefix),
-                subjects: vec![nats.subject("bench.events.>")],
+                subjects: vec![nats.subject("bench.>")],
                 storage: async_nats::jetstream::stream::StorageType::File,
                 duplicate_window: shared::bus::streams::DUPLICATE_WINDOW,
                 ..Default::default()

@@ -4,7 +4,8 @@
 //! the overall status and its issues; one row per integration with lag, error rate and a
 //! 24-hour chart; open conflicts linking to their review page; dead letters and error-ledger
 //! rows with their actions (the owning service's admin API); bulk jobs with a progress bar;
-//! and the runtime settings, changed in place and audited.
+//! the runtime settings, changed in place and audited; and "find a record": one record's whole
+//! trail across every service, and whether it is stuck and why.
 
 use std::collections::BTreeMap;
 
@@ -34,6 +35,9 @@ pub async fn dashboard(admin: Result<AdminPage, ApiError>) -> HttpResponse {
          <section><h1>Sync health <span id=\"overall\" class=\"badge\">…</span></h1>\
          <p class=\"muted\">Checked <span id=\"checked-at\">…</span> · refreshed every 15 s \
          <button id=\"check-now\" type=\"button\">Check now</button></p><ul id=\"issues\"></ul></section>\
+         <section><h2>Find a record</h2><form id=\"record-form\"><label>Id (ours, the system's, or a key) \
+         <input id=\"record-id\" name=\"id\" size=\"32\"></label> <button id=\"record-find\" type=\"submit\">Find</button></form>\
+         <div id=\"record-result\"></div></section>\
          <section><h2>Integrations</h2><table id=\"integrations\"><thead><tr><th>Integration</th><th>Status</th>\
          <th>Last sync</th><th>Lag / max (min)</th><th>Synced 1 h</th><th>Errors 1 h</th><th>Error rate</th>\
          <th>Queue</th><th>Dead letters</th><th>Conflicts</th><th>Last 24 h</th></tr></thead><tbody></tbody></table></section>\
@@ -157,6 +161,23 @@ document.getElementById('setting-form').addEventListener('submit', async ev => {
   const out = document.getElementById('setting-result');
   out.textContent = r.ok ? 'Saved.' : ((await r.json()).detail || 'Refused.');
   refresh();
+});
+document.getElementById('record-form').addEventListener('submit', async ev => {
+  ev.preventDefault();
+  const id = document.getElementById('record-id').value.trim();
+  if (!id) return;
+  const out = document.getElementById('record-result');
+  const r = await api(`/api/records/${encodeURIComponent(id)}`);
+  const t = await r.json();
+  if (!r.ok) { out.textContent = t.detail || 'Refused.'; return; }
+  const verdict = t.stuck
+    ? `<p id="record-verdict" class="badge unhealthy">stuck</p><ul>${t.why.map(w => `<li>${esc(w)}</li>`).join('')}</ul>`
+    : `<p id="record-verdict" class="badge ${t.trail.length ? 'healthy' : 'idle'}">${t.trail.length ? 'not stuck' : 'not found'}</p>`;
+  out.innerHTML = verdict + `<table id="record-trail"><thead><tr><th>When</th><th>What</th><th>System</th><th>Service</th>` +
+    `<th>Record</th><th>Status</th><th>Detail</th></tr></thead><tbody>` +
+    t.trail.map(e => `<tr><td>${when(e.at)}</td><td>${esc(e.kind)}</td><td>${esc(e.system)}</td><td>${esc(e.service)}</td>` +
+      `<td>${esc(e.what)}</td><td>${esc(e.status)}</td><td>${e.kind === 'conflict' ? `<a href="${esc(e.link)}">Review</a>` : esc(e.detail)}</td></tr>`).join('') +
+    `</tbody></table>` + (t.unreachable.length ? `<p class="muted">Not reachable: ${esc(t.unreachable.join('; '))}</p>` : '');
 });
 refresh(); setInterval(refresh, 15000);
 "##;

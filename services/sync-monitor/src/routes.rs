@@ -306,6 +306,116 @@ pub async fn record_error_action(
     Ok(answered(status, body))
 }
 
+/// One record's whole trail, oldest first, and whether it is stuck and why: its sync attempts
+/// (inbound event outcomes and pushes, as announced), conflicts, dead letters naming it and every
+/// service's error-ledger rows. `id` is ours or the external system's, or a record key.
+pub async fn trail(state: &AppState, id: &str) -> Result<Value, ApiError> {
+    if id.is_empty() || id.chars().count() > 200 {
+        return Err(ApiError::field("id", "must be 1 to 200 characters"));
+    }
+    let mut conn = state.db.get().await.map_err(database)?;
+    let own: Json = diesel::sql_query(
+            "WITH q(id) AS (SELECT $1::text), \
+             e AS (SELECT at, 'sync' AS kind, system, NULL::text AS service, \
+                          direction || ' ' || entity || ' ' || record_id AS what, status, \
+                          coalesce(detail, http_status::text) AS detail, NULL::text AS link \
+                   FROM monitor.sync_events, q WHERE record_id = q.id OR record_key = q.id \
+                   ORDER BY at DESC LIMIT 500), \
+             c AS (SELECT updated_at AS at, 'conflict', system, NULL, entity || ' ' || coalesce(external_id, record_id), \
+                          status, NULL, conflict_id::text \
+                   FROM monitor.conflicts, q WHERE record_id = q.id OR external_id = q.id), \
+             d AS (SELECT at, 'dead letter', integration, service, consumer || ' ' || subject, state, error, \
+                          dead_letter_id::text \
+                   FROM monitor.service_dead_letters, q WHERE strpos(subject, q.id) > 0 OR strpos(error, q.id) > 0) \
+             SELECT coalesce(jsonb_agg(t ORDER BY t.at), '[]') AS value FROM ( \
+               SELECT * FROM e UNION ALL SELECT * FROM c UNION ALL SELECT * FROM d) t",
+    )
+    .bind::<Text, _>(id)
+    .get_result(&mut conn)
+    .await
+    .map_err(database)?;
+    drop(conn);
+    let mut entries: Vec<Value> = own.value.as_array().cloned().unwrap_or_default();
+    for entry in &mut entries {
+        if entry["kind"] == "conflict" {
+            let conflict = entry["link"].as_str().unwrap_or_default().to_owned();
+            entry["link"] = json!(format!("{}/review/conflicts/{conflict}", state.review_url));
+        }
+    }
+    // Every service's error ledger.
+    let calls =
+        state.services.keys().map(|service| {
+            let path = format!(
+                "/admin/record-errors?status=all&limit=100&record={}",
+                shared::mappers::path_segment(id)
+            );
+            async move {
+                (service.clone(), call_service(state, service, reqwest::Method::GET, &path).await)
+            }
+        });
+    let mut unreachable = Vec::new();
+    for (service, answer) in futures::future::join_all(calls).await {
+        match answer {
+            Ok((200, body)) => {
+                for row in body["errors"].as_array().cloned().unwrap_or_default() {
+                    entries.push(json!({
+                        "at": row["updated_at"], "kind": "error ledger", "system": row["system"],
+                        "service": service, "what": format!("{} {} {}", row["direction"].as_str().unwrap_or_default(),
+                            row["entity"].as_str().unwrap_or_default(), row["record_id"].as_str().unwrap_or_default()),
+                        "status": row["status"], "detail": row["error"], "link": row["id"],
+                    }));
+                }
+            }
+            Ok((status, _)) => unreachable.push(format!("{service} answered {status}")),
+            Err(e) => unreachable.push(e.to_string()),
+        }
+    }
+    entries.sort_by(|a, b| {
+        a["at"].as_str().unwrap_or_default().cmp(b["at"].as_str().unwrap_or_default())
+    });
+    // Stuck: anything still open, or a last attempt that failed.
+    let last_sync = entries.iter().rev().find(|e| e["kind"] == "sync");
+    let mut why: Vec<String> = entries
+        .iter()
+        .filter(|e| match e["kind"].as_str() {
+            Some("error ledger") | Some("dead letter") => e["status"] == "open",
+            Some("conflict") => e["status"] != "resolved",
+            _ => false,
+        })
+        .map(|e| {
+            format!(
+                "{}: {}",
+                e["kind"].as_str().unwrap_or_default(),
+                e["detail"].as_str().or(e["status"].as_str()).unwrap_or_default()
+            )
+        })
+        .collect();
+    if let Some(last) =
+        last_sync.filter(|e| matches!(e["status"].as_str(), Some("retrying" | "dead_lettered")))
+    {
+        why.push(format!(
+            "last sync attempt {}: {}",
+            last["status"].as_str().unwrap_or_default(),
+            last["detail"].as_str().unwrap_or_default()
+        ));
+    }
+    Ok(
+        json!({"record": id, "stuck": !why.is_empty(), "why": why, "trail": entries, "unreachable": unreachable}),
+    )
+}
+
+/// "Is this record stuck, and why": its whole trail across every service.
+#[utoipa::path(get, path = "/api/records/{id}", tag = "monitor", security(("admin_token" = [])),
+    responses((status = 200, description = "`{record, stuck, why, trail: [{at, kind, system, service, what, status, detail, link}], unreachable}`")))]
+#[get("/api/records/{id}")]
+pub async fn record_trail(
+    _: AdminPage,
+    state: web::Data<AppState>,
+    id: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    Ok(HttpResponse::Ok().json(trail(&state, &id).await?))
+}
+
 /// Removes sync events, hourly counts and reports older than `days`, a bounded batch at a time.
 pub async fn prune(db: &PgPool, days: u32) -> anyhow::Result<u64> {
     let mut conn = db.get().await?;
@@ -349,6 +459,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .service(replay)
         .service(record_errors)
         .service(record_error_action)
+        .service(record_trail)
         .configure(crate::dashboard::configure);
 }
 

@@ -15,12 +15,15 @@ CREATE TABLE monitor.sync_events (
     status text NOT NULL,
     http_status integer,
     detail text,
+    -- The id after the key's last `/` (`contact/42` -> `42`): a record is found by either.
+    record_key text GENERATED ALWAYS AS (substring(record_id from '[^/]*$')) STORED,
     UNIQUE (message_id, seq)
 );
 CREATE INDEX sync_events_system_at ON monitor.sync_events (system, at DESC);
 CREATE INDEX sync_events_failed ON monitor.sync_events (system, at DESC)
     WHERE status IN ('retrying', 'dead_lettered');
 CREATE INDEX sync_events_record ON monitor.sync_events (record_id, at);
+CREATE INDEX sync_events_record_key ON monitor.sync_events (record_key, at);
 
 -- Sync attempts per integration and hour, kept as events arrive: the dashboard's 24-hour history
 -- reads at most 24 rows per integration, however many events are stored.

@@ -453,4 +453,16 @@ async fn the_dashboard_shows_healthy_degraded_and_unhealthy_in_a_real_browser() 
         .unwrap();
     browser.wait_for_text("#dead-letters", "ecommerce answered 503").await.unwrap();
     browser.screenshot(&shots.join("dashboard-unhealthy.png")).await.unwrap();
+
+    // "Is this record stuck, and why": its last attempt failed.
+    browser.type_into("#record-id", "SKU-3").await.unwrap();
+    browser.click("#record-find").await.unwrap();
+    browser.wait_for_text("#record-verdict", "stuck").await.unwrap();
+    browser.wait_for_text("#record-result", "last sync attempt retrying").await.unwrap();
+    assert_eq!(
+        browser.count("#record-trail tbody tr").await.unwrap(),
+        4,
+        "three synced, one failed"
+    );
+    browser.screenshot(&shots.join("dashboard-record-trail.png")).await.unwrap();
 }
