@@ -69,6 +69,40 @@ pub async fn queue_depths(bus: &Bus) -> anyhow::Result<BTreeMap<&'static str, u6
     Ok(depths)
 }
 
+/// Open error-ledger rows per integration, from every service in `MONITOR_SERVICES` (their
+/// `system`), and the services that could not be read.
+async fn ledger_counts(state: &AppState) -> (BTreeMap<String, i64>, Vec<String>) {
+    let calls = state.services.iter().map(|(service, base)| async move {
+        let answer = state
+            .http
+            .get(format!("{base}/admin/record-errors?limit=1000"))
+            .bearer_auth(secrecy::ExposeSecret::expose_secret(&state.service_token))
+            .timeout(std::time::Duration::from_secs(10))
+            .send()
+            .await;
+        let body = match answer {
+            Ok(r) if r.status().is_success() => r.json::<Value>().await.ok(),
+            _ => None,
+        };
+        (service.clone(), body)
+    });
+    let mut counts = BTreeMap::new();
+    let mut unreachable = Vec::new();
+    for (service, body) in futures::future::join_all(calls).await {
+        match body {
+            Some(body) => {
+                for row in body["errors"].as_array().into_iter().flatten() {
+                    if let Some(system) = row["system"].as_str() {
+                        *counts.entry(system.to_owned()).or_default() += 1;
+                    }
+                }
+            }
+            None => unreachable.push(service),
+        }
+    }
+    (counts, unreachable)
+}
+
 #[derive(diesel::QueryableByName)]
 struct Counts {
     #[diesel(sql_type = Text)]
@@ -127,6 +161,7 @@ pub async fn run(state: &AppState) -> anyhow::Result<Report> {
             BTreeMap::new()
         }
     };
+    let (ledgers, unreachable) = ledger_counts(state).await;
     let settings = state.settings.current();
     let mut conn = state.db.get().await?;
     let figures: Vec<Figures> = counts(&mut conn)
@@ -136,11 +171,13 @@ pub async fn run(state: &AppState) -> anyhow::Result<Report> {
             let max_lag =
                 settings.max_sync_lag_secs.get(&c.system).copied().unwrap_or(DEFAULT_MAX_LAG_SECS);
             let queue_depth = depths.get(c.system.as_str()).copied().unwrap_or(0);
+            let ledger_open = ledgers.get(c.system.as_str()).copied().unwrap_or(0);
             Figures {
                 active: c.last_sync.is_some()
                     || c.errors > 0
                     || c.dead_letters > 0
-                    || queue_depth > 0,
+                    || queue_depth > 0
+                    || ledger_open > 0,
                 max_lag_minutes: i64::try_from(max_lag / 60).unwrap_or(i64::MAX),
                 name: c.system,
                 last_sync: c.last_sync,
@@ -150,12 +187,13 @@ pub async fn run(state: &AppState) -> anyhow::Result<Report> {
                 escalated_conflicts: c.escalated,
                 queue_depth,
                 dead_letters: c.dead_letters,
+                ledger_open,
                 bulk_running: c.bulk_running,
                 bulk_failed: c.bulk_failed,
             }
         })
         .collect();
-    let report = health::evaluate(figures, &state.limits, Utc::now());
+    let report = health::evaluate(figures, &unreachable, &state.limits, Utc::now());
     let incident_key = state.incident_key.clone();
     conn.transaction::<_, anyhow::Error, _>(async |conn| {
         store(conn, &report).await?;

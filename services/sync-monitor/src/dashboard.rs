@@ -40,7 +40,7 @@ pub async fn dashboard(admin: Result<AdminPage, ApiError>) -> HttpResponse {
          <div id=\"record-result\"></div></section>\
          <section><h2>Integrations</h2><table id=\"integrations\"><thead><tr><th>Integration</th><th>Status</th>\
          <th>Last sync</th><th>Lag / max (min)</th><th>Synced 1 h</th><th>Errors 1 h</th><th>Error rate</th>\
-         <th>Queue</th><th>Dead letters</th><th>Conflicts</th><th>Last 24 h</th></tr></thead><tbody></tbody></table></section>\
+         <th>Queue</th><th>Dead letters</th><th>Ledger</th><th>Conflicts</th><th>Last 24 h</th></tr></thead><tbody></tbody></table></section>\
          <section><h2>Conflicts</h2><table id=\"conflicts\"><thead><tr><th>System</th><th>Entity</th><th>Record</th>\
          <th>Status</th><th>Since</th><th></th></tr></thead><tbody></tbody></table></section>\
          <section><h2>Dead letters</h2><table id=\"dead-letters\"><thead><tr><th>Integration</th><th>Service</th>\
@@ -102,7 +102,7 @@ function chart(points) {
 }
 function rows(id, items, render, empty) {
   const body = document.querySelector(`#${id} tbody`);
-  body.innerHTML = items.length ? items.map(render).join('') : `<tr><td colspan="11" class="muted">${empty}</td></tr>`;
+  body.innerHTML = items.length ? items.map(render).join('') : `<tr><td colspan="12" class="muted">${empty}</td></tr>`;
 }
 async function refresh() {
   const h = await (await api('/api/health')).json();
@@ -116,7 +116,7 @@ async function refresh() {
     return `<tr data-integration="${esc(i.name)}"><td>${esc(i.name)}</td><td><span class="badge ${esc(i.status)}">${esc(i.status)}</span></td>` +
       `<td>${when(i.last_sync)}</td><td class="num">${i.lag_minutes ?? '—'} / ${i.max_lag_minutes}</td>` +
       `<td class="num">${i.synced_1h}</td><td class="num">${i.error_count_1h}</td><td class="num">${rate}</td>` +
-      `<td class="num">${i.queue_depth}</td><td class="num">${i.dead_letters}</td>` +
+      `<td class="num">${i.queue_depth}</td><td class="num">${i.dead_letters}</td><td class="num">${i.ledger_open}</td>` +
       `<td class="num">${i.pending_conflicts + i.escalated_conflicts}</td><td>${chart(i.history)}</td></tr>`;
   }, 'no integrations');
   rows('conflicts', h.conflicts || [], c => `<tr><td>${esc(c.system)}</td><td>${esc(c.entity)}</td><td>${esc(c.external_id || c.record_id)}</td>` +

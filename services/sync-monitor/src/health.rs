@@ -5,8 +5,8 @@
 //! - the last successful sync older than its maximum lag (`max_sync_lag_secs`, default 30 min)
 //!   is a `warning` (`sync_lag`);
 //! - more than 5 failed attempts in the last hour is an `error` (`high_error_rate`);
-//! - open dead letters are a `warning` (`dead_letters`), and so is a failed bulk job
-//!   (`bulk_failed`);
+//! - open dead letters are a `warning` (`dead_letters`), and so are open rows of the services'
+//!   error ledgers (`record_errors`) and a failed bulk job (`bulk_failed`);
 //! - more than 1000 messages waiting in its consumers is a `warning` (`queue_backlog`).
 //!
 //! Platform-wide, more than 100 open conflicts (pending and escalated) is `degraded`
@@ -49,6 +49,8 @@ pub struct Figures {
     pub escalated_conflicts: i64,
     pub queue_depth: u64,
     pub dead_letters: i64,
+    /// Open rows of the services' error ledgers for it.
+    pub ledger_open: i64,
     pub bulk_running: i64,
     pub bulk_failed: i64,
     /// Any sync with it was ever seen.
@@ -105,8 +107,14 @@ pub struct Report {
     pub queue_depth: u64,
 }
 
-/// Applies the rules to every integration's figures at time `now`.
-pub fn evaluate(figures: Vec<Figures>, limits: &Limits, now: DateTime<Utc>) -> Report {
+/// Applies the rules to every integration's figures at time `now`; `unreachable` names the
+/// services whose admin API could not be read (each a `warning`: what it holds is unknown).
+pub fn evaluate(
+    figures: Vec<Figures>,
+    unreachable: &[String],
+    limits: &Limits,
+    now: DateTime<Utc>,
+) -> Report {
     let mut issues = Vec::new();
     let mut status = Overall::Healthy;
     let mut integrations = Vec::new();
@@ -146,6 +154,14 @@ pub fn evaluate(figures: Vec<Figures>, limits: &Limits, now: DateTime<Utc>) -> R
                 format!("{} has {} dead letters waiting", f.name, f.dead_letters),
             );
         }
+        if f.ledger_open > 0 {
+            raise(
+                &mut state,
+                "warning",
+                "record_errors",
+                format!("{} has {} records waiting in the error ledger", f.name, f.ledger_open),
+            );
+        }
         if f.bulk_failed > 0 {
             raise(
                 &mut state,
@@ -180,6 +196,14 @@ pub fn evaluate(figures: Vec<Figures>, limits: &Limits, now: DateTime<Utc>) -> R
             message: format!("{open} sync conflicts pending resolution"),
         });
     }
+    for service in unreachable {
+        status = status.max(Overall::Degraded);
+        issues.push(Issue {
+            integration: None,
+            kind: "service_unreachable",
+            message: format!("{service}: its admin API cannot be read"),
+        });
+    }
     let queue_depth = integrations.iter().map(|i| i.figures.queue_depth).sum();
     Report { status, integrations, issues, pending_conflicts, escalated_conflicts, queue_depth }
 }
@@ -199,6 +223,25 @@ pub fn slack_text(report: &Report) -> String {
 mod tests {
     use super::*;
 
+    fn evaluate_all(figures: Vec<Figures>, limits: &Limits, now: DateTime<Utc>) -> Report {
+        evaluate(figures, &[], limits, now)
+    }
+
+    #[test]
+    fn open_ledger_rows_and_an_unreadable_service_degrade() {
+        let waiting = Figures { ledger_open: 2, ..active("erp") };
+        let report = evaluate(vec![waiting], &["crm-sync".to_owned()], &Limits::default(), now());
+        assert_eq!(report.status, Overall::Degraded);
+        let messages: Vec<_> = report.issues.iter().map(|i| i.message.as_str()).collect();
+        assert_eq!(
+            messages,
+            [
+                "erp has 2 records waiting in the error ledger",
+                "crm-sync: its admin API cannot be read"
+            ]
+        );
+    }
+
     fn now() -> DateTime<Utc> {
         DateTime::parse_from_rfc3339("2026-12-06T12:00:00Z").unwrap().with_timezone(&Utc)
     }
@@ -215,7 +258,7 @@ mod tests {
 
     #[test]
     fn quiet_and_idle_integrations_are_healthy() {
-        let report = evaluate(
+        let report = evaluate_all(
             vec![active("crm"), Figures { name: "pos".into(), ..Default::default() }],
             &Limits::default(),
             now(),
@@ -231,15 +274,18 @@ mod tests {
     fn lag_backlog_and_dead_letters_degrade_errors_make_it_unhealthy() {
         let lagging =
             Figures { last_sync: Some(now() - chrono::Duration::minutes(45)), ..active("erp") };
-        let report = evaluate(vec![lagging.clone()], &Limits::default(), now());
+        let report = evaluate_all(vec![lagging.clone()], &Limits::default(), now());
         assert_eq!(report.status, Overall::Degraded);
         assert_eq!(report.issues[0].message, "erp sync lag: 45 minutes (max: 30)");
         let backlog = Figures { queue_depth: 1001, ..active("wms") };
-        assert_eq!(evaluate(vec![backlog], &Limits::default(), now()).status, Overall::Degraded);
+        assert_eq!(
+            evaluate_all(vec![backlog], &Limits::default(), now()).status,
+            Overall::Degraded
+        );
         let exactly = Figures { queue_depth: 1000, error_count_1h: 5, ..active("wms") };
-        assert_eq!(evaluate(vec![exactly], &Limits::default(), now()).status, Overall::Healthy);
+        assert_eq!(evaluate_all(vec![exactly], &Limits::default(), now()).status, Overall::Healthy);
         let failing = Figures { error_count_1h: 6, dead_letters: 1, ..active("ecommerce") };
-        let report = evaluate(vec![lagging, failing], &Limits::default(), now());
+        let report = evaluate_all(vec![lagging, failing], &Limits::default(), now());
         assert_eq!(report.status, Overall::Unhealthy);
         assert_eq!(report.integrations[1].status, "error", "a later warning keeps the error");
         let kinds: Vec<_> = report.issues.iter().map(|i| i.kind).collect();
@@ -250,7 +296,7 @@ mod tests {
     #[test]
     fn more_than_a_hundred_open_conflicts_degrade_the_platform() {
         let crm = Figures { pending_conflicts: 60, escalated_conflicts: 41, ..active("crm") };
-        let report = evaluate(vec![crm], &Limits::default(), now());
+        let report = evaluate_all(vec![crm], &Limits::default(), now());
         assert_eq!(report.status, Overall::Degraded);
         assert_eq!(report.issues[0].message, "101 sync conflicts pending resolution");
         assert_eq!(report.issues[0].integration, None);

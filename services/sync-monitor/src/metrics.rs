@@ -37,6 +37,8 @@ metric!(QUEUE: IntGaugeVec = register_int_gauge_vec!(
     &["integration"]));
 metric!(DEAD_LETTERS: IntGaugeVec = register_int_gauge_vec!(
     "monitor_dead_letters", "Open dead letters", &["integration"]));
+metric!(LEDGER: IntGaugeVec = register_int_gauge_vec!(
+    "monitor_ledger_open", "Open error-ledger rows in the services", &["integration"]));
 metric!(CONFLICTS: IntGaugeVec = register_int_gauge_vec!(
     "monitor_conflicts", "Open conflicts by state (pending, escalated)",
     &["integration", "state"]));
@@ -64,6 +66,7 @@ pub fn record(report: &Report) {
         SYNCED.with_label_values(&name).set(f.synced_1h);
         QUEUE.with_label_values(&name).set(i64::try_from(f.queue_depth).unwrap_or(i64::MAX));
         DEAD_LETTERS.with_label_values(&name).set(f.dead_letters);
+        LEDGER.with_label_values(&name).set(f.ledger_open);
         CONFLICTS.with_label_values(&[&f.name, "pending"]).set(f.pending_conflicts);
         CONFLICTS.with_label_values(&[&f.name, "escalated"]).set(f.escalated_conflicts);
         BULK.with_label_values(&[&f.name, "running"]).set(f.bulk_running);

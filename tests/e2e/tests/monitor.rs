@@ -88,6 +88,27 @@ async fn a_stuck_order_is_found_by_its_id_with_its_whole_trail_across_services()
     assert!(steps.iter().any(|(k, w)| k == "sync" && w.starts_with("inbound")), "{steps:?}");
     assert!(steps.iter().any(|(k, w)| k == "sync" && w.starts_with("outbound")), "{steps:?}");
     assert_eq!(trail["unreachable"], json!([]));
+    // The health check counts the open ledger row for the ERP.
+    let report: Value = monitor
+        .http
+        .post(monitor.url("/api/health/check"))
+        .bearer_auth(ADMIN_TOKEN)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let erp_figures =
+        report["integrations"].as_array().unwrap().iter().find(|i| i["name"] == "erp").unwrap();
+    assert_eq!(
+        (erp_figures["ledger_open"].as_i64(), erp_figures["status"].as_str()),
+        (Some(1), Some("warning"))
+    );
+    assert!(
+        report["issues"].as_array().unwrap().iter().any(|i| i["type"] == "record_errors"),
+        "{report}"
+    );
     // A record nobody knows is not stuck and has no trail.
     let unknown: Value = monitor.admin_get("/api/records/NOPE-1").await.json().await.unwrap();
     assert_eq!(
