@@ -1,13 +1,17 @@
-//! user-sync: SCIM 2.0 server and LDAP/Active Directory pull into the local directory.
-//!
-//! Today the service boots the platform (schema `directory`, its streams, settings, outbox relay)
-//! and serves the operator endpoints; its domain arrives with its own issue.
+//! user-sync owns `directory`: users, groups, memberships and each pulled source's cursor.
+//! Identity providers and HR systems push users over SCIM 2.0 ([`scim`]); every change is
+//! published on `directory.user.<change>` / `directory.group.<change>` and `sync.events`.
 
+pub mod scim;
+pub mod store;
+
+use secrecy::SecretString;
 use shared::{
-    app::{self, Application},
+    app::Application,
     bus::streams,
-    config::{CommonConfig, ConfigError},
-    platform::ServiceSpec,
+    config::{CommonConfig, ConfigError, url_var, var},
+    http::AuthConfig,
+    platform::{Platform, ServiceSpec},
 };
 
 pub const SERVICE: &str = "user-sync";
@@ -16,25 +20,113 @@ pub const PORT: u16 = 8084;
 /// The PostgreSQL schema this service owns.
 pub const SCHEMA: &str = "directory";
 
-/// Reads the service's configuration from the environment.
-pub fn config() -> Result<CommonConfig, ConfigError> {
-    CommonConfig::from_env(SERVICE, PORT)
+/// user-sync's configuration.
+#[derive(Clone, Debug)]
+pub struct Config {
+    pub common: CommonConfig,
+    /// `SCIM_TOKENS`: `<source>=<bearer token>` pairs, comma separated (two tokens of one
+    /// source during a rotation). Each source sees only its own users and groups.
+    pub scim_tokens: Vec<(String, SecretString)>,
+    /// `SCIM_BASE_URL` (`http://localhost:8084/scim/v2`): the SCIM endpoint as clients reach it
+    /// (`meta.location`, `$ref`), configured rather than read from a request's headers.
+    pub scim_base_url: String,
+}
+
+/// The smallest token accepted: a guessable one would open the directory.
+const MIN_TOKEN: usize = 16;
+
+fn parse_tokens(raw: &str) -> Result<Vec<(String, SecretString)>, ConfigError> {
+    raw.split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(|pair| {
+            let invalid =
+                |reason: String| ConfigError::Invalid { name: "SCIM_TOKENS".into(), reason };
+            let (source, token) = pair
+                .split_once('=')
+                .ok_or_else(|| invalid("each entry is <source>=<token>".into()))?;
+            let source = source.trim();
+            if !shared::schemas::is_subject_safe(source) {
+                return Err(invalid(format!("source {source:?} must be letters, digits, - or _")));
+            }
+            if token.trim().len() < MIN_TOKEN {
+                return Err(invalid(format!(
+                    "the token of {source} is shorter than {MIN_TOKEN} characters"
+                )));
+            }
+            Ok((source.to_owned(), SecretString::from(token.trim().to_owned())))
+        })
+        .collect()
+}
+
+impl Config {
+    /// The platform with no SCIM source (every SCIM request is refused).
+    pub fn defaults(common: CommonConfig) -> Self {
+        Self {
+            common,
+            scim_tokens: Vec::new(),
+            scim_base_url: format!("http://localhost:{PORT}/scim/v2"),
+        }
+    }
+
+    pub fn from_env() -> Result<Self, ConfigError> {
+        let mut config = Self::defaults(CommonConfig::from_env(SERVICE, PORT)?);
+        if let Some(raw) = var("SCIM_TOKENS") {
+            config.scim_tokens = parse_tokens(&raw)?;
+        }
+        if let Some(url) = url_var("SCIM_BASE_URL")? {
+            config.scim_base_url = url;
+        }
+        Ok(config)
+    }
+}
+
+/// What the handlers share.
+#[derive(Clone)]
+pub struct AppState {
+    pub db: shared::db::PgPool,
+    pub scim_tokens: Vec<(String, SecretString)>,
+    pub scim_base_url: String,
 }
 
 /// Connects everything and binds the HTTP server (port 0 in tests).
-pub async fn build(config: CommonConfig) -> anyhow::Result<Application> {
+pub async fn build(config: Config) -> anyhow::Result<Application> {
     let spec = ServiceSpec {
         schema: SCHEMA,
-        streams: &[&streams::WEBHOOKS, &streams::SYNC_EVENTS, &streams::SYNC_CONFLICTS],
-        openapi: app::described(
-            "SCIM 2.0 server and LDAP/Active Directory pull into the local directory",
+        streams: &[&streams::DIRECTORY, &streams::SYNC_EVENTS, &streams::ALERTS],
+        openapi: shared::app::described(
+            "SCIM 2.0 service provider and LDAP/Active Directory pull into the local directory",
         ),
         settings: None,
     };
-    app::build_platform_only(&config, spec).await
+    let platform = Platform::start(&config.common, spec).await?;
+    if config.scim_tokens.is_empty() {
+        tracing::warn!("SCIM_TOKENS is not set: every SCIM request is refused");
+    }
+    let state = AppState {
+        db: platform.db.clone(),
+        scim_tokens: config.scim_tokens.clone(),
+        scim_base_url: config.scim_base_url.clone(),
+    };
+    platform.run_bulk(Vec::new())?;
+    Application::build(platform, state, AuthConfig::default(), scim::configure)
 }
 
 /// Serves until SIGTERM/SIGINT.
-pub async fn run(config: CommonConfig) -> anyhow::Result<()> {
-    app::serve(build(config)).await
+pub async fn run(config: Config) -> anyhow::Result<()> {
+    shared::app::serve(build(config)).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tokens_name_their_source_and_are_long_enough() {
+        let tokens = parse_tokens("okta=0123456789abcdef0123, entra=fedcba9876543210fedc").unwrap();
+        assert_eq!(tokens.iter().map(|(s, _)| s.as_str()).collect::<Vec<_>>(), ["okta", "entra"]);
+        assert!(parse_tokens("okta=short").is_err());
+        assert!(parse_tokens("0123456789abcdef0123").is_err());
+        assert!(parse_tokens("ok ta=0123456789abcdef0123").is_err());
+    }
 }

@@ -4,5 +4,5 @@
 
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
-    shared::app::main(user_sync::config, |c| c, user_sync::run).await
+    shared::app::main(user_sync::Config::from_env, |c| &c.common, user_sync::run).await
 }

@@ -105,6 +105,16 @@ pub const ALERTS: StreamSpec = StreamSpec {
     max_age: WEEK,
 };
 
+/// The local directory's changes (`directory.user.<change>`, `directory.group.<change>`),
+/// published by user-sync for whoever keeps accounts in step with it.
+pub const DIRECTORY: StreamSpec = StreamSpec {
+    name: "DIRECTORY",
+    subjects: &["directory.>"],
+    retention: RetentionPolicy::Limits,
+    max_messages_per_subject: -1,
+    max_age: WEEK,
+};
+
 impl Bus {
     /// Creates the stream or updates it to this declaration.
     pub async fn ensure_stream(&self, spec: &StreamSpec) -> anyhow::Result<()> {

@@ -235,7 +235,8 @@ impl AuthConfig {
     }
 }
 
-fn ct_eq(a: &str, b: &str) -> bool {
+/// Whether two secrets are equal, compared in constant time.
+pub fn ct_eq(a: &str, b: &str) -> bool {
     a.as_bytes().ct_eq(b.as_bytes()).into()
 }
 

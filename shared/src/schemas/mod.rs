@@ -4,6 +4,7 @@
 
 pub mod conflict;
 pub mod crm;
+pub mod directory;
 pub mod erp;
 pub mod inventory;
 pub mod sync;

@@ -20,7 +20,7 @@ async fn all_six_services_boot_together_report_ready_and_stop_gracefully() {
         crm_sync::build(crm_sync::Config::unconnected(cfg(crm_sync::SERVICE))),
         erp_sync::build(erp_sync::Config::unconnected(cfg(erp_sync::SERVICE)).unwrap()),
         inventory_sync::build(inventory),
-        user_sync::build(cfg(user_sync::SERVICE)),
+        user_sync::build(user_sync::Config::defaults(cfg(user_sync::SERVICE))),
         conflict_resolver::build(conflict_resolver::Config::defaults(cfg(
             conflict_resolver::SERVICE
         ))),

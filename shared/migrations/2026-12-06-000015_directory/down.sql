@@ -1,0 +1,1 @@
+DROP TABLE directory.sources, directory.memberships, directory.groups, directory.users;
