@@ -121,13 +121,16 @@ random_hex() { # random_hex BYTES
 
 # ensure_test_tools: what the test suite needs besides PostgreSQL and NATS: a C toolchain (some
 # crates build C), python3 with venv (deploy validation), Debian's chromium and chromedriver
-# (the review pages are tested in a real headless browser), and a nats-server binary for the
+# (the review pages are tested in a real headless browser), Debian's slapd (the LDAP pull is
+# tested against a real OpenLDAP), and a nats-server binary for the
 # tests that stop and restart a NATS of their own. Without a local one (docker mode) the Debian
 # package is unpacked into the cache, not installed, so no second NATS service starts.
 ensure_test_tools() {
     have cc || apt_install build-essential
     python3 -c 'import venv, ensurepip' >/dev/null 2>&1 || apt_install python3 python3-venv
     { have chromium && have chromedriver; } || apt_install chromium chromium-driver
+    # user-sync's directory tests run their own slapd (Debian's OpenLDAP) on a loopback port.
+    { have slapd || [[ -x /usr/sbin/slapd ]]; } || apt_install slapd ldap-utils
     if [[ -n "${NATS_SERVER_BIN:-}" ]]; then
         return 0
     fi

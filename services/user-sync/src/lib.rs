@@ -2,6 +2,8 @@
 //! Identity providers and HR systems push users over SCIM 2.0 ([`scim`]); every change is
 //! published on `directory.user.<change>` / `directory.group.<change>` and `sync.events`.
 
+pub mod ldap;
+pub mod routes;
 pub mod scim;
 pub mod store;
 
@@ -30,6 +32,8 @@ pub struct Config {
     /// `SCIM_BASE_URL` (`http://localhost:8084/scim/v2`): the SCIM endpoint as clients reach it
     /// (`meta.location`, `$ref`), configured rather than read from a request's headers.
     pub scim_base_url: String,
+    /// `LDAP_URL` and the rest of `LDAP_*`: the directory to pull (unset: none).
+    pub ldap: Option<ldap::LdapConfig>,
 }
 
 /// The smallest token accepted: a guessable one would open the directory.
@@ -66,6 +70,7 @@ impl Config {
             common,
             scim_tokens: Vec::new(),
             scim_base_url: format!("http://localhost:{PORT}/scim/v2"),
+            ldap: None,
         }
     }
 
@@ -77,8 +82,59 @@ impl Config {
         if let Some(url) = url_var("SCIM_BASE_URL")? {
             config.scim_base_url = url;
         }
+        config.ldap = ldap_from_env()?;
         Ok(config)
     }
+}
+
+/// `LDAP_URL` (`ldap://host:389`), `LDAP_BIND_DN`, `LDAP_BIND_PASSWORD`, `LDAP_BASE_DN`,
+/// `LDAP_USER_FILTER` / `LDAP_GROUP_FILTER` (by flavour), `LDAP_FLAVOR` (`openldap` or `ad`),
+/// `LDAP_SOURCE` (`ldap`), `LDAP_SYNC_SECS` (300; 0 = on demand), `LDAP_FULL_SYNC_SECS` (3600),
+/// `LDAP_PAGE_SIZE` (500).
+fn ldap_from_env() -> Result<Option<ldap::LdapConfig>, ConfigError> {
+    let Some(url) = var("LDAP_URL") else { return Ok(None) };
+    if !(url.starts_with("ldap://") || url.starts_with("ldapi://")) {
+        return Err(ConfigError::Invalid {
+            name: "LDAP_URL".into(),
+            reason: "must be ldap://host:port".into(),
+        });
+    }
+    let flavor = match var("LDAP_FLAVOR").as_deref().unwrap_or("openldap") {
+        "openldap" => ldap::Flavor::OpenLdap,
+        "ad" => ldap::Flavor::ActiveDirectory,
+        other => {
+            return Err(ConfigError::Invalid {
+                name: "LDAP_FLAVOR".into(),
+                reason: format!("{other:?} is not openldap or ad"),
+            });
+        }
+    };
+    let (users, groups) = match flavor {
+        ldap::Flavor::OpenLdap => (
+            "(objectClass=inetOrgPerson)",
+            "(|(objectClass=groupOfNames)(objectClass=groupOfUniqueNames))",
+        ),
+        ldap::Flavor::ActiveDirectory => {
+            ("(&(objectCategory=person)(objectClass=user))", "(objectClass=group)")
+        }
+    };
+    let every: u64 = shared::config::var_parsed("LDAP_SYNC_SECS", 300)?;
+    Ok(Some(ldap::LdapConfig {
+        url,
+        bind_dn: shared::config::required_var("LDAP_BIND_DN")?,
+        bind_password: shared::config::required_secret("LDAP_BIND_PASSWORD")?,
+        base_dn: shared::config::required_var("LDAP_BASE_DN")?,
+        user_filter: var("LDAP_USER_FILTER").unwrap_or_else(|| users.into()),
+        group_filter: var("LDAP_GROUP_FILTER").unwrap_or_else(|| groups.into()),
+        flavor,
+        source: var("LDAP_SOURCE").unwrap_or_else(|| "ldap".into()),
+        every: (every > 0).then(|| std::time::Duration::from_secs(every)),
+        full_every: std::time::Duration::from_secs(shared::config::var_parsed(
+            "LDAP_FULL_SYNC_SECS",
+            3600,
+        )?),
+        page_size: shared::config::var_parsed("LDAP_PAGE_SIZE", 500)?,
+    }))
 }
 
 /// What the handlers share.
@@ -87,6 +143,7 @@ pub struct AppState {
     pub db: shared::db::PgPool,
     pub scim_tokens: Vec<(String, SecretString)>,
     pub scim_base_url: String,
+    pub ldap: Option<ldap::LdapConfig>,
 }
 
 /// Connects everything and binds the HTTP server (port 0 in tests).
@@ -107,9 +164,26 @@ pub async fn build(config: Config) -> anyhow::Result<Application> {
         db: platform.db.clone(),
         scim_tokens: config.scim_tokens.clone(),
         scim_base_url: config.scim_base_url.clone(),
+        ldap: config.ldap.clone(),
     };
+    if let Some(ldap_config) = config.ldap.clone()
+        && let Some(every) = ldap_config.every
+    {
+        let (db, shutdown) = (platform.db.clone(), platform.shutdown.clone());
+        platform.spawn("ldap-pull", async move {
+            loop {
+                if let Err(e) = ldap::pass(&db, &ldap_config, false).await {
+                    tracing::warn!(error = %format!("{e:#}"), "LDAP pass failed; the next one retries");
+                }
+                tokio::select! {
+                    () = shutdown.cancelled() => return,
+                    () = tokio::time::sleep(every) => {}
+                }
+            }
+        });
+    }
     platform.run_bulk(Vec::new())?;
-    Application::build(platform, state, AuthConfig::default(), scim::configure)
+    Application::build(platform, state, AuthConfig::default(), routes::configure)
 }
 
 /// Serves until SIGTERM/SIGINT.

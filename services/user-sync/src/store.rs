@@ -45,6 +45,17 @@ pub enum WriteError {
     Database(diesel::result::Error),
 }
 
+impl std::fmt::Display for WriteError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            WriteError::Taken => write!(f, "the name is already taken"),
+            WriteError::Database(e) => write!(f, "database: {e}"),
+        }
+    }
+}
+
+impl std::error::Error for WriteError {}
+
 impl From<diesel::result::Error> for WriteError {
     fn from(e: diesel::result::Error) -> Self {
         match e {

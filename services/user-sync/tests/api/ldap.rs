@@ -1,0 +1,359 @@
+//! The LDAP / Active Directory pull against a real OpenLDAP `slapd` (Debian's), started by the
+//! test on a loopback port with a directory of its own.
+
+use std::{collections::HashSet, process::Child, time::Duration};
+
+use diesel::sql_types::{Bool, Text};
+use diesel_async::RunQueryDsl;
+use harness::{ADMIN_TOKEN, TestApp, TestDb, TestNats};
+use ldap3::{LdapConnAsync, Mod};
+use serde_json::Value;
+
+const SUFFIX: &str = "dc=example,dc=com";
+const ADMIN_DN: &str = "cn=admin,dc=example,dc=com";
+const PASSWORD: &str = "slapd-test-secret";
+
+/// Active Directory's attributes, for the AD-flavoured test (OpenLDAP has no such schema).
+const AD_SCHEMA: &str = "\
+attributetype ( 1.3.6.1.4.1.99999.1.1 NAME 'uSNChanged' EQUALITY integerMatch ORDERING integerOrderingMatch SYNTAX 1.3.6.1.4.1.1466.115.121.1.27 SINGLE-VALUE )
+attributetype ( 1.3.6.1.4.1.99999.1.2 NAME 'userAccountControl' EQUALITY integerMatch SYNTAX 1.3.6.1.4.1.1466.115.121.1.27 SINGLE-VALUE )
+attributetype ( 1.3.6.1.4.1.99999.1.3 NAME 'sAMAccountName' EQUALITY caseIgnoreMatch SUBSTR caseIgnoreSubstringsMatch SYNTAX 1.3.6.1.4.1.1466.115.121.1.15 SINGLE-VALUE )
+attributetype ( 1.3.6.1.4.1.99999.1.4 NAME 'department' EQUALITY caseIgnoreMatch SYNTAX 1.3.6.1.4.1.1466.115.121.1.15 SINGLE-VALUE )
+objectclass ( 1.3.6.1.4.1.99999.2.1 NAME 'adAccount' SUP top AUXILIARY MAY ( uSNChanged $ userAccountControl $ sAMAccountName $ department ) )
+";
+
+/// A private slapd, stopped when dropped.
+struct Slapd {
+    child: Child,
+    dir: std::path::PathBuf,
+    url: String,
+}
+
+impl Slapd {
+    async fn start() -> Slapd {
+        let bin = std::env::var("SLAPD_BIN").unwrap_or_else(|_| "/usr/sbin/slapd".into());
+        assert!(
+            std::path::Path::new(&bin).exists(),
+            "this test needs slapd: apt-get install slapd ldap-utils (or set SLAPD_BIN)"
+        );
+        let dir =
+            std::env::temp_dir().join(format!("datasync-slapd-{}", uuid::Uuid::new_v4().simple()));
+        std::fs::create_dir_all(dir.join("data")).unwrap();
+        std::fs::write(dir.join("ad.schema"), AD_SCHEMA).unwrap();
+        let config = format!(
+            "include /etc/ldap/schema/core.schema\ninclude /etc/ldap/schema/cosine.schema\n\
+             include /etc/ldap/schema/inetorgperson.schema\ninclude {ad}\nmodulepath /usr/lib/ldap\n\
+             moduleload back_mdb\npidfile {pid}\ndatabase mdb\nmaxsize 104857600\nsuffix \"{SUFFIX}\"\n\
+             rootdn \"{ADMIN_DN}\"\nrootpw {PASSWORD}\ndirectory {data}\nindex objectClass eq\n",
+            ad = dir.join("ad.schema").display(),
+            pid = dir.join("slapd.pid").display(),
+            data = dir.join("data").display(),
+        );
+        std::fs::write(dir.join("slapd.conf"), config).unwrap();
+        let port = harness::process::free_port();
+        let url = format!("ldap://127.0.0.1:{port}");
+        let child = std::process::Command::new(&bin)
+            .args(["-h", &format!("{url}/"), "-f"])
+            .arg(dir.join("slapd.conf"))
+            .args(["-d", "0"])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {bin}: {e}"));
+        let slapd = Slapd { child, dir, url };
+        let up = harness::eventually(Duration::from_secs(10), || async {
+            let (conn, mut ldap) = LdapConnAsync::new(&slapd.url).await.ok()?;
+            ldap3::drive!(conn);
+            ldap.simple_bind(ADMIN_DN, PASSWORD).await.ok()?.success().ok().map(|_| ())
+        })
+        .await;
+        assert!(up.is_some(), "slapd did not come up");
+        slapd
+            .add(
+                SUFFIX,
+                &[
+                    ("objectClass", &["dcObject", "organization"]),
+                    ("dc", &["example"]),
+                    ("o", &["Example"]),
+                ],
+            )
+            .await;
+        for ou in ["people", "groups"] {
+            slapd
+                .add(
+                    &format!("ou={ou},{SUFFIX}"),
+                    &[("objectClass", &["organizationalUnit"]), ("ou", &[ou])],
+                )
+                .await;
+        }
+        slapd
+    }
+
+    async fn connect(&self) -> ldap3::Ldap {
+        let (conn, mut ldap) = LdapConnAsync::new(&self.url).await.unwrap();
+        ldap3::drive!(conn);
+        ldap.simple_bind(ADMIN_DN, PASSWORD).await.unwrap().success().unwrap();
+        ldap
+    }
+
+    async fn add(&self, dn: &str, attrs: &[(&str, &[&str])]) {
+        let attrs: Vec<(&str, HashSet<&str>)> =
+            attrs.iter().map(|(k, v)| (*k, v.iter().copied().collect())).collect();
+        self.connect()
+            .await
+            .add(dn, attrs)
+            .await
+            .unwrap()
+            .success()
+            .unwrap_or_else(|e| panic!("adding {dn}: {e}"));
+    }
+
+    async fn replace(&self, dn: &str, attr: &str, values: &[&str]) {
+        let m = vec![Mod::Replace(attr, values.iter().copied().collect::<HashSet<_>>())];
+        self.connect().await.modify(dn, m).await.unwrap().success().unwrap();
+    }
+
+    async fn delete(&self, dn: &str) {
+        self.connect().await.delete(dn).await.unwrap().success().unwrap();
+    }
+
+    fn config(
+        &self,
+        flavor: user_sync::ldap::Flavor,
+        user_filter: &str,
+    ) -> user_sync::ldap::LdapConfig {
+        user_sync::ldap::LdapConfig {
+            url: self.url.clone(),
+            bind_dn: ADMIN_DN.into(),
+            bind_password: PASSWORD.into(),
+            base_dn: SUFFIX.into(),
+            user_filter: user_filter.into(),
+            group_filter: "(objectClass=groupOfNames)".into(),
+            flavor,
+            source: "ldap".into(),
+            every: None,
+            full_every: Duration::from_secs(3600),
+            // Small pages: the pass pages through them.
+            page_size: 2,
+        }
+    }
+}
+
+impl Drop for Slapd {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// Adds an `inetOrgPerson`.
+async fn add_person(slapd: &Slapd, dn: &str, uid: &str, cn: &str, mail: &str) {
+    slapd
+        .add(
+            dn,
+            &[
+                ("objectClass", &["inetOrgPerson"]),
+                ("uid", &[uid]),
+                ("cn", &[cn]),
+                ("sn", &[cn]),
+                ("mail", &[mail]),
+            ],
+        )
+        .await;
+}
+
+async fn spawn(config: user_sync::ldap::LdapConfig) -> (TestApp, TestDb, TestNats) {
+    harness::init_logs();
+    let (db, nats) = (TestDb::new().await, TestNats::new());
+    let mut c = user_sync::Config::defaults(harness::common_config(user_sync::SERVICE, &db, &nats));
+    c.ldap = Some(config);
+    c.scim_tokens = vec![("ldap".into(), "ldap-reader-token-0123456789".into())];
+    (TestApp::spawn(user_sync::build(c).await.unwrap()), db, nats)
+}
+
+async fn sync(app: &TestApp, full: bool) -> Value {
+    let r = app
+        .http
+        .post(app.url(&format!("/admin/directory/ldap/sync?full={full}")))
+        .bearer_auth(ADMIN_TOKEN)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    r.json().await.unwrap()
+}
+
+#[derive(diesel::QueryableByName, Debug, PartialEq)]
+struct User {
+    #[diesel(sql_type = Text)]
+    user_name: String,
+    #[diesel(sql_type = Bool)]
+    active: bool,
+    #[diesel(sql_type = diesel::sql_types::Nullable<Text>)]
+    title: Option<String>,
+}
+
+async fn users(db: &TestDb) -> Vec<User> {
+    let mut conn = db.connect().await;
+    diesel::sql_query("SELECT user_name, active, resource->>'title' AS title FROM directory.users ORDER BY user_name")
+        .load(&mut conn)
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn users_and_groups_are_pulled_deltas_follow_and_deleted_entries_are_deactivated() {
+    let slapd = Slapd::start().await;
+    let people = |uid: &str| format!("uid={uid},ou=people,{SUFFIX}");
+    for (uid, cn) in [("ann", "Ann Lee"), ("bob", "Bob Ray"), ("cy", "Cy Po")] {
+        add_person(&slapd, &people(uid), uid, cn, &format!("{uid}@example.com")).await;
+    }
+    let members = [people("ann"), people("bob")];
+    slapd
+        .add(
+            &format!("cn=eng,ou=groups,{SUFFIX}"),
+            &[
+                ("objectClass", &["groupOfNames"]),
+                ("cn", &["eng"]),
+                ("member", &[members[0].as_str(), members[1].as_str()]),
+            ],
+        )
+        .await;
+    let (app, db, nats) =
+        spawn(slapd.config(user_sync::ldap::Flavor::OpenLdap, "(objectClass=inetOrgPerson)")).await;
+
+    let first = sync(&app, true).await;
+    assert_eq!(
+        (first["full"].as_bool(), first["created"].as_i64(), first["groups_seen"].as_i64()),
+        (Some(true), Some(3), Some(1)),
+        "{first}"
+    );
+    assert_eq!(
+        users(&db).await.iter().map(|u| u.user_name.as_str()).collect::<Vec<_>>(),
+        ["ann", "bob", "cy"]
+    );
+    // The same directory through SCIM, with the group's members.
+    let scim = app
+        .http
+        .get(app.url("/scim/v2/Groups"))
+        .bearer_auth("ldap-reader-token-0123456789")
+        .send()
+        .await
+        .unwrap();
+    let groups: Value = scim.json().await.unwrap();
+    assert_eq!(groups["Resources"][0]["members"].as_array().unwrap().len(), 2, "{groups}");
+
+    // Changes in LDAP: a delta pass reads what changed from the cursor's second on (entries of
+    // that very second again, harmlessly: LDAP's time has whole seconds and no `>`).
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    slapd.replace(&people("bob"), "title", &["Manager"]).await;
+    let delta = sync(&app, false).await;
+    assert_eq!(
+        (delta["full"].as_bool(), delta["updated"].as_i64(), delta["created"].as_i64()),
+        (Some(false), Some(1), Some(0)),
+        "{delta}"
+    );
+    assert_eq!(users(&db).await[1].title.as_deref(), Some("Manager"));
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    slapd.replace(&people("ann"), "title", &["Engineer"]).await;
+    let delta = sync(&app, false).await;
+    assert_eq!(
+        (delta["users_seen"].as_i64(), delta["updated"].as_i64()),
+        (Some(2), Some(1)),
+        "bob (the cursor's second) and ann only: {delta}"
+    );
+
+    // An entry deleted in LDAP: a delta pass cannot see it; the full pass deactivates it.
+    slapd.delete(&people("cy")).await;
+    assert_eq!(sync(&app, false).await["deactivated"], 0);
+    let full = sync(&app, true).await;
+    assert_eq!(full["deactivated"], 1, "{full}");
+    assert_eq!(
+        users(&db).await[2],
+        User { user_name: "cy".into(), active: false, title: None },
+        "deactivated, never deleted"
+    );
+
+    // An entry that cannot be a user is a row of the error ledger; the pass goes on.
+    slapd
+        .add(
+            &format!("cn=nouid,ou=people,{SUFFIX}"),
+            &[("objectClass", &["inetOrgPerson"]), ("cn", &["No Uid"]), ("sn", &["x"])],
+        )
+        .await;
+    let with_error = sync(&app, true).await;
+    assert_eq!(with_error["failed"], 1, "{with_error}");
+    let ledger: Value =
+        app.admin_get("/admin/record-errors?system=ldap").await.json().await.unwrap();
+    assert_eq!(ledger["count"], 1);
+    assert!(ledger["errors"][0]["error"].as_str().unwrap().contains("has no uid"), "{ledger}");
+
+    // A membership made outside LDAP is drift: reported, and raised as an alert.
+    let mut conn = db.connect().await;
+    diesel::sql_query("INSERT INTO directory.memberships (group_id, user_id) SELECT g.id, u.id FROM directory.groups g, directory.users u \
+                       WHERE g.display_name = 'eng' AND u.user_name = 'cy'")
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    let pass = sync(&app, false).await;
+    assert_eq!(pass["drift"][0]["added_outside"], serde_json::json!(["cy"]), "{pass}");
+    let drift: Value = app.admin_get("/admin/directory/drift").await.json().await.unwrap();
+    assert_eq!(drift[0]["display_name"], "eng");
+    let js = async_nats::jetstream::new(nats.client().await);
+    let alerts = harness::eventually(Duration::from_secs(10), || async {
+        let stream = js.get_stream(format!("{}_ALERTS", nats.prefix)).await.ok()?;
+        let m =
+            stream.get_last_raw_message_by_subject(&nats.subject("alerts.warning")).await.ok()?;
+        serde_json::from_slice::<Value>(&m.payload).ok()
+    })
+    .await
+    .expect("a drift alert");
+    assert_eq!(alerts["data"]["kind"], "group_drift");
+}
+
+#[tokio::test]
+async fn active_directory_deltas_follow_usn_changed_and_disabled_accounts_are_inactive() {
+    let slapd = Slapd::start().await;
+    let dn = |name: &str| format!("cn={name},ou=people,{SUFFIX}");
+    for (name, uac, usn) in [("dana", "512", "100"), ("eve", "514", "101"), ("finn", "512", "102")]
+    {
+        slapd
+            .add(
+                &dn(name),
+                &[
+                    ("objectClass", &["inetOrgPerson", "adAccount"]),
+                    ("cn", &[name]),
+                    ("sn", &[name]),
+                    ("sAMAccountName", &[name]),
+                    ("userAccountControl", &[uac]),
+                    ("uSNChanged", &[usn]),
+                    ("department", &["Ops"]),
+                ],
+            )
+            .await;
+    }
+    let (app, db, _nats) =
+        spawn(slapd.config(user_sync::ldap::Flavor::ActiveDirectory, "(objectClass=adAccount)"))
+            .await;
+    let first = sync(&app, true).await;
+    assert_eq!(first["created"], 3, "{first}");
+    let all = users(&db).await;
+    assert_eq!(
+        all.iter().map(|u| (u.user_name.as_str(), u.active)).collect::<Vec<_>>(),
+        [("dana", true), ("eve", false), ("finn", true)]
+    );
+
+    // AD bumps uSNChanged on a change: finn is disabled.
+    slapd.replace(&dn("finn"), "userAccountControl", &["514"]).await;
+    slapd.replace(&dn("finn"), "uSNChanged", &["150"]).await;
+    let delta = sync(&app, false).await;
+    assert_eq!(
+        (delta["users_seen"].as_i64(), delta["deactivated"].as_i64()),
+        (Some(1), Some(1)),
+        "{delta}"
+    );
+    assert!(!users(&db).await[2].active);
+    let again = sync(&app, false).await;
+    assert_eq!(again["users_seen"], 0, "nothing changed since uSNChanged 150: {again}");
+}
