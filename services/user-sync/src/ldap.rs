@@ -200,7 +200,7 @@ pub fn user_resource(config: &LdapConfig, entry: &SearchEntry) -> Result<Value, 
 }
 
 /// Pages through `filter` under the base DN.
-async fn search(
+pub(crate) async fn search(
     ldap: &mut ldap3::Ldap,
     config: &LdapConfig,
     filter: &str,
@@ -261,6 +261,19 @@ fn delta(config: &LdapConfig, cursor: Option<&Value>) -> String {
     }
 }
 
+/// A bound connection.
+pub(crate) async fn connect(config: &LdapConfig) -> anyhow::Result<ldap3::Ldap> {
+    let (connection, mut ldap) = LdapConnAsync::new(&config.url)
+        .await
+        .with_context(|| format!("connecting to {}", config.url))?;
+    ldap3::drive!(connection);
+    ldap.simple_bind(&config.bind_dn, config.bind_password.expose_secret())
+        .await?
+        .success()
+        .context("binding")?;
+    Ok(ldap)
+}
+
 #[derive(diesel::QueryableByName)]
 struct Cursor {
     #[diesel(sql_type = Jsonb)]
@@ -291,14 +304,7 @@ pub async fn pass(db: &PgPool, config: &LdapConfig, full: bool) -> anyhow::Resul
     let cursor = (!full).then(|| state.cursor.get("users").cloned()).flatten();
     let group_cursor = (!full).then(|| state.cursor.get("groups").cloned()).flatten();
 
-    let (connection, mut ldap) = LdapConnAsync::new(&config.url)
-        .await
-        .with_context(|| format!("connecting to {}", config.url))?;
-    ldap3::drive!(connection);
-    ldap.simple_bind(&config.bind_dn, config.bind_password.expose_secret())
-        .await?
-        .success()
-        .context("binding")?;
+    let mut ldap = connect(config).await?;
     let user_filter = format!("(&{}{})", config.user_filter, delta(config, cursor.as_ref()));
     let users = search(&mut ldap, config, &user_filter).await?;
     let group_filter =
@@ -314,7 +320,22 @@ pub async fn pass(db: &PgPool, config: &LdapConfig, full: bool) -> anyhow::Resul
     };
     let mut conn = db.get().await?;
     conn.transaction::<_, anyhow::Error, _>(async |conn| {
-        store_users(conn, config, &users, full, &mut report).await?;
+        let failures = store_users(conn, config, &users, full, &mut report).await?;
+        for (dn, error) in &failures {
+            let payload = users
+                .iter()
+                .find(|e| &e.dn == dn)
+                .map_or(Value::Null, |e| json!({"dn": dn, "attributes": e.attrs}));
+            let failure = Failure {
+                system: "ldap",
+                entity: "user",
+                record_id: dn,
+                direction: Direction::Inbound,
+                error,
+                payload: &payload,
+            };
+            record_errors::record_failure(conn, crate::SCHEMA, &[failure]).await?;
+        }
         store_groups(conn, config, &groups).await?;
         let next = json!({
             "users": advance(config, cursor.clone(), &users),
@@ -362,13 +383,16 @@ async fn known(
     Ok(rows.into_iter().map(|k| (k.dn, k.id)).collect())
 }
 
-async fn store_users(
+/// Stores user entries (each in its own savepoint); a full pass also deactivates the users no
+/// longer found. Returns the entries that could not be stored: `(dn, why)`.
+pub(crate) async fn store_users(
     conn: &mut AsyncPgConnection,
     config: &LdapConfig,
     entries: &[SearchEntry],
     full: bool,
     report: &mut PassReport,
-) -> anyhow::Result<()> {
+) -> anyhow::Result<Vec<(String, String)>> {
+    let mut failures = Vec::new();
     let source = config.source.as_str();
     let by_dn = known(conn, Kind::User, source).await?;
     let mut seen = Vec::new();
@@ -443,20 +467,7 @@ async fn store_users(
             Err((dn, error)) => {
                 report.failed += 1;
                 tracing::warn!(dn = %dn, error = %error, "LDAP entry not stored");
-                let payload = json!({"dn": dn, "attributes": entry.attrs});
-                record_errors::record_failure(
-                    conn,
-                    crate::SCHEMA,
-                    &[Failure {
-                        system: "ldap",
-                        entity: "user",
-                        record_id: &dn,
-                        direction: Direction::Inbound,
-                        error: &error,
-                        payload: &payload,
-                    }],
-                )
-                .await?;
+                failures.push((dn, error));
             }
         }
     }
@@ -477,7 +488,7 @@ async fn store_users(
         }
         report.deactivated += gone.len();
     }
-    Ok(())
+    Ok(failures)
 }
 
 async fn store_groups(

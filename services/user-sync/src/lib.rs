@@ -2,6 +2,7 @@
 //! Identity providers and HR systems push users over SCIM 2.0 ([`scim`]); every change is
 //! published on `directory.user.<change>` / `directory.group.<change>` and `sync.events`.
 
+pub mod bulk;
 pub mod ldap;
 pub mod routes;
 pub mod scim;
@@ -182,7 +183,13 @@ pub async fn build(config: Config) -> anyhow::Result<Application> {
             }
         });
     }
-    platform.run_bulk(Vec::new())?;
+    // A full resync of the LDAP source, with its dry run (the shared job engine).
+    platform.run_bulk(
+        config
+            .ldap
+            .clone()
+            .map(|config| bulk::LdapLoad { db: platform.db.clone(), config }.offered()),
+    )?;
     Application::build(platform, state, AuthConfig::default(), routes::configure)
 }
 

@@ -357,3 +357,71 @@ async fn active_directory_deltas_follow_usn_changed_and_disabled_accounts_are_in
     let again = sync(&app, false).await;
     assert_eq!(again["users_seen"], 0, "nothing changed since uSNChanged 150: {again}");
 }
+
+async fn admin_post(app: &TestApp, path: &str, body: Value) -> (u16, Value) {
+    let r = app.http.post(app.url(path)).bearer_auth(ADMIN_TOKEN).json(&body).send().await.unwrap();
+    (r.status().as_u16(), r.json().await.unwrap_or(Value::Null))
+}
+
+#[tokio::test]
+async fn a_full_resync_is_a_bulk_job_with_a_dry_run_first() {
+    let slapd = Slapd::start().await;
+    let people = |uid: &str| format!("uid={uid},ou=people,{SUFFIX}");
+    for n in 0..5 {
+        let uid = format!("user{n}");
+        add_person(
+            &slapd,
+            &people(&uid),
+            &uid,
+            &format!("User {n}"),
+            &format!("{uid}@example.com"),
+        )
+        .await;
+    }
+    let (app, db, _nats) =
+        spawn(slapd.config(user_sync::ldap::Flavor::OpenLdap, "(objectClass=inetOrgPerson)")).await;
+    sync(&app, true).await;
+    // Changed in LDAP since: one title, one new entry.
+    slapd.replace(&people("user2"), "title", &["Lead"]).await;
+    add_person(&slapd, &people("user9"), "user9", "User 9", "user9@example.com").await;
+
+    let load = serde_json::json!({"source": "ldap", "target": "directory", "entity": "users"});
+    let (status, dry) = admin_post(&app, "/admin/bulk/dry-run", load.clone()).await;
+    assert_eq!(status, 200, "{dry}");
+    assert_eq!(
+        (
+            dry["read"].as_i64(),
+            dry["create"].as_i64(),
+            dry["update"].as_i64(),
+            dry["unchanged"].as_i64()
+        ),
+        (Some(6), Some(1), Some(1), Some(4)),
+        "{dry}"
+    );
+    assert_eq!(
+        (dry["differences"][0]["field"].as_str(), dry["differences"][0]["theirs"].as_str()),
+        (Some("title"), Some("Lead"))
+    );
+    assert_eq!(users(&db).await.len(), 5, "a dry run writes nothing");
+
+    let mut job_request = load;
+    job_request["batch_size"] = serde_json::json!(2);
+    let (status, job) = admin_post(&app, "/admin/bulk/jobs", job_request).await;
+    assert_eq!(status, 202, "{job}");
+    let id = job["id"].as_str().unwrap().to_owned();
+    let done = harness::eventually(Duration::from_secs(30), || async {
+        let job: Value =
+            app.admin_get(&format!("/admin/bulk/jobs/{id}")).await.json().await.ok()?;
+        matches!(job["status"].as_str(), Some("completed" | "failed")).then_some(job)
+    })
+    .await
+    .expect("the job ends");
+    assert_eq!(
+        (done["status"].as_str(), done["processed_records"].as_i64(), done["error_count"].as_i64()),
+        (Some("completed"), Some(6), Some(0)),
+        "{done}"
+    );
+    let all = users(&db).await;
+    assert_eq!(all.len(), 6);
+    assert_eq!(all.iter().find(|u| u.user_name == "user2").unwrap().title.as_deref(), Some("Lead"));
+}
