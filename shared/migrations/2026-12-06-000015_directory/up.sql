@@ -17,6 +17,11 @@ CREATE TABLE directory.users (
     created_at timestamptz NOT NULL DEFAULT now(),
     updated_at timestamptz NOT NULL DEFAULT now()
 );
+-- The emails lower-cased, for the lookups by email value that Entra makes (a containment test
+-- the GIN index answers; the exact, case-insensitive condition still decides).
+ALTER TABLE directory.users ADD COLUMN emails_lower jsonb
+    GENERATED ALWAYS AS (lower(coalesce(resource -> 'emails', '[]'::jsonb)::text)::jsonb) STORED;
+CREATE INDEX users_emails ON directory.users USING gin (emails_lower jsonb_path_ops);
 CREATE UNIQUE INDEX users_user_name ON directory.users (source, lower(user_name));
 CREATE INDEX users_external_id ON directory.users (source, external_id);
 CREATE UNIQUE INDEX users_dn ON directory.users (source, lower(dn)) WHERE dn IS NOT NULL;

@@ -463,7 +463,27 @@ impl Compiler {
     }
 
     fn column(&mut self, path: &AttrPath, op: Op, value: &Value) -> Option<String> {
-        // Attributes kept in columns: id and meta's times.
+        // Attributes kept in (indexed) columns: id, meta's times, and a user's userName and
+        // externalId for the lookups every provider makes before a create.
+        let core = path.urn.as_deref().is_none_or(|u| u == CORE_USER);
+        if self.kind == Kind::User
+            && core
+            && path.sub.is_none()
+            && op == Op::Eq
+            && value.is_string()
+        {
+            match canonical(&path.name).as_str() {
+                "userName" => {
+                    let v = self.text(value);
+                    return Some(format!("(lower(r.user_name) = lower({v}))"));
+                }
+                "externalId" => {
+                    let v = self.text(value);
+                    return Some(format!("(r.external_id = {v})"));
+                }
+                _ => {}
+            }
+        }
         match (canonical(&path.name).as_str(), path.sub.as_deref().map(canonical).as_deref()) {
             ("id", None) => {
                 let v = self.text(value);
@@ -501,11 +521,16 @@ impl Compiler {
             }
             Filter::Not(a) => format!("(NOT coalesce({}, false))", self.compile_on(base, a)?),
             Filter::ValuePath(path, inner) => {
+                let prefilter = self.emails_prefilter(base, path, inner);
                 let elements = self.elements(base, path)?;
-                format!(
+                let exists = format!(
                     "EXISTS (SELECT 1 FROM {elements} WHERE {})",
                     self.compile_on("e.v", inner)?
-                )
+                );
+                match prefilter {
+                    Some(p) => format!("({p} AND {exists})"),
+                    None => exists,
+                }
             }
             Filter::Present(path) => {
                 let (json, multi, _) = self.json_of(base, path)?;
@@ -546,6 +571,39 @@ impl Compiler {
                 }
             }
         })
+    }
+
+    /// For a user's `emails[...]` whose filter only ANDs string `eq`s of sub-attributes: a
+    /// containment test on the lower-cased emails (`r.emails_lower`, GIN-indexed) that lets the
+    /// index find the candidates; the exact condition still decides.
+    fn emails_prefilter(&mut self, base: &str, path: &AttrPath, inner: &Filter) -> Option<String> {
+        fn pairs(f: &Filter, out: &mut Vec<(String, String)>) -> bool {
+            match f {
+                Filter::And(a, b) => pairs(a, out) && pairs(b, out),
+                Filter::Compare(p, Op::Eq, Value::String(v))
+                    if p.sub.is_none() && p.urn.is_none() =>
+                {
+                    out.push((canonical(&p.name), v.to_lowercase()));
+                    true
+                }
+                _ => false,
+            }
+        }
+        if self.kind != Kind::User
+            || base != "r.resource"
+            || canonical(&path.name) != "emails"
+            || path.urn.is_some()
+        {
+            return None;
+        }
+        let mut found = Vec::new();
+        if !pairs(inner, &mut found) || found.is_empty() {
+            return None;
+        }
+        let object: serde_json::Map<String, Value> =
+            found.into_iter().map(|(k, v)| (k.to_lowercase(), Value::String(v))).collect();
+        let v = self.value(&Value::Array(vec![Value::Object(object)]));
+        Some(format!("(r.emails_lower @> {v})"))
     }
 
     /// The elements of a multi-valued attribute as rows `e(v)`.
@@ -699,7 +757,12 @@ mod tests {
             .compile(&parse(r#"userName eq "O'Brien" and emails[type eq "work"]"#).unwrap())
             .unwrap();
         assert!(!sql.contains("O'Brien") && !sql.contains("O''Brien"), "{sql}");
-        assert_eq!(c.values, [Value::from("O'Brien"), Value::from("work")]);
+        // The emails value path also gets its index prefilter (lower-cased).
+        assert_eq!(
+            c.values,
+            [Value::from("O'Brien"), serde_json::json!([{"type": "work"}]), Value::from("work")]
+        );
+        assert!(sql.contains("r.emails_lower @>") && sql.contains("lower(r.user_name)"), "{sql}");
         assert!(sql.contains("lower"), "userName is case-insensitive: {sql}");
         let mut c = Compiler { kind: Kind::User, values: vec![], param: "$1" };
         let sql = c.compile(&parse(r#"externalId eq "AbC""#).unwrap()).unwrap();
