@@ -23,6 +23,8 @@ ALTER TABLE directory.users ADD COLUMN emails_lower jsonb
     GENERATED ALWAYS AS (lower(coalesce(resource -> 'emails', '[]'::jsonb)::text)::jsonb) STORED;
 CREATE INDEX users_emails ON directory.users USING gin (emails_lower jsonb_path_ops);
 CREATE UNIQUE INDEX users_user_name ON directory.users (source, lower(user_name));
+-- userName prefixes (`sw`), the search a people picker makes.
+CREATE INDEX users_user_name_prefix ON directory.users (source, lower(user_name) text_pattern_ops);
 CREATE INDEX users_external_id ON directory.users (source, external_id);
 CREATE UNIQUE INDEX users_dn ON directory.users (source, lower(dn)) WHERE dn IS NOT NULL;
 

@@ -466,18 +466,20 @@ impl Compiler {
         // Attributes kept in (indexed) columns: id, meta's times, and a user's userName and
         // externalId for the lookups every provider makes before a create.
         let core = path.urn.as_deref().is_none_or(|u| u == CORE_USER);
-        if self.kind == Kind::User
-            && core
-            && path.sub.is_none()
-            && op == Op::Eq
-            && value.is_string()
-        {
-            match canonical(&path.name).as_str() {
-                "userName" => {
+        if self.kind == Kind::User && core && path.sub.is_none() && value.is_string() {
+            match (canonical(&path.name).as_str(), op) {
+                ("userName", Op::Eq) => {
                     let v = self.text(value);
                     return Some(format!("(lower(r.user_name) = lower({v}))"));
                 }
-                "externalId" => {
+                // A prefix the `text_pattern_ops` index answers (LIKE's wildcards escaped).
+                ("userName", Op::Sw) => {
+                    let v = self.text(value);
+                    return Some(format!(
+                        r"(lower(r.user_name) LIKE (replace(replace(replace(lower({v}), '\', '\\'), '%', '\%'), '_', '\_') || '%'))"
+                    ));
+                }
+                ("externalId", Op::Eq) => {
                     let v = self.text(value);
                     return Some(format!("(r.external_id = {v})"));
                 }

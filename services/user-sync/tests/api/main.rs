@@ -381,6 +381,14 @@ async fn lists_page_sort_and_project_writes_check_etags_and_errors_are_scim() {
         )
         .await;
     assert_eq!(co["totalResults"], 2, "carol and dave: {co}");
+    for (prefix, expected) in [("ALI", 1), ("%", 0), ("_lice", 0)] {
+        let path = format!("/Users?filter={}", enc(&format!(r#"userName sw "{prefix}""#)));
+        assert_eq!(
+            t.get(OKTA, &path).await.1["totalResults"],
+            expected,
+            "{prefix}: LIKE's wildcards are literal"
+        );
+    }
     let (_, pr) = t.get(OKTA, &format!("/Users?filter={}", enc("title pr"))).await;
     assert_eq!(pr["totalResults"], 0);
     let (_, count_only) = t.get(OKTA, "/Users?count=0").await;
