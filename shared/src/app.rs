@@ -65,6 +65,7 @@ impl Application {
         let payload_limit = web::PayloadConfig::new(cfg.max_body);
         let server = HttpServer::new(move || {
             App::new()
+                .wrap(from_fn(problems))
                 .wrap(from_fn(observe))
                 .app_data(state.clone())
                 .app_data(platform_data.clone())
@@ -193,6 +194,59 @@ async fn observe(
         .with_label_values(&[route.as_str(), method.as_str()])
         .observe(started.elapsed().as_secs_f64());
     response
+}
+
+/// Every error is a problem document: an error response that is not JSON already (or an HTML
+/// page's) — an unknown route, a method a route does not take, a query or path that does not
+/// parse, a body over `MAX_BODY_BYTES` — becomes `application/problem+json` naming what was
+/// wrong.
+async fn problems(
+    req: ServiceRequest,
+    next: Next<impl MessageBody + 'static>,
+) -> Result<ServiceResponse<actix_web::body::BoxBody>, Error> {
+    use actix_web::http::{StatusCode, header::CONTENT_TYPE};
+    let max_body = req.app_data::<web::Data<AuthConfig>>().map(|a| a.max_body);
+    let (method, path) = (req.method().to_string(), req.path().to_owned());
+    let res = next.call(req).await?;
+    let status = res.status();
+    let content_type = res.headers().get(CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
+    if !(status.is_client_error() || status.is_server_error())
+        || content_type.contains("json")
+        || content_type.starts_with("text/html")
+    {
+        return Ok(res.map_into_boxed_body());
+    }
+    let (kind, detail) = match status {
+        StatusCode::NOT_FOUND => ("not-found", format!("no route for {method} {path}")),
+        StatusCode::METHOD_NOT_ALLOWED => {
+            ("method-not-allowed", format!("{path} does not take {method}"))
+        }
+        StatusCode::PAYLOAD_TOO_LARGE => (
+            "payload-too-large",
+            match max_body {
+                Some(max) => format!("the body is larger than {max} bytes (MAX_BODY_BYTES)"),
+                None => "the body is too large".to_owned(),
+            },
+        ),
+        _ => (
+            if status.is_client_error() { "bad-request" } else { "internal" },
+            match res.response().error() {
+                Some(e) if status.is_client_error() => e.to_string(),
+                _ => status.canonical_reason().unwrap_or("error").to_owned(),
+            },
+        ),
+    };
+    let (req, _) = res.into_parts();
+    let body = serde_json::json!({
+        "type": format!("https://datasync.dev/problems/{kind}"),
+        "title": status.canonical_reason().unwrap_or("error"),
+        "status": status.as_u16(),
+        "detail": detail,
+    });
+    let response = actix_web::HttpResponse::build(status)
+        .content_type("application/problem+json")
+        .body(body.to_string());
+    Ok(ServiceResponse::new(req, response).map_into_boxed_body())
 }
 
 /// The command line every service binary accepts: `serve` (default) or `migrate`.

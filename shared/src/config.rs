@@ -6,7 +6,7 @@
 
 use std::{fmt::Display, str::FromStr, time::Duration};
 
-use secrecy::SecretString;
+use secrecy::{ExposeSecret, SecretString};
 
 /// A configuration error naming the offending variable.
 #[derive(Debug, thiserror::Error)]
@@ -82,8 +82,28 @@ pub fn url_var(name: &str) -> Result<Option<String>, ConfigError> {
     Ok(Some(raw.trim_end_matches('/').to_owned()))
 }
 
+/// The shortest secret accepted (admin tokens, API keys, webhook secrets): a short one can be
+/// guessed.
+pub const MIN_SECRET_LEN: usize = 16;
+
+/// A URL with its credentials hidden (`postgres://user:pass@host/db` becomes
+/// `postgres://user:***@host/db`; `nats://token@host` becomes `nats://***@host`), for logs,
+/// errors and `Debug`.
+pub fn redact_url(url: &str) -> String {
+    let Some(scheme) = url.find("://") else { return url.to_owned() };
+    let rest = &url[scheme + 3..];
+    let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    let Some(at) = rest[..authority_end].rfind('@') else { return url.to_owned() };
+    let userinfo = &rest[..at];
+    let shown = match userinfo.split_once(':') {
+        Some((user, _)) => format!("{user}:***"),
+        None => "***".to_owned(),
+    };
+    format!("{}{shown}{}", &url[..scheme + 3], &rest[at..])
+}
+
 /// PostgreSQL settings.
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct DbConfig {
     /// `DATABASE_URL`, default `postgres://postgres@127.0.0.1:5432/datasync`.
     pub url: String,
@@ -94,14 +114,33 @@ pub struct DbConfig {
     pub pool_timeout: Duration,
 }
 
+impl std::fmt::Debug for DbConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DbConfig")
+            .field("url", &redact_url(&self.url))
+            .field("pool_size", &self.pool_size)
+            .field("pool_timeout", &self.pool_timeout)
+            .finish()
+    }
+}
+
 /// NATS settings.
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct NatsConfig {
     /// `NATS_URL`, default `nats://127.0.0.1:4222`.
     pub url: String,
     /// `NATS_PREFIX`, default empty. Prepended to every stream name, subject, consumer and KV
     /// bucket so that several installations (or parallel tests) share one NATS server.
     pub prefix: String,
+}
+
+impl std::fmt::Debug for NatsConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NatsConfig")
+            .field("url", &redact_url(&self.url))
+            .field("prefix", &self.prefix)
+            .finish()
+    }
 }
 
 /// Everything every service needs, read from the same variables in every service.
@@ -168,7 +207,16 @@ impl CommonConfig {
                 url: var("NATS_URL").unwrap_or_else(|| "nats://127.0.0.1:4222".into()),
                 prefix: var("NATS_PREFIX").unwrap_or_default(),
             },
-            admin_token: required_secret("ADMIN_TOKEN")?,
+            admin_token: {
+                let token = required_secret("ADMIN_TOKEN")?;
+                if token.expose_secret().len() < MIN_SECRET_LEN {
+                    return Err(ConfigError::Invalid {
+                        name: "ADMIN_TOKEN".into(),
+                        reason: format!("must be at least {MIN_SECRET_LEN} characters"),
+                    });
+                }
+                token
+            },
             otlp_endpoint: url_var("OTEL_EXPORTER_OTLP_ENDPOINT")?,
             log_format: var_parsed("LOG_FORMAT", LogFormat::Json)?,
             shutdown_grace: Duration::from_secs(var_parsed("SHUTDOWN_GRACE_SECS", 30)?),
@@ -261,6 +309,25 @@ impl Retention {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn urls_and_configs_never_show_their_credentials() {
+        assert_eq!(
+            redact_url("postgres://app:s3cret@db:5432/datasync?sslmode=require"),
+            "postgres://app:***@db:5432/datasync?sslmode=require"
+        );
+        assert_eq!(redact_url("nats://tok3n@nats:4222"), "nats://***@nats:4222");
+        assert_eq!(redact_url("postgres://db/x?user=a@b"), "postgres://db/x?user=a@b");
+        assert_eq!(redact_url("not a url"), "not a url");
+        let db = DbConfig {
+            url: "postgres://app:s3cret@db/datasync".into(),
+            pool_size: 1,
+            pool_timeout: Duration::from_secs(1),
+        };
+        let nats = NatsConfig { url: "nats://user:pw0rd@nats:4222".into(), prefix: String::new() };
+        let shown = format!("{db:?} {nats:?}");
+        assert!(!shown.contains("s3cret") && !shown.contains("pw0rd"), "{shown}");
+    }
 
     #[test]
     fn var_parsed_names_the_variable_that_does_not_parse() {

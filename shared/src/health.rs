@@ -14,10 +14,18 @@ struct Check {
 }
 
 impl Check {
-    fn from(result: anyhow::Result<()>) -> Self {
+    /// The state only: `/readyz` answers without credentials, so it never shows the raw error
+    /// (which may name hosts, users or URLs). The error goes to the log.
+    fn from(dependency: &'static str, result: anyhow::Result<()>) -> Self {
         match result {
             Ok(()) => Self { status: "ok", error: None },
-            Err(e) => Self { status: "fail", error: Some(e.to_string()) },
+            Err(e) => {
+                tracing::warn!(dependency, error = %format!("{e:#}"), "readiness check failed");
+                Self {
+                    status: "fail",
+                    error: Some(format!("{dependency} did not answer within 2 s")),
+                }
+            }
         }
     }
 }
@@ -36,7 +44,7 @@ pub async fn healthz() -> HttpResponse {
 pub async fn readyz(platform: web::Data<Platform>) -> HttpResponse {
     let (db, nats) =
         tokio::join!(crate::db::check(&platform.db), platform.bus.check(platform.readiness_stream));
-    let (db, nats) = (Check::from(db), Check::from(nats));
+    let (db, nats) = (Check::from("postgres", db), Check::from("nats", nats));
     let ready = db.error.is_none() && nats.error.is_none();
     crate::metrics::READY.set(i64::from(ready));
     let body = serde_json::json!({"status": if ready { "ok" } else { "fail" }, "postgres": db, "nats": nats});

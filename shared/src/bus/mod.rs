@@ -25,16 +25,6 @@ pub use streams::StreamSpec;
 /// How long a publish may wait for its PubAck before it counts as failed (and is retried).
 const PUBLISH_ACK_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// The URL without credentials (`nats://user:pass@host` becomes `nats://***@host`).
-fn redacted(url: &str) -> String {
-    match (url.find("://"), url.rfind('@')) {
-        (Some(scheme), Some(at)) if at > scheme => {
-            format!("{}***{}", &url[..scheme + 3], &url[at..])
-        }
-        _ => url.to_owned(),
-    }
-}
-
 /// A connected bus. Cheap to clone.
 #[derive(Clone)]
 pub struct Bus {
@@ -62,7 +52,10 @@ impl Bus {
                     tokio::time::sleep(Duration::from_secs(1)).await;
                 }
                 Err(e) => {
-                    anyhow::bail!("cannot connect to NATS (NATS_URL={}): {e}", redacted(&cfg.url))
+                    anyhow::bail!(
+                        "cannot connect to NATS (NATS_URL={}): {e}",
+                        crate::config::redact_url(&cfg.url)
+                    )
                 }
             }
         };
@@ -154,14 +147,5 @@ impl Bus {
         })
         .await
         .map_err(|_| anyhow::anyhow!("NATS did not answer within 2s"))?
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn credentials_in_nats_urls_are_redacted() {
-        assert_eq!(super::redacted("nats://user:secret@nats:4222"), "nats://***@nats:4222");
-        assert_eq!(super::redacted("nats://127.0.0.1:4222"), "nats://127.0.0.1:4222");
     }
 }

@@ -129,10 +129,28 @@ impl Scheme {
     }
 
     /// Checks the secrets' format (at start-up, so a bad secret stops the service).
+    /// Every secret must be long enough to resist guessing: at least
+    /// [`crate::config::MIN_SECRET_LEN`] characters, or, for a `whsec_` secret, that many bytes
+    /// once decoded.
     pub fn validate(&self) -> Result<(), String> {
-        if let Scheme::StandardWebhooks(secrets) = self {
-            for (name, secret) in secrets {
-                whsec_key(secret.expose_secret()).map_err(|e| format!("secret of {name}: {e}"))?;
+        let min = crate::config::MIN_SECRET_LEN;
+        let secrets = match self {
+            Scheme::StandardWebhooks(s)
+            | Scheme::HubSpotV3(s)
+            | Scheme::Datasync(s)
+            | Scheme::ApiKey(s) => s,
+        };
+        for (name, secret) in secrets {
+            let length = match self {
+                Scheme::StandardWebhooks(_) => whsec_key(secret.expose_secret())
+                    .map_err(|e| format!("secret of {name}: {e}"))?
+                    .len(),
+                _ => secret.expose_secret().len(),
+            };
+            if length < min {
+                return Err(format!(
+                    "a secret of {name} is shorter than {min} characters (or bytes, decoded)"
+                ));
             }
         }
         Ok(())
@@ -353,6 +371,16 @@ mod tests {
         let missing = headers(&[("webhook-id", SPEC_ID), ("webhook-timestamp", &ts)]);
         assert!(scheme.verify(&signed(&missing, SPEC_BODY), SPEC_TS * 1000).is_err());
         assert!(Scheme::StandardWebhooks(named(&[("crm", "whsec_***")])).validate().is_err());
+        assert!(
+            Scheme::StandardWebhooks(named(&[("crm", "whsec_")])).validate().is_err(),
+            "an empty key"
+        );
+        assert!(
+            Scheme::StandardWebhooks(named(&[("crm", "whsec_c2hvcnQ=")])).validate().is_err(),
+            "5 bytes"
+        );
+        assert!(Scheme::ApiKey(named(&[("erp", "short-key")])).validate().is_err());
+        assert!(Scheme::HubSpotV3(named(&[("crm", "0123456789abcdef")])).validate().is_ok());
     }
 
     #[test]

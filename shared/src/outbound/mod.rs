@@ -225,7 +225,7 @@ async fn classify(response: reqwest::Response) -> Outcome {
         .get(RETRY_AFTER)
         .and_then(|v| v.to_str().ok())
         .and_then(parse_retry_after);
-    let body: String = response.text().await.unwrap_or_default().chars().take(500).collect();
+    let body = scrub(&response.text().await.unwrap_or_default());
     match status {
         StatusCode::TOO_MANY_REQUESTS | StatusCode::REQUEST_TIMEOUT => {
             Outcome::Retry { status: Some(status), after, error: format!("{status}") }
@@ -236,6 +236,99 @@ async fn classify(response: reqwest::Response) -> Outcome {
         StatusCode::GONE => Outcome::Gone,
         s => Outcome::Rejected { status: s, body },
     }
+}
+
+/// Most characters of a target's answer kept in errors, logs and dead letters.
+const BODY_CAP: usize = 500;
+
+fn sensitive(key: &str) -> bool {
+    let key = key.to_ascii_lowercase();
+    [
+        "password",
+        "passwd",
+        "secret",
+        "token",
+        "apikey",
+        "api_key",
+        "api-key",
+        "authorization",
+        "credential",
+        "private_key",
+        "access_key",
+        "session",
+        "cookie",
+    ]
+    .iter()
+    .any(|s| key.contains(s))
+}
+
+fn hide(value: &mut serde_json::Value) {
+    match value {
+        serde_json::Value::Object(map) => {
+            for (k, v) in map.iter_mut() {
+                if sensitive(k) && !v.is_object() && !v.is_array() {
+                    *v = serde_json::Value::String("***".into());
+                } else {
+                    hide(v);
+                }
+            }
+        }
+        serde_json::Value::Array(items) => items.iter_mut().for_each(hide),
+        _ => {}
+    }
+}
+
+/// A target's answer as errors, logs and dead letters keep it: credential-like values hidden
+/// (JSON fields named like a password, token, secret or key; `Bearer <token>`; `key=value`
+/// pairs of such names) and at most [`BODY_CAP`] characters. A target may echo what it was
+/// sent, or its own secrets, in an error.
+pub fn scrub(text: &str) -> String {
+    let cleaned = match serde_json::from_str::<serde_json::Value>(text) {
+        Ok(mut v) if v.is_object() || v.is_array() => {
+            hide(&mut v);
+            v.to_string()
+        }
+        _ => {
+            let mut out = String::with_capacity(text.len());
+            let mut hide_next = false;
+            for piece in
+                text.split_inclusive(|c: char| c.is_whitespace() || matches!(c, '&' | ',' | ';'))
+            {
+                let (word, sep) = piece.split_at(
+                    piece
+                        .trim_end_matches(|c: char| {
+                            c.is_whitespace() || matches!(c, '&' | ',' | ';')
+                        })
+                        .len(),
+                );
+                let scheme =
+                    word.eq_ignore_ascii_case("bearer") || word.eq_ignore_ascii_case("basic");
+                if hide_next && !word.is_empty() && !scheme {
+                    out.push_str("***");
+                    out.push_str(sep);
+                    hide_next = false;
+                    continue;
+                }
+                if scheme {
+                    hide_next = true;
+                }
+                match word.split_once(['=', ':']) {
+                    Some((k, v)) if sensitive(k) && !v.is_empty() => {
+                        out.push_str(&word[..k.len() + 1]);
+                        out.push_str("***");
+                    }
+                    Some((k, v)) if sensitive(k) && v.is_empty() => {
+                        out.push_str(word);
+                        hide_next = true;
+                    }
+                    _ => out.push_str(word),
+                }
+                out.push_str(sep);
+            }
+            out
+        }
+    };
+    cleaned.chars().take(BODY_CAP).collect()
 }
 
 /// `Retry-After` as delay-seconds or an HTTP date, capped at [`MAX_RETRY_AFTER`].
@@ -280,6 +373,24 @@ fn without_url(e: &reqwest::Error) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn target_answers_are_capped_and_their_credentials_hidden() {
+        let json = scrub(
+            r#"{"error":"bad","echo":{"api_key":"k-123","password":"p4ss","user":"ann"},"items":[{"token":"t0k"}]}"#,
+        );
+        assert!(
+            !json.contains("k-123") && !json.contains("p4ss") && !json.contains("t0k"),
+            "{json}"
+        );
+        assert!(json.contains("\"user\":\"ann\""), "{json}");
+        let text = scrub(
+            "401: invalid Authorization: Bearer abc.def.ghi for client_secret=s3cr3t&user=ann",
+        );
+        assert!(!text.contains("abc.def.ghi") && !text.contains("s3cr3t"), "{text}");
+        assert!(text.contains("user=ann"), "{text}");
+        assert_eq!(scrub(&"x".repeat(2000)).len(), 500);
+    }
 
     #[test]
     fn errors_name_the_origin_never_the_path() {

@@ -412,3 +412,52 @@ async fn a_replayed_dead_letter_is_applied_and_closes_its_ledger_row() {
     assert!(open.is_some(), "the ledger row closes once the replay is applied");
     harness::assert_settled(&f.db, &f.nats, "crm", 1).await;
 }
+
+#[tokio::test]
+async fn every_error_is_a_problem_document_naming_what_was_wrong() {
+    let f = spawn(1024).await;
+    let http = &f.app.http;
+    let problem = |r: reqwest::Response| async move {
+        let status = r.status().as_u16();
+        let kind = r.headers()["content-type"].to_str().unwrap().to_owned();
+        let body: Value = r.json().await.unwrap();
+        (status, kind, body)
+    };
+    let (status, kind, body) =
+        problem(http.get(f.app.url("/no/such/route")).send().await.unwrap()).await;
+    assert_eq!((status, kind.as_str()), (404, "application/problem+json"));
+    assert_eq!(body["detail"], "no route for GET /no/such/route");
+    let (status, _, body) = problem(http.delete(f.app.url("/readyz")).send().await.unwrap()).await;
+    assert_eq!((status, body["detail"].as_str()), (404, Some("no route for DELETE /readyz")));
+    let (status, kind, body) = problem(
+        http.get(f.app.url("/admin/record-errors?limit=many"))
+            .bearer_auth(harness::ADMIN_TOKEN)
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!((status, kind.as_str()), (400, "application/problem+json"), "{body}");
+    assert!(body["detail"].as_str().unwrap().contains("invalid digit"), "{body}");
+    let (status, kind, _) = problem(
+        http.get(f.app.url("/events/not-a-uuid"))
+            .bearer_auth(harness::ADMIN_TOKEN)
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert!((400..500).contains(&status) && kind == "application/problem+json", "{status} {kind}");
+    let big = vec![b'x'; 4096];
+    let (status, kind, body) = problem(
+        http.put(f.app.url("/admin/settings/sync_priority_source"))
+            .bearer_auth(harness::ADMIN_TOKEN)
+            .body(big)
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!((status, kind.as_str()), (413, "application/problem+json"), "{body}");
+    let _ = (&f.nats, &f.db);
+}
