@@ -58,6 +58,7 @@ impl Application {
         let auth = web::Data::new(AuthConfig {
             admin_token: Some(cfg.admin_token.clone()),
             max_body: cfg.max_body,
+            public_url: cfg.public_url.clone(),
             ..auth
         });
         // The body extractor's own limit is the same, so an oversized chunked body is refused

@@ -170,6 +170,10 @@ pub struct CommonConfig {
     pub max_body: usize,
     /// `RETENTION_*`: how long history tables keep closed rows ([`crate::retention`]).
     pub retention: Retention,
+    /// `PUBLIC_URL` (`https://sync.example.com`): this service as senders reach it. Signatures
+    /// that cover the URL (HubSpot v3) are checked against it, never against a URL built from a
+    /// client's `X-Forwarded-Host`; unset: `http://` and the request's own `Host`.
+    pub public_url: Option<String>,
 }
 
 /// Log output format.
@@ -228,6 +232,7 @@ impl CommonConfig {
                 })?,
             },
             max_body: var_parsed("MAX_BODY_BYTES", 1024 * 1024)?,
+            public_url: url_var("PUBLIC_URL")?,
             retention: Retention::from_env()?,
         }
         .validated()

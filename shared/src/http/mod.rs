@@ -191,6 +191,8 @@ pub struct AuthConfig {
     pub hmac_secrets: Vec<verify::NamedSecret>,
     /// Largest request body accepted (`MAX_BODY_BYTES`); larger is a 413.
     pub max_body: usize,
+    /// `PUBLIC_URL`: what URL-covering signatures are checked against.
+    pub public_url: Option<String>,
 }
 
 /// Default largest request body: 1 MiB.
@@ -203,6 +205,7 @@ impl Default for AuthConfig {
             api_keys: vec![],
             hmac_secrets: vec![],
             max_body: DEFAULT_MAX_BODY,
+            public_url: None,
         }
     }
 }

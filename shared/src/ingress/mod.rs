@@ -326,10 +326,21 @@ where
 
 /// The full URI the sender called, for signatures over it (HubSpot): scheme and host as the
 /// request arrived (a proxy's `Forwarded`/`X-Forwarded-*` headers are honoured by actix).
-fn full_uri(req: &HttpRequest) -> String {
-    let info = req.connection_info();
+/// The URL a sender signed: the configured `PUBLIC_URL` with the request's path, else `http://`
+/// and the request's own `Host`. Never `X-Forwarded-Host` / `Forwarded`, which any client sets.
+fn full_uri(req: &HttpRequest, public_url: Option<&str>) -> String {
     let path = req.uri().path_and_query().map_or(req.path(), |p| p.as_str());
-    format!("{}://{}{}", info.scheme(), info.host(), path)
+    match public_url {
+        Some(base) => format!("{}{path}", base.trim_end_matches('/')),
+        None => {
+            let host = req
+                .headers()
+                .get(actix_web::http::header::HOST)
+                .and_then(|h| h.to_str().ok())
+                .unwrap_or("localhost");
+            format!("http://{host}{path}")
+        }
+    }
 }
 
 fn ingress(slot: &IngressSlot) -> Result<Arc<Ingress>, ApiError> {
@@ -357,11 +368,15 @@ pub async fn post_webhook(
     auth: web::Data<AuthConfig>,
 ) -> Result<HttpResponse, ApiError> {
     let ingress = ingress(&slot)?;
-    ingress.source(&system)?;
+    let source = ingress.source(&system)?;
+    // No credential of any scheme: refused before the body is read.
+    if !source.schemes.iter().any(|s| s.present(req.headers())) {
+        return Err(ApiError::Unauthorized("no signature or API key header"));
+    }
     let mut payload = payload.into_inner();
     let body = <web::Bytes as actix_web::FromRequest>::from_request(&req, &mut payload);
     let body = crate::http::read_body(body, &req, auth.max_body).await?;
-    let uri = full_uri(&req);
+    let uri = full_uri(&req, auth.public_url.as_deref());
     let signed =
         Signed { method: req.method().as_str(), uri: &uri, headers: req.headers(), body: &body };
     let (accepted, replayed) =

@@ -241,7 +241,43 @@ async fn a_hubspot_batch_becomes_one_event_per_entry() {
     let headers =
         [("X-HubSpot-Signature-v3", old), ("X-HubSpot-Request-Timestamp", stale.to_string())];
     assert_eq!(post(&f, "crm", body, &headers).await.status(), 401, "older than 5 minutes");
+    // The signed URL is this service's own, never one a client names in X-Forwarded-Host.
+    let t = chrono::Utc::now().timestamp_millis();
+    let spoofed_url = url.replace("127.0.0.1", "evil.example");
+    let forged = sign_hubspot(HUBSPOT_SECRET, "POST", &spoofed_url, body.as_bytes(), t);
+    let refused = f
+        .app
+        .http
+        .post(&url)
+        .header("content-type", "application/json")
+        .header("X-Forwarded-Host", "evil.example")
+        .header("Forwarded", "host=evil.example")
+        .header("X-HubSpot-Signature-v3", forged)
+        .header("X-HubSpot-Request-Timestamp", t.to_string())
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refused.status(), 401, "a signature over a forwarded host is not ours");
     harness::assert_settled(&f.db, &f.nats, "crm", 0).await;
+}
+
+#[tokio::test]
+async fn a_webhook_without_any_credential_is_refused_before_its_body_is_read() {
+    let f = spawn(1024).await;
+    // Over the body limit: read, it would be a 413; it is refused for its missing credential.
+    let response = f
+        .app
+        .http
+        .post(f.app.url("/webhooks/crm"))
+        .header("content-type", "application/json")
+        .body(vec![b'x'; 64 * 1024])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 401);
+    let problem: Value = response.json().await.unwrap();
+    assert_eq!(problem["detail"], "unauthorized: no signature or API key header");
 }
 
 #[tokio::test]

@@ -273,6 +273,7 @@ pub fn common_config(service: &'static str, db: &TestDb, nats: &TestNats) -> Com
         settings_defaults: Default::default(),
         max_body: 1024 * 1024,
         retention: Default::default(),
+        public_url: None,
     }
 }
 
@@ -294,6 +295,7 @@ pub fn init_logs() {
                 settings_defaults: Default::default(),
                 max_body: 0,
                 retention: Default::default(),
+                public_url: None,
             };
             // The guard lives for the whole test process.
             std::mem::forget(shared::telemetry::init(&cfg));

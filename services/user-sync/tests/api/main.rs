@@ -76,12 +76,17 @@ impl Scim {
         (s, b)
     }
 
-    /// The newest message on `subject` of the DIRECTORY stream.
+    /// The newest message on `subject` of the DIRECTORY stream, once the outbox relay has
+    /// published one (waits up to 10 s).
     async fn last_event(&self, subject: &str) -> Option<Value> {
-        let js = async_nats::jetstream::new(self.nats.client().await);
-        let stream = js.get_stream(format!("{}_DIRECTORY", self.nats.prefix)).await.ok()?;
-        let m = stream.get_last_raw_message_by_subject(&self.nats.subject(subject)).await.ok()?;
-        serde_json::from_slice(&m.payload).ok()
+        harness::eventually(std::time::Duration::from_secs(10), || async {
+            let js = async_nats::jetstream::new(self.nats.client().await);
+            let stream = js.get_stream(format!("{}_DIRECTORY", self.nats.prefix)).await.ok()?;
+            let m =
+                stream.get_last_raw_message_by_subject(&self.nats.subject(subject)).await.ok()?;
+            serde_json::from_slice(&m.payload).ok()
+        })
+        .await
     }
 }
 
