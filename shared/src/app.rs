@@ -64,8 +64,10 @@ impl Application {
         // The body extractor's own limit is the same, so an oversized chunked body is refused
         // while it is read (and answered 413 by the extractors).
         let payload_limit = web::PayloadConfig::new(cfg.max_body);
+        let throttle = web::Data::new(Throttle::new(cfg.auth_failures_per_minute));
         let server = HttpServer::new(move || {
             App::new()
+                .wrap(from_fn(throttle_refusals))
                 .wrap(from_fn(problems))
                 .wrap(from_fn(observe))
                 .app_data(state.clone())
@@ -75,6 +77,7 @@ impl Application {
                 .app_data(ledger_data.clone())
                 .app_data(auth.clone())
                 .app_data(payload_limit.clone())
+                .app_data(throttle.clone())
                 .configure(crate::health::configure)
                 .configure(crate::admin::configure)
                 .configure(routes)
@@ -195,6 +198,75 @@ async fn observe(
         .with_label_values(&[route.as_str(), method.as_str()])
         .observe(started.elapsed().as_secs_f64());
     response
+}
+
+/// Refused credentials per client address (the connection's peer, never a forwarded header),
+/// within the current minute.
+pub struct Throttle {
+    limit: u32,
+    refusals: std::sync::Mutex<std::collections::HashMap<std::net::IpAddr, (Instant, u32)>>,
+}
+
+/// Most client addresses remembered at once (older windows are dropped first).
+const THROTTLE_CLIENTS: usize = 10_000;
+
+impl Throttle {
+    pub fn new(limit: u32) -> Self {
+        Self { limit, refusals: std::sync::Mutex::new(std::collections::HashMap::new()) }
+    }
+
+    /// Seconds until `client` may try again, when it is over the limit.
+    fn blocked(&self, client: std::net::IpAddr) -> Option<u64> {
+        let refusals = self.refusals.lock().unwrap_or_else(|p| p.into_inner());
+        let (start, count) = refusals.get(&client)?;
+        let elapsed = start.elapsed();
+        (self.limit > 0 && *count >= self.limit && elapsed < std::time::Duration::from_secs(60))
+            .then(|| 60 - elapsed.as_secs())
+    }
+
+    fn refused(&self, client: std::net::IpAddr) {
+        let mut refusals = self.refusals.lock().unwrap_or_else(|p| p.into_inner());
+        if refusals.len() >= THROTTLE_CLIENTS {
+            refusals.retain(|_, (start, _)| start.elapsed() < std::time::Duration::from_secs(60));
+        }
+        let entry = refusals.entry(client).or_insert((Instant::now(), 0));
+        if entry.0.elapsed() >= std::time::Duration::from_secs(60) {
+            *entry = (Instant::now(), 0);
+        }
+        entry.1 += 1;
+    }
+}
+
+/// Repeated 401s from one client are rate-limited: past `AUTH_FAILURES_PER_MINUTE` refusals
+/// within a minute, its requests get 429 (with `Retry-After`) without being looked at.
+async fn throttle_refusals(
+    req: ServiceRequest,
+    next: Next<impl MessageBody + 'static>,
+) -> Result<ServiceResponse<actix_web::body::BoxBody>, Error> {
+    let throttle = req.app_data::<web::Data<Throttle>>().cloned();
+    let client = req.peer_addr().map(|a| a.ip());
+    if let (Some(throttle), Some(client)) = (&throttle, client)
+        && let Some(wait) = throttle.blocked(client)
+    {
+        let body = serde_json::json!({
+            "type": "https://datasync.dev/problems/too-many-requests",
+            "title": "Too Many Requests",
+            "status": 429,
+            "detail": "too many refused credentials from this client: wait before trying again",
+        });
+        let response = actix_web::HttpResponse::TooManyRequests()
+            .insert_header(("Retry-After", wait.max(1).to_string()))
+            .content_type("application/problem+json")
+            .body(body.to_string());
+        return Ok(req.into_response(response).map_into_boxed_body());
+    }
+    let res = next.call(req).await?;
+    if res.status() == actix_web::http::StatusCode::UNAUTHORIZED
+        && let (Some(throttle), Some(client)) = (throttle, client)
+    {
+        throttle.refused(client);
+    }
+    Ok(res.map_into_boxed_body())
 }
 
 /// Every error is a problem document: an error response that is not JSON already (or an HTML

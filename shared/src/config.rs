@@ -174,6 +174,9 @@ pub struct CommonConfig {
     /// that cover the URL (HubSpot v3) are checked against it, never against a URL built from a
     /// client's `X-Forwarded-Host`; unset: `http://` and the request's own `Host`.
     pub public_url: Option<String>,
+    /// `AUTH_FAILURES_PER_MINUTE` (30; 0 = no limit): a client (by its address) refused this many
+    /// times within a minute gets 429 until the minute ends.
+    pub auth_failures_per_minute: u32,
 }
 
 /// Log output format.
@@ -233,6 +236,7 @@ impl CommonConfig {
             },
             max_body: var_parsed("MAX_BODY_BYTES", 1024 * 1024)?,
             public_url: url_var("PUBLIC_URL")?,
+            auth_failures_per_minute: var_parsed("AUTH_FAILURES_PER_MINUTE", 30)?,
             retention: Retention::from_env()?,
         }
         .validated()

@@ -497,3 +497,22 @@ async fn every_error_is_a_problem_document_naming_what_was_wrong() {
     assert_eq!((status, kind.as_str()), (413, "application/problem+json"), "{body}");
     let _ = (&f.nats, &f.db);
 }
+
+#[tokio::test]
+async fn a_client_refused_too_often_is_rate_limited_even_with_the_right_token_then() {
+    let f = spawn(1024).await;
+    let get = |token: &'static str| {
+        let request = f.app.http.get(f.app.url("/admin/settings")).bearer_auth(token);
+        async move { request.send().await.unwrap() }
+    };
+    assert_eq!(get(harness::ADMIN_TOKEN).await.status(), 200);
+    for _ in 0..30 {
+        assert_eq!(get("guessing-the-admin-token").await.status(), 401);
+    }
+    let blocked = get(harness::ADMIN_TOKEN).await;
+    assert_eq!(blocked.status(), 429, "30 refusals within a minute");
+    let wait: u64 = blocked.headers()["retry-after"].to_str().unwrap().parse().unwrap();
+    assert!((1..=60).contains(&wait));
+    let problem: Value = blocked.json().await.unwrap();
+    assert_eq!(problem["status"], 429);
+}

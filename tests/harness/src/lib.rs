@@ -274,6 +274,7 @@ pub fn common_config(service: &'static str, db: &TestDb, nats: &TestNats) -> Com
         max_body: 1024 * 1024,
         retention: Default::default(),
         public_url: None,
+        auth_failures_per_minute: 30,
     }
 }
 
@@ -296,6 +297,7 @@ pub fn init_logs() {
                 max_body: 0,
                 retention: Default::default(),
                 public_url: None,
+                auth_failures_per_minute: 30,
             };
             // The guard lives for the whole test process.
             std::mem::forget(shared::telemetry::init(&cfg));
