@@ -21,4 +21,13 @@ if [[ "$mode" == docker ]]; then
     fi
 fi
 rm -f "$DATASYNC_RUN_DIR/mode"
-log "stopped"
+log "stopped the datasync services"
+if [[ "$mode" != docker ]]; then
+    # Say what is left running, and why: the local path never stops servers it may share.
+    if pg_ready; then
+        log "left running: PostgreSQL on $DATASYNC_PG_HOST:$DATASYNC_PG_PORT (the tests use it too; stop it with pg_ctlcluster)"
+    fi
+    if nats_has_jetstream 2>/dev/null; then
+        log "left running: NATS on $DATASYNC_NATS_HOST:$DATASYNC_NATS_PORT (the tests use it too; stop it with kill, or systemctl stop nats-server)"
+    fi
+fi

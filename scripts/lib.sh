@@ -200,7 +200,7 @@ compose() {
 # ---------------------------------------------------------------------------
 
 pg_admin_url() {
-    echo "${TEST_DATABASE_URL:-postgres://postgres@${DATASYNC_PG_HOST}:${DATASYNC_PG_PORT}/postgres}"
+    echo "${TEST_DATABASE_URL:-$(env_or_dotenv TEST_DATABASE_URL "postgres://postgres@${DATASYNC_PG_HOST}:${DATASYNC_PG_PORT}/postgres")}"
 }
 
 pg_db_name() {
@@ -248,11 +248,47 @@ pg_create_local_cluster() {
     log "creating PostgreSQL cluster $ver/$name on port $DATASYNC_PG_PORT"
     as_root env LANG=C.UTF-8 LC_ALL=C.UTF-8 pg_createcluster --port "$DATASYNC_PG_PORT" "$ver" "$name" >&2 \
         || die "pg_createcluster $ver $name failed"
+    mkdir -p "$DATASYNC_RUN_DIR" && touch "$DATASYNC_RUN_DIR/pg-cluster-$ver-$name"
+}
+
+# pg_cluster_is_ours VER NAME: the scripts created this cluster (its name is `datasync`, or
+# pg_create_local_cluster left its marker). Only such a cluster's pg_hba.conf is ever changed.
+pg_cluster_is_ours() {
+    [[ "$2" == datasync || -f "$DATASYNC_RUN_DIR/pg-cluster-$1-$2" ]]
+}
+
+# dotenv_put KEY VALUE: sets KEY in .env (created with mode 600 if missing).
+dotenv_put() {
+    local env_file="$DATASYNC_ROOT/.env" tmp
+    tmp="$(umask 077 && mktemp "$DATASYNC_ROOT/.env.XXXXXX")" || die "cannot write $env_file"
+    if [[ -f "$env_file" ]]; then
+        grep -v "^$1=" "$env_file" >"$tmp" || true
+    fi
+    printf '%s=%s\n' "$1" "$2" >>"$tmp"
+    mv "$tmp" "$env_file"
+}
+
+# pg_create_app_role: on a cluster the scripts did not create, never touch pg_hba.conf: create
+# (or reset) a `datasync` role with a generated password through the local socket, as the
+# postgres OS user, keep it in .env (TEST_DATABASE_URL) and use it. Loopback password logins are
+# allowed by Debian's default pg_hba.conf.
+pg_create_app_role() {
+    local pw admin
+    have runuser || return 1
+    pw="$(LC_ALL=C tr -dc 'A-Za-z0-9' </dev/urandom | head -c 32)"
+    as_root runuser -u postgres -- psql -X -q -p "$DATASYNC_PG_PORT" -v ON_ERROR_STOP=1 -c \
+        "DO \$\$ BEGIN IF EXISTS (SELECT FROM pg_roles WHERE rolname = 'datasync') THEN ALTER ROLE datasync WITH LOGIN CREATEDB PASSWORD '$pw'; ELSE CREATE ROLE datasync WITH LOGIN CREATEDB PASSWORD '$pw'; END IF; END \$\$" \
+        >&2 || return 1
+    admin="postgres://datasync:${pw}@${DATASYNC_PG_HOST}:${DATASYNC_PG_PORT}/postgres"
+    export TEST_DATABASE_URL="$admin"
+    dotenv_put TEST_DATABASE_URL "$admin"
+    log "created role datasync with a generated password (in .env as TEST_DATABASE_URL); pg_hba.conf left as it was"
 }
 
 # Let the `postgres` role log in over loopback TCP without a password (what
-# DATABASE_URL/TEST_DATABASE_URL default to). Only touches the local Debian cluster,
-# only loopback addresses, and only once (marker line). Returns 0 if it changed the file.
+# DATABASE_URL/TEST_DATABASE_URL default to). Only for a cluster the scripts created
+# (pg_cluster_is_ours), only loopback addresses, and only once (marker line). Returns 0 if it
+# changed the file.
 pg_configure_trust() {
     local ver=$1 name=$2 hba tmp
     hba="/etc/postgresql/$ver/$name/pg_hba.conf"
@@ -293,7 +329,9 @@ pg_start_local() {
         [[ -n "$cluster" ]] || die "no PostgreSQL cluster on port $DATASYNC_PG_PORT after pg_createcluster"
     fi
     read -r ver name status <<<"$cluster"
-    pg_configure_trust "$ver" "$name" || true
+    if pg_cluster_is_ours "$ver" "$name"; then
+        pg_configure_trust "$ver" "$name" || true
+    fi
     if [[ "$status" == online* ]]; then
         log "PostgreSQL cluster $ver/$name is already running (still starting up?)"
         return 0
@@ -312,7 +350,11 @@ pg_ensure_access() {
     cluster="$(pg_local_cluster)"
     if [[ -n "$cluster" ]]; then
         read -r ver name status <<<"$cluster"
-        if pg_configure_trust "$ver" "$name"; then
+        if ! pg_cluster_is_ours "$ver" "$name"; then
+            if pg_create_app_role && pg_admin_psql -tAc 'SELECT 1' >/dev/null 2>&1; then
+                return 0
+            fi
+        elif pg_configure_trust "$ver" "$name"; then
             as_root pg_ctlcluster --skip-systemctl-redirect "$ver" "$name" reload >&2 \
                 || die "pg_ctlcluster $ver $name reload failed"
             sleep 1
@@ -530,6 +572,10 @@ ensure_deps() {
         log "using local PostgreSQL and NATS (no docker engine, or DATASYNC_DEPS=local)"
         ensure_postgres
         ensure_nats
+        # The tests' admin connection: the environment's, .env's (a generated role), or the
+        # default superuser over loopback.
+        TEST_DATABASE_URL="$(pg_admin_url)"
+        export TEST_DATABASE_URL
     fi
 }
 
