@@ -322,11 +322,14 @@ async fn problems(
     Ok(ServiceResponse::new(req, response).map_into_boxed_body())
 }
 
-/// The command line every service binary accepts: `serve` (default) or `migrate`.
+/// The command line every service binary accepts: `serve` (default), `migrate`, or
+/// `healthcheck` (asks the running service's `/readyz` on 127.0.0.1:`HTTP_PORT`: exit 0 when
+/// ready; compose's healthcheck, the image having no HTTP client of its own).
 #[derive(Debug, PartialEq, Eq)]
 pub enum Command {
     Serve,
     Migrate,
+    Healthcheck,
 }
 
 impl Command {
@@ -336,7 +339,8 @@ impl Command {
         match args.iter().map(String::as_str).collect::<Vec<_>>().as_slice() {
             [] | ["serve"] => Ok(Self::Serve),
             ["migrate"] => Ok(Self::Migrate),
-            other => Err(format!("usage: <service> [serve|migrate], got {other:?}")),
+            ["healthcheck"] => Ok(Self::Healthcheck),
+            other => Err(format!("usage: <service> [serve|migrate|healthcheck], got {other:?}")),
         }
     }
 }
@@ -366,6 +370,9 @@ where
             return std::process::ExitCode::from(2);
         }
     };
+    if command == Command::Healthcheck {
+        return healthcheck(common(&config).http_port).await;
+    }
     if let Err(e) = split_defaults(&common(&config).settings_defaults, None) {
         eprintln!("configuration error: SETTINGS_DEFAULTS: {e}");
         return std::process::ExitCode::from(2);
@@ -382,6 +389,7 @@ where
             .await
             .map(|n| tracing::info!(applied = n, "migrations done")),
         Command::Serve => serve(config).await,
+        Command::Healthcheck => Ok(()),
     };
     let code = match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
@@ -395,6 +403,34 @@ where
     code
 }
 
+/// `healthcheck`: the local service's `/readyz`, within 3 s.
+async fn healthcheck(port: u16) -> std::process::ExitCode {
+    let url = format!("http://127.0.0.1:{port}/readyz");
+    crate::tls::install_crypto_provider();
+    let answer = reqwest::Client::builder()
+        .timeout(std::time::Duration::from_secs(3))
+        .build()
+        .map_err(anyhow::Error::from)
+        .map(|client| client.get(&url).send());
+    match answer {
+        Ok(request) => match request.await {
+            Ok(r) if r.status().is_success() => std::process::ExitCode::SUCCESS,
+            Ok(r) => {
+                eprintln!("not ready: {url} answered {}", r.status());
+                std::process::ExitCode::FAILURE
+            }
+            Err(e) => {
+                eprintln!("not ready: {url}: {e}");
+                std::process::ExitCode::FAILURE
+            }
+        },
+        Err(e) => {
+            eprintln!("healthcheck: {e}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::Command;
@@ -405,6 +441,7 @@ mod tests {
         assert_eq!(parse(&[]), Ok(Command::Serve));
         assert_eq!(parse(&["serve"]), Ok(Command::Serve));
         assert_eq!(parse(&["migrate"]), Ok(Command::Migrate));
+        assert_eq!(parse(&["healthcheck"]), Ok(Command::Healthcheck));
         assert!(parse(&["migrate", "now"]).is_err());
     }
 }

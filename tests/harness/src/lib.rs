@@ -602,8 +602,9 @@ pub mod process {
     }
 }
 
-/// The two tests every service binary must pass: bad configuration exits with status 2 and one
-/// line naming the variable; `serve` becomes ready and exits 0 on SIGTERM. Use in a service's
+/// The tests every service binary must pass: bad configuration exits with status 2 and one
+/// line naming the variable; `serve` becomes ready and exits 0 on SIGTERM; `healthcheck`
+/// answers whether the running service is ready. Use in a service's
 /// `tests/binary/main.rs` as `harness::binary_tests!("crm-sync");`.
 #[macro_export]
 macro_rules! binary_tests {
@@ -626,6 +627,31 @@ macro_rules! binary_tests {
             let (code, trace_exports) = $crate::process::serve_until_sigterm(BIN, &db, &nats).await;
             assert_eq!(code, Some(0));
             assert!(trace_exports > 0, "spans are flushed to the OTLP endpoint at shutdown");
+        }
+
+        #[tokio::test]
+        async fn healthcheck_answers_whether_the_running_service_is_ready() {
+            let (db, nats) = ($crate::TestDb::new().await, $crate::TestNats::new());
+            let port = $crate::process::free_port();
+            let check = || {
+                $crate::process::command(BIN, &db, &nats, port)
+                    .arg("healthcheck")
+                    .status()
+                    .unwrap_or_else(|e| panic!("cannot run {BIN}: {e}"))
+            };
+            assert!(!check().success(), "nothing serves on the port yet");
+            let mut child = $crate::process::command(BIN, &db, &nats, port)
+                .arg("serve")
+                .stderr(std::process::Stdio::null())
+                .spawn()
+                .unwrap();
+            let ready = $crate::eventually(std::time::Duration::from_secs(60), || async {
+                check().success().then_some(())
+            })
+            .await;
+            let _ = child.kill();
+            let _ = child.wait();
+            assert!(ready.is_some(), "`healthcheck` never saw the service ready");
         }
     };
 }
