@@ -132,6 +132,30 @@ pub struct NatsConfig {
     /// `NATS_PREFIX`, default empty. Prepended to every stream name, subject, consumer and KV
     /// bucket so that several installations (or parallel tests) share one NATS server.
     pub prefix: String,
+    /// How the streams are declared ([`StreamTopology`]).
+    pub streams: StreamTopology,
+}
+
+/// How streams are declared: `NATS_STREAM_REPLICAS` (1; 3 on a 3-node cluster),
+/// `NATS_STREAM_MAX_BYTES` (1 GiB per stream; 0 = unlimited) and
+/// `NATS_WORK_QUEUE_MAX_AGE_DAYS` (14; a work item nobody takes for this long is dropped, so a
+/// subject nothing consumes cannot fill the store). A running stream's replicas and limits are
+/// never lowered at start: an operator's larger values stay.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct StreamTopology {
+    pub replicas: usize,
+    pub max_bytes: i64,
+    pub work_queue_max_age: Duration,
+}
+
+impl Default for StreamTopology {
+    fn default() -> Self {
+        Self {
+            replicas: 1,
+            max_bytes: 1 << 30,
+            work_queue_max_age: Duration::from_secs(14 * 24 * 3600),
+        }
+    }
 }
 
 impl std::fmt::Debug for NatsConfig {
@@ -213,6 +237,13 @@ impl CommonConfig {
             nats: NatsConfig {
                 url: var("NATS_URL").unwrap_or_else(|| "nats://127.0.0.1:4222".into()),
                 prefix: var("NATS_PREFIX").unwrap_or_default(),
+                streams: StreamTopology {
+                    replicas: var_parsed("NATS_STREAM_REPLICAS", 1)?,
+                    max_bytes: var_parsed("NATS_STREAM_MAX_BYTES", 1_i64 << 30)?,
+                    work_queue_max_age: Duration::from_secs(
+                        var_parsed::<u64>("NATS_WORK_QUEUE_MAX_AGE_DAYS", 14)? * 24 * 3600,
+                    ),
+                },
             },
             admin_token: {
                 let token = required_secret("ADMIN_TOKEN")?;
@@ -333,7 +364,11 @@ mod tests {
             pool_size: 1,
             pool_timeout: Duration::from_secs(1),
         };
-        let nats = NatsConfig { url: "nats://user:pw0rd@nats:4222".into(), prefix: String::new() };
+        let nats = NatsConfig {
+            url: "nats://user:pw0rd@nats:4222".into(),
+            prefix: String::new(),
+            streams: StreamTopology::default(),
+        };
         let shown = format!("{db:?} {nats:?}");
         assert!(!shown.contains("s3cret") && !shown.contains("pw0rd"), "{shown}");
     }

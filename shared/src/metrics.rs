@@ -35,6 +35,19 @@ metric!(PRUNED: IntCounterVec = register_int_counter_vec!(
     "retention_pruned_rows_total", "History rows removed by retention, by table", &["table"]));
 metric!(READY: IntGauge = register_int_gauge!(
     "ready", "1 when the last readiness check passed"));
+metric!(STREAM_BYTES: prometheus::IntGaugeVec = prometheus::register_int_gauge_vec!(
+    "nats_stream_bytes", "Bytes a JetStream stream holds", &["stream"]));
+metric!(STREAM_MESSAGES: prometheus::IntGaugeVec = prometheus::register_int_gauge_vec!(
+    "nats_stream_messages", "Messages a JetStream stream holds", &["stream"]));
+metric!(STREAM_MAX_BYTES: prometheus::IntGaugeVec = prometheus::register_int_gauge_vec!(
+    "nats_stream_max_bytes", "A JetStream stream's size limit (-1: none)", &["stream"]));
+
+/// How full a stream is (`nats_stream_bytes` against `nats_stream_max_bytes`).
+pub fn stream_usage(stream: &str, bytes: u64, messages: u64, max_bytes: i64) {
+    STREAM_BYTES.with_label_values(&[stream]).set(i64::try_from(bytes).unwrap_or(i64::MAX));
+    STREAM_MESSAGES.with_label_values(&[stream]).set(i64::try_from(messages).unwrap_or(i64::MAX));
+    STREAM_MAX_BYTES.with_label_values(&[stream]).set(max_bytes);
+}
 
 pub fn consumed(consumer: &str, outcome: &str) {
     MESSAGES.with_label_values(&[consumer, outcome]).inc();

@@ -83,11 +83,26 @@ impl Platform {
         // bulk-job events, bulk-job alerts), so no service can forget them.
         let own: [&'static StreamSpec; 2] = [&streams::SYNC_EVENTS, &streams::ALERTS];
         let declared = |s: &&&StreamSpec| !spec.streams.iter().any(|d| d.name == s.name);
+        let mut streams_used: Vec<&'static StreamSpec> = Vec::new();
         for stream in spec.streams.iter().chain(own.iter().filter(declared)) {
             bus.ensure_stream(stream).await?;
+            streams_used.push(stream);
         }
         let shutdown = CancellationToken::new();
         let tasks = TaskTracker::new();
+        // How close each stream is to its limit, for the metrics.
+        let (usage_bus, usage_stop) = (bus.clone(), shutdown.clone());
+        tasks.spawn(async move {
+            loop {
+                for (name, bytes, messages, max) in usage_bus.stream_usage(&streams_used).await {
+                    crate::metrics::stream_usage(name, bytes, messages, max);
+                }
+                tokio::select! {
+                    () = usage_stop.cancelled() => return,
+                    () = tokio::time::sleep(std::time::Duration::from_secs(30)) => {}
+                }
+            }
+        });
         let (defaults, own_defaults) =
             split_defaults(&config.settings_defaults, spec.settings.as_ref())
                 .map_err(|e| anyhow::anyhow!("SETTINGS_DEFAULTS: {e}"))?;

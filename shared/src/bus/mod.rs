@@ -31,6 +31,8 @@ pub struct Bus {
     pub client: async_nats::Client,
     pub js: jetstream::Context,
     prefix: String,
+    /// How streams are declared.
+    topology: crate::config::StreamTopology,
 }
 
 impl Bus {
@@ -61,7 +63,7 @@ impl Bus {
         };
         let mut js = jetstream::new(client.clone());
         js.set_timeout(PUBLISH_ACK_TIMEOUT);
-        Ok(Self { client, js, prefix: cfg.prefix.clone() })
+        Ok(Self { client, js, prefix: cfg.prefix.clone(), topology: cfg.streams })
     }
 
     /// The installation prefix ("" in production).

@@ -115,25 +115,75 @@ pub const DIRECTORY: StreamSpec = StreamSpec {
     max_age: WEEK,
 };
 
+/// The larger of two limits where zero (or less) means "none", the largest of all.
+fn larger_limit(a: i64, b: i64) -> i64 {
+    if a <= 0 || b <= 0 { -1 } else { a.max(b) }
+}
+
+fn larger_age(a: Duration, b: Duration) -> Duration {
+    if a.is_zero() || b.is_zero() { Duration::ZERO } else { a.max(b) }
+}
+
 impl Bus {
-    /// Creates the stream or updates it to this declaration.
-    pub async fn ensure_stream(&self, spec: &StreamSpec) -> anyhow::Result<()> {
-        let config = stream::Config {
+    /// The stream as this release declares it, with the installation's topology: replicas,
+    /// a size limit, and for a work queue an age limit and `DiscardPolicy::New` (a full queue
+    /// refuses new messages, which then wait in their outbox, instead of dropping old ones).
+    fn declared(&self, spec: &StreamSpec) -> stream::Config {
+        let work_queue = spec.retention == RetentionPolicy::WorkQueue;
+        stream::Config {
             name: self.name(spec.name),
             subjects: spec.subjects.iter().map(|s| self.subject(s)).collect(),
             retention: spec.retention,
             storage: StorageType::File,
+            num_replicas: self.topology.replicas.max(1),
             max_messages_per_subject: spec.max_messages_per_subject,
-            max_age: spec.max_age,
+            max_age: if work_queue && spec.max_age.is_zero() {
+                self.topology.work_queue_max_age
+            } else {
+                spec.max_age
+            },
+            max_bytes: if self.topology.max_bytes > 0 { self.topology.max_bytes } else { -1 },
             duplicate_window: DUPLICATE_WINDOW,
-            discard: DiscardPolicy::Old,
+            discard: if work_queue { DiscardPolicy::New } else { DiscardPolicy::Old },
             ..Default::default()
-        };
-        self.js
-            .create_or_update_stream(config)
-            .await
-            .map_err(|e| anyhow::anyhow!("declaring stream {}: {e}", spec.name))?;
+        }
+    }
+
+    /// Creates the stream, or updates it to this declaration without ever lowering what the
+    /// running stream has: its replicas, age and size limits stay when larger (an operator's
+    /// change to 3 replicas survives every restart), and its storage type is kept.
+    pub async fn ensure_stream(&self, spec: &StreamSpec) -> anyhow::Result<()> {
+        let mut config = self.declared(spec);
+        let declaring =
+            |e: &dyn std::fmt::Display| anyhow::anyhow!("declaring stream {}: {e}", spec.name);
+        match self.js.get_stream(&config.name).await {
+            Ok(mut existing) => {
+                let current = existing.info().await.map_err(|e| declaring(&e))?.config.clone();
+                config.num_replicas = config.num_replicas.max(current.num_replicas);
+                config.max_age = larger_age(config.max_age, current.max_age);
+                config.max_bytes = larger_limit(config.max_bytes, current.max_bytes);
+                config.storage = current.storage;
+                self.js.update_stream(config).await.map_err(|e| declaring(&e))?;
+            }
+            Err(_) => {
+                self.js.create_stream(config).await.map_err(|e| declaring(&e))?;
+            }
+        }
         Ok(())
+    }
+
+    /// How full each of `specs` is: `(name, bytes, messages, max_bytes)` (`max_bytes` -1: no
+    /// limit).
+    pub async fn stream_usage(&self, specs: &[&StreamSpec]) -> Vec<(&'static str, u64, u64, i64)> {
+        let mut out = Vec::new();
+        for spec in specs {
+            if let Ok(mut stream) = self.js.get_stream(self.name(spec.name)).await
+                && let Ok(info) = stream.info().await
+            {
+                out.push((spec.name, info.state.bytes, info.state.messages, info.config.max_bytes));
+            }
+        }
+        out
     }
 
     /// Deletes a durable consumer an earlier release declared, if it is still there. Its

@@ -39,10 +39,16 @@ async fn setup() -> (TestDb, TestNats, Bus, shared::db::PgPool) {
     let nats = TestNats::new();
     shared::db::migrate(&db.url).await.unwrap();
     let pool = shared::db::pool(&harness::common_config("test", &db, &nats).db).unwrap();
-    let bus =
-        Bus::connect(&NatsConfig { url: nats.url.clone(), prefix: nats.prefix.clone() }, "test")
-            .await
-            .unwrap();
+    let bus = Bus::connect(
+        &NatsConfig {
+            url: nats.url.clone(),
+            prefix: nats.prefix.clone(),
+            streams: shared::config::StreamTopology { max_bytes: 0, ..Default::default() },
+        },
+        "test",
+    )
+    .await
+    .unwrap();
     bus.ensure_stream(&streams::SYNC_EVENTS).await.unwrap();
     (db, nats, bus, pool)
 }
@@ -414,4 +420,66 @@ async fn a_batch_consumer_hands_over_ready_messages_together_and_continues_the_f
     );
     let left = harness::pending(&db, &nats, "crm").await;
     assert_eq!((left.consumers, left.dead_letters), (vec![], 0));
+}
+
+#[tokio::test]
+async fn work_queues_get_limits_and_a_running_streams_larger_limits_are_never_lowered() {
+    let nats = TestNats::new();
+    let connect = |max_bytes: i64| {
+        let nats = (nats.url.clone(), nats.prefix.clone());
+        async move {
+            let topology = shared::config::StreamTopology {
+                replicas: 1,
+                max_bytes,
+                work_queue_max_age: std::time::Duration::from_secs(14 * 24 * 3600),
+            };
+            Bus::connect(&NatsConfig { url: nats.0, prefix: nats.1, streams: topology }, "test")
+                .await
+                .unwrap()
+        }
+    };
+    let bus = connect(8 << 20).await;
+    bus.ensure_stream(&streams::WEBHOOKS).await.unwrap();
+    let config = |bus: Bus| async move {
+        let mut stream = bus.js.get_stream(bus.name("WEBHOOKS")).await.unwrap();
+        stream.info().await.unwrap().config.clone()
+    };
+    let declared = config(bus.clone()).await;
+    assert_eq!(declared.max_bytes, 8 << 20);
+    assert_eq!(
+        declared.max_age,
+        std::time::Duration::from_secs(14 * 24 * 3600),
+        "a work item nobody takes expires"
+    );
+    assert_eq!(
+        declared.discard,
+        async_nats::jetstream::stream::DiscardPolicy::New,
+        "a full queue refuses, the outbox waits"
+    );
+    assert_eq!(declared.num_replicas, 1);
+
+    // An operator raises the limits; a restart with smaller ones keeps them.
+    let mut raised = declared.clone();
+    raised.max_bytes = 32 << 20;
+    raised.max_age = std::time::Duration::from_secs(30 * 24 * 3600);
+    bus.js.update_stream(raised).await.unwrap();
+    let restarted = connect(4 << 20).await;
+    restarted.ensure_stream(&streams::WEBHOOKS).await.unwrap();
+    let kept = config(restarted.clone()).await;
+    assert_eq!(
+        (kept.max_bytes, kept.max_age),
+        (32 << 20, std::time::Duration::from_secs(30 * 24 * 3600))
+    );
+
+    // How full it is, for the metrics.
+    restarted
+        .js
+        .publish(restarted.subject("webhooks.crm.contact"), "{}".into())
+        .await
+        .unwrap()
+        .await
+        .unwrap();
+    let usage = restarted.stream_usage(&[&streams::WEBHOOKS]).await;
+    assert_eq!((usage[0].0, usage[0].2, usage[0].3), ("WEBHOOKS", 1, 32 << 20));
+    assert!(usage[0].1 > 0);
 }

@@ -11,7 +11,11 @@ use tokio_util::{sync::CancellationToken, task::TaskTracker};
 #[tokio::test]
 async fn a_setting_written_by_one_service_reaches_the_others_live_and_after_restart() {
     let nats = TestNats::new();
-    let cfg = NatsConfig { url: nats.url.clone(), prefix: nats.prefix.clone() };
+    let cfg = NatsConfig {
+        url: nats.url.clone(),
+        prefix: nats.prefix.clone(),
+        streams: Default::default(),
+    };
     let stop = CancellationToken::new();
     let tasks = TaskTracker::new();
     let a = Settings::open(
@@ -62,7 +66,11 @@ async fn a_setting_written_by_one_service_reaches_the_others_live_and_after_rest
 #[tokio::test]
 async fn invalid_settings_are_refused_naming_the_field() {
     let nats = TestNats::new();
-    let cfg = NatsConfig { url: nats.url.clone(), prefix: nats.prefix.clone() };
+    let cfg = NatsConfig {
+        url: nats.url.clone(),
+        prefix: nats.prefix.clone(),
+        streams: Default::default(),
+    };
     let stop = CancellationToken::new();
     let tasks = TaskTracker::new();
     let s = Settings::open(

@@ -265,7 +265,13 @@ pub fn common_config(service: &'static str, db: &TestDb, nats: &TestNats) -> Com
         http_host: "127.0.0.1".into(),
         http_port: 0,
         db: DbConfig { url: db.url.clone(), pool_size: 8, pool_timeout: Duration::from_secs(5) },
-        nats: NatsConfig { url: nats.url.clone(), prefix: nats.prefix.clone() },
+        nats: NatsConfig {
+            url: nats.url.clone(),
+            prefix: nats.prefix.clone(),
+            // No size limits in tests: every test's streams live on one shared server, and
+            // JetStream reserves each stream's max_bytes against the server's store.
+            streams: shared::config::StreamTopology { max_bytes: 0, ..Default::default() },
+        },
         admin_token: SecretString::from(ADMIN_TOKEN),
         otlp_endpoint: None,
         log_format: LogFormat::Json,
@@ -288,7 +294,11 @@ pub fn init_logs() {
                 http_host: String::new(),
                 http_port: 0,
                 db: DbConfig { url: String::new(), pool_size: 1, pool_timeout: Duration::ZERO },
-                nats: NatsConfig { url: String::new(), prefix: String::new() },
+                nats: NatsConfig {
+                    url: String::new(),
+                    prefix: String::new(),
+                    streams: Default::default(),
+                },
                 admin_token: SecretString::from(""),
                 otlp_endpoint: None,
                 log_format: LogFormat::Pretty,
@@ -470,6 +480,8 @@ pub mod process {
             .env("DATABASE_URL", &db.url)
             .env("NATS_URL", &nats.url)
             .env("NATS_PREFIX", &nats.prefix)
+            // No size limits on the shared test server (JetStream reserves them).
+            .env("NATS_STREAM_MAX_BYTES", "0")
             .env("ADMIN_TOKEN", ADMIN_TOKEN)
             .env("HTTP_HOST", "127.0.0.1")
             .env("HTTP_PORT", port.to_string())
