@@ -134,6 +134,91 @@ pub struct NatsConfig {
     pub prefix: String,
     /// How the streams are declared ([`StreamTopology`]).
     pub streams: StreamTopology,
+    /// How this service proves who it is ([`NatsAuth`]) and which CA it trusts.
+    pub auth: NatsAuth,
+    pub tls: NatsTls,
+}
+
+/// `NATS_CREDS_FILE` (a `.creds` file: JWT and nkey seed), `NATS_NKEY_SEED`, `NATS_USER` +
+/// `NATS_PASSWORD`, or `NATS_TOKEN`; the first one set wins. In Kubernetes these come from a
+/// Secret, never a ConfigMap.
+#[derive(Clone, Default)]
+pub enum NatsAuth {
+    #[default]
+    None,
+    CredsFile(std::path::PathBuf),
+    Nkey(SecretString),
+    UserPassword(String, SecretString),
+    Token(SecretString),
+}
+
+impl std::fmt::Debug for NatsAuth {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            NatsAuth::None => write!(f, "None"),
+            NatsAuth::CredsFile(path) => write!(f, "CredsFile({})", path.display()),
+            NatsAuth::Nkey(_) => write!(f, "Nkey(***)"),
+            NatsAuth::UserPassword(user, _) => write!(f, "UserPassword({user}, ***)"),
+            NatsAuth::Token(_) => write!(f, "Token(***)"),
+        }
+    }
+}
+
+/// `NATS_CA_FILE` (the CA that signed the server's certificate), `NATS_TLS_CERT_FILE` +
+/// `NATS_TLS_KEY_FILE` (a client certificate, where the server asks for one), and
+/// `NATS_TLS_REQUIRED` (also implied by a `tls://` URL or a CA): connections are encrypted.
+#[derive(Clone, Debug, Default)]
+pub struct NatsTls {
+    pub required: bool,
+    pub ca_file: Option<std::path::PathBuf>,
+    pub client_cert: Option<(std::path::PathBuf, std::path::PathBuf)>,
+}
+
+impl NatsAuth {
+    fn from_env() -> Result<Self, ConfigError> {
+        if let Some(path) = var("NATS_CREDS_FILE") {
+            return Ok(NatsAuth::CredsFile(path.into()));
+        }
+        if let Some(seed) = var("NATS_NKEY_SEED") {
+            return Ok(NatsAuth::Nkey(seed.into()));
+        }
+        match (var("NATS_USER"), var("NATS_PASSWORD")) {
+            (Some(user), Some(password)) => {
+                return Ok(NatsAuth::UserPassword(user, password.into()));
+            }
+            (Some(_), None) | (None, Some(_)) => {
+                return Err(ConfigError::Invalid {
+                    name: "NATS_PASSWORD".into(),
+                    reason: "set NATS_USER and NATS_PASSWORD together".into(),
+                });
+            }
+            (None, None) => {}
+        }
+        Ok(var("NATS_TOKEN").map_or(NatsAuth::None, |t| NatsAuth::Token(t.into())))
+    }
+}
+
+impl NatsTls {
+    fn from_env(url: &str) -> Result<Self, ConfigError> {
+        let client_cert = match (var("NATS_TLS_CERT_FILE"), var("NATS_TLS_KEY_FILE")) {
+            (Some(cert), Some(key)) => Some((cert.into(), key.into())),
+            (None, None) => None,
+            _ => {
+                return Err(ConfigError::Invalid {
+                    name: "NATS_TLS_KEY_FILE".into(),
+                    reason: "set NATS_TLS_CERT_FILE and NATS_TLS_KEY_FILE together".into(),
+                });
+            }
+        };
+        let ca_file: Option<std::path::PathBuf> = var("NATS_CA_FILE").map(Into::into);
+        Ok(Self {
+            required: var_parsed("NATS_TLS_REQUIRED", false)?
+                || url.starts_with("tls://")
+                || ca_file.is_some(),
+            ca_file,
+            client_cert,
+        })
+    }
 }
 
 /// How streams are declared: `NATS_STREAM_REPLICAS` (1; 3 on a 3-node cluster),
@@ -163,6 +248,8 @@ impl std::fmt::Debug for NatsConfig {
         f.debug_struct("NatsConfig")
             .field("url", &redact_url(&self.url))
             .field("prefix", &self.prefix)
+            .field("auth", &self.auth)
+            .field("tls", &self.tls)
             .finish()
     }
 }
@@ -235,6 +322,8 @@ impl CommonConfig {
                 pool_timeout: Duration::from_millis(var_parsed("DATABASE_POOL_TIMEOUT_MS", 5000)?),
             },
             nats: NatsConfig {
+                auth: NatsAuth::from_env()?,
+                tls: NatsTls::from_env(&var("NATS_URL").unwrap_or_default())?,
                 url: var("NATS_URL").unwrap_or_else(|| "nats://127.0.0.1:4222".into()),
                 prefix: var("NATS_PREFIX").unwrap_or_default(),
                 streams: StreamTopology {
@@ -368,6 +457,8 @@ mod tests {
             url: "nats://user:pw0rd@nats:4222".into(),
             prefix: String::new(),
             streams: StreamTopology::default(),
+            auth: NatsAuth::UserPassword("svc".into(), "pw0rd".into()),
+            tls: NatsTls::default(),
         };
         let shown = format!("{db:?} {nats:?}");
         assert!(!shown.contains("s3cret") && !shown.contains("pw0rd"), "{shown}");

@@ -17,13 +17,52 @@ use std::time::Duration;
 use async_nats::jetstream::{self, context::PublishAckFuture};
 use bytes::Bytes;
 
-use crate::{config::NatsConfig, schemas::Envelope};
+use crate::{
+    config::{NatsAuth, NatsConfig},
+    schemas::Envelope,
+};
 
 pub use consumer::{ConsumerSpec, Delivery, HandlerError, run_batch_consumer, run_consumer};
 pub use streams::StreamSpec;
 
 /// How long a publish may wait for its PubAck before it counts as failed (and is retried).
 const PUBLISH_ACK_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The connection's options: name, timeouts, credentials and TLS ([`NatsConfig`]).
+async fn options(cfg: &NatsConfig, service: &str) -> anyhow::Result<async_nats::ConnectOptions> {
+    use secrecy::ExposeSecret;
+    let mut opts = match &cfg.auth {
+        NatsAuth::None => async_nats::ConnectOptions::new(),
+        NatsAuth::CredsFile(path) => {
+            async_nats::ConnectOptions::with_credentials_file(path.clone())
+                .await
+                .map_err(|e| anyhow::anyhow!("NATS_CREDS_FILE {}: {e}", path.display()))?
+        }
+        NatsAuth::Nkey(seed) => {
+            async_nats::ConnectOptions::with_nkey(seed.expose_secret().to_owned())
+        }
+        NatsAuth::UserPassword(user, password) => {
+            async_nats::ConnectOptions::with_user_and_password(
+                user.clone(),
+                password.expose_secret().to_owned(),
+            )
+        }
+        NatsAuth::Token(token) => {
+            async_nats::ConnectOptions::with_token(token.expose_secret().to_owned())
+        }
+    };
+    if cfg.tls.required {
+        crate::tls::install_crypto_provider();
+        opts = opts.require_tls(true);
+    }
+    if let Some(ca) = &cfg.tls.ca_file {
+        opts = opts.add_root_certificates(ca.clone());
+    }
+    if let Some((cert, key)) = &cfg.tls.client_cert {
+        opts = opts.add_client_certificate(cert.clone(), key.clone());
+    }
+    Ok(opts.name(service).connection_timeout(Duration::from_secs(3)).max_reconnects(None))
+}
 
 /// A connected bus. Cheap to clone.
 #[derive(Clone)]
@@ -42,12 +81,24 @@ impl Bus {
     pub async fn connect(cfg: &NatsConfig, service: &str) -> anyhow::Result<Self> {
         let mut attempt = 0u32;
         let client = loop {
-            let opts = async_nats::ConnectOptions::new()
-                .name(service)
-                .connection_timeout(Duration::from_secs(3))
-                .max_reconnects(None);
+            let opts = options(cfg, service).await?;
             match opts.connect(cfg.url.as_str()).await {
                 Ok(client) => break client,
+                // Refused credentials or a TLS mismatch do not heal by waiting.
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        async_nats::ConnectErrorKind::Authentication
+                            | async_nats::ConnectErrorKind::AuthorizationViolation
+                            | async_nats::ConnectErrorKind::Tls
+                    ) =>
+                {
+                    anyhow::bail!(
+                        "NATS refused the connection (NATS_URL={}, {:?}): {e}",
+                        crate::config::redact_url(&cfg.url),
+                        cfg.auth
+                    )
+                }
                 Err(e) if attempt < 10 => {
                     attempt += 1;
                     tracing::warn!(attempt, error = %e, "NATS not reachable yet, retrying");

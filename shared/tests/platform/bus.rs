@@ -44,6 +44,8 @@ async fn setup() -> (TestDb, TestNats, Bus, shared::db::PgPool) {
             url: nats.url.clone(),
             prefix: nats.prefix.clone(),
             streams: shared::config::StreamTopology { max_bytes: 0, ..Default::default() },
+            auth: Default::default(),
+            tls: Default::default(),
         },
         "test",
     )
@@ -433,9 +435,14 @@ async fn work_queues_get_limits_and_a_running_streams_larger_limits_are_never_lo
                 max_bytes,
                 work_queue_max_age: std::time::Duration::from_secs(14 * 24 * 3600),
             };
-            Bus::connect(&NatsConfig { url: nats.0, prefix: nats.1, streams: topology }, "test")
-                .await
-                .unwrap()
+            let config = NatsConfig {
+                url: nats.0,
+                prefix: nats.1,
+                streams: topology,
+                auth: Default::default(),
+                tls: Default::default(),
+            };
+            Bus::connect(&config, "test").await.unwrap()
         }
     };
     let bus = connect(8 << 20).await;

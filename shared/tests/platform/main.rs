@@ -4,6 +4,7 @@
 mod bus;
 mod db;
 mod ingress;
+mod nats_auth;
 mod notify;
 mod retention;
 mod settings;

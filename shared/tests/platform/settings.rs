@@ -15,6 +15,8 @@ async fn a_setting_written_by_one_service_reaches_the_others_live_and_after_rest
         url: nats.url.clone(),
         prefix: nats.prefix.clone(),
         streams: Default::default(),
+        auth: Default::default(),
+        tls: Default::default(),
     };
     let stop = CancellationToken::new();
     let tasks = TaskTracker::new();
@@ -70,6 +72,8 @@ async fn invalid_settings_are_refused_naming_the_field() {
         url: nats.url.clone(),
         prefix: nats.prefix.clone(),
         streams: Default::default(),
+        auth: Default::default(),
+        tls: Default::default(),
     };
     let stop = CancellationToken::new();
     let tasks = TaskTracker::new();

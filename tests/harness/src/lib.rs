@@ -271,6 +271,8 @@ pub fn common_config(service: &'static str, db: &TestDb, nats: &TestNats) -> Com
             // No size limits in tests: every test's streams live on one shared server, and
             // JetStream reserves each stream's max_bytes against the server's store.
             streams: shared::config::StreamTopology { max_bytes: 0, ..Default::default() },
+            auth: Default::default(),
+            tls: Default::default(),
         },
         admin_token: SecretString::from(ADMIN_TOKEN),
         otlp_endpoint: None,
@@ -298,6 +300,8 @@ pub fn init_logs() {
                     url: String::new(),
                     prefix: String::new(),
                     streams: Default::default(),
+                    auth: Default::default(),
+                    tls: Default::default(),
                 },
                 admin_token: SecretString::from(""),
                 otlp_endpoint: None,
