@@ -37,17 +37,25 @@ pub async fn healthz() -> HttpResponse {
     HttpResponse::Ok().json(serde_json::json!({"status": "ok"}))
 }
 
-/// Readiness: PostgreSQL answers `SELECT 1` and NATS answers a JetStream request, each within 2s.
+/// Readiness: the service can do its work. PostgreSQL must answer `SELECT 1` (on readiness's
+/// own connection, within 2 s). NATS is reported but does not make it unready: every write goes
+/// through the PostgreSQL outbox, so requests are accepted and kept while NATS is down, and
+/// published when it returns (`status: degraded` meanwhile).
 #[utoipa::path(get, path = "/readyz", tag = "operations", responses(
-    (status = 200, description = "ready"), (status = 503, description = "a dependency is down")))]
+    (status = 200, description = "ready (`degraded` while NATS is down)"), (status = 503, description = "PostgreSQL is down")))]
 #[get("/readyz")]
 pub async fn readyz(platform: web::Data<Platform>) -> HttpResponse {
     let (db, nats) =
-        tokio::join!(crate::db::check(&platform.db), platform.bus.check(platform.readiness_stream));
+        tokio::join!(platform.readiness_db.check(), platform.bus.check(platform.readiness_stream));
     let (db, nats) = (Check::from("postgres", db), Check::from("nats", nats));
-    let ready = db.error.is_none() && nats.error.is_none();
+    let ready = db.error.is_none();
     crate::metrics::READY.set(i64::from(ready));
-    let body = serde_json::json!({"status": if ready { "ok" } else { "fail" }, "postgres": db, "nats": nats});
+    let status = match (ready, nats.error.is_none()) {
+        (false, _) => "fail",
+        (true, true) => "ok",
+        (true, false) => "degraded",
+    };
+    let body = serde_json::json!({"status": status, "postgres": db, "nats": nats});
     if ready {
         HttpResponse::Ok().json(body)
     } else {

@@ -51,6 +51,8 @@ pub struct Platform {
     pub shutdown: CancellationToken,
     pub schema: &'static str,
     pub(crate) readiness_stream: &'static str,
+    /// Readiness's own PostgreSQL connection.
+    pub(crate) readiness_db: Arc<crate::db::ReadinessProbe>,
     pub(crate) openapi: Arc<utoipa::openapi::OpenApi>,
     /// The bulk-sync jobs of this service ([`Platform::run_bulk`]).
     pub bulk: Bulk,
@@ -68,12 +70,45 @@ pub struct Platform {
     pub(crate) commits_shutdown: CancellationToken,
 }
 
+/// Runs `attempt` until it succeeds, waiting (1 s, growing to 10 s) after every failure
+/// `transient` calls passing; any other failure is returned.
+async fn wait_for<T, F, Fut>(
+    what: &str,
+    mut attempt: F,
+    transient: impl Fn(&anyhow::Error) -> bool,
+) -> anyhow::Result<T>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = anyhow::Result<T>>,
+{
+    let mut pause = std::time::Duration::from_secs(1);
+    loop {
+        match attempt().await {
+            Ok(v) => return Ok(v),
+            Err(e) if transient(&e) => {
+                tracing::warn!(error = %format!("{e:#}"), retry_in = ?pause, "waiting for {what}");
+                tokio::time::sleep(pause).await;
+                pause = (pause * 2).min(std::time::Duration::from_secs(10));
+            }
+            Err(e) => return Err(e),
+        }
+    }
+}
+
 impl Platform {
     /// Migrates the database, builds the pool, connects to NATS, declares the streams, opens the
     /// settings bucket and starts the outbox relay.
     pub async fn start(config: &CommonConfig, spec: ServiceSpec) -> anyhow::Result<Self> {
         crate::tls::install_crypto_provider();
-        let applied = crate::db::migrate(&config.db.url).await?;
+        // Started before PostgreSQL or NATS is reachable (compose, Kubernetes), a service waits
+        // for them, not ready, instead of exiting; what waiting cannot fix (a failed migration,
+        // refused credentials) still stops it.
+        let applied = wait_for(
+            "PostgreSQL",
+            || crate::db::migrate(&config.db.url),
+            |e| format!("{e:#}").starts_with("cannot connect to PostgreSQL"),
+        )
+        .await?;
         if applied > 0 {
             tracing::info!(applied, "database migrations applied");
         }
@@ -85,7 +120,17 @@ impl Platform {
         let declared = |s: &&&StreamSpec| !spec.streams.iter().any(|d| d.name == s.name);
         let mut streams_used: Vec<&'static StreamSpec> = Vec::new();
         for stream in spec.streams.iter().chain(own.iter().filter(declared)) {
-            bus.ensure_stream(stream).await?;
+            wait_for(
+                "NATS JetStream",
+                || bus.ensure_stream(stream),
+                |e| {
+                    let text = format!("{e:#}");
+                    text.contains("timed out")
+                        || text.contains("no responders")
+                        || text.contains("unavailable")
+                },
+            )
+            .await?;
             streams_used.push(stream);
         }
         let shutdown = CancellationToken::new();
@@ -122,6 +167,7 @@ impl Platform {
             shutdown,
             schema: spec.schema,
             readiness_stream: spec.streams.first().map_or("SYNC_EVENTS", |s| s.name),
+            readiness_db: Arc::new(crate::db::ReadinessProbe::new(&config.db.url)),
             openapi: Arc::new(openapi),
             bulk,
             push_targets,

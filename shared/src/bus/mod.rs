@@ -75,9 +75,9 @@ pub struct Bus {
 }
 
 impl Bus {
-    /// Connects to NATS, retrying for a few seconds so that services started together with
-    /// NATS (docker compose, Kubernetes) do not fail on the first attempt. Once connected the
-    /// client reconnects by itself forever.
+    /// Connects to NATS, waiting as long as it takes for a NATS that is not reachable yet
+    /// (services started together with NATS, or before it); refused credentials and TLS
+    /// mismatches fail at once. Once connected the client reconnects by itself forever.
     pub async fn connect(cfg: &NatsConfig, service: &str) -> anyhow::Result<Self> {
         let mut attempt = 0u32;
         let client = loop {
@@ -99,16 +99,12 @@ impl Bus {
                         cfg.auth
                     )
                 }
-                Err(e) if attempt < 10 => {
-                    attempt += 1;
-                    tracing::warn!(attempt, error = %e, "NATS not reachable yet, retrying");
-                    tokio::time::sleep(Duration::from_secs(1)).await;
-                }
+                // Not reachable (yet): a service started before NATS waits for it, not ready.
                 Err(e) => {
-                    anyhow::bail!(
-                        "cannot connect to NATS (NATS_URL={}): {e}",
-                        crate::config::redact_url(&cfg.url)
-                    )
+                    attempt += 1;
+                    let pause = Duration::from_secs(u64::from(attempt.min(10)));
+                    tracing::warn!(attempt, error = %e, url = %crate::config::redact_url(&cfg.url), "NATS not reachable yet, waiting");
+                    tokio::time::sleep(pause).await;
                 }
             }
         };

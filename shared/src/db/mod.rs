@@ -85,6 +85,38 @@ pub async fn check(pool: &PgPool) -> anyhow::Result<()> {
     .map_err(|_| anyhow::anyhow!("PostgreSQL did not answer within 2s"))?
 }
 
+/// Readiness's own connection, outside the pool: a pool that traffic exhausted must not make
+/// the service look down (nor the check wait behind traffic). Reconnected after a failure.
+pub struct ReadinessProbe {
+    url: String,
+    conn: tokio::sync::Mutex<Option<AsyncPgConnection>>,
+}
+
+impl ReadinessProbe {
+    pub fn new(url: &str) -> Self {
+        Self { url: url.to_owned(), conn: tokio::sync::Mutex::new(None) }
+    }
+
+    /// `SELECT 1` on the probe's connection within 2 s.
+    pub async fn check(&self) -> anyhow::Result<()> {
+        let mut slot = self.conn.lock().await;
+        let result = tokio::time::timeout(Duration::from_secs(2), async {
+            if slot.is_none() {
+                *slot = Some(connect(&self.url).await?);
+            }
+            let conn = slot.as_mut().ok_or_else(|| anyhow::anyhow!("no connection"))?;
+            diesel::sql_query("SELECT 1").execute(conn).await?;
+            anyhow::Ok(())
+        })
+        .await
+        .unwrap_or_else(|_| Err(anyhow::anyhow!("PostgreSQL did not answer within 2s")));
+        if result.is_err() {
+            *slot = None;
+        }
+        result
+    }
+}
+
 /// Stamps the origin of this transaction's changes (`datasync.origin`, transaction-local): the
 /// capture triggers of the connector schemas read it, so a change applied from a system is
 /// never queued to be pushed back to it. Unset means `local`.
