@@ -28,6 +28,24 @@ pub use streams::StreamSpec;
 /// How long a publish may wait for its PubAck before it counts as failed (and is retried).
 const PUBLISH_ACK_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// Whether a failed connect is a refusal that waiting cannot heal: credentials the server
+/// refused, or a TLS mismatch (an untrusted or wrong certificate, TLS required on one side
+/// only), however the client classifies it.
+fn refused(e: &async_nats::ConnectError) -> bool {
+    use async_nats::ConnectErrorKind as Kind;
+    if matches!(e.kind(), Kind::Authentication | Kind::AuthorizationViolation | Kind::Tls) {
+        return true;
+    }
+    let mut text = e.to_string();
+    let mut source = std::error::Error::source(e);
+    while let Some(s) = source {
+        text.push_str(&s.to_string());
+        source = s.source();
+    }
+    let text = text.to_ascii_lowercase();
+    ["certificate", "tls", "handshake", "unknownissuer"].iter().any(|t| text.contains(t))
+}
+
 /// The connection's options: name, timeouts, credentials and TLS ([`NatsConfig`]).
 async fn options(cfg: &NatsConfig, service: &str) -> anyhow::Result<async_nats::ConnectOptions> {
     use secrecy::ExposeSecret;
@@ -85,14 +103,7 @@ impl Bus {
             match opts.connect(cfg.url.as_str()).await {
                 Ok(client) => break client,
                 // Refused credentials or a TLS mismatch do not heal by waiting.
-                Err(e)
-                    if matches!(
-                        e.kind(),
-                        async_nats::ConnectErrorKind::Authentication
-                            | async_nats::ConnectErrorKind::AuthorizationViolation
-                            | async_nats::ConnectErrorKind::Tls
-                    ) =>
-                {
+                Err(e) if refused(&e) => {
                     anyhow::bail!(
                         "NATS refused the connection (NATS_URL={}, {:?}): {e}",
                         crate::config::redact_url(&cfg.url),
