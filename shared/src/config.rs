@@ -288,6 +288,10 @@ pub struct CommonConfig {
     /// `AUTH_FAILURES_PER_MINUTE` (30; 0 = no limit): a client (by its address) refused this many
     /// times within a minute gets 429 until the minute ends.
     pub auth_failures_per_minute: u32,
+    /// `MIGRATE_ON_START` (true): the service applies pending migrations when it starts. False
+    /// where a migration job runs them (Kubernetes): the service then only waits, not ready,
+    /// until the database has them all, and its role needs no DDL rights.
+    pub migrate_on_start: bool,
 }
 
 /// Log output format.
@@ -357,6 +361,7 @@ impl CommonConfig {
             max_body: var_parsed("MAX_BODY_BYTES", 1024 * 1024)?,
             public_url: url_var("PUBLIC_URL")?,
             auth_failures_per_minute: var_parsed("AUTH_FAILURES_PER_MINUTE", 30)?,
+            migrate_on_start: var_parsed("MIGRATE_ON_START", true)?,
             retention: Retention::from_env()?,
         }
         .validated()

@@ -103,12 +103,33 @@ impl Platform {
         // Started before PostgreSQL or NATS is reachable (compose, Kubernetes), a service waits
         // for them, not ready, instead of exiting; what waiting cannot fix (a failed migration,
         // refused credentials) still stops it.
-        let applied = wait_for(
-            "PostgreSQL",
-            || crate::db::migrate(&config.db.url),
-            |e| format!("{e:#}").starts_with("cannot connect to PostgreSQL"),
-        )
-        .await?;
+        let applied = if config.migrate_on_start {
+            wait_for(
+                "PostgreSQL",
+                || crate::db::migrate(&config.db.url),
+                |e| format!("{e:#}").starts_with("cannot connect to PostgreSQL"),
+            )
+            .await?
+        } else {
+            // The migration job applies them; this service waits until they are all there.
+            wait_for(
+                "the migration job",
+                || async {
+                    match crate::db::pending(&config.db.url).await? {
+                        0 => Ok(0),
+                        n => anyhow::bail!(
+                            "{n} migrations are still pending (MIGRATE_ON_START=false)"
+                        ),
+                    }
+                },
+                |e| {
+                    let text = format!("{e:#}");
+                    text.contains("still pending")
+                        || text.starts_with("cannot connect to PostgreSQL")
+                },
+            )
+            .await?
+        };
         if applied > 0 {
             tracing::info!(applied, "database migrations applied");
         }

@@ -46,6 +46,20 @@ pub async fn connect(url: &str) -> diesel::ConnectionResult<AsyncPgConnection> {
     AsyncPgConnection::establish(url).await
 }
 
+/// How many embedded migrations the database has not applied yet.
+pub async fn pending(url: &str) -> anyhow::Result<usize> {
+    let url = url.to_owned();
+    tokio::task::spawn_blocking(move || -> anyhow::Result<usize> {
+        let mut conn: AsyncConnectionWrapper<AsyncPgConnection> =
+            diesel::Connection::establish(&url)
+                .map_err(|e| anyhow::anyhow!("cannot connect to PostgreSQL (DATABASE_URL): {e}"))?;
+        conn.pending_migrations(MIGRATIONS)
+            .map(|p| p.len())
+            .map_err(|e| anyhow::anyhow!("reading the applied migrations: {e}"))
+    })
+    .await?
+}
+
 /// Runs pending migrations under a PostgreSQL advisory lock, so that several services or
 /// replicas starting together apply them once, one after the other. Runs on a blocking thread
 /// because diesel's migration harness is synchronous.

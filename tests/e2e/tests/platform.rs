@@ -155,6 +155,42 @@ async fn a_service_started_before_nats_waits_for_it_then_becomes_ready() {
 }
 
 #[tokio::test]
+async fn with_migrate_on_start_off_a_service_waits_for_the_migration_job() {
+    let (db, nats) = (TestDb::new().await, TestNats::new());
+    let mut common = harness::common_config(crm_sync::SERVICE, &db, &nats);
+    common.migrate_on_start = false;
+    let starting = tokio::spawn(crm_sync::build(crm_sync::Config::unconnected(common)));
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert!(!starting.is_finished(), "the service must neither migrate nor give up");
+    let mut probe = AsyncPgConnection::establish(&db.url).await.unwrap();
+    let tables: i64 = {
+        #[derive(diesel::QueryableByName)]
+        struct N {
+            #[diesel(sql_type = diesel::sql_types::BigInt)]
+            n: i64,
+        }
+        diesel::sql_query(
+            "SELECT count(*) AS n FROM information_schema.tables WHERE table_schema = 'crm'",
+        )
+        .get_result::<N>(&mut probe)
+        .await
+        .unwrap()
+        .n
+    };
+    assert_eq!(tables, 0, "the service applied nothing itself");
+    // The migration job runs; the service goes on.
+    shared::db::migrate(&db.url).await.unwrap();
+    let app = tokio::time::timeout(Duration::from_secs(60), starting)
+        .await
+        .expect("the service starts once the migrations are there")
+        .unwrap()
+        .unwrap();
+    let app = TestApp::spawn(app);
+    assert!(wait_status(&app, "ok").await);
+    app.stop().await;
+}
+
+#[tokio::test]
 async fn readiness_follows_postgres_reports_nats_and_recovers_by_itself() {
     let db = TestDb::new().await;
     let port = harness::process::free_port();

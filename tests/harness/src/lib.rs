@@ -283,6 +283,7 @@ pub fn common_config(service: &'static str, db: &TestDb, nats: &TestNats) -> Com
         retention: Default::default(),
         public_url: None,
         auth_failures_per_minute: 30,
+        migrate_on_start: true,
     }
 }
 
@@ -312,6 +313,7 @@ pub fn init_logs() {
                 retention: Default::default(),
                 public_url: None,
                 auth_failures_per_minute: 30,
+                migrate_on_start: true,
             };
             // The guard lives for the whole test process.
             std::mem::forget(shared::telemetry::init(&cfg));
