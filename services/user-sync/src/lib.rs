@@ -3,6 +3,7 @@
 //! published on `directory.user.<change>` / `directory.group.<change>` and `sync.events`.
 
 pub mod bulk;
+pub mod drift;
 pub mod ldap;
 pub mod routes;
 pub mod scim;

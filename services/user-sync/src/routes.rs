@@ -35,7 +35,7 @@ pub async fn sync_now(
 #[get("/admin/directory/drift")]
 pub async fn drift(_: Admin, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
     let mut conn = state.db.get().await?;
-    let drift = ldap::drift(&mut conn)
+    let drift = crate::drift::drift(&mut conn)
         .await
         .map_err(|e| ApiError::Unavailable(format!("database: {e}")))?;
     Ok(HttpResponse::Ok().json(drift))

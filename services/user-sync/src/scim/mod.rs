@@ -7,9 +7,12 @@
 //! `meta.version` is the ETag; `If-Match` on PUT, PATCH and DELETE refuses a stale one with
 //! `412`. Errors are SCIM error documents with `scimType` where RFC 7644 names one.
 
+mod discovery;
 pub mod filter;
 pub mod patch;
+mod representation;
 mod resources;
+pub mod sql;
 
 use actix_web::{
     FromRequest, HttpRequest, HttpResponse, ResponseError,

@@ -11,7 +11,7 @@
 //!   the users it no longer finds: deleted entries are deactivated, never deleted here;
 //! - AD's `userAccountControl` with ACCOUNTDISABLE (2) makes the user inactive;
 //! - group members (`member` / `uniqueMember` DNs) become memberships with origin `ldap`; the
-//!   ones made elsewhere are kept and reported as drift ([`drift`]);
+//!   ones made elsewhere are kept and reported as drift ([`crate::drift`]);
 //! - an entry that cannot be stored (no account name, a name another entry holds) is a row of
 //!   the error ledger, and the pass goes on.
 
@@ -23,20 +23,21 @@ use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
 use ldap3::{LdapConnAsync, Scope, SearchEntry, adapters::PagedResults};
 use secrecy::{ExposeSecret, SecretString};
 use serde::Serialize;
-use serde_json::{Map, Value, json};
+use serde_json::{Value, json};
 use shared::{
-    bus::outbox::{self, OutboxRow},
     db::PgPool,
     record_errors::{self, Failure},
-    schemas::{
-        Envelope,
-        sync::{AlertRaised, Direction, Severity},
-    },
+    schemas::sync::Direction,
 };
 use uuid::Uuid;
 
+mod entry;
+
+pub use entry::user_resource;
+use entry::{all, first};
+
 use crate::{
-    scim::filter::{ENTERPRISE, Kind},
+    scim::filter::Kind,
     store::{self, Row},
 };
 
@@ -93,110 +94,7 @@ pub struct PassReport {
     pub deactivated: usize,
     pub groups_seen: usize,
     pub failed: usize,
-    pub drift: Vec<Drift>,
-}
-
-/// A group whose members differ from what its identity provider set.
-#[derive(Clone, Debug, Serialize, PartialEq)]
-pub struct Drift {
-    pub group_id: Uuid,
-    pub source: String,
-    pub display_name: String,
-    /// Members the provider did not set (added locally, or only in LDAP for a SCIM group).
-    pub added_outside: Vec<String>,
-    /// Members the provider set that another directory lacks (a SCIM group's same-named LDAP
-    /// group).
-    pub missing_elsewhere: Vec<String>,
-}
-
-fn first<'a>(entry: &'a SearchEntry, name: &str) -> Option<&'a str> {
-    entry
-        .attrs
-        .iter()
-        .find(|(k, _)| k.eq_ignore_ascii_case(name))
-        .and_then(|(_, v)| v.iter().next())
-        .map(String::as_str)
-        .filter(|v| !v.is_empty())
-}
-
-fn all<'a>(entry: &'a SearchEntry, name: &str) -> Vec<&'a str> {
-    entry
-        .attrs
-        .iter()
-        .filter(|(k, _)| k.eq_ignore_ascii_case(name))
-        .flat_map(|(_, v)| v.iter().map(String::as_str))
-        .collect()
-}
-
-/// A user entry as a SCIM resource, or why it cannot be one.
-pub fn user_resource(config: &LdapConfig, entry: &SearchEntry) -> Result<Value, String> {
-    let account = config.account_attr();
-    let user_name = first(entry, account)
-        .or_else(|| {
-            (config.flavor == Flavor::ActiveDirectory)
-                .then(|| first(entry, "userPrincipalName"))
-                .flatten()
-        })
-        .ok_or_else(|| format!("{} has no {account}", entry.dn))?;
-    let disabled = first(entry, "userAccountControl")
-        .and_then(|v| v.parse::<i64>().ok())
-        .is_some_and(|uac| uac & 2 != 0);
-    let mut r = Map::new();
-    r.insert("userName".into(), json!(user_name));
-    r.insert(
-        "externalId".into(),
-        json!(first(entry, "entryUUID").or(first(entry, "objectGUID")).unwrap_or(&entry.dn)),
-    );
-    r.insert("active".into(), json!(!disabled));
-    let mut name = Map::new();
-    for (ldap, scim) in [("givenName", "givenName"), ("sn", "familyName"), ("cn", "formatted")] {
-        if let Some(v) = first(entry, ldap) {
-            name.insert(scim.into(), json!(v));
-        }
-    }
-    if !name.is_empty() {
-        r.insert("name".into(), Value::Object(name));
-    }
-    if let Some(v) = first(entry, "displayName").or(first(entry, "cn")) {
-        r.insert("displayName".into(), json!(v));
-    }
-    if let Some(v) = first(entry, "title") {
-        r.insert("title".into(), json!(v));
-    }
-    let mails = all(entry, "mail");
-    if !mails.is_empty() {
-        r.insert(
-            "emails".into(),
-            Value::Array(
-                mails
-                    .iter()
-                    .enumerate()
-                    .map(|(i, m)| json!({"value": m, "type": "work", "primary": i == 0}))
-                    .collect(),
-            ),
-        );
-    }
-    let phones = all(entry, "telephoneNumber");
-    if !phones.is_empty() {
-        r.insert(
-            "phoneNumbers".into(),
-            Value::Array(phones.iter().map(|p| json!({"value": p, "type": "work"})).collect()),
-        );
-    }
-    let mut enterprise = Map::new();
-    if let Some(v) = first(entry, "employeeNumber").or(first(entry, "employeeID")) {
-        enterprise.insert("employeeNumber".into(), json!(v));
-    }
-    if let Some(v) = first(entry, "department").or(first(entry, "departmentNumber")) {
-        enterprise.insert("department".into(), json!(v));
-    }
-    if let Some(v) = first(entry, "manager") {
-        enterprise.insert("manager".into(), json!({"value": v}));
-    }
-    if !enterprise.is_empty() {
-        r.insert(ENTERPRISE.into(), Value::Object(enterprise));
-    }
-    Ok(Value::Object(r))
+    pub drift: Vec<crate::drift::Drift>,
 }
 
 /// Pages through `filter` under the base DN.
@@ -350,8 +248,8 @@ pub async fn pass(db: &PgPool, config: &LdapConfig, full: bool) -> anyhow::Resul
         .bind::<Bool, _>(full)
         .execute(conn)
         .await?;
-        report.drift = drift(conn).await?;
-        alert_drift(conn, &report.drift).await?;
+        report.drift = crate::drift::drift(conn).await?;
+        crate::drift::alert(conn, &report.drift).await?;
         Ok(())
     })
     .await?;
@@ -533,95 +431,13 @@ async fn store_groups(
     Ok(())
 }
 
-#[derive(diesel::QueryableByName)]
-struct DriftRow {
-    #[diesel(sql_type = SqlUuid)]
-    group_id: Uuid,
-    #[diesel(sql_type = Text)]
-    source: String,
-    #[diesel(sql_type = Text)]
-    display_name: String,
-    #[diesel(sql_type = Array<Text>)]
-    added_outside: Vec<String>,
-    #[diesel(sql_type = Array<Text>)]
-    missing_elsewhere: Vec<String>,
-}
-
-/// Groups whose members differ from what their provider set: memberships another origin made
-/// (an LDAP group's `local` ones; a SCIM group's `local` or `ldap` ones), and for a SCIM group
-/// with a same-named group in a pulled directory, the users only one of them holds (Entra never
-/// reads members back, so nobody else would notice).
-pub async fn drift(conn: &mut AsyncPgConnection) -> diesel::QueryResult<Vec<Drift>> {
-    let rows: Vec<DriftRow> = diesel::sql_query(
-        "WITH kinds AS (SELECT g.id, g.source, g.display_name, \
-                               CASE WHEN s.kind = 'ldap' THEN 'ldap' ELSE 'scim' END AS owner \
-                        FROM directory.groups g LEFT JOIN directory.sources s ON s.id = g.source), \
-              outside AS (SELECT k.id, array_agg(u.user_name ORDER BY u.user_name) AS names \
-                          FROM kinds k JOIN directory.memberships m ON m.group_id = k.id \
-                          JOIN directory.users u ON u.id = m.user_id WHERE m.origin <> k.owner GROUP BY k.id), \
-              twins AS (SELECT k.id, \
-                               array(SELECT lower(u.user_name) FROM directory.memberships m JOIN directory.users u ON u.id = m.user_id \
-                                     WHERE m.group_id = l.id \
-                                     EXCEPT SELECT lower(u.user_name) FROM directory.memberships m JOIN directory.users u ON u.id = m.user_id \
-                                     WHERE m.group_id = k.id ORDER BY 1) AS only_there, \
-                               array(SELECT lower(u.user_name) FROM directory.memberships m JOIN directory.users u ON u.id = m.user_id \
-                                     WHERE m.group_id = k.id \
-                                     EXCEPT SELECT lower(u.user_name) FROM directory.memberships m JOIN directory.users u ON u.id = m.user_id \
-                                     WHERE m.group_id = l.id ORDER BY 1) AS only_here \
-                        FROM kinds k JOIN kinds l ON l.owner = 'ldap' AND k.owner = 'scim' \
-                             AND lower(l.display_name) = lower(k.display_name)) \
-         SELECT k.id AS group_id, k.source, k.display_name, \
-                coalesce(o.names, '{}') || coalesce(t.only_there, '{}') AS added_outside, \
-                coalesce(t.only_here, '{}') AS missing_elsewhere \
-         FROM kinds k LEFT JOIN outside o ON o.id = k.id LEFT JOIN twins t ON t.id = k.id \
-         WHERE o.names IS NOT NULL OR cardinality(t.only_there) > 0 OR cardinality(t.only_here) > 0 \
-         ORDER BY k.source, k.display_name",
-    )
-    .load(conn)
-    .await?;
-    Ok(rows
-        .into_iter()
-        .map(|r| Drift {
-            group_id: r.group_id,
-            source: r.source,
-            display_name: r.display_name,
-            added_outside: r.added_outside,
-            missing_elsewhere: r.missing_elsewhere,
-        })
-        .collect())
-}
-
-/// One warning per drifting group (sync-monitor routes it; its key keeps repeats quiet).
-async fn alert_drift(conn: &mut AsyncPgConnection, drift: &[Drift]) -> diesel::QueryResult<()> {
-    let rows: Vec<OutboxRow> = drift
-        .iter()
-        .map(|d| {
-            OutboxRow::new(&Envelope::new(
-                crate::SERVICE,
-                AlertRaised {
-                    severity: Severity::Warning,
-                    kind: "group_drift".into(),
-                    title: format!("Group drift: {} ({})", d.display_name, d.source),
-                    text: format!(
-                        "Members not set by its provider: {:?}; members another directory lacks: {:?}",
-                        d.added_outside, d.missing_elsewhere
-                    ),
-                    dedup_key: format!("group_drift:{}", d.group_id),
-                    fields: [("group_id".to_owned(), json!(d.group_id))].into_iter().collect(),
-                },
-            ))
-        })
-        .collect();
-    outbox::enqueue(conn, crate::SCHEMA, &rows).await
-}
-
 #[cfg(test)]
 mod tests {
     use std::collections::HashMap;
 
     use super::*;
 
-    fn config(flavor: Flavor) -> LdapConfig {
+    pub(super) fn config(flavor: Flavor) -> LdapConfig {
         LdapConfig {
             url: "ldap://127.0.0.1:1".into(),
             bind_dn: "cn=admin".into(),
@@ -637,7 +453,7 @@ mod tests {
         }
     }
 
-    fn entry(attrs: &[(&str, &str)]) -> SearchEntry {
+    pub(super) fn entry(attrs: &[(&str, &str)]) -> SearchEntry {
         let mut map: HashMap<String, Vec<String>> = HashMap::new();
         for (k, v) in attrs {
             map.entry((*k).to_owned()).or_default().push((*v).to_owned());
@@ -647,45 +463,6 @@ mod tests {
             attrs: map,
             bin_attrs: HashMap::new(),
         }
-    }
-
-    #[test]
-    fn entries_become_scim_users_and_ad_disabled_accounts_are_inactive() {
-        let ann = entry(&[
-            ("uid", "ann"),
-            ("givenName", "Ann"),
-            ("sn", "Lee"),
-            ("cn", "Ann Lee"),
-            ("mail", "ann@example.com"),
-            ("employeeNumber", "7"),
-            ("departmentNumber", "R&D"),
-            ("entryUUID", "u-1"),
-        ]);
-        let r = user_resource(&config(Flavor::OpenLdap), &ann).unwrap();
-        assert_eq!(r["userName"], "ann");
-        assert_eq!(
-            (r["name"]["familyName"].as_str(), r["emails"][0]["value"].as_str()),
-            (Some("Lee"), Some("ann@example.com"))
-        );
-        assert_eq!(
-            (
-                r[ENTERPRISE]["employeeNumber"].as_str(),
-                r["externalId"].as_str(),
-                r["active"].as_bool()
-            ),
-            (Some("7"), Some("u-1"), Some(true))
-        );
-        let disabled = entry(&[("sAMAccountName", "bob"), ("userAccountControl", "514")]);
-        assert_eq!(
-            user_resource(&config(Flavor::ActiveDirectory), &disabled).unwrap()["active"],
-            false
-        );
-        let enabled = entry(&[("sAMAccountName", "bob"), ("userAccountControl", "512")]);
-        assert_eq!(
-            user_resource(&config(Flavor::ActiveDirectory), &enabled).unwrap()["active"],
-            true
-        );
-        assert!(user_resource(&config(Flavor::OpenLdap), &entry(&[("cn", "No Uid")])).is_err());
     }
 
     #[test]
