@@ -255,6 +255,23 @@ impl Platform {
 }
 
 impl Platform {
+    /// Applies conflict-resolver's decisions for `R::SYSTEM` (`sync.conflicts.resolved.<system>`)
+    /// with `resolver` (see [`crate::resolutions`]).
+    pub fn run_resolutions<R: crate::resolutions::Resolve + Clone + 'static>(&self, resolver: R) {
+        let db = self.db.clone();
+        self.spawn_consumer(
+            ConsumerSpec::new(
+                R::CONSUMER,
+                &streams::SYNC_CONFLICTS,
+                &format!("sync.conflicts.resolved.{}", R::SYSTEM),
+            ),
+            move |delivery| {
+                let (db, resolver) = (db.clone(), resolver.clone());
+                async move { crate::resolutions::handle(&resolver, &db, delivery).await }
+            },
+        );
+    }
+
     /// An outbound push engine for one target, with its own connection pool (one connection per
     /// batch in flight: a slow target never starves the rest of the service).
     pub fn push_engine<C: Connector>(

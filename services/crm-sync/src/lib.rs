@@ -106,20 +106,7 @@ pub async fn build(config: Config) -> anyhow::Result<Application> {
             ..ConsumerSpec::new(inbound::CONSUMER, &streams::WEBHOOKS, "webhooks.crm.>")
         }],
     )?;
-    let resolutions_db = platform.db.clone();
-    platform.spawn_consumer(
-        ConsumerSpec::new(
-            <resolutions::CrmResolutions as shared::resolutions::Resolve>::CONSUMER,
-            &streams::SYNC_CONFLICTS,
-            "sync.conflicts.resolved.crm",
-        ),
-        move |delivery| {
-            let db = resolutions_db.clone();
-            async move {
-                shared::resolutions::handle(&resolutions::CrmResolutions, &db, delivery).await
-            }
-        },
-    );
+    platform.run_resolutions(resolutions::CrmResolutions);
 
     // Outbound, bulk and reconciliation need the CRM's API.
     if let Some(crm) = &config.crm {

@@ -19,6 +19,7 @@ use shared::{
 use crate::models::{records, sync_state};
 
 /// crm-sync's side of the resolutions ([`shared::resolutions`]).
+#[derive(Clone, Copy)]
 pub struct CrmResolutions;
 
 impl Resolve for CrmResolutions {

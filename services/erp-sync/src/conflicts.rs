@@ -182,6 +182,7 @@ pub fn settle(
 }
 
 /// erp-sync's side of the resolutions ([`shared::resolutions`]).
+#[derive(Clone, Copy)]
 pub struct ErpResolutions;
 
 impl Resolve for ErpResolutions {

@@ -204,20 +204,7 @@ pub async fn build(config: Config) -> anyhow::Result<Application> {
     };
     platform.run_inbound(inbound.clone(), consumers)?;
     // conflict-resolver's decisions on crossing edits ([`conflicts`]).
-    let resolutions_db = platform.db.clone();
-    platform.spawn_consumer(
-        ConsumerSpec::new(
-            <conflicts::ErpResolutions as shared::resolutions::Resolve>::CONSUMER,
-            &streams::SYNC_CONFLICTS,
-            "sync.conflicts.resolved.erp",
-        ),
-        move |delivery| {
-            let db = resolutions_db.clone();
-            async move {
-                shared::resolutions::handle(&conflicts::ErpResolutions, &db, delivery).await
-            }
-        },
-    );
+    platform.run_resolutions(conflicts::ErpResolutions);
     // Local changes of order statuses and customers go back to the ERP; bulk loads read it.
     match &config.erp {
         Some(erp) => {
