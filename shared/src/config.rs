@@ -320,8 +320,11 @@ impl CommonConfig {
             http_host: var("HTTP_HOST").unwrap_or_else(|| "0.0.0.0".into()),
             http_port: var_parsed("HTTP_PORT", default_port)?,
             db: DbConfig {
-                url: var("DATABASE_URL")
-                    .unwrap_or_else(|| "postgres://postgres@127.0.0.1:5432/datasync".into()),
+                url: with_application_name(
+                    var("DATABASE_URL")
+                        .unwrap_or_else(|| "postgres://postgres@127.0.0.1:5432/datasync".into()),
+                    service,
+                ),
                 pool_size: var_parsed("DATABASE_POOL_SIZE", 16)?,
                 pool_timeout: Duration::from_millis(var_parsed("DATABASE_POOL_TIMEOUT_MS", 5000)?),
             },
@@ -374,6 +377,9 @@ impl CommonConfig {
                 reason: "expected a postgres:// URL".into(),
             });
         }
+        if let Err(reason) = crate::db::tls::Target::parse(&self.db.url) {
+            return Err(ConfigError::Invalid { name: "DATABASE_URL".into(), reason });
+        }
         if self.db.pool_size == 0 {
             return Err(ConfigError::Invalid {
                 name: "DATABASE_POOL_SIZE".into(),
@@ -388,6 +394,16 @@ impl CommonConfig {
         }
         Ok(self)
     }
+}
+
+/// Names the service's connections in `pg_stat_activity` (unless the URL names them): the
+/// connection budget is counted per service by it.
+fn with_application_name(url: String, service: &str) -> String {
+    if url.contains("application_name=") {
+        return url;
+    }
+    let separator = if url.contains('?') { '&' } else { '?' };
+    format!("{url}{separator}application_name={service}")
 }
 
 /// A day.

@@ -1,16 +1,18 @@
 //! PostgreSQL: the diesel-async connection pool and the one embedded migration set.
 
 pub mod group_commit;
+pub mod tls;
 
 use std::time::Duration;
 
 use diesel::{connection::SimpleConnection, sql_types::BigInt};
 use diesel_async::{
-    AsyncConnection, AsyncPgConnection, RunQueryDsl,
+    AsyncPgConnection, RunQueryDsl,
     async_connection_wrapper::AsyncConnectionWrapper,
-    pooled_connection::{AsyncDieselConnectionManager, deadpool},
+    pooled_connection::{AsyncDieselConnectionManager, ManagerConfig, deadpool},
 };
 use diesel_migrations::{EmbeddedMigrations, MigrationHarness, embed_migrations};
+use futures::FutureExt;
 
 use crate::config::DbConfig;
 
@@ -31,7 +33,10 @@ const MIGRATION_LOCK_KEY: i64 = 0x6461_7461_7379_6e63; // "datasync"
 /// Builds the pool: `max_size` from config, and a wait timeout so that an exhausted pool answers
 /// 503 quickly instead of queueing requests forever.
 pub fn pool(cfg: &DbConfig) -> anyhow::Result<PgPool> {
-    let manager = AsyncDieselConnectionManager::<AsyncPgConnection>::new(&cfg.url);
+    let mut setup = ManagerConfig::default();
+    setup.custom_setup = Box::new(|url| connect(url).boxed());
+    let manager =
+        AsyncDieselConnectionManager::<AsyncPgConnection>::new_with_config(&cfg.url, setup);
     Ok(deadpool::Pool::builder(manager)
         .max_size(cfg.pool_size)
         .wait_timeout(Some(cfg.pool_timeout))
@@ -41,18 +46,25 @@ pub fn pool(cfg: &DbConfig) -> anyhow::Result<PgPool> {
         .build()?)
 }
 
-/// A connection outside the pool (for LISTEN, whose state must not leak into pooled ones).
+/// One connection, with `DATABASE_URL`'s `sslmode` honoured ([`tls`]). The pool makes its
+/// connections with it; LISTEN and readiness use it for one of their own outside the pool.
 pub async fn connect(url: &str) -> diesel::ConnectionResult<AsyncPgConnection> {
-    AsyncPgConnection::establish(url).await
+    tls::Target::parse(url).map_err(diesel::ConnectionError::BadConnection)?.connect().await
+}
+
+/// A connection for diesel's synchronous migration harness, made here on the runtime (whose
+/// task then drives it) and used from a blocking thread.
+async fn migration_connection(
+    url: &str,
+) -> anyhow::Result<AsyncConnectionWrapper<AsyncPgConnection>> {
+    let conn = connect(url).await.map_err(|e| anyhow::anyhow!("DATABASE_URL: {e}"))?;
+    Ok(conn.into())
 }
 
 /// How many embedded migrations the database has not applied yet.
 pub async fn pending(url: &str) -> anyhow::Result<usize> {
-    let url = url.to_owned();
+    let mut conn = migration_connection(url).await?;
     tokio::task::spawn_blocking(move || -> anyhow::Result<usize> {
-        let mut conn: AsyncConnectionWrapper<AsyncPgConnection> =
-            diesel::Connection::establish(&url)
-                .map_err(|e| anyhow::anyhow!("cannot connect to PostgreSQL (DATABASE_URL): {e}"))?;
         conn.pending_migrations(MIGRATIONS)
             .map(|p| p.len())
             .map_err(|e| anyhow::anyhow!("reading the applied migrations: {e}"))
@@ -64,11 +76,8 @@ pub async fn pending(url: &str) -> anyhow::Result<usize> {
 /// replicas starting together apply them once, one after the other. Runs on a blocking thread
 /// because diesel's migration harness is synchronous.
 pub async fn migrate(url: &str) -> anyhow::Result<usize> {
-    let url = url.to_owned();
+    let mut conn = migration_connection(url).await?;
     tokio::task::spawn_blocking(move || -> anyhow::Result<usize> {
-        let mut conn: AsyncConnectionWrapper<AsyncPgConnection> =
-            diesel::Connection::establish(&url)
-                .map_err(|e| anyhow::anyhow!("cannot connect to PostgreSQL (DATABASE_URL): {e}"))?;
         conn.batch_execute("SET lock_timeout = '60s'")?;
         diesel::RunQueryDsl::execute(
             diesel::sql_query("SELECT pg_advisory_lock($1)").bind::<BigInt, _>(MIGRATION_LOCK_KEY),

@@ -6,6 +6,7 @@ mod db;
 mod ingress;
 mod nats_auth;
 mod notify;
+mod pg_tls;
 mod retention;
 mod settings;
 mod telemetry;

@@ -50,9 +50,7 @@ fn start(dir: PathBuf, extra: &str) -> PrivateNats {
 }
 
 fn temp_dir() -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("datasync-nats-{}", uuid::Uuid::new_v4().simple()));
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
+    harness::private::temp_dir("nats")
 }
 
 fn config(url: String, auth: NatsAuth, tls: NatsTls) -> NatsConfig {
@@ -90,69 +88,10 @@ async fn a_service_connects_with_its_user_and_password_or_token_and_is_refused_w
     assert!(Bus::connect(&config(url, token, NatsTls::default()), "test").await.is_ok());
 }
 
-/// A CA and a server certificate for 127.0.0.1, made with openssl.
-fn certificates(dir: &std::path::Path) {
-    let run = |args: &[&str]| {
-        let status = std::process::Command::new("openssl")
-            .args(args)
-            .current_dir(dir)
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .status()
-            .expect("openssl");
-        assert!(status.success(), "openssl {args:?}");
-    };
-    run(&[
-        "req",
-        "-x509",
-        "-newkey",
-        "rsa:2048",
-        "-nodes",
-        "-keyout",
-        "ca.key",
-        "-out",
-        "ca.pem",
-        "-days",
-        "2",
-        "-subj",
-        "/CN=datasync test CA",
-    ]);
-    run(&[
-        "req",
-        "-newkey",
-        "rsa:2048",
-        "-nodes",
-        "-keyout",
-        "server.key",
-        "-out",
-        "server.csr",
-        "-subj",
-        "/CN=127.0.0.1",
-    ]);
-    std::fs::write(dir.join("san.ext"), "subjectAltName=IP:127.0.0.1\n").unwrap();
-    run(&[
-        "x509",
-        "-req",
-        "-in",
-        "server.csr",
-        "-CA",
-        "ca.pem",
-        "-CAkey",
-        "ca.key",
-        "-CAcreateserial",
-        "-out",
-        "server.pem",
-        "-days",
-        "2",
-        "-extfile",
-        "san.ext",
-    ]);
-}
-
 #[tokio::test]
 async fn a_service_connects_over_tls_trusting_the_configured_ca_only() {
     let dir = temp_dir();
-    certificates(&dir);
+    harness::private::certificates(&dir, "IP:127.0.0.1");
     let server = start(
         dir.clone(),
         &format!(

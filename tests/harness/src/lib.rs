@@ -8,6 +8,7 @@
 
 pub mod bench;
 pub mod browser;
+pub mod private;
 
 use std::{future::Future, time::Duration};
 
