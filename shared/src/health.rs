@@ -67,6 +67,7 @@ pub async fn readyz(platform: web::Data<Platform>) -> HttpResponse {
 #[utoipa::path(get, path = "/metrics", tag = "operations", responses((status = 200, description = "Prometheus text format")))]
 #[get("/metrics")]
 pub async fn metrics_endpoint() -> HttpResponse {
+    crate::db::observe_pools();
     let encoder = prometheus::TextEncoder::new();
     match encoder.encode_to_string(&prometheus::gather()) {
         Ok(text) => HttpResponse::Ok().content_type("text/plain; version=0.0.4").body(text),

@@ -41,6 +41,12 @@ metric!(STREAM_MESSAGES: prometheus::IntGaugeVec = prometheus::register_int_gaug
     "nats_stream_messages", "Messages a JetStream stream holds", &["stream"]));
 metric!(STREAM_MAX_BYTES: prometheus::IntGaugeVec = prometheus::register_int_gauge_vec!(
     "nats_stream_max_bytes", "A JetStream stream's size limit (-1: none)", &["stream"]));
+metric!(DB_POOL_MAX: prometheus::IntGaugeVec = prometheus::register_int_gauge_vec!(
+    "db_pool_max_connections",
+    "PostgreSQL connections a pool may open (summed over pools of one name; listen and \
+     readiness: the one connection each keeps outside the pools)", &["pool"]));
+metric!(DB_POOL_OPEN: prometheus::IntGaugeVec = prometheus::register_int_gauge_vec!(
+    "db_pool_connections", "PostgreSQL connections a pool holds now", &["pool"]));
 
 /// How full a stream is (`nats_stream_bytes` against `nats_stream_max_bytes`).
 pub fn stream_usage(stream: &str, bytes: u64, messages: u64, max_bytes: i64) {

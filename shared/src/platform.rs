@@ -133,7 +133,7 @@ impl Platform {
         if applied > 0 {
             tracing::info!(applied, "database migrations applied");
         }
-        let db = crate::db::pool(&config.db)?;
+        let db = crate::db::pool(&config.db, "main")?;
         let bus = Bus::connect(&config.nats, config.service).await?;
         // The service's streams, and those the platform itself publishes to (dead-letter and
         // bulk-job events, bulk-job alerts), so no service can forget them.
@@ -281,11 +281,14 @@ impl Platform {
         connector: C,
         config: PushConfig,
     ) -> anyhow::Result<PushEngine<C>> {
-        let pool = crate::db::pool(&crate::config::DbConfig {
-            // One per batch in flight, plus the anti-entropy pass and the operator endpoints.
-            pool_size: config.concurrency.max(1) + 2,
-            ..self.config.db.clone()
-        })?;
+        let pool = crate::db::pool(
+            &crate::config::DbConfig {
+                // One per batch in flight, plus the anti-entropy pass and the operator endpoints.
+                pool_size: config.concurrency.max(1) + 2,
+                ..self.config.db.clone()
+            },
+            &format!("push-{target}"),
+        )?;
         Ok(PushEngine {
             target: target.to_owned(),
             endpoint,

@@ -67,10 +67,10 @@ pub async fn build(config: Config) -> anyhow::Result<Application> {
     // Bulkheads: the adjustment executors and the push consumers get pools of their own, so
     // slow targets or busy readers can never starve the synchronous write path or the relay.
     let pool_of = |size: usize| {
-        shared::db::pool(&shared::config::DbConfig {
-            pool_size: size.max(1),
-            ..config.common.db.clone()
-        })
+        shared::db::pool(
+            &shared::config::DbConfig { pool_size: size.max(1), ..config.common.db.clone() },
+            "adjust",
+        )
     };
     let adjuster_db = pool_of(config.adjuster.workers)?;
     let state = AppState {

@@ -140,6 +140,7 @@ impl OutboxRelay {
     }
 
     async fn listen(&self, channel: &str) -> Option<AsyncPgConnection> {
+        crate::db::dedicated("listen");
         let mut conn = match crate::db::connect(&self.db_url).await {
             Ok(conn) => conn,
             Err(e) => {

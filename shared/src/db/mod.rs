@@ -30,9 +30,11 @@ pub const MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations");
 /// Arbitrary but fixed key of the advisory lock that serialises migration runs.
 const MIGRATION_LOCK_KEY: i64 = 0x6461_7461_7379_6e63; // "datasync"
 
-/// Builds the pool: `max_size` from config, and a wait timeout so that an exhausted pool answers
-/// 503 quickly instead of queueing requests forever.
-pub fn pool(cfg: &DbConfig) -> anyhow::Result<PgPool> {
+/// Builds a pool: `max_size` from config, and a wait timeout so that an exhausted pool answers
+/// 503 quickly instead of queueing requests forever. `name` labels it in
+/// `db_pool_max_connections` / `db_pool_connections`, which sum to the replica's connection
+/// budget (with the [`dedicated`] connections).
+pub fn pool(cfg: &DbConfig, name: &str) -> anyhow::Result<PgPool> {
     let mut setup = ManagerConfig::default();
     setup.custom_setup = Box::new(|url| connect(url).boxed());
     let manager =
@@ -43,7 +45,37 @@ pub fn pool(cfg: &DbConfig) -> anyhow::Result<PgPool> {
         .create_timeout(Some(Duration::from_secs(5)))
         .recycle_timeout(Some(Duration::from_secs(5)))
         .runtime(::deadpool::Runtime::Tokio1)
-        .build()?)
+        .build()
+        .map(|pool| {
+            crate::metrics::DB_POOL_MAX.with_label_values(&[name]).add(cfg.pool_size as i64);
+            POOLS.lock().unwrap_or_else(|p| p.into_inner()).push((name.to_owned(), pool.weak()));
+            pool
+        })?)
+}
+
+/// Every pool this process made, for [`observe_pools`].
+static POOLS: std::sync::Mutex<
+    Vec<(String, ::deadpool::managed::WeakPool<AsyncDieselConnectionManager<AsyncPgConnection>>)>,
+> = std::sync::Mutex::new(Vec::new());
+
+/// Sets `db_pool_connections` to the connections each pool holds now (at every scrape).
+pub fn observe_pools() {
+    let mut pools = POOLS.lock().unwrap_or_else(|p| p.into_inner());
+    let mut open = std::collections::BTreeMap::<String, i64>::new();
+    pools.retain(|(name, weak)| {
+        let Some(pool) = weak.upgrade() else { return false };
+        *open.entry(name.clone()).or_default() += pool.status().size as i64;
+        true
+    });
+    for (name, size) in open {
+        crate::metrics::DB_POOL_OPEN.with_label_values(&[&name]).set(size);
+    }
+}
+
+/// A connection kept outside every pool (`listen`, `readiness`): one per process each, counted
+/// in `db_pool_max_connections` so that the budget there is whole.
+pub fn dedicated(name: &str) {
+    crate::metrics::DB_POOL_MAX.with_label_values(&[name]).set(1);
 }
 
 /// One connection, with `DATABASE_URL`'s `sslmode` honoured ([`tls`]). The pool makes its
@@ -117,6 +149,7 @@ pub struct ReadinessProbe {
 
 impl ReadinessProbe {
     pub fn new(url: &str) -> Self {
+        dedicated("readiness");
         Self { url: url.to_owned(), conn: tokio::sync::Mutex::new(None) }
     }
 

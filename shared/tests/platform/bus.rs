@@ -38,7 +38,7 @@ async fn setup() -> (TestDb, TestNats, Bus, shared::db::PgPool) {
     let db = TestDb::new().await;
     let nats = TestNats::new();
     shared::db::migrate(&db.url).await.unwrap();
-    let pool = shared::db::pool(&harness::common_config("test", &db, &nats).db).unwrap();
+    let pool = shared::db::pool(&harness::common_config("test", &db, &nats).db, "main").unwrap();
     let bus = Bus::connect(
         &NatsConfig {
             url: nats.url.clone(),

@@ -71,11 +71,14 @@ async fn every_connection_honours_sslmode_and_a_tls_only_server_is_reachable() {
     assert!(db::pending(&full).await.unwrap() > 0);
     assert!(db::migrate(&full).await.unwrap() > 0);
     assert_eq!(db::pending(&full).await.unwrap(), 0);
-    let pool = db::pool(&DbConfig {
-        url: full.clone(),
-        pool_size: 2,
-        pool_timeout: std::time::Duration::from_secs(5),
-    })
+    let pool = db::pool(
+        &DbConfig {
+            url: full.clone(),
+            pool_size: 2,
+            pool_timeout: std::time::Duration::from_secs(5),
+        },
+        "main",
+    )
     .unwrap();
     assert!(encrypted(&mut pool.get().await.unwrap()).await);
     db::ReadinessProbe::new(&full).check().await.unwrap();

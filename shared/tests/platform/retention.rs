@@ -30,7 +30,7 @@ async fn retention_prunes_old_closed_history_and_never_what_is_open() {
     let db = TestDb::new().await;
     let nats = TestNats::new();
     shared::db::migrate(&db.url).await.unwrap();
-    let pool = shared::db::pool(&harness::common_config("test", &db, &nats).db).unwrap();
+    let pool = shared::db::pool(&harness::common_config("test", &db, &nats).db, "main").unwrap();
     let mut conn = db.connect().await;
     // 40 days old unless said otherwise; the retention is 30 days.
     for statement in [
