@@ -5,9 +5,13 @@
 #   docker build --build-arg SERVICE=inventory-sync --build-arg HTTP_PORT=8083 \
 #     -t ghcr.io/datasync/inventory-sync:dev .
 #
-# Stages: chef (toolchain + cargo-chef) -> planner (dependency recipe) -> cacher (builds only
-# the dependencies, so this layer survives edits to our own code) -> builder (our crates) ->
-# runtime (debian slim, the one binary, non-root).
+# Stages: chef (toolchain + cargo-chef) -> planner (dependency recipe) -> builder (cooks the
+# dependencies, then compiles all six service binaries) -> runtime (debian slim, the one binary
+# the SERVICE build arg picks, non-root).
+#
+# Nothing before the runtime stage depends on SERVICE: the six image builds (docker compose
+# build, or a CI matrix on one BuildKit) have identical builder cache keys, so the dependency
+# tree and the workspace are compiled once and every image copies its binary out of that.
 
 ARG RUST_IMAGE=rust:1.95-bookworm
 ARG RUNTIME_IMAGE=debian:bookworm-slim
@@ -21,21 +25,22 @@ FROM chef AS planner
 COPY . .
 RUN cargo chef prepare --recipe-path recipe.json
 
-FROM chef AS cacher
-ARG SERVICE
-RUN test -n "${SERVICE}" || { echo "build with --build-arg SERVICE=<crate name>" >&2; exit 1; }
-COPY --from=planner /app/recipe.json recipe.json
-# Cook for the same package as the final build: cargo unifies features over the selected
-# packages only, so cooking the whole workspace would leave deps with other features to rebuild.
-RUN cargo chef cook --release --recipe-path recipe.json --package "${SERVICE}"
-
 FROM chef AS builder
-ARG SERVICE
+COPY --from=planner /app/recipe.json recipe.json
+# Cook exactly the packages built below: cargo unifies features over the selected packages, so
+# another selection would leave dependencies with other features to rebuild. This layer survives
+# edits to our own code (only manifest and lock changes touch recipe.json).
+RUN cargo chef cook --release --locked --recipe-path recipe.json \
+    --package crm-sync --package erp-sync --package inventory-sync \
+    --package user-sync --package conflict-resolver --package sync-monitor
 COPY . .
-COPY --from=cacher /app/target target
-COPY --from=cacher /usr/local/cargo /usr/local/cargo
-RUN cargo build --release --locked --package "${SERVICE}" \
-    && cp "target/release/${SERVICE}" /app/service-binary
+RUN cargo build --release --locked \
+    --package crm-sync --package erp-sync --package inventory-sync \
+    --package user-sync --package conflict-resolver --package sync-monitor \
+    && mkdir -p /app/bin \
+    && cp target/release/crm-sync target/release/erp-sync target/release/inventory-sync \
+       target/release/user-sync target/release/conflict-resolver target/release/sync-monitor \
+       /app/bin/
 
 FROM ${RUNTIME_IMAGE} AS runtime
 RUN apt-get update \
@@ -52,9 +57,10 @@ RUN groupadd --system --gid 10001 datasync \
 ARG SERVICE
 # The service's own default port (8081..8086); EXPOSE only documents it.
 ARG HTTP_PORT
-RUN test -n "${HTTP_PORT}" || { echo "build with --build-arg HTTP_PORT=<port>" >&2; exit 1; }
+RUN test -n "${SERVICE}" || { echo "build with --build-arg SERVICE=<crate name>" >&2; exit 1; }; \
+    test -n "${HTTP_PORT}" || { echo "build with --build-arg HTTP_PORT=<port>" >&2; exit 1; }
 
-COPY --from=builder /app/service-binary /usr/local/bin/${SERVICE}
+COPY --from=builder /app/bin/${SERVICE} /usr/local/bin/${SERVICE}
 # Exec-form ENTRYPOINT cannot expand build args, so give the binary a fixed second name.
 RUN ln -s "/usr/local/bin/${SERVICE}" /usr/local/bin/datasync-service
 

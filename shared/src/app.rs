@@ -146,6 +146,17 @@ pub async fn build_platform_only(
 }
 
 /// Builds the application, then serves until SIGTERM/SIGINT.
+/// The `migrate` command: the pending migrations, then the grants to `DATABASE_APP_ROLE`.
+async fn migrate(db: &crate::config::DbConfig) -> anyhow::Result<()> {
+    let applied = crate::db::migrate(&db.url).await?;
+    tracing::info!(applied, "migrations done");
+    if let Some(role) = &db.app_role {
+        crate::db::grant_app_role(&db.url, role).await?;
+        tracing::info!(role = %role, "the services' role may read and write, without DDL");
+    }
+    Ok(())
+}
+
 pub async fn serve(app: impl Future<Output = anyhow::Result<Application>>) -> anyhow::Result<()> {
     app.await?.run_until_stopped(shutdown_signal()).await
 }
@@ -385,9 +396,7 @@ where
         }
     };
     let result = match command {
-        Command::Migrate => crate::db::migrate(&common(&config).db.url)
-            .await
-            .map(|n| tracing::info!(applied = n, "migrations done")),
+        Command::Migrate => migrate(&common(&config).db).await,
         Command::Serve => serve(config).await,
         Command::Healthcheck => Ok(()),
     };

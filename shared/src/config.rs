@@ -112,6 +112,10 @@ pub struct DbConfig {
     /// `DATABASE_POOL_TIMEOUT_MS`, default 5000: how long a request waits for a connection
     /// before failing with 503 instead of queueing forever.
     pub pool_timeout: Duration,
+    /// `DATABASE_APP_ROLE`, unset by default: the role the services connect as, when it is not
+    /// the one that runs the migrations. `migrate` then grants it what the services need (use
+    /// of the schemas, reading and writing rows, no DDL).
+    pub app_role: Option<String>,
 }
 
 impl std::fmt::Debug for DbConfig {
@@ -120,6 +124,7 @@ impl std::fmt::Debug for DbConfig {
             .field("url", &redact_url(&self.url))
             .field("pool_size", &self.pool_size)
             .field("pool_timeout", &self.pool_timeout)
+            .field("app_role", &self.app_role)
             .finish()
     }
 }
@@ -327,6 +332,7 @@ impl CommonConfig {
                 ),
                 pool_size: var_parsed("DATABASE_POOL_SIZE", 16)?,
                 pool_timeout: Duration::from_millis(var_parsed("DATABASE_POOL_TIMEOUT_MS", 5000)?),
+                app_role: var("DATABASE_APP_ROLE"),
             },
             nats: NatsConfig {
                 auth: NatsAuth::from_env()?,
@@ -379,6 +385,15 @@ impl CommonConfig {
         }
         if let Err(reason) = crate::db::tls::Target::parse(&self.db.url) {
             return Err(ConfigError::Invalid { name: "DATABASE_URL".into(), reason });
+        }
+        if let Some(role) = &self.db.app_role
+            && (role.is_empty()
+                || !role.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-'))
+        {
+            return Err(ConfigError::Invalid {
+                name: "DATABASE_APP_ROLE".into(),
+                reason: "a role name: letters, digits, _ and -".into(),
+            });
         }
         if self.db.pool_size == 0 {
             return Err(ConfigError::Invalid {
@@ -473,6 +488,7 @@ mod tests {
             url: "postgres://app:s3cret@db/datasync".into(),
             pool_size: 1,
             pool_timeout: Duration::from_secs(1),
+            app_role: None,
         };
         let nats = NatsConfig {
             url: "nats://user:pw0rd@nats:4222".into(),

@@ -79,7 +79,13 @@ async fn options(cfg: &NatsConfig, service: &str) -> anyhow::Result<async_nats::
     if let Some((cert, key)) = &cfg.tls.client_cert {
         opts = opts.add_client_certificate(cert.clone(), key.clone());
     }
-    Ok(opts.name(service).connection_timeout(Duration::from_secs(3)).max_reconnects(None))
+    // Replies come to `_INBOX_<service>.*`: with per-service NATS users (deploy/nats/auth.conf)
+    // each may subscribe to its own inbox only, never to another service's replies.
+    Ok(opts
+        .name(service)
+        .custom_inbox_prefix(format!("_INBOX_{service}"))
+        .connection_timeout(Duration::from_secs(3))
+        .max_reconnects(None))
 }
 
 /// A connected bus. Cheap to clone.

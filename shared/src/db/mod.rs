@@ -93,15 +93,37 @@ async fn migration_connection(
     Ok(conn.into())
 }
 
-/// How many embedded migrations the database has not applied yet.
+/// How many embedded migrations the database has not applied yet. Reads diesel's table
+/// directly (diesel's harness would first try to create it, which a role without DDL rights
+/// may not do).
 pub async fn pending(url: &str) -> anyhow::Result<usize> {
-    let mut conn = migration_connection(url).await?;
-    tokio::task::spawn_blocking(move || -> anyhow::Result<usize> {
-        conn.pending_migrations(MIGRATIONS)
-            .map(|p| p.len())
-            .map_err(|e| anyhow::anyhow!("reading the applied migrations: {e}"))
-    })
-    .await?
+    use diesel::migration::MigrationSource;
+    #[derive(diesel::QueryableByName)]
+    struct Applied {
+        #[diesel(sql_type = diesel::sql_types::Nullable<diesel::sql_types::Text>)]
+        versions: Option<String>,
+    }
+    let mut conn = connect(url).await.map_err(|e| anyhow::anyhow!("DATABASE_URL: {e}"))?;
+    let table: Applied = diesel::sql_query(
+        "SELECT to_regclass('public.__diesel_schema_migrations')::text AS versions",
+    )
+    .get_result(&mut conn)
+    .await?;
+    let applied = match table.versions {
+        None => String::new(),
+        Some(_) => diesel::sql_query(
+            "SELECT string_agg(version, ',') AS versions FROM public.__diesel_schema_migrations",
+        )
+        .get_result::<Applied>(&mut conn)
+        .await
+        .map_err(|e| anyhow::anyhow!("reading the applied migrations: {e}"))?
+        .versions
+        .unwrap_or_default(),
+    };
+    let applied: std::collections::HashSet<&str> = applied.split(',').collect();
+    let known = MigrationSource::<diesel::pg::Pg>::migrations(&MIGRATIONS)
+        .map_err(|e| anyhow::anyhow!("reading the embedded migrations: {e}"))?;
+    Ok(known.iter().filter(|m| !applied.contains(m.name().version().to_string().as_str())).count())
 }
 
 /// Runs pending migrations under a PostgreSQL advisory lock, so that several services or
@@ -127,6 +149,38 @@ pub async fn migrate(url: &str) -> anyhow::Result<usize> {
         result
     })
     .await?
+}
+
+/// Grants `role` (the services' own, `DATABASE_APP_ROLE`) what the services do: use of every
+/// schema the migrating role owns, reading and writing their rows and sequences, calling their
+/// functions, and reading which migrations are applied. No DDL: tables, schemas and triggers
+/// stay the migrating role's. Run after every migration, so new tables are covered.
+pub async fn grant_app_role(url: &str, role: &str) -> anyhow::Result<()> {
+    let mut conn = connect(url).await.map_err(|e| anyhow::anyhow!("DATABASE_URL: {e}"))?;
+    diesel::sql_query("SELECT set_config('datasync.app_role', $1, false)")
+        .bind::<diesel::sql_types::Text, _>(role)
+        .execute(&mut conn)
+        .await?;
+    diesel::sql_query(
+        "DO $$ \
+         DECLARE s text; r text := current_setting('datasync.app_role'); \
+         BEGIN \
+           FOR s IN SELECT nspname FROM pg_namespace \
+                    WHERE nspowner = (SELECT oid FROM pg_roles WHERE rolname = current_user) \
+                      AND nspname NOT LIKE 'pg\\_%' AND nspname NOT IN ('information_schema', 'public') \
+           LOOP \
+             EXECUTE format('GRANT USAGE ON SCHEMA %I TO %I', s, r); \
+             EXECUTE format('GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA %I TO %I', s, r); \
+             EXECUTE format('GRANT USAGE, SELECT, UPDATE ON ALL SEQUENCES IN SCHEMA %I TO %I', s, r); \
+             EXECUTE format('GRANT EXECUTE ON ALL FUNCTIONS IN SCHEMA %I TO %I', s, r); \
+           END LOOP; \
+           EXECUTE format('GRANT SELECT ON public.__diesel_schema_migrations TO %I', r); \
+         END $$",
+    )
+    .execute(&mut conn)
+    .await
+    .map_err(|e| anyhow::anyhow!("granting DATABASE_APP_ROLE {role}: {e}"))?;
+    Ok(())
 }
 
 /// `SELECT 1` within two seconds: used by `/readyz`.

@@ -1,52 +1,17 @@
 //! NATS with credentials and TLS: a private nats-server (this machine's binary) with
 //! authorization, and one with TLS from a CA the test makes (openssl).
 
-use std::{path::PathBuf, process::Child, time::Duration};
+use std::{path::PathBuf, time::Duration};
+
+use harness::private::PrivateNats;
 
 use shared::{
     bus::{Bus, streams},
     config::{NatsAuth, NatsConfig, NatsTls, StreamTopology},
 };
 
-struct PrivateNats {
-    child: Child,
-    dir: PathBuf,
-    port: u16,
-}
-
-impl Drop for PrivateNats {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
-
 fn start(dir: PathBuf, extra: &str) -> PrivateNats {
-    let bin = std::env::var("NATS_SERVER_BIN").unwrap_or_else(|_| "/usr/sbin/nats-server".into());
-    assert!(
-        std::path::Path::new(&bin).exists() || bin != "/usr/sbin/nats-server",
-        "needs nats-server (NATS_SERVER_BIN)"
-    );
-    let port = harness::process::free_port();
-    let config = format!(
-        "listen: 127.0.0.1:{port}\njetstream {{ store_dir: \"{}\" }}\n{extra}\n",
-        dir.join("js").display()
-    );
-    std::fs::write(dir.join("nats.conf"), config).unwrap();
-    let child = std::process::Command::new(&bin)
-        .arg("-c")
-        .arg(dir.join("nats.conf"))
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap_or_else(|e| panic!("cannot start {bin}: {e}"));
-    let up = (0..100).any(|_| {
-        std::thread::sleep(Duration::from_millis(100));
-        std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
-    });
-    assert!(up, "nats-server did not listen");
-    PrivateNats { child, dir, port }
+    PrivateNats::start(dir, extra, &[])
 }
 
 fn temp_dir() -> PathBuf {

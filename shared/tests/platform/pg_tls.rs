@@ -76,6 +76,7 @@ async fn every_connection_honours_sslmode_and_a_tls_only_server_is_reachable() {
             url: full.clone(),
             pool_size: 2,
             pool_timeout: std::time::Duration::from_secs(5),
+            app_role: None,
         },
         "main",
     )

@@ -8,6 +8,7 @@ use std::{
 
 use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
 use harness::{TestApp, TestDb, TestNats};
+use serde_json::json;
 
 #[tokio::test]
 async fn all_six_services_boot_together_report_ready_and_stop_gracefully() {
@@ -188,6 +189,84 @@ async fn with_migrate_on_start_off_a_service_waits_for_the_migration_job() {
     let app = TestApp::spawn(app);
     assert!(wait_status(&app, "ok").await);
     app.stop().await;
+}
+
+/// The Kubernetes split: the migration job (the owner) migrates and grants the services' role;
+/// a service connected as that role, not migrating, does its work and cannot change the schema.
+#[tokio::test]
+async fn a_service_role_without_ddl_rights_does_all_its_work() {
+    #[derive(diesel::QueryableByName)]
+    struct Adjusted {
+        #[diesel(sql_type = diesel::sql_types::BigInt)]
+        on_hand: i64,
+    }
+    let (db, nats) = (TestDb::new().await, TestNats::new());
+    let role = format!("app_{}", db.url.rsplit('/').next().unwrap());
+    let mut admin = AsyncPgConnection::establish(&db.url).await.unwrap();
+    diesel::sql_query(format!("CREATE ROLE {role} LOGIN")).execute(&mut admin).await.unwrap();
+    let bin = harness::process::workspace_bin("inventory-sync");
+    let migrated = harness::process::command(&bin, &db, &nats, harness::process::free_port())
+        .env("DATABASE_APP_ROLE", &role)
+        .arg("migrate")
+        .output()
+        .unwrap();
+    assert!(migrated.status.success(), "{}", String::from_utf8_lossy(&migrated.stderr));
+
+    let app_url = db.url.replacen("postgres://postgres@", &format!("postgres://{role}@"), 1);
+    assert_ne!(app_url, db.url);
+    let key = "ddl-less-key-0123456789";
+    let env = [
+        ("DATABASE_URL", app_url.as_str()),
+        ("MIGRATE_ON_START", "false"),
+        ("INVENTORY_API_KEYS", &format!("test:{key}")),
+    ]
+    .map(|(k, v)| (k.to_owned(), v.to_owned()));
+    let (mut child, base) = harness::process::spawn_ready(&bin, &db, &nats, &env).await;
+    diesel::sql_query("INSERT INTO inventory.products (sku, name) VALUES ('MUG-1', 'Mug')")
+        .execute(&mut admin)
+        .await
+        .unwrap();
+    let r = harness::test_client()
+        .post(format!("{base}/adjustments"))
+        .header("X-API-Key", key)
+        .json(&json!({"source": "test", "sku": "MUG-1", "warehouse": "W1", "type": "receipt",
+            "quantity": 5, "reference": "r-1"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201, "{}", r.text().await.unwrap_or_default());
+    let relayed = harness::eventually(Duration::from_secs(20), || async {
+        harness::pending(&db, &nats, "inventory").await.outbox.eq(&0).then_some(())
+    })
+    .await;
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(relayed.is_some(), "the relay publishes and deletes outbox rows as the app role");
+    let stock: Adjusted = diesel::sql_query(
+        "SELECT on_hand::bigint AS on_hand FROM inventory.stock WHERE sku = 'MUG-1'",
+    )
+    .get_result(&mut admin)
+    .await
+    .unwrap();
+    assert_eq!(stock.on_hand, 5);
+
+    let mut app = AsyncPgConnection::establish(&app_url).await.unwrap();
+    let refused =
+        diesel::sql_query("CREATE TABLE inventory.intruder (x int)").execute(&mut app).await;
+    assert!(refused.unwrap_err().to_string().contains("permission denied"));
+    let refused = diesel::sql_query("DROP TABLE inventory.ledger").execute(&mut app).await;
+    assert!(refused.unwrap_err().to_string().contains("must be owner"));
+    drop(app);
+    diesel::sql_query(format!("DROP OWNED BY {role}")).execute(&mut admin).await.unwrap();
+    drop(admin);
+    let role_cleanup = role.clone();
+    drop(db);
+    let server =
+        app_url.rsplit_once('/').unwrap().0.replacen(&format!("{role_cleanup}@"), "postgres@", 1);
+    let mut postgres = AsyncPgConnection::establish(&format!("{server}/postgres")).await.unwrap();
+    let _ = diesel::sql_query(format!("DROP ROLE IF EXISTS {role_cleanup}"))
+        .execute(&mut postgres)
+        .await;
 }
 
 #[tokio::test]

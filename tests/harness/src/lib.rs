@@ -265,7 +265,12 @@ pub fn common_config(service: &'static str, db: &TestDb, nats: &TestNats) -> Com
         service,
         http_host: "127.0.0.1".into(),
         http_port: 0,
-        db: DbConfig { url: db.url.clone(), pool_size: 8, pool_timeout: Duration::from_secs(5) },
+        db: DbConfig {
+            url: db.url.clone(),
+            pool_size: 8,
+            pool_timeout: Duration::from_secs(5),
+            app_role: None,
+        },
         nats: NatsConfig {
             url: nats.url.clone(),
             prefix: nats.prefix.clone(),
@@ -297,7 +302,12 @@ pub fn init_logs() {
                 service: "test",
                 http_host: String::new(),
                 http_port: 0,
-                db: DbConfig { url: String::new(), pool_size: 1, pool_timeout: Duration::ZERO },
+                db: DbConfig {
+                    url: String::new(),
+                    pool_size: 1,
+                    pool_timeout: Duration::ZERO,
+                    app_role: None,
+                },
                 nats: NatsConfig {
                     url: String::new(),
                     prefix: String::new(),

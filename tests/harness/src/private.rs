@@ -62,6 +62,61 @@ pub fn certificates(dir: &Path, subject_alt_name: &str) {
     ]);
 }
 
+/// A nats-server of the test's own (this machine's binary, `NATS_SERVER_BIN` or
+/// `/usr/sbin/nats-server`) on a free loopback port, with JetStream, a log file, `conf` added to
+/// its configuration and `env` in its environment. Killed and removed on drop.
+pub struct PrivateNats {
+    pub port: u16,
+    child: std::process::Child,
+    dir: PathBuf,
+}
+
+impl PrivateNats {
+    pub fn start(dir: PathBuf, conf: &str, env: &[(String, String)]) -> Self {
+        let bin =
+            std::env::var("NATS_SERVER_BIN").unwrap_or_else(|_| "/usr/sbin/nats-server".into());
+        let port = crate::process::free_port();
+        let config = format!(
+            "listen: 127.0.0.1:{port}\njetstream {{ store_dir: \"{}\" }}\nlog_file: \"{}\"\n{conf}\n",
+            dir.join("js").display(),
+            dir.join("nats.log").display()
+        );
+        std::fs::write(dir.join("nats.conf"), config).unwrap_or_else(|e| panic!("nats.conf: {e}"));
+        let child = Command::new(&bin)
+            .arg("-c")
+            .arg(dir.join("nats.conf"))
+            .envs(env.iter().map(|(k, v)| (k, v)))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {bin} (NATS_SERVER_BIN): {e}"));
+        let up = (0..100).any(|_| {
+            std::thread::sleep(Duration::from_millis(100));
+            std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
+        });
+        let this = Self { port, child, dir };
+        assert!(up, "nats-server did not listen; its log: {}", this.log());
+        this
+    }
+
+    pub fn url(&self) -> String {
+        format!("nats://127.0.0.1:{}", self.port)
+    }
+
+    /// What the server logged so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.join("nats.log")).unwrap_or_default()
+    }
+}
+
+impl Drop for PrivateNats {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
 /// A PostgreSQL cluster of the test's own on a free loopback port (Debian's binaries, run as
 /// `postgres` when the test runs as root, as initdb demands). Stopped and removed on drop.
 pub struct PrivatePostgres {
