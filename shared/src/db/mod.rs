@@ -46,10 +46,9 @@ pub fn pool(cfg: &DbConfig, name: &str) -> anyhow::Result<PgPool> {
         .recycle_timeout(Some(Duration::from_secs(5)))
         .runtime(::deadpool::Runtime::Tokio1)
         .build()
-        .map(|pool| {
+        .inspect(|pool| {
             crate::metrics::DB_POOL_MAX.with_label_values(&[name]).add(cfg.pool_size as i64);
             POOLS.lock().unwrap_or_else(|p| p.into_inner()).push((name.to_owned(), pool.weak()));
-            pool
         })?)
 }
 
