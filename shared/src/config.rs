@@ -6,7 +6,7 @@
 
 use std::{fmt::Display, str::FromStr, time::Duration};
 
-use secrecy::{ExposeSecret, SecretString};
+use secrecy::SecretString;
 
 /// A configuration error naming the offending variable.
 #[derive(Debug, thiserror::Error)]
@@ -126,6 +126,117 @@ impl std::fmt::Debug for DbConfig {
             .field("pool_timeout", &self.pool_timeout)
             .field("app_role", &self.app_role)
             .finish()
+    }
+}
+
+/// The admin token, and those still accepted while callers switch (see [`CommonConfig`]).
+#[derive(Clone, Debug)]
+pub struct AdminToken {
+    pub current: SecretString,
+    pub previous: Vec<SecretString>,
+}
+
+impl AdminToken {
+    /// Whether `given` is the current or a previous token (each compared in constant time).
+    pub fn accepts(&self, given: &str) -> bool {
+        use secrecy::ExposeSecret;
+        use subtle::ConstantTimeEq;
+        std::iter::once(&self.current).chain(&self.previous).fold(false, |ok, t| {
+            ok | bool::from(given.as_bytes().ct_eq(t.expose_secret().as_bytes()))
+        })
+    }
+}
+
+impl From<&str> for AdminToken {
+    fn from(token: &str) -> Self {
+        Self { current: SecretString::from(token), previous: Vec::new() }
+    }
+}
+
+/// Reads the service's own `ADMIN_TOKEN_<SERVICE>`, else `ADMIN_TOKEN`: a comma-separated list,
+/// each at least [`MIN_SECRET_LEN`] characters.
+fn admin_tokens(service: &str) -> Result<AdminToken, ConfigError> {
+    let own = format!("ADMIN_TOKEN_{}", service.to_uppercase().replace('-', "_"));
+    let (name, raw) = match var(&own) {
+        Some(raw) => (own, raw),
+        None => ("ADMIN_TOKEN".to_owned(), required_var("ADMIN_TOKEN")?),
+    };
+    let mut tokens = raw.split(',').map(str::trim).map(|t| {
+        if t.len() < MIN_SECRET_LEN {
+            return Err(ConfigError::Invalid {
+                name: name.clone(),
+                reason: format!("each token must be at least {MIN_SECRET_LEN} characters"),
+            });
+        }
+        Ok(SecretString::from(t))
+    });
+    let current = tokens.next().ok_or_else(|| ConfigError::Missing(name.clone()))??;
+    Ok(AdminToken { current, previous: tokens.collect::<Result<_, _>>()? })
+}
+
+/// libpq's `sslmode` values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SslMode {
+    Disable,
+    Prefer,
+    Require,
+    VerifyCa,
+    VerifyFull,
+}
+
+impl FromStr for SslMode {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        Ok(match s {
+            "disable" => Self::Disable,
+            "allow" | "prefer" => Self::Prefer,
+            "require" => Self::Require,
+            "verify-ca" => Self::VerifyCa,
+            "verify-full" => Self::VerifyFull,
+            other => {
+                return Err(format!(
+                    "sslmode: expected disable, allow, prefer, require, verify-ca or verify-full, \
+                     got {other:?}"
+                ));
+            }
+        })
+    }
+}
+
+/// What `DATABASE_URL` says about TLS (libpq's `sslmode` and `sslrootcert`), taken out of the
+/// URL, and the rest of it (which tokio-postgres reads). Connections are made by
+/// [`crate::db::tls`].
+pub struct PgUrl {
+    pub rest: String,
+    pub mode: SslMode,
+    pub root_cert: Option<String>,
+}
+
+impl PgUrl {
+    /// Errors name the parameter and never repeat the URL (it carries the password).
+    pub fn parse(url: &str) -> Result<Self, String> {
+        let (base, query) = url.split_once('?').unwrap_or((url, ""));
+        let mut mode = SslMode::Prefer;
+        let mut root_cert = None;
+        let mut rest = Vec::new();
+        for pair in query.split('&').filter(|p| !p.is_empty()) {
+            let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
+            let decoded = percent_encoding::percent_decode_str(value).decode_utf8_lossy();
+            match key {
+                "sslmode" => mode = decoded.parse()?,
+                "sslrootcert" => root_cert = Some(decoded.into_owned()),
+                "sslcert" | "sslkey" => {
+                    return Err(format!(
+                        "{key}: client certificates are not supported; authenticate with a \
+                         password (TLS still protects it)"
+                    ));
+                }
+                _ => rest.push(pair),
+            }
+        }
+        let rest =
+            if rest.is_empty() { base.to_owned() } else { format!("{base}?{}", rest.join("&")) };
+        Ok(Self { rest, mode, root_cert })
     }
 }
 
@@ -270,8 +381,11 @@ pub struct CommonConfig {
     pub http_port: u16,
     pub db: DbConfig,
     pub nats: NatsConfig,
-    /// `ADMIN_TOKEN` (required): bearer token for the admin endpoints.
-    pub admin_token: SecretString,
+    /// `ADMIN_TOKEN_<SERVICE>` (`ADMIN_TOKEN_CRM_SYNC`, ...) or else `ADMIN_TOKEN` (one of them
+    /// required): the bearer token of the admin endpoints, and the tokens still accepted
+    /// during a rotation (`new,old`: the first one signs sessions and is what this service
+    /// presents to others).
+    pub admin_token: AdminToken,
     /// `OTEL_EXPORTER_OTLP_ENDPOINT`: OTLP/HTTP collector; traces are exported only when set.
     pub otlp_endpoint: Option<String>,
     /// `LOG_FORMAT`: `json` (default) or `pretty`.
@@ -347,16 +461,7 @@ impl CommonConfig {
                     ),
                 },
             },
-            admin_token: {
-                let token = required_secret("ADMIN_TOKEN")?;
-                if token.expose_secret().len() < MIN_SECRET_LEN {
-                    return Err(ConfigError::Invalid {
-                        name: "ADMIN_TOKEN".into(),
-                        reason: format!("must be at least {MIN_SECRET_LEN} characters"),
-                    });
-                }
-                token
-            },
+            admin_token: admin_tokens(service)?,
             otlp_endpoint: url_var("OTEL_EXPORTER_OTLP_ENDPOINT")?,
             log_format: var_parsed("LOG_FORMAT", LogFormat::Json)?,
             shutdown_grace: Duration::from_secs(var_parsed("SHUTDOWN_GRACE_SECS", 30)?),
@@ -383,7 +488,7 @@ impl CommonConfig {
                 reason: "expected a postgres:// URL".into(),
             });
         }
-        if let Err(reason) = crate::db::tls::Target::parse(&self.db.url) {
+        if let Err(reason) = PgUrl::parse(&self.db.url) {
             return Err(ConfigError::Invalid { name: "DATABASE_URL".into(), reason });
         }
         if let Some(role) = &self.db.app_role
@@ -514,6 +619,19 @@ mod tests {
         unsafe_set("DATASYNC_TEST_URL_XYZ", "erp.local");
         let err = url_var("DATASYNC_TEST_URL_XYZ").unwrap_err();
         assert!(err.to_string().contains("DATASYNC_TEST_URL_XYZ"));
+    }
+
+    #[test]
+    fn a_service_takes_its_own_admin_token_and_accepts_every_listed_one_during_a_rotation() {
+        use secrecy::ExposeSecret;
+        unsafe_set("ADMIN_TOKEN_TOKENTEST_ONE", "new-token-0123456789, old-token-0123456789");
+        let token = admin_tokens("tokentest-one").unwrap();
+        assert_eq!(token.current.expose_secret(), "new-token-0123456789", "the first is presented");
+        assert!(token.accepts("new-token-0123456789") && token.accepts("old-token-0123456789"));
+        assert!(!token.accepts("new-token-012345678") && !token.accepts(""));
+        unsafe_set("ADMIN_TOKEN_TOKENTEST_TWO", "long-enough-token-0123,short");
+        let err = admin_tokens("tokentest-two").unwrap_err().to_string();
+        assert!(err.contains("ADMIN_TOKEN_TOKENTEST_TWO") && !err.contains("short"), "{err}");
     }
 
     #[test]

@@ -70,7 +70,7 @@ impl Config {
     /// The defaults around `common` (what `from_env` gives with nothing else set).
     pub fn defaults(common: CommonConfig) -> Self {
         Self {
-            service_token: common.admin_token.clone(),
+            service_token: common.admin_token.current.clone(),
             common,
             check_every: Some(Duration::from_secs(300)),
             alert_repeat: Duration::from_secs(3600),

@@ -16,6 +16,9 @@
 
 use std::{str::FromStr, sync::Arc};
 
+pub use crate::config::SslMode;
+use crate::config::PgUrl;
+
 use diesel::ConnectionResult;
 use diesel_async::AsyncPgConnection;
 use rustls::{
@@ -25,35 +28,6 @@ use rustls::{
     crypto::WebPkiSupportedAlgorithms,
     pki_types::{CertificateDer, ServerName, UnixTime, pem::PemObject},
 };
-
-/// libpq's `sslmode` values.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum SslMode {
-    Disable,
-    Prefer,
-    Require,
-    VerifyCa,
-    VerifyFull,
-}
-
-impl FromStr for SslMode {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
-        Ok(match s {
-            "disable" => Self::Disable,
-            "allow" | "prefer" => Self::Prefer,
-            "require" => Self::Require,
-            "verify-ca" => Self::VerifyCa,
-            "verify-full" => Self::VerifyFull,
-            other => {
-                return Err(format!(
-                    "sslmode: expected disable, allow, prefer, require, verify-ca or verify-full, \
-                     got {other:?}"
-                ));
-            }
-        })
-    }
-}
 
 /// A parsed `DATABASE_URL`: what tokio-postgres takes, plus the TLS settings it does not.
 pub struct Target {
@@ -66,28 +40,8 @@ impl Target {
     /// Parses a `postgres://` URL. Errors name the parameter and never repeat the URL (it
     /// carries the password).
     pub fn parse(url: &str) -> Result<Self, String> {
-        let (base, query) = url.split_once('?').unwrap_or((url, ""));
-        let mut mode = SslMode::Prefer;
-        let mut root_cert = None;
-        let mut rest = Vec::new();
-        for pair in query.split('&').filter(|p| !p.is_empty()) {
-            let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
-            let decoded = percent_encoding::percent_decode_str(value).decode_utf8_lossy();
-            match key {
-                "sslmode" => mode = decoded.parse()?,
-                "sslrootcert" => root_cert = Some(decoded.into_owned()),
-                "sslcert" | "sslkey" => {
-                    return Err(format!(
-                        "{key}: client certificates are not supported; authenticate with a \
-                         password (TLS still protects it)"
-                    ));
-                }
-                _ => rest.push(pair),
-            }
-        }
-        let stripped =
-            if rest.is_empty() { base.to_owned() } else { format!("{base}?{}", rest.join("&")) };
-        let mut config = tokio_postgres::Config::from_str(&stripped)
+        let PgUrl { rest, mode, root_cert } = PgUrl::parse(url)?;
+        let mut config = tokio_postgres::Config::from_str(&rest)
             .map_err(|e| format!("not a PostgreSQL URL: {e}"))?;
         config.ssl_mode(match mode {
             SslMode::Disable => tokio_postgres::config::SslMode::Disable,

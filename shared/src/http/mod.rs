@@ -183,7 +183,7 @@ pub fn parse_json<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
 /// `web::Data<AuthConfig>`.
 #[derive(Clone)]
 pub struct AuthConfig {
-    pub admin_token: Option<SecretString>,
+    pub admin_token: Option<crate::config::AdminToken>,
     /// `(client name, key)` pairs accepted in `X-API-Key`.
     pub api_keys: Vec<(String, SecretString)>,
     /// `(sender name, secret)` pairs accepted for signed bodies (several per sender during a
@@ -269,7 +269,7 @@ impl FromRequest for Admin {
                 .and_then(|v| v.to_str().ok())
                 .and_then(|v| v.strip_prefix("Bearer "))
                 .ok_or(ApiError::Unauthorized("missing bearer token"))?;
-            if ct_eq(given, expected.expose_secret()) {
+            if expected.accepts(given) {
                 Ok(Admin)
             } else {
                 Err(ApiError::Unauthorized("invalid bearer token"))

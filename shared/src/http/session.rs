@@ -88,6 +88,7 @@ impl FromRequest for AdminPage {
             let token = auth_config(req)?
                 .admin_token
                 .as_ref()
+                .map(|t| &t.current)
                 .ok_or(ApiError::Unauthorized("admin pages are disabled"))?;
             let session = cookie_value(req, COOKIE)
                 .filter(|c| valid(token, c, chrono::Utc::now().timestamp()))
@@ -115,12 +116,16 @@ pub fn is_admin_token(req: &HttpRequest, given: &str) -> Result<bool, ApiError> 
         .admin_token
         .as_ref()
         .ok_or(ApiError::Unauthorized("admin pages are disabled"))?;
-    Ok(ct_eq(given, token.expose_secret()))
+    Ok(token.accepts(given))
 }
 
 /// The admin token, to sign a new session.
 pub fn admin_token(req: &HttpRequest) -> Result<SecretString, ApiError> {
-    auth_config(req)?.admin_token.clone().ok_or(ApiError::Unauthorized("admin pages are disabled"))
+    auth_config(req)?
+        .admin_token
+        .as_ref()
+        .map(|t| t.current.clone())
+        .ok_or(ApiError::Unauthorized("admin pages are disabled"))
 }
 
 #[cfg(test)]

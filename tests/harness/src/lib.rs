@@ -14,7 +14,6 @@ use std::{future::Future, time::Duration};
 
 use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
 use futures::StreamExt;
-use secrecy::SecretString;
 use shared::{
     app::Application,
     config::{CommonConfig, DbConfig, LogFormat, NatsConfig},
@@ -280,7 +279,7 @@ pub fn common_config(service: &'static str, db: &TestDb, nats: &TestNats) -> Com
             auth: Default::default(),
             tls: Default::default(),
         },
-        admin_token: SecretString::from(ADMIN_TOKEN),
+        admin_token: ADMIN_TOKEN.into(),
         otlp_endpoint: None,
         log_format: LogFormat::Json,
         shutdown_grace: Duration::from_secs(10),
@@ -315,7 +314,7 @@ pub fn init_logs() {
                     auth: Default::default(),
                     tls: Default::default(),
                 },
-                admin_token: SecretString::from(""),
+                admin_token: "".into(),
                 otlp_endpoint: None,
                 log_format: LogFormat::Pretty,
                 shutdown_grace: Duration::ZERO,
