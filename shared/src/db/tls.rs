@@ -16,8 +16,8 @@
 
 use std::{str::FromStr, sync::Arc};
 
-pub use crate::config::SslMode;
 use crate::config::PgUrl;
+pub use crate::config::SslMode;
 
 use diesel::ConnectionResult;
 use diesel_async::AsyncPgConnection;

@@ -13,7 +13,6 @@ use std::{
     time::Duration,
 };
 
-use diesel::{QueryableByName, sql_types::BigInt};
 use harness::{TestDb, TestNats, process::spawn_ready};
 
 /// The README's per-replica formula with `DATABASE_POOL_SIZE=3`, `PUSH_CONCURRENCY=1`
@@ -29,25 +28,16 @@ const BUDGETS: [(&str, i64); 6] = [
 ];
 const API_KEY: &str = "budget-api-key-0123456789";
 
-#[derive(QueryableByName)]
-struct Count {
-    #[diesel(sql_type = BigInt)]
-    n: i64,
-}
-
-/// Connections PostgreSQL holds for `service` in the test's database.
+/// Connections PostgreSQL holds for `service` (a name of [`BUDGETS`]) in the test's database.
 async fn held(db: &TestDb, service: &str) -> i64 {
-    use diesel_async::RunQueryDsl;
-    let mut conn = db.connect().await;
-    diesel::sql_query(
-        "SELECT count(*) AS n FROM pg_stat_activity \
-         WHERE application_name = $1 AND datname = current_database()",
+    harness::count(
+        db,
+        &format!(
+            "SELECT count(*) AS n FROM pg_stat_activity \
+             WHERE application_name = '{service}' AND datname = current_database()"
+        ),
     )
-    .bind::<diesel::sql_types::Text, _>(service)
-    .get_result::<Count>(&mut conn)
     .await
-    .unwrap()
-    .n
 }
 
 /// The sum of `db_pool_max_connections` in the service's `/metrics`.

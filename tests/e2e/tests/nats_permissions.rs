@@ -6,7 +6,6 @@
 
 use std::time::Duration;
 
-use diesel::{QueryableByName, sql_types::BigInt};
 use harness::{
     TestDb, TestNats,
     private::{PrivateNats, temp_dir},
@@ -26,18 +25,6 @@ fn password(service: &str) -> String {
 
 fn password_var(service: &str) -> String {
     format!("NATS_PASSWORD_{}", service.to_uppercase().replace('-', "_"))
-}
-
-#[derive(QueryableByName)]
-struct Count {
-    #[diesel(sql_type = BigInt)]
-    n: i64,
-}
-
-async fn count(db: &TestDb, sql: &str) -> i64 {
-    use diesel_async::RunQueryDsl;
-    let mut conn = db.connect().await;
-    diesel::sql_query(sql).get_result::<Count>(&mut conn).await.map(|c| c.n).unwrap_or(0)
 }
 
 #[tokio::test]
@@ -133,12 +120,14 @@ async fn each_service_works_with_its_own_nats_user_and_can_do_nothing_else() {
 
     // The count reaches inventory-sync, and sync-monitor records sync events.
     let counted = harness::eventually(Duration::from_secs(30), || async {
-        (count(&db, "SELECT count(*) AS n FROM inventory.count_marks").await > 0).then_some(())
+        (harness::count(&db, "SELECT count(*) AS n FROM inventory.count_marks").await > 0)
+            .then_some(())
     })
     .await;
     assert!(counted.is_some(), "the ERP's count reached inventory-sync: {}", server.log());
     let recorded = harness::eventually(Duration::from_secs(30), || async {
-        (count(&db, "SELECT count(*) AS n FROM monitor.sync_events").await > 0).then_some(())
+        (harness::count(&db, "SELECT count(*) AS n FROM monitor.sync_events").await > 0)
+            .then_some(())
     })
     .await;
     assert!(recorded.is_some(), "sync-monitor records sync events: {}", server.log());
@@ -151,7 +140,7 @@ async fn each_service_works_with_its_own_nats_user_and_can_do_nothing_else() {
         .unwrap();
     assert!(r.status().is_success(), "{}", r.text().await.unwrap_or_default());
     let drained = harness::eventually(Duration::from_secs(30), || async {
-        (count(&db, "SELECT count(*) AS n FROM inventory.outbox").await == 0).then_some(())
+        (harness::count(&db, "SELECT count(*) AS n FROM inventory.outbox").await == 0).then_some(())
     })
     .await;
     assert!(drained.is_some());

@@ -202,6 +202,20 @@ pub struct Pending {
     pub dead_letters: i64,
 }
 
+/// The one number `sql` selects as `n` (a `bigint`), on a new connection to `db`.
+pub async fn count(db: &TestDb, sql: &str) -> i64 {
+    #[derive(diesel::QueryableByName)]
+    struct Count {
+        #[diesel(sql_type = diesel::sql_types::BigInt)]
+        n: i64,
+    }
+    let mut conn = db.connect().await;
+    diesel_async::RunQueryDsl::get_result::<Count>(diesel::sql_query(sql), &mut conn)
+        .await
+        .map(|c| c.n)
+        .unwrap_or_else(|e| panic!("{sql}: {e}"))
+}
+
 /// What is pending in `schema` and on the installation's streams.
 pub async fn pending(db: &TestDb, nats: &TestNats, schema: &str) -> Pending {
     #[derive(diesel::QueryableByName)]
