@@ -192,21 +192,19 @@ impl Settings {
         shutdown: CancellationToken,
     ) -> anyhow::Result<Self> {
         let bucket = bus.name(BUCKET);
-        bus.js
-            .create_or_update_stream(stream::Config {
-                name: format!("KV_{bucket}"),
-                subjects: vec![format!("$KV.{bucket}.>")],
-                max_messages_per_subject: HISTORY,
-                allow_rollup: true,
-                deny_delete: true,
-                allow_direct: true,
-                discard: DiscardPolicy::New,
-                storage: StorageType::File,
-                num_replicas: 1,
-                ..Default::default()
-            })
-            .await
-            .map_err(|e| anyhow::anyhow!("declaring settings bucket: {e}"))?;
+        // Declared like every stream: the installation's replicas, never lowered at start.
+        bus.declare_stream(stream::Config {
+            name: format!("KV_{bucket}"),
+            subjects: vec![format!("$KV.{bucket}.>")],
+            max_messages_per_subject: HISTORY,
+            allow_rollup: true,
+            deny_delete: true,
+            allow_direct: true,
+            discard: DiscardPolicy::New,
+            storage: StorageType::File,
+            ..Default::default()
+        })
+        .await?;
         let kv = bus.js.get_key_value(&bucket).await?;
         let defaults = Arc::new(defaults);
         let (platform_tx, current) = watch::channel(defaults.clone());

@@ -149,13 +149,19 @@ impl Bus {
         }
     }
 
-    /// Creates the stream, or updates it to this declaration without ever lowering what the
-    /// running stream has: its replicas, age and size limits stay when larger (an operator's
-    /// change to 3 replicas survives every restart), and its storage type is kept.
+    /// Creates the stream, or updates it to this declaration ([`Bus::declare_stream`]).
     pub async fn ensure_stream(&self, spec: &StreamSpec) -> anyhow::Result<()> {
-        let mut config = self.declared(spec);
-        let declaring =
-            |e: &dyn std::fmt::Display| anyhow::anyhow!("declaring stream {}: {e}", spec.name);
+        self.declare_stream(self.declared(spec)).await
+    }
+
+    /// Creates a stream (one of ours, or the settings bucket's), or updates it, with at least
+    /// the installation's replicas and without ever lowering what the running stream has: its
+    /// replicas, age and size limits stay when larger (an operator's change to 3 replicas
+    /// survives every restart), and its storage type is kept.
+    pub async fn declare_stream(&self, mut config: stream::Config) -> anyhow::Result<()> {
+        let name = config.name.clone();
+        let declaring = |e: &dyn std::fmt::Display| anyhow::anyhow!("declaring stream {name}: {e}");
+        config.num_replicas = config.num_replicas.max(self.topology.replicas.max(1));
         match self.js.get_stream(&config.name).await {
             Ok(mut existing) => {
                 let current = existing.info().await.map_err(|e| declaring(&e))?.config.clone();
