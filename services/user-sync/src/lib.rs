@@ -95,11 +95,23 @@ impl Config {
 /// `LDAP_PAGE_SIZE` (500).
 fn ldap_from_env() -> Result<Option<ldap::LdapConfig>, ConfigError> {
     let Some(url) = var("LDAP_URL") else { return Ok(None) };
-    if !(url.starts_with("ldap://") || url.starts_with("ldapi://")) {
+    if !["ldap://", "ldaps://", "ldapi://"].iter().any(|scheme| url.starts_with(scheme)) {
         return Err(ConfigError::Invalid {
             name: "LDAP_URL".into(),
-            reason: "must be ldap://host:port".into(),
+            reason: "must be ldaps://host:636, or ldap://host:389 (with LDAP_STARTTLS)".into(),
         });
+    }
+    let starttls = shared::config::var_parsed("LDAP_STARTTLS", false)?;
+    if starttls && !url.starts_with("ldap://") {
+        return Err(ConfigError::Invalid {
+            name: "LDAP_STARTTLS".into(),
+            reason: "StartTLS upgrades an ldap:// connection only".into(),
+        });
+    }
+    let ca_file = var("LDAP_CA_FILE");
+    if let Some(ca) = &ca_file {
+        shared::tls::roots(Some(ca))
+            .map_err(|reason| ConfigError::Invalid { name: "LDAP_CA_FILE".into(), reason })?;
     }
     let flavor = match var("LDAP_FLAVOR").as_deref().unwrap_or("openldap") {
         "openldap" => ldap::Flavor::OpenLdap,
@@ -136,6 +148,8 @@ fn ldap_from_env() -> Result<Option<ldap::LdapConfig>, ConfigError> {
             3600,
         )?),
         page_size: shared::config::var_parsed("LDAP_PAGE_SIZE", 500)?,
+        starttls,
+        ca_file,
     }))
 }
 
@@ -168,6 +182,15 @@ pub async fn build(config: Config) -> anyhow::Result<Application> {
         scim_base_url: config.scim_base_url.clone(),
         ldap: config.ldap.clone(),
     };
+    if let Some(ldap) = &config.ldap
+        && !ldap.encrypted()
+    {
+        tracing::warn!(
+            url = %ldap.url,
+            "LDAP_URL is ldap:// without LDAP_STARTTLS: the bind password crosses the network in \
+             the clear; use ldaps:// or LDAP_STARTTLS=true"
+        );
+    }
     if let Some(ldap_config) = config.ldap.clone()
         && let Some(every) = ldap_config.every
     {

@@ -22,11 +22,11 @@ pub use crate::config::SslMode;
 use diesel::ConnectionResult;
 use diesel_async::AsyncPgConnection;
 use rustls::{
-    CertificateError, ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme,
+    CertificateError, ClientConfig, DigitallySignedStruct, SignatureScheme,
     client::WebPkiServerVerifier,
     client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier},
     crypto::WebPkiSupportedAlgorithms,
-    pki_types::{CertificateDer, ServerName, UnixTime, pem::PemObject},
+    pki_types::{CertificateDer, ServerName, UnixTime},
 };
 
 /// A parsed `DATABASE_URL`: what tokio-postgres takes, plus the TLS settings it does not.
@@ -92,29 +92,8 @@ impl Target {
         Ok(Some(config.with_no_client_auth()))
     }
 
-    fn roots(&self) -> Result<RootCertStore, String> {
-        let mut roots = RootCertStore::empty();
-        match self.root_cert.as_deref() {
-            Some(path) if path != "system" => {
-                let certs = CertificateDer::pem_file_iter(path)
-                    .and_then(|certs| certs.collect::<Result<Vec<_>, _>>())
-                    .map_err(|e| format!("sslrootcert {path}: {e}"))?;
-                let (added, _) = roots.add_parsable_certificates(certs);
-                if added == 0 {
-                    return Err(format!("sslrootcert {path}: no certificate in it"));
-                }
-            }
-            _ => {
-                let found = rustls_native_certs::load_native_certs();
-                roots.add_parsable_certificates(found.certs);
-                if roots.is_empty() {
-                    return Err(
-                        "sslrootcert: the system has no root certificates; give a file".to_owned()
-                    );
-                }
-            }
-        }
-        Ok(roots)
+    fn roots(&self) -> Result<rustls::RootCertStore, String> {
+        crate::tls::roots(self.root_cert.as_deref()).map_err(|e| format!("sslrootcert {e}"))
     }
 
     /// Connects and hands the connection to diesel-async, which drives it in a task.

@@ -66,9 +66,19 @@ pub struct LdapConfig {
     /// A delta pass becomes a full one when the last full pass is older than this.
     pub full_every: Duration,
     pub page_size: i32,
+    /// `LDAP_STARTTLS`: upgrade an `ldap://` connection with StartTLS before binding.
+    pub starttls: bool,
+    /// `LDAP_CA_FILE`: the CA (PEM) the directory's certificate is checked against for
+    /// `ldaps://` and StartTLS; unset: the system's roots. The name is always checked too.
+    pub ca_file: Option<String>,
 }
 
 impl LdapConfig {
+    /// Whether the connection is encrypted (before the bind sends the password).
+    pub fn encrypted(&self) -> bool {
+        self.starttls || self.url.starts_with("ldaps://") || self.url.starts_with("ldapi://")
+    }
+
     fn account_attr(&self) -> &'static str {
         match self.flavor {
             Flavor::OpenLdap => "uid",
@@ -161,7 +171,14 @@ fn delta(config: &LdapConfig, cursor: Option<&Value>) -> String {
 
 /// A bound connection.
 pub(crate) async fn connect(config: &LdapConfig) -> anyhow::Result<ldap3::Ldap> {
-    let (connection, mut ldap) = LdapConnAsync::new(&config.url)
+    let mut settings = ldap3::LdapConnSettings::new().set_starttls(config.starttls);
+    if config.encrypted() {
+        let tls = shared::tls::roots(config.ca_file.as_deref())
+            .and_then(shared::tls::client_config)
+            .map_err(|e| anyhow::anyhow!("LDAP_CA_FILE {e}"))?;
+        settings = settings.set_config(std::sync::Arc::new(tls));
+    }
+    let (connection, mut ldap) = LdapConnAsync::with_settings(settings, &config.url)
         .await
         .with_context(|| format!("connecting to {}", config.url))?;
     ldap3::drive!(connection);
@@ -450,6 +467,8 @@ mod tests {
             every: None,
             full_every: Duration::from_secs(3600),
             page_size: 100,
+            starttls: false,
+            ca_file: None,
         }
     }
 

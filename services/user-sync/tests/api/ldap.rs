@@ -27,10 +27,18 @@ struct Slapd {
     child: Child,
     dir: std::path::PathBuf,
     url: String,
+    /// `ldaps://127.0.0.1:<port>` when started with certificates.
+    ldaps_url: Option<String>,
 }
 
 impl Slapd {
     async fn start() -> Slapd {
+        Self::start_with(None).await
+    }
+
+    /// With `certs` (a directory holding `ca.pem`, `server.pem`, `server.key`), slapd also
+    /// listens for `ldaps://` and offers StartTLS on `ldap://`.
+    async fn start_with(certs: Option<&std::path::Path>) -> Slapd {
         let bin = std::env::var("SLAPD_BIN").unwrap_or_else(|_| "/usr/sbin/slapd".into());
         assert!(
             std::path::Path::new(&bin).exists(),
@@ -40,8 +48,16 @@ impl Slapd {
             std::env::temp_dir().join(format!("datasync-slapd-{}", uuid::Uuid::new_v4().simple()));
         std::fs::create_dir_all(dir.join("data")).unwrap();
         std::fs::write(dir.join("ad.schema"), AD_SCHEMA).unwrap();
+        let tls = certs.map_or(String::new(), |c| {
+            format!(
+                "TLSCACertificateFile {}\nTLSCertificateFile {}\nTLSCertificateKeyFile {}\n",
+                c.join("ca.pem").display(),
+                c.join("server.pem").display(),
+                c.join("server.key").display()
+            )
+        });
         let config = format!(
-            "include /etc/ldap/schema/core.schema\ninclude /etc/ldap/schema/cosine.schema\n\
+            "{tls}include /etc/ldap/schema/core.schema\ninclude /etc/ldap/schema/cosine.schema\n\
              include /etc/ldap/schema/inetorgperson.schema\ninclude {ad}\nmodulepath /usr/lib/ldap\n\
              moduleload back_mdb\npidfile {pid}\ndatabase mdb\nmaxsize 104857600\nsuffix \"{SUFFIX}\"\n\
              rootdn \"{ADMIN_DN}\"\nrootpw {PASSWORD}\ndirectory {data}\nindex objectClass eq\n",
@@ -52,15 +68,21 @@ impl Slapd {
         std::fs::write(dir.join("slapd.conf"), config).unwrap();
         let port = harness::process::free_port();
         let url = format!("ldap://127.0.0.1:{port}");
+        let ldaps_url =
+            certs.map(|_| format!("ldaps://127.0.0.1:{}", harness::process::free_port()));
+        let listen = match &ldaps_url {
+            Some(ldaps) => format!("{url}/ {ldaps}/"),
+            None => format!("{url}/"),
+        };
         let child = std::process::Command::new(&bin)
-            .args(["-h", &format!("{url}/"), "-f"])
+            .args(["-h", &listen, "-f"])
             .arg(dir.join("slapd.conf"))
             .args(["-d", "0"])
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::null())
             .spawn()
             .unwrap_or_else(|e| panic!("cannot start {bin}: {e}"));
-        let slapd = Slapd { child, dir, url };
+        let slapd = Slapd { child, dir, url, ldaps_url };
         let up = harness::eventually(Duration::from_secs(10), || async {
             let (conn, mut ldap) = LdapConnAsync::new(&slapd.url).await.ok()?;
             ldap3::drive!(conn);
@@ -135,6 +157,8 @@ impl Slapd {
             full_every: Duration::from_secs(3600),
             // Small pages: the pass pages through them.
             page_size: 2,
+            starttls: false,
+            ca_file: None,
         }
     }
 }
@@ -424,4 +448,48 @@ async fn a_full_resync_is_a_bulk_job_with_a_dry_run_first() {
     let all = users(&db).await;
     assert_eq!(all.len(), 6);
     assert_eq!(all.iter().find(|u| u.user_name == "user2").unwrap().title.as_deref(), Some("Lead"));
+}
+
+/// The bind password never crosses the network in the clear: ldaps:// and StartTLS both check
+/// the directory's certificate (chain and name) against LDAP_CA_FILE, and a directory whose
+/// certificate the service does not trust is not pulled from.
+#[tokio::test]
+async fn ldaps_and_starttls_check_the_directory_certificate() {
+    let certs = harness::private::temp_dir("ldaptls");
+    harness::private::certificates(&certs, "IP:127.0.0.1");
+    let slapd = Slapd::start_with(Some(&certs)).await;
+    add_person(&slapd, &format!("uid=ann,ou=people,{SUFFIX}"), "ann", "Ann", "ann@example.com")
+        .await;
+    let ca = certs.join("ca.pem").display().to_string();
+    let plain = slapd.config(user_sync::ldap::Flavor::OpenLdap, "(objectClass=inetOrgPerson)");
+
+    let ldaps = user_sync::ldap::LdapConfig {
+        url: slapd.ldaps_url.clone().unwrap(),
+        ca_file: Some(ca.clone()),
+        ..plain.clone()
+    };
+    let starttls =
+        user_sync::ldap::LdapConfig { starttls: true, ca_file: Some(ca), ..plain.clone() };
+    for config in [ldaps, starttls] {
+        assert!(config.encrypted());
+        let (app, db, _nats) = spawn(config).await;
+        assert_eq!(sync(&app, true).await["users_seen"], 1);
+        assert_eq!(users(&db).await.len(), 1);
+        app.stop().await;
+    }
+
+    // Only the system's roots: the test CA is not among them, so nothing is pulled.
+    let untrusted = user_sync::ldap::LdapConfig { url: slapd.ldaps_url.clone().unwrap(), ..plain };
+    let (app, db, _nats) = spawn(untrusted).await;
+    let r = app
+        .http
+        .post(app.url("/admin/directory/ldap/sync?full=true"))
+        .bearer_auth(ADMIN_TOKEN)
+        .send()
+        .await
+        .unwrap();
+    assert!(!r.status().is_success(), "an untrusted directory is refused");
+    assert!(users(&db).await.is_empty());
+    app.stop().await;
+    let _ = std::fs::remove_dir_all(&certs);
 }
