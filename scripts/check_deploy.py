@@ -43,6 +43,10 @@ MIGRATE_IMAGE = "inventory-sync"
 MIGRATE_NAME = "datasync-migrate"
 SECRET_NAME = "datasync-secrets"
 CONFIG_NAME = "datasync-config"
+# inventory-sync's targets: the variable that configures each, and its name in consumer names
+# (services/inventory-sync/src/config.rs, shared/src/schemas/inventory.rs).
+TARGET_VARS = {"ERP_BASE_URL": "erp", "SHOP_BASE_URL": "ecommerce", "POS_BASE_URL": "pos",
+               "WMS_BASE_URL": "wms"}
 # `kubectl apply -k <overlay> -l datasync-phase=pre-rollout` must bring up the migration Job
 # together with everything it needs, before the Deployments roll; `infra` (prod's first step:
 # namespaces, NATS, PostgreSQL, collector) comes earlier still.
@@ -544,9 +548,12 @@ def check_namespaces(overlay: str, r: Rendering) -> None:
             fail(f"{overlay}: resources go to namespace {ns}, which the overlay does not create")
             continue
         labels = doc["metadata"].get("labels") or {}
+        # Dev enforces `baseline` (its PostgreSQL and NATS run from their official images in the
+        # namespace) and audits and warns `restricted`; every other namespace enforces it.
         for mode in PSS_LABELS:
-            if labels.get(f"pod-security.kubernetes.io/{mode}") != "restricted":
-                fail(f"{overlay}: Namespace {ns} lacks pod-security.kubernetes.io/{mode}: restricted")
+            want = "baseline" if (overlay.endswith("dev") and mode == "enforce") else "restricted"
+            if labels.get(f"pod-security.kubernetes.io/{mode}") != want:
+                fail(f"{overlay}: Namespace {ns} lacks pod-security.kubernetes.io/{mode}: {want}")
 
 
 def check_nats(overlay: str, r: Rendering, app_ns: str | None, config: dict, deployments: dict) -> None:
@@ -810,8 +817,18 @@ def check_scaled_objects(overlay: str, r: Rendering, app_ns, deployments) -> Non
             else:
                 fail(f"{where} has an unexpected trigger type {t.get('type')}")
         types = {t.get("type") for t in triggers}
-        if not {"nats-jetstream", "cpu"} <= types:
-            fail(f"{where} should scale on nats-jetstream lag and cpu")
+        if "cpu" not in types:
+            fail(f"{where} should scale on cpu (the synchronous /adjustments path)")
+        # A push consumer exists only for a configured target, and a trigger whose consumer is
+        # missing fails (the HPA then never scales in): the lag triggers are exactly the
+        # configured targets' consumers.
+        config = next((cm.get("data", {}) for n, cm in r.kind("ConfigMap").items()
+                       if n.startswith(CONFIG_NAME)), {})
+        configured = {f"inventory-push-{t}-stock_level" for var, t in TARGET_VARS.items()
+                      if config.get(var)}
+        if seen != configured:
+            fail(f"{where} watches {sorted(seen)}, but the configured targets' push consumers "
+                 f"are {sorted(configured)} (set <TARGET>_BASE_URL and its trigger together)")
         if len(seen) != len([t for t in triggers if t.get("type") == "nats-jetstream"]):
             fail(f"{where} watches a consumer twice")
 
