@@ -76,7 +76,7 @@ async fn ledger_counts(state: &AppState) -> (BTreeMap<String, i64>, Vec<String>)
         let answer = state
             .http
             .get(format!("{base}/admin/record-errors?limit=1000"))
-            .bearer_auth(secrecy::ExposeSecret::expose_secret(&state.service_token))
+            .bearer_auth(state.token_for(service))
             .timeout(std::time::Duration::from_secs(10))
             .send()
             .await;

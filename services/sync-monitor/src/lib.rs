@@ -53,8 +53,12 @@ pub struct Config {
     /// `MONITOR_SERVICES`: `<service>=<base URL>` pairs, comma separated: the admin APIs the
     /// dashboard's actions call (dead-letter replays, error-ledger retries).
     pub services: BTreeMap<String, String>,
-    /// `MONITOR_SERVICE_TOKEN` (default: `ADMIN_TOKEN`): the admin token those APIs take.
+    /// `MONITOR_SERVICE_TOKEN` (default: this service's admin token): the admin token those
+    /// APIs take.
     pub service_token: SecretString,
+    /// `MONITOR_SERVICE_TOKEN_<SERVICE>` (`MONITOR_SERVICE_TOKEN_ERP_SYNC`, ...): the token of a
+    /// service that has one of its own (`ADMIN_TOKEN_<SERVICE>` there).
+    pub service_tokens: BTreeMap<String, SecretString>,
     /// `RESOLVER_REVIEW_URL` (`http://localhost:8085`): where conflicts are reviewed.
     pub review_url: String,
     /// `MONITOR_EVENT_DAYS` (7): how long stored sync events and reports are kept.
@@ -71,6 +75,7 @@ impl Config {
     pub fn defaults(common: CommonConfig) -> Self {
         Self {
             service_token: common.admin_token.current.clone(),
+            service_tokens: BTreeMap::new(),
             common,
             check_every: Some(Duration::from_secs(300)),
             alert_repeat: Duration::from_secs(3600),
@@ -105,6 +110,13 @@ impl Config {
         }
         if let Some(token) = var("MONITOR_SERVICE_TOKEN") {
             config.service_token = SecretString::from(token);
+        }
+        for service in config.services.keys() {
+            let name =
+                format!("MONITOR_SERVICE_TOKEN_{}", service.to_uppercase().replace('-', "_"));
+            if let Some(token) = var(&name) {
+                config.service_tokens.insert(service.clone(), SecretString::from(token));
+            }
         }
         config.keep_days = var_parsed("MONITOR_EVENT_DAYS", 7)?;
         config.slack = url_var("SLACK_WEBHOOK_URL")?.map(|url| Slack { webhook_url: url.into() });
@@ -148,7 +160,16 @@ pub struct AppState {
     pub alert_repeat: Duration,
     pub services: BTreeMap<String, String>,
     pub service_token: SecretString,
+    pub service_tokens: BTreeMap<String, SecretString>,
     pub review_url: String,
+}
+
+impl AppState {
+    /// The admin token `service`'s API takes: its own, or the shared one.
+    pub fn token_for(&self, service: &str) -> &str {
+        use secrecy::ExposeSecret;
+        self.service_tokens.get(service).unwrap_or(&self.service_token).expose_secret()
+    }
 }
 
 /// Connects everything, starts the consumers and the scheduled checks, and binds the HTTP
@@ -176,6 +197,7 @@ pub async fn build(config: Config) -> anyhow::Result<Application> {
         alert_repeat: config.alert_repeat,
         services: config.services.clone(),
         service_token: config.service_token.clone(),
+        service_tokens: config.service_tokens.clone(),
         review_url: config.review_url.clone(),
     };
 

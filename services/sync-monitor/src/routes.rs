@@ -11,7 +11,6 @@
 use actix_web::{HttpRequest, HttpResponse, get, post, put, web};
 use diesel::sql_types::{Integer, Jsonb, Text};
 use diesel_async::{AsyncConnection, RunQueryDsl};
-use secrecy::ExposeSecret;
 use serde_json::{Value, json};
 use shared::{
     db::PgPool,
@@ -196,7 +195,7 @@ async fn call_service(
     let response = state
         .http
         .request(method, format!("{base}{path}"))
-        .bearer_auth(state.service_token.expose_secret())
+        .bearer_auth(state.token_for(service))
         .send()
         .await
         .map_err(|e| ApiError::Unavailable(format!("{service}: {e}")))?;

@@ -18,9 +18,11 @@ const WAIT: Duration = Duration::from_secs(30);
 async fn a_stuck_order_is_found_by_its_id_with_its_whole_trail_across_services() {
     let (db, nats) = (TestDb::new().await, TestNats::new());
     let erp = SimServer::start(System::Erp).unwrap();
-    let mut erp_config =
-        erp_sync::Config::unconnected(harness::common_config(erp_sync::SERVICE, &db, &nats))
-            .unwrap();
+    // erp-sync has an admin token of its own (ADMIN_TOKEN_ERP_SYNC); the monitor holds it.
+    const ERP_ADMIN: &str = "erp-sync-own-admin-token-0123";
+    let mut erp_common = harness::common_config(erp_sync::SERVICE, &db, &nats);
+    erp_common.admin_token = ERP_ADMIN.into();
+    let mut erp_config = erp_sync::Config::unconnected(erp_common).unwrap();
     erp_config.api_keys = vec![KEY.into()];
     erp_config.erp = Some(shared::outbound::Endpoint {
         base_url: erp.base_url().to_owned(),
@@ -31,6 +33,7 @@ async fn a_stuck_order_is_found_by_its_id_with_its_whole_trail_across_services()
         sync_monitor::Config::defaults(harness::common_config(sync_monitor::SERVICE, &db, &nats));
     monitor_config.check_every = None;
     monitor_config.services = [("erp-sync".to_owned(), erp_sync.url(""))].into_iter().collect();
+    monitor_config.service_tokens = [("erp-sync".to_owned(), ERP_ADMIN.into())].into();
     let monitor = TestApp::spawn(sync_monitor::build(monitor_config).await.unwrap());
 
     // The ERP reports an order; then a local change of its status is refused by the ERP.
