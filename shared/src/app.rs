@@ -64,7 +64,10 @@ impl Application {
         // The body extractor's own limit is the same, so an oversized chunked body is refused
         // while it is read (and answered 413 by the extractors).
         let payload_limit = web::PayloadConfig::new(cfg.max_body);
-        let throttle = web::Data::new(Throttle::new(cfg.auth_failures_per_minute));
+        let throttle = web::Data::new(Throttle::new(
+            cfg.auth_failures_per_minute,
+            cfg.trusted_proxies.clone(),
+        ));
         let server = HttpServer::new(move || {
             App::new()
                 .wrap(from_fn(throttle_refusals))
@@ -211,10 +214,11 @@ async fn observe(
     response
 }
 
-/// Refused credentials per client address (the connection's peer, never a forwarded header),
-/// within the current minute.
+/// Refused credentials per client address within the current minute. The client is the
+/// connection's peer, or behind a trusted proxy (`TRUSTED_PROXIES`) the address it forwarded.
 pub struct Throttle {
     limit: u32,
+    trusted: Vec<crate::config::Cidr>,
     refusals: std::sync::Mutex<std::collections::HashMap<std::net::IpAddr, (Instant, u32)>>,
 }
 
@@ -222,8 +226,30 @@ pub struct Throttle {
 const THROTTLE_CLIENTS: usize = 10_000;
 
 impl Throttle {
-    pub fn new(limit: u32) -> Self {
-        Self { limit, refusals: std::sync::Mutex::new(std::collections::HashMap::new()) }
+    pub fn new(limit: u32, trusted: Vec<crate::config::Cidr>) -> Self {
+        Self { limit, trusted, refusals: std::sync::Mutex::new(std::collections::HashMap::new()) }
+    }
+
+    /// The client of `req`: its peer, unless the peer is a trusted proxy; then the nearest
+    /// address in `X-Forwarded-For` (read from the right) that is not a trusted proxy.
+    fn client(&self, req: &ServiceRequest) -> Option<std::net::IpAddr> {
+        let peer = req.peer_addr()?.ip();
+        let trusted = |ip: std::net::IpAddr| self.trusted.iter().any(|c| c.contains(ip));
+        if !trusted(peer) {
+            return Some(peer);
+        }
+        let forwarded = req.headers().get_all("x-forwarded-for").filter_map(|v| v.to_str().ok());
+        let hops: Vec<&str> = forwarded.flat_map(|v| v.split(',')).map(str::trim).collect();
+        let mut client = peer;
+        for hop in hops.iter().rev() {
+            match hop.parse::<std::net::IpAddr>() {
+                Ok(ip) if trusted(ip) => client = ip,
+                Ok(ip) => return Some(ip),
+                // Garbage from beyond the proxies: the last trusted hop answers for it.
+                Err(_) => return Some(client),
+            }
+        }
+        Some(client)
     }
 
     /// Seconds until `client` may try again, when it is over the limit.
@@ -255,7 +281,7 @@ async fn throttle_refusals(
     next: Next<impl MessageBody + 'static>,
 ) -> Result<ServiceResponse<actix_web::body::BoxBody>, Error> {
     let throttle = req.app_data::<web::Data<Throttle>>().cloned();
-    let client = req.peer_addr().map(|a| a.ip());
+    let client = throttle.as_ref().and_then(|t| t.client(&req));
     if let (Some(throttle), Some(client)) = (&throttle, client)
         && let Some(wait) = throttle.blocked(client)
     {

@@ -129,6 +129,54 @@ impl std::fmt::Debug for DbConfig {
     }
 }
 
+/// An address range: `10.0.0.0/8`, `fd00::/8`, or one address (`10.1.2.3`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Cidr {
+    addr: std::net::IpAddr,
+    prefix: u8,
+}
+
+impl Cidr {
+    pub fn contains(&self, ip: std::net::IpAddr) -> bool {
+        use std::net::IpAddr::{V4, V6};
+        let ip = match ip {
+            V6(v6) => v6.to_ipv4_mapped().map_or(V6(v6), V4),
+            v4 => v4,
+        };
+        match (self.addr, ip) {
+            (V4(net), V4(ip)) => {
+                let mask = u32::MAX.checked_shl(32 - u32::from(self.prefix)).unwrap_or(0);
+                u32::from(net) & mask == u32::from(ip) & mask
+            }
+            (V6(net), V6(ip)) => {
+                let mask = u128::MAX.checked_shl(128 - u32::from(self.prefix)).unwrap_or(0);
+                u128::from(net) & mask == u128::from(ip) & mask
+            }
+            _ => false,
+        }
+    }
+}
+
+impl FromStr for Cidr {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        let (addr, prefix) = s.split_once('/').unwrap_or((s, ""));
+        let addr: std::net::IpAddr =
+            addr.parse().map_err(|_| format!("{s:?} is not an address or a CIDR range"))?;
+        let max = if addr.is_ipv4() { 32 } else { 128 };
+        let prefix = if prefix.is_empty() {
+            max
+        } else {
+            prefix
+                .parse()
+                .ok()
+                .filter(|p| *p <= max)
+                .ok_or_else(|| format!("{s:?}: bad prefix length"))?
+        };
+        Ok(Self { addr, prefix })
+    }
+}
+
 /// The admin token, and those still accepted while callers switch (see [`CommonConfig`]).
 #[derive(Clone, Debug)]
 pub struct AdminToken {
@@ -407,6 +455,11 @@ pub struct CommonConfig {
     /// `AUTH_FAILURES_PER_MINUTE` (30; 0 = no limit): a client (by its address) refused this many
     /// times within a minute gets 429 until the minute ends.
     pub auth_failures_per_minute: u32,
+    /// `TRUSTED_PROXIES` (none): addresses or CIDR ranges of the reverse proxies in front of
+    /// the service (an ingress controller's pod network). A request whose peer is one of them
+    /// counts against the client `X-Forwarded-For` names (the nearest address that is not a
+    /// trusted proxy); from anyone else the header is ignored, so it cannot be forged.
+    pub trusted_proxies: Vec<Cidr>,
     /// `MIGRATE_ON_START` (true): the service applies pending migrations when it starts. False
     /// where a migration job runs them (Kubernetes): the service then only waits, not ready,
     /// until the database has them all, and its role needs no DDL rights.
@@ -475,6 +528,17 @@ impl CommonConfig {
             max_body: var_parsed("MAX_BODY_BYTES", 1024 * 1024)?,
             public_url: url_var("PUBLIC_URL")?,
             auth_failures_per_minute: var_parsed("AUTH_FAILURES_PER_MINUTE", 30)?,
+            trusted_proxies: var("TRUSTED_PROXIES")
+                .map(|raw| {
+                    raw.split(',')
+                        .map(str::trim)
+                        .filter(|s| !s.is_empty())
+                        .map(str::parse)
+                        .collect::<Result<Vec<Cidr>, String>>()
+                })
+                .transpose()
+                .map_err(|reason| ConfigError::Invalid { name: "TRUSTED_PROXIES".into(), reason })?
+                .unwrap_or_default(),
             migrate_on_start: var_parsed("MIGRATE_ON_START", true)?,
             retention: Retention::from_env()?,
         }
@@ -632,6 +696,24 @@ mod tests {
         unsafe_set("ADMIN_TOKEN_TOKENTEST_TWO", "long-enough-token-0123,short");
         let err = admin_tokens("tokentest-two").unwrap_err().to_string();
         assert!(err.contains("ADMIN_TOKEN_TOKENTEST_TWO") && !err.contains("short"), "{err}");
+    }
+
+    #[test]
+    fn cidr_ranges_match_their_addresses_only() {
+        let net: Cidr = "10.42.0.0/16".parse().unwrap();
+        assert!(net.contains("10.42.7.9".parse().unwrap()));
+        assert!(!net.contains("10.43.0.1".parse().unwrap()));
+        assert!(net.contains("::ffff:10.42.0.1".parse().unwrap()), "IPv4-mapped IPv6");
+        let one: Cidr = "127.0.0.1".parse().unwrap();
+        assert!(one.contains("127.0.0.1".parse().unwrap()));
+        assert!(!one.contains("127.0.0.2".parse().unwrap()));
+        let v6: Cidr = "fd00::/8".parse().unwrap();
+        assert!(
+            v6.contains("fd12::1".parse().unwrap()) && !v6.contains("fe80::1".parse().unwrap())
+        );
+        let all: Cidr = "0.0.0.0/0".parse().unwrap();
+        assert!(all.contains("203.0.113.9".parse().unwrap()));
+        assert!("10.0.0.0/33".parse::<Cidr>().is_err() && "proxy".parse::<Cidr>().is_err());
     }
 
     #[test]

@@ -516,3 +516,56 @@ async fn a_client_refused_too_often_is_rate_limited_even_with_the_right_token_th
     let problem: Value = blocked.json().await.unwrap();
     assert_eq!(problem["status"], 429);
 }
+
+#[tokio::test]
+async fn behind_a_trusted_proxy_the_forwarded_client_is_limited_and_a_forged_header_is_not_believed()
+ {
+    // Direct: X-Forwarded-For is not believed (127.0.0.1 is no trusted proxy here).
+    let f = spawn(1024).await;
+    for n in 0..30 {
+        let r = f
+            .app
+            .http
+            .get(f.app.url("/admin/settings"))
+            .bearer_auth("guessing-the-admin-token")
+            .header("X-Forwarded-For", format!("198.51.100.{n}"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 401);
+    }
+    let r =
+        f.app.http.get(f.app.url("/admin/settings")).header("X-Forwarded-For", "198.51.100.200");
+    assert_eq!(r.send().await.unwrap().status(), 429, "a forged header does not escape the limit");
+
+    // Behind a trusted proxy (the loopback): each forwarded client has a limit of its own.
+    let (db, nats) = (TestDb::new().await, TestNats::new());
+    let mut config = harness::common_config("crm-sync", &db, &nats);
+    config.trusted_proxies = vec!["127.0.0.0/8".parse().unwrap()];
+    let spec = ServiceSpec {
+        schema: "crm",
+        streams: &[&streams::WEBHOOKS, &streams::SYNC_EVENTS],
+        openapi: shared::app::described("proxy test"),
+        settings: None,
+    };
+    let platform = Platform::start(&config, spec).await.unwrap();
+    let app =
+        TestApp::spawn(Application::build(platform, (), AuthConfig::default(), |_| {}).unwrap());
+    let get = |client: &str, token: &str| {
+        app.http
+            .get(app.url("/admin/settings"))
+            .bearer_auth(token)
+            // A proxy appends the address it saw to what the client sent.
+            .header("X-Forwarded-For", format!("10.9.9.9, {client}"))
+            .send()
+    };
+    for _ in 0..30 {
+        assert_eq!(get("203.0.113.7", "guessing-the-admin-token").await.unwrap().status(), 401);
+    }
+    assert_eq!(get("203.0.113.7", harness::ADMIN_TOKEN).await.unwrap().status(), 429);
+    assert_eq!(
+        get("203.0.113.8", harness::ADMIN_TOKEN).await.unwrap().status(),
+        200,
+        "another client behind the same proxy is not throttled"
+    );
+}

@@ -302,6 +302,7 @@ pub fn common_config(service: &'static str, db: &TestDb, nats: &TestNats) -> Com
         retention: Default::default(),
         public_url: None,
         auth_failures_per_minute: 30,
+        trusted_proxies: Vec::new(),
         migrate_on_start: true,
     }
 }
@@ -337,6 +338,7 @@ pub fn init_logs() {
                 retention: Default::default(),
                 public_url: None,
                 auth_failures_per_minute: 30,
+                trusted_proxies: Vec::new(),
                 migrate_on_start: true,
             };
             // The guard lives for the whole test process.
