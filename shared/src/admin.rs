@@ -31,8 +31,9 @@ pub async fn put_setting(
     body: web::Bytes,
 ) -> Result<HttpResponse, ApiError> {
     let value: serde_json::Value = parse_json(&body)?;
-    let updated = platform.settings.set(&key, value).await?;
-    tracing::info!(setting = %key, "runtime setting changed by admin");
+    let service = (platform.schema, platform.config.service);
+    let updated =
+        platform.settings.change(&platform.db, service, &key, value, "admin token").await?;
     Ok(HttpResponse::Ok().json(updated))
 }
 

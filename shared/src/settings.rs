@@ -340,6 +340,41 @@ impl Settings {
     /// Validates and stores one field (`<field>` for the platform's, `<service>.<field>` for
     /// this service's own); every service picks it up through its watch. Answers the
     /// settings in force with the change ([`Settings::view`]).
+    /// [`Settings::set`], announced for the audit: `who` changed `key` from its old value, on
+    /// `sync.events.<service>.settings` through `schema`'s outbox. Every way to change a
+    /// setting (any service's `/admin/settings`, the dashboard) goes through here.
+    pub async fn change(
+        &self,
+        db: &crate::db::PgPool,
+        (schema, service): (&'static str, &str),
+        key: &str,
+        value: serde_json::Value,
+        who: &str,
+    ) -> Result<serde_json::Value, ApiError> {
+        let old_value = self.view().get(key).cloned();
+        let view = self.set(key, value.clone()).await?;
+        let changed = crate::schemas::sync::SettingChanged {
+            service: service.to_owned(),
+            key: key.to_owned(),
+            who: who.to_owned(),
+            old_value,
+            new_value: value,
+        };
+        let row =
+            crate::bus::outbox::OutboxRow::new(&crate::schemas::Envelope::new(service, changed));
+        let announced = async {
+            let mut conn = db.get().await.map_err(|e| anyhow::anyhow!("{e}"))?;
+            crate::bus::outbox::enqueue(&mut conn, schema, &[row]).await?;
+            anyhow::Ok(())
+        };
+        if let Err(e) = announced.await {
+            // The change is in force; only its audit entry is missing.
+            tracing::error!(key, error = %format!("{e:#}"), "setting changed but not announced for the audit");
+        }
+        tracing::info!(setting = %key, who, "runtime setting changed");
+        Ok(view)
+    }
+
     pub async fn set(
         &self,
         key: &str,

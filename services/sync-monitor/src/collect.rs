@@ -12,7 +12,8 @@ use shared::{
     bus::{Delivery, HandlerError},
     db::PgPool,
     schemas::sync::{
-        BulkJobChanged, MessageDeadLettered, RecordSynced, SyncBatchRecorded, SyncRecorded,
+        BulkJobChanged, MessageDeadLettered, RecordSynced, SettingChanged, SyncBatchRecorded,
+        SyncRecorded,
     },
 };
 
@@ -48,6 +49,7 @@ struct Batch {
     events: Vec<Value>,
     dead_letters: Vec<Value>,
     bulk_jobs: Vec<Value>,
+    settings: Vec<Value>,
 }
 
 impl Batch {
@@ -84,6 +86,14 @@ impl Batch {
                     "deliveries": d.deliveries, "at": message.envelope.occurred_at,
                 }));
             }
+            "sync.setting_changed" => {
+                let c: SettingChanged = serde_json::from_value(data)?;
+                self.settings.push(json!({
+                    "message_id": message.envelope.id, "at": message.envelope.occurred_at,
+                    "service": c.service, "who": c.who, "key": c.key,
+                    "old_value": c.old_value, "new_value": c.new_value,
+                }));
+            }
             "sync.bulk_job" => {
                 let j: BulkJobChanged = serde_json::from_value(data)?;
                 let mut v = serde_json::to_value(j)?;
@@ -96,6 +106,18 @@ impl Batch {
     }
 
     async fn store(self, conn: &mut AsyncPgConnection) -> diesel::QueryResult<()> {
+        if !self.settings.is_empty() {
+            diesel::sql_query(
+                "INSERT INTO monitor.settings_audit (message_id, at, service, who, key, old_value, new_value) \
+                 SELECT * FROM jsonb_to_recordset($1) AS r(message_id uuid, at timestamptz, service text, \
+                      who text, key text, old_value jsonb, new_value jsonb) \
+                 ORDER BY at \
+                 ON CONFLICT (message_id) DO NOTHING",
+            )
+            .bind::<Jsonb, _>(Value::Array(self.settings))
+            .execute(conn)
+            .await?;
+        }
         if !self.events.is_empty() {
             // The rows stored now (a redelivery stores none) feed the hourly history and the
             // last success.

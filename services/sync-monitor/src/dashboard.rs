@@ -52,7 +52,7 @@ pub async fn dashboard(admin: Result<AdminPage, ApiError>) -> HttpResponse {
          <section><h2>Runtime settings</h2><form id=\"setting-form\"><label>Setting <select id=\"setting-key\"></select></label>\
          <textarea id=\"setting-value\" rows=\"4\"></textarea> <button id=\"setting-save\" type=\"submit\">Save</button> \
          <span id=\"setting-result\"></span></form>\
-         <h2>Changes</h2><table id=\"audit\"><thead><tr><th>When</th><th>Who</th><th>Setting</th><th>Old</th><th>New</th></tr>\
+         <h2>Changes</h2><table id=\"audit\"><thead><tr><th>When</th><th>Who</th><th>Where</th><th>Setting</th><th>Old</th><th>New</th></tr>\
          </thead><tbody></tbody></table></section><script>{SCRIPT}</script>",
         csrf = escape_html(&admin.csrf),
     );
@@ -143,7 +143,7 @@ async function refresh() {
     ['retry', 'requeue', 'ignore'].map(a => `<button data-ledger="${esc(s)}/${esc(e.id)}/${a}">${a[0].toUpperCase() + a.slice(1)}</button>`).join(' ') + `</td></tr>`,
     'no open error-ledger rows');
   const audit = await (await api('/api/settings/audit')).json();
-  rows('audit', audit, a => `<tr><td>${when(a.at)}</td><td>${esc(a.who)}</td><td>${esc(a.key)}</td>` +
+  rows('audit', audit, a => `<tr><td>${when(a.at)}</td><td>${esc(a.who)}</td><td>${esc(a.service ?? '')}</td><td>${esc(a.key)}</td>` +
     `<td><code>${esc(JSON.stringify(a.old_value))}</code></td><td><code>${esc(JSON.stringify(a.new_value))}</code></td></tr>`, 'no changes yet');
 }
 document.addEventListener('click', async ev => {

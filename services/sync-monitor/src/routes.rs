@@ -134,7 +134,8 @@ pub async fn check_now(
     Ok(HttpResponse::Ok().json(report))
 }
 
-/// Changes one runtime setting (body: the new value), audited.
+/// Changes one runtime setting (body: the new value), audited (as every change is: see
+/// [`shared::settings::Settings::change`]).
 #[utoipa::path(put, path = "/api/settings/{key}", tag = "monitor", security(("admin_token" = [])),
     responses((status = 200, description = "the settings in force"), (status = 422, description = "invalid value, naming the field")))]
 #[put("/api/settings/{key}")]
@@ -147,27 +148,15 @@ pub async fn set_setting(
 ) -> Result<HttpResponse, ApiError> {
     changing(&admin, &req)?;
     let value: Value = shared::http::parse_json(&body)?;
-    let old = state.settings.view().get(key.as_str()).cloned();
-    let view = state.settings.set(&key, value.clone()).await?;
     let who = if admin.session.is_some() { "dashboard session" } else { "admin token" };
-    let mut conn = state.db.get().await.map_err(database)?;
-    diesel::sql_query(
-        "INSERT INTO monitor.settings_audit (who, key, old_value, new_value) VALUES ($1, $2, $3, $4)",
-    )
-    .bind::<Text, _>(who)
-    .bind::<Text, _>(key.as_str())
-    .bind::<diesel::sql_types::Nullable<Jsonb>, _>(old)
-    .bind::<Jsonb, _>(value)
-    .execute(&mut conn)
-    .await
-    .map_err(database)?;
-    tracing::info!(key = %key, who, "runtime setting changed");
+    let view =
+        state.settings.change(&state.db, (crate::SCHEMA, crate::SERVICE), &key, value, who).await?;
     Ok(HttpResponse::Ok().json(view))
 }
 
 /// Every audited change of a runtime setting, newest first.
 #[utoipa::path(get, path = "/api/settings/audit", tag = "monitor", security(("admin_token" = [])),
-    responses((status = 200, description = "`[{at, who, key, old_value, new_value}]`")))]
+    responses((status = 200, description = "`[{at, service, who, key, old_value, new_value}]`")))]
 #[get("/api/settings/audit")]
 pub async fn settings_audit(
     _: AdminPage,
@@ -175,8 +164,9 @@ pub async fn settings_audit(
 ) -> Result<HttpResponse, ApiError> {
     let audit = json_query(
         &state.db,
-        "SELECT coalesce(jsonb_agg(a ORDER BY a.id DESC), '[]') AS value FROM ( \
-           SELECT id, at, who, key, old_value, new_value FROM monitor.settings_audit ORDER BY id DESC LIMIT 200) a",
+        "SELECT coalesce(jsonb_agg(a ORDER BY a.at DESC, a.id DESC), '[]') AS value FROM ( \
+           SELECT id, at, service, who, key, old_value, new_value FROM monitor.settings_audit \
+           ORDER BY at DESC, id DESC LIMIT 200) a",
     )
     .await?;
     Ok(HttpResponse::Ok().json(audit))

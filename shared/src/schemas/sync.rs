@@ -185,3 +185,21 @@ impl Event for BulkJobChanged {
         format!("sync.events.{}.bulk.{}", self.source, self.entity)
     }
 }
+
+/// A runtime setting was changed through a service's admin API or the dashboard:
+/// `sync.events.<service>.settings` (sync-monitor keeps them as the settings audit).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct SettingChanged {
+    pub service: String,
+    pub key: String,
+    pub who: String,
+    pub old_value: Option<serde_json::Value>,
+    pub new_value: serde_json::Value,
+}
+
+impl Event for SettingChanged {
+    const TYPE: &'static str = "sync.setting_changed";
+    fn subject(&self) -> String {
+        format!("sync.events.{}.settings", self.service)
+    }
+}

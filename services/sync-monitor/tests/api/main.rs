@@ -372,15 +372,42 @@ async fn settings_changes_are_audited_and_take_effect_on_the_next_check() {
     .await
     .expect("the new maximum applies");
     assert_eq!(applied["issues"][0]["message"], "erp sync lag: 10 minutes (max: 5)");
-    let audit: Value = t.app.admin_get("/api/settings/audit").await.json().await.unwrap();
-    assert_eq!(audit.as_array().unwrap().len(), 1, "the refused change is not audited");
+    // A change through a service's own admin API (every service has /admin/settings) is
+    // audited as well: every change is announced on sync.events.<service>.settings.
+    let direct = t
+        .app
+        .http
+        .put(t.app.url("/admin/settings/max_sync_lag_secs"))
+        .bearer_auth(ADMIN_TOKEN)
+        .json(&json!({"erp": 400}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(direct.status(), 200);
+    let audit = harness::eventually(WAIT, || async {
+        let audit: Value = t.app.admin_get("/api/settings/audit").await.json().await.ok()?;
+        (audit.as_array()?.len() == 2).then_some(audit)
+    })
+    .await
+    .expect("both changes are audited, the refused one is not");
+    let entry = |a: &Value| {
+        (
+            a["service"].clone(),
+            a["who"].clone(),
+            a["key"].clone(),
+            a["old_value"].clone(),
+            a["new_value"].clone(),
+        )
+    };
     assert_eq!(
-        (audit[0]["key"].as_str(), audit[0]["who"].as_str()),
-        (Some("max_sync_lag_secs"), Some("admin token"))
+        entry(&audit[1]),
+        entry(&json!({"service": "sync-monitor", "who": "admin token", "key": "max_sync_lag_secs",
+            "old_value": {}, "new_value": {"erp": 300}}))
     );
     assert_eq!(
-        (&audit[0]["old_value"], &audit[0]["new_value"]),
-        (&json!({}), &json!({"erp": 300}))
+        entry(&audit[0]),
+        entry(&json!({"service": "sync-monitor", "who": "admin token", "key": "max_sync_lag_secs",
+            "old_value": {"erp": 300}, "new_value": {"erp": 400}}))
     );
     // Without the admin token, nothing.
     let anonymous = t.app.http.get(t.app.url("/api/health")).send().await.unwrap();

@@ -1,0 +1,1 @@
+ALTER TABLE monitor.settings_audit DROP COLUMN message_id, DROP COLUMN service;
