@@ -317,15 +317,21 @@ def check_k8s(overlay: str, rendered: Path) -> None:
             if key not in config:
                 fail(f"{overlay}: ConfigMap lacks {key}")
 
-    def check_env_from(where: str, pod_spec: dict) -> None:
+    def check_env_from(where: str, pod_spec: dict, own: str | None = None) -> None:
         container = pod_spec["containers"][0]
         refs = container.get("envFrom", [])
         cm_refs = [r["configMapRef"]["name"] for r in refs if "configMapRef" in r]
         secret_refs_ = [r["secretRef"]["name"] for r in refs if "secretRef" in r]
         if len(cm_refs) != 1 or cm_refs[0] not in configmaps:
             fail(f"{overlay}: {where} envFrom ConfigMap {cm_refs} is not the rendered one")
+        # The shared Secret, and at most the service's own (datasync-<service>), never another
+        # service's.
+        if own and len(secret_refs_) == 2:
+            if secret_refs_[1] != f"datasync-{own}":
+                fail(f"{overlay}: {where} loads Secret {secret_refs_[1]}, not its own datasync-{own}")
+            secret_refs_ = secret_refs_[:1]
         if len(secret_refs_) != 1:
-            fail(f"{overlay}: {where} must load exactly one Secret, got {secret_refs_}")
+            fail(f"{overlay}: {where} must load the shared Secret (and its own), got {secret_refs_}")
         elif secrets:
             if secret_refs_[0] not in secrets:
                 fail(f"{overlay}: {where} refers to Secret {secret_refs_[0]}, not the generated one")
@@ -352,7 +358,7 @@ def check_k8s(overlay: str, rendered: Path) -> None:
         spec = pod["spec"]
         container = spec["containers"][0]
         where = f"Deployment {name}"
-        check_env_from(where, spec)
+        check_env_from(where, spec, own=name)
         check_hardening(where, spec)
 
         if not container.get("image", "").startswith(f"ghcr.io/datasync/{name}:"):
@@ -661,8 +667,9 @@ def check_nats(overlay: str, r: Rendering, app_ns: str | None, config: dict, dep
         want_key = f"NATS_PASSWORD_{upper_snake(svc)}"
         if user != svc:
             fail(f"{overlay}: Deployment {svc} connects as NATS user {user}, not its own name")
-        if ref.get("name") != SECRET_NAME or ref.get("key") != want_key:
-            fail(f"{overlay}: Deployment {svc} NATS_PASSWORD should come from {SECRET_NAME} key {want_key}")
+        if ref.get("name") != f"datasync-{svc}" or ref.get("key") != want_key:
+            fail(f"{overlay}: Deployment {svc} NATS_PASSWORD should come from its own Secret "
+                 f"datasync-{svc} key {want_key}")
         if auth_users.get(user) != want_key:
             fail(f"deploy/nats/auth.conf: user {user} should have password ${want_key}")
     if users and set(users) != set(SERVICES):
