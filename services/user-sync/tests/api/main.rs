@@ -396,6 +396,38 @@ async fn lists_page_sort_and_project_writes_check_etags_and_errors_are_scim() {
     }
     let (_, pr) = t.get(OKTA, &format!("/Users?filter={}", enc("title pr"))).await;
     assert_eq!(pr["totalResults"], 0);
+    // The same list as a POST .search (RFC 7644 §3.4.3): the filter in the body, not the URL.
+    let (status, found) = t
+        .post(
+            OKTA,
+            "/Users/.search",
+            json!({"schemas": ["urn:ietf:params:scim:api:messages:2.0:SearchRequest"],
+                "filter": r#"userName co "AR" or name.givenName sw "d""#, "sortBy": "userName",
+                "startIndex": 1, "count": 1, "attributes": ["userName"]}),
+        )
+        .await;
+    assert_eq!(status, 200, "{found}");
+    assert_eq!(
+        (found["totalResults"].as_i64(), found["itemsPerPage"].as_i64()),
+        (Some(2), Some(1)),
+        "{found}"
+    );
+    let keys: Vec<&str> =
+        found["Resources"][0].as_object().unwrap().keys().map(String::as_str).collect();
+    assert_eq!(
+        (keys, &found["Resources"][0]["userName"]),
+        (vec!["id", "schemas", "userName"], &json!("carol@example.com"))
+    );
+    let (status, error) = t.post(OKTA, "/Users/.search", json!({"filter": "userName pr"})).await;
+    assert_eq!((status, error["scimType"].as_str()), (400, Some("invalidSyntax")), "{error}");
+    let (status, _) = t
+        .post(
+            OKTA,
+            "/Groups/.search",
+            json!({"schemas": ["urn:ietf:params:scim:api:messages:2.0:SearchRequest"]}),
+        )
+        .await;
+    assert_eq!(status, 200);
     let (_, count_only) = t.get(OKTA, "/Users?count=0").await;
     assert_eq!(
         (count_only["totalResults"].as_i64(), count_only["Resources"].as_array().map(Vec::len)),
