@@ -34,6 +34,8 @@ pub struct Target {
     config: tokio_postgres::Config,
     mode: SslMode,
     root_cert: Option<String>,
+    /// Built once from `mode` and `root_cert` (`None` for `disable`).
+    tls: Option<ClientConfig>,
 }
 
 impl Target {
@@ -48,8 +50,8 @@ impl Target {
             SslMode::Prefer => tokio_postgres::config::SslMode::Prefer,
             _ => tokio_postgres::config::SslMode::Require,
         });
-        let target = Self { config, mode, root_cert };
-        target.client_config()?;
+        let mut target = Self { config, mode, root_cert, tls: None };
+        target.tls = target.client_config()?;
         Ok(target)
     }
 
@@ -107,7 +109,7 @@ impl Target {
             }
             diesel::ConnectionError::BadConnection(text)
         };
-        match self.client_config().map_err(diesel::ConnectionError::BadConnection)? {
+        match self.tls.clone() {
             None => {
                 let (client, connection) =
                     self.config.connect(tokio_postgres::NoTls).await.map_err(failed)?;
